@@ -1,0 +1,181 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { chmod, mkdir, rename, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import {
+  ARCH_INFO,
+  type Arch,
+  archSupport,
+  createSubvolume,
+  deleteSubvolume,
+  HOST_ENV,
+  HostCommandError,
+  isSubvolume,
+  type Logger,
+  runCommand,
+  setReadonly,
+} from '../src/index.ts';
+import { fetchDebianPackage } from './apt-fetch.ts';
+import type { ImageStore, ResolvedImage } from './image-store.ts';
+import { loadRecipe, RECIPES_DIR, type Recipe } from './recipe.ts';
+import { shiftOwners } from './shift-owners.ts';
+
+export interface BuildImageOptions {
+  store: ImageStore;
+  /** Downloaded packages are kept here between builds. */
+  cacheDir: string;
+  /** Host uid/gid that container root maps to: the image's owners are shifted by it. */
+  idBase: number;
+  /** Debian mirror, e.g. http://deb.debian.org/debian. */
+  mirror: string;
+  logger: Logger;
+  signal?: AbortSignal | undefined;
+  /** Where recipes are read from. Default: the ones shipped in images/recipes. */
+  recipesDir?: string;
+}
+
+/**
+ * Builds image `name` for `arch` from its recipe into a new read-only subvolume, with owners
+ * shifted into the unprivileged range, records it (digest = sha256 of its `btrfs send` stream)
+ * and makes it the current version. A failed or aborted build leaves nothing behind.
+ */
+export async function buildImage(name: string, arch: Arch, o: BuildImageOptions): Promise<ResolvedImage> {
+  const recipe = await loadRecipe(name, o.recipesDir ?? RECIPES_DIR);
+  // A foreign arch needs qemu-user for the build itself too (busybox --list, maintainer scripts).
+  await archSupport(arch);
+  const dir = o.store.dirOf(recipe.name, arch);
+  await mkdir(dir, { recursive: true });
+  const staging = join(dir, `.build-${randomBytes(6).toString('hex')}`);
+  const started = Date.now();
+  await createSubvolume(staging);
+  try {
+    if (recipe.base === 'busybox') await populateBusybox(staging, recipe, arch, o);
+    else await populateDebian(staging, recipe, arch, o);
+    const { bytes } = await shiftOwners(staging, o.idBase, o.signal);
+    await setReadonly(staging, true);
+    const digest = await sendDigest(staging, o.signal);
+    const final = join(dir, digest);
+    if (await isSubvolume(final)) {
+      await deleteSubvolume(staging);
+    } else {
+      await rename(staging, final);
+    }
+    const image = await o.store.commit({
+      name: recipe.name,
+      arch,
+      digest,
+      sizeBytes: bytes,
+      createdAt: new Date().toISOString(),
+      description: recipe.description,
+    });
+    o.logger.info(
+      { image: recipe.name, arch, digest, sizeBytes: bytes, ms: Date.now() - started },
+      'image built',
+    );
+    return image;
+  } catch (e) {
+    await deleteSubvolume(staging).catch((err: unknown) =>
+      o.logger.error({ err, staging }, 'could not remove the staging subvolume of a failed build'),
+    );
+    throw e;
+  }
+}
+
+async function populateBusybox(
+  root: string,
+  recipe: Recipe,
+  arch: Arch,
+  o: BuildImageOptions,
+): Promise<void> {
+  const deb = await fetchDebianPackage('busybox-static', arch, {
+    cacheDir: o.cacheDir,
+    mirror: o.mirror,
+    suite: recipe.suite,
+    signal: o.signal,
+  });
+  await runCommand('dpkg-deb', ['-x', deb, root], { signal: o.signal });
+  for (const d of [
+    'bin',
+    'sbin',
+    'usr/bin',
+    'usr/sbin',
+    'etc',
+    'proc',
+    'sys',
+    'dev',
+    'root',
+    'home',
+    'run',
+    'var/tmp',
+  ]) {
+    await mkdir(join(root, d), { recursive: true });
+  }
+  await mkdir(join(root, 'tmp'), { recursive: true });
+  await chmod(join(root, 'tmp'), 0o1777);
+  await chmod(join(root, 'var/tmp'), 0o1777);
+  await chmod(join(root, 'root'), 0o700);
+  // Run the image's own busybox (through qemu-user on a foreign arch) for its applet list.
+  const list = await runCommand(join(root, 'bin/busybox'), ['--list-full'], { signal: o.signal });
+  for (const applet of list.split('\n').filter(Boolean)) {
+    await symlink('/bin/busybox', join(root, applet)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EEXIST') throw e;
+    });
+  }
+  const files: Record<string, string> = {
+    'etc/passwd': 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n',
+    'etc/group': 'root:x:0:\nnogroup:x:65534:\n',
+    'etc/hosts': '127.0.0.1 localhost\n::1 localhost\n',
+    'etc/resolv.conf': '',
+    'etc/os-release': `NAME="busybox"\nID=busybox\nVERSION_ID="${recipe.suite}"\nPRETTY_NAME="busybox (Debian ${recipe.suite} busybox-static, ${ARCH_INFO[arch].debian})"\n`,
+  };
+  for (const [f, text] of Object.entries(files)) await writeFile(join(root, f), text);
+}
+
+async function populateDebian(
+  root: string,
+  recipe: Recipe & { base: 'debian' },
+  arch: Arch,
+  o: BuildImageOptions,
+) {
+  const cache = join(o.cacheDir, 'debs', recipe.suite, ARCH_INFO[arch].debian);
+  await mkdir(cache, { recursive: true });
+  const args = [
+    '--mode=root',
+    `--variant=${recipe.variant}`,
+    `--architectures=${ARCH_INFO[arch].debian}`,
+    ...(recipe.packages.length ? [`--include=${recipe.packages.join(',')}`] : []),
+    // Keep the downloaded .debs between builds: copy them in before, out after, then empty the image's copy.
+    '--skip=download/empty',
+    '--skip=essential/unlink',
+    `--setup-hook=mkdir -p "$1"/var/cache/apt/archives/`,
+    `--setup-hook=sync-in ${cache} /var/cache/apt/archives/`,
+    `--customize-hook=sync-out /var/cache/apt/archives ${cache}`,
+    `--customize-hook=rm -f "$1"/var/cache/apt/archives/*.deb "$1"/var/cache/apt/archives/partial/*.deb`,
+    '--customize-hook=rm -rf "$1"/var/lib/apt/lists/* "$1"/etc/hostname "$1"/etc/machine-id',
+    recipe.suite,
+    root,
+    o.mirror,
+  ];
+  await runCommand('mmdebstrap', args, { signal: o.signal, timeoutMs: 3600_000 });
+}
+
+/** sha256 of the subvolume's full `btrfs send` stream: the digest that names this version. */
+async function sendDigest(path: string, signal?: AbortSignal): Promise<string> {
+  const hash = createHash('sha256');
+  const proc = execa('btrfs', ['send', '-q', path], {
+    env: HOST_ENV,
+    extendEnv: false,
+    stdin: 'ignore',
+    buffer: false,
+    reject: false,
+    ...(signal ? { cancelSignal: signal } : {}),
+  });
+  proc.stdout.on('data', (chunk: Buffer) => hash.update(chunk));
+  let stderr = '';
+  proc.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const result = await proc;
+  if (result.failed) throw new HostCommandError('btrfs send', result.exitCode, stderr);
+  return `sha256:${hash.digest('hex')}`;
+}

@@ -1,0 +1,80 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parse } from 'yaml';
+import { z } from 'zod';
+import { ImageName, ImageNotFoundError, InvalidInputError } from '../src/index.ts';
+
+const DebianPackage = z.string().regex(/^[a-z0-9][a-z0-9+.-]+$/, 'a Debian package name');
+const Suite = z.string().regex(/^[a-z][a-z0-9-]*$/, 'a Debian suite name such as bookworm');
+
+/** An image recipe: a small declarative file in images/recipes/, so adding an image needs no code. */
+export const Recipe = z.discriminatedUnion('base', [
+  z.object({
+    name: ImageName,
+    description: z.string().default(''),
+    /** Debian's busybox-static package of the arch, with its applets linked. */
+    base: z.literal('busybox'),
+    suite: Suite,
+  }),
+  z.object({
+    name: ImageName,
+    description: z.string().default(''),
+    /** A Debian root built by mmdebstrap. */
+    base: z.literal('debian'),
+    suite: Suite,
+    variant: z.enum([
+      'extract',
+      'custom',
+      'essential',
+      'apt',
+      'required',
+      'minbase',
+      'buildd',
+      'important',
+      'standard',
+    ]),
+    packages: z.array(DebianPackage).default([]),
+  }),
+]);
+export type Recipe = z.infer<typeof Recipe>;
+
+/** The recipes shipped with archway. */
+export const RECIPES_DIR = new URL('./recipes/', import.meta.url).pathname;
+
+/** Loads the recipe called `name` from `dir`; an unknown name lists the ones there are. */
+export async function loadRecipe(name: string, dir = RECIPES_DIR): Promise<Recipe> {
+  const valid = ImageName.safeParse(name);
+  if (!valid.success) throw new InvalidInputError('image', `'${name}': ${valid.error.issues[0]?.message}`);
+  let text: string;
+  try {
+    text = await readFile(join(dir, `${name}.yml`), 'utf8');
+  } catch {
+    const known = await listRecipes(dir);
+    throw new ImageNotFoundError(
+      `no recipe for image '${name}' in ${dir} (known: ${known.join(', ') || 'none'})`,
+    );
+  }
+  const parsed = Recipe.safeParse(parse(text));
+  if (!parsed.success) {
+    const i = parsed.error.issues[0];
+    throw new InvalidInputError(
+      `${name}.yml ${i?.path.join('.') ?? ''}`.trim(),
+      i?.message ?? 'invalid recipe',
+    );
+  }
+  if (parsed.data.name !== name) {
+    throw new InvalidInputError(
+      `${name}.yml name`,
+      `the recipe calls itself '${parsed.data.name}'; the file name must match`,
+    );
+  }
+  return parsed.data;
+}
+
+export async function listRecipes(dir = RECIPES_DIR): Promise<string[]> {
+  const files = await readdir(dir).catch(() => [] as string[]);
+  return files
+    .filter((f) => f.endsWith('.yml'))
+    .map((f) => f.slice(0, -4))
+    .sort();
+}

@@ -1,0 +1,50 @@
+import { chmod, lchown, lstat, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { runCommand } from '../src/index.ts';
+
+export interface ShiftResult {
+  files: number;
+  /** Apparent bytes of regular files (hard links counted once). */
+  bytes: number;
+}
+
+/**
+ * Shifts every owner in the tree at `root` by `base` (uid 0 -> base, 1000 -> base+1000), so a
+ * container whose root maps to `base` sees the files as its own and a snapshot needs no chown.
+ * chown clears setuid/setgid bits and drops file capabilities, so both are put back afterwards;
+ * capabilities are rewritten with rootid = base (v3), valid in the container's namespace only.
+ */
+export async function shiftOwners(root: string, base: number, signal?: AbortSignal): Promise<ShiftResult> {
+  const caps = await readCapabilities(root);
+  const seen = new Set<string>(); // dev:ino, so hard links are shifted once
+  let files = 0;
+  let bytes = 0;
+  const visit = async (path: string): Promise<void> => {
+    signal?.throwIfAborted();
+    const st = await lstat(path);
+    const key = `${st.dev}:${st.ino}`;
+    if (!seen.has(key)) {
+      seen.add(key);
+      files++;
+      if (st.isFile()) bytes += st.size;
+      await lchown(path, st.uid + base, st.gid + base);
+      if (!st.isSymbolicLink() && st.mode & 0o6000) await chmod(path, st.mode & 0o7777);
+    }
+    if (st.isDirectory()) {
+      for (const name of await readdir(path)) await visit(join(path, name));
+    }
+  };
+  await visit(root);
+  for (const [file, cap] of caps) await runCommand('setcap', ['-n', String(base), cap, file]);
+  return { files, bytes };
+}
+
+async function readCapabilities(root: string): Promise<Map<string, string>> {
+  const out = await runCommand('getcap', ['-r', root]).catch(() => '');
+  const caps = new Map<string, string>();
+  for (const line of out.split('\n')) {
+    const m = line.match(/^(.+?)\s+(?:= )?(cap_\S+)$/);
+    if (m?.[1] && m[2]) caps.set(m[1], m[2]);
+  }
+  return caps;
+}

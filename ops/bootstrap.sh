@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Makes a fresh clone runnable: host packages (ops/setup-host.sh, as root) when something the
+# runtime needs is missing, then `npm ci` when node_modules is missing. Quiet when all is there.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+need_host=0
+for cmd in btrfs runc mkfs.btrfs zstd mmdebstrap catatonit redis-server busybox; do
+  command -v "$cmd" >/dev/null 2>&1 || need_host=1
+done
+[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || need_host=1
+if [ "$need_host" = 1 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "archway: host packages missing; running ops/setup-host.sh" >&2
+    bash "$root/ops/setup-host.sh" >&2
+  else
+    echo "archway: host packages are missing; run 'sudo bash ops/setup-host.sh' first" >&2
+  fi
+fi
+if [ ! -x "$root/node_modules/.bin/tsx" ]; then
+  echo "archway: installing npm dependencies (npm ci)" >&2
+  (cd "$root" && npm ci --no-audit --no-fund) >&2
+fi

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Prepares a Debian worker host for archway, idempotently: host packages, binfmt_misc with
+# qemu-user interpreters (F flag), and the kernel features the runtime relies on. Prints what
+# it did and what is still missing; exits non-zero only when something required is missing.
+set -uo pipefail
+did=()
+missing=()
+say() { printf 'setup-host: %s\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then
+  say "must run as root (it installs packages and mounts binfmt_misc)"
+  exit 1
+fi
+
+# package -> a command (or file) that proves it is installed
+declare -A pkgs=(
+  [btrfs-progs]=/usr/bin/btrfs
+  [runc]=/usr/sbin/runc
+  [qemu-user-static]=/usr/bin/qemu-aarch64-static
+  [binfmt-support]=/usr/sbin/update-binfmts
+  [mmdebstrap]=/usr/bin/mmdebstrap
+  [zstd]=/usr/bin/zstd
+  [catatonit]=/usr/bin/catatonit
+  [busybox-static]=/bin/busybox
+  [redis-server]=/usr/bin/redis-server
+  [uidmap]=/usr/bin/newuidmap
+  [slirp4netns]=/usr/bin/slirp4netns
+)
+want=()
+for p in "${!pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    want+=("$p")
+  fi
+done
+if ((${#want[@]})); then
+  say "installing: ${want[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # busybox-static replaces the dynamic busybox package; that is what we want (a static helper).
+  if apt-get update -qq >/dev/null 2>&1 || true; then :; fi
+  if apt-get install -y -qq --no-install-recommends "${want[@]}" >/tmp/archway-setup-apt.log 2>&1; then
+    did+=("installed ${want[*]}")
+  else
+    say "apt-get install failed; see /tmp/archway-setup-apt.log"
+  fi
+fi
+for p in "${!pkgs[@]}"; do
+  [ -e "${pkgs[$p]}" ] || missing+=("package $p (apt-get install $p)")
+done
+
+# binfmt_misc: mount it, enable the qemu-user interpreters. Debian's qemu-user-static registers
+# them with the F (fix binary) flag, so they work inside containers that lack the interpreter.
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+  if mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null; then
+    did+=("mounted binfmt_misc")
+  else
+    missing+=("binfmt_misc (mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc)")
+  fi
+fi
+if [ -e /proc/sys/fs/binfmt_misc/register ]; then
+  for q in aarch64 ppc64le s390x; do
+    f=/proc/sys/fs/binfmt_misc/qemu-$q
+    if [ ! -e "$f" ] || ! grep -q '^enabled' "$f"; then
+      update-binfmts --enable "qemu-$q" >/dev/null 2>&1 || update-binfmts --import "qemu-$q" >/dev/null 2>&1 || true
+      [ -e "$f" ] && did+=("enabled binfmt qemu-$q")
+    fi
+    if [ -e "$f" ] && grep -q '^enabled' "$f" && grep -q '^flags:.*F' "$f"; then :; else
+      missing+=("binfmt qemu-$q with the F flag (apt-get install qemu-user-static binfmt-support; update-binfmts --enable qemu-$q)")
+    fi
+  done
+fi
+
+modprobe btrfs 2>/dev/null || true
+grep -qw btrfs /proc/filesystems || missing+=("btrfs in the kernel (modprobe btrfs)")
+[ -e /dev/loop-control ] || modprobe loop 2>/dev/null || true
+[ -e /dev/loop-control ] || missing+=("loop devices (modprobe loop)")
+userns=$(cat /proc/sys/user/max_user_namespaces 2>/dev/null || echo 0)
+[ "$userns" -gt 0 ] || missing+=("user namespaces (sysctl user.max_user_namespaces=15000)")
+
+if ((${#did[@]})); then for d in "${did[@]}"; do say "did: $d"; done; else say "nothing to do: host already prepared"; fi
+if ((${#missing[@]})); then
+  for m in "${missing[@]}"; do say "missing: $m"; done
+  exit 1
+fi
+say "ok"

@@ -1,0 +1,43 @@
+import { join } from 'node:path';
+import { createImageStore, type ImageStore } from '../../images/index.ts';
+import { createJobLauncher, createRuncRuntime, type JobLauncher } from '../../workers/index.ts';
+import { HostConfig, parseConfig } from '../config.ts';
+import type { Arch } from '../domain.ts';
+import { ensurePool } from '../host/pool-mount.ts';
+import { createLogger, type Logger } from '../logger.ts';
+
+/** What every host command (run, images, up) needs: config, logger, the pool mounted, the image store. */
+export interface HostContext {
+  config: HostConfig;
+  logger: Logger;
+  store: ImageStore;
+  cacheDir: string;
+}
+
+export async function createHostContext(
+  env: Record<string, string | undefined>,
+  name: string,
+): Promise<HostContext> {
+  const config = parseConfig(HostConfig, env);
+  const logger = createLogger({ name, level: config.ARCHWAY_LOG_LEVEL });
+  await ensurePool({ path: config.ARCHWAY_POOL_PATH, loopSizeGiB: config.ARCHWAY_POOL_SIZE_GIB, logger });
+  const store = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
+  return { config, logger, store, cacheDir: join(config.ARCHWAY_POOL_PATH, 'cache') };
+}
+
+/** A launcher for `arch` on this host, after removing whatever processes that are gone left behind. */
+export async function createHostLauncher(ctx: HostContext, arch: Arch): Promise<JobLauncher> {
+  const c = ctx.config;
+  const runtime = await createRuncRuntime({
+    arch,
+    poolPath: c.ARCHWAY_POOL_PATH,
+    runDir: c.ARCHWAY_RUN_DIR,
+    ociRuntime: c.ARCHWAY_OCI_RUNTIME,
+    initPath: c.ARCHWAY_INIT,
+    idBase: c.ARCHWAY_UID_BASE,
+    idSize: c.ARCHWAY_UID_SIZE,
+    logger: ctx.logger,
+  });
+  await runtime.reap({});
+  return createJobLauncher({ runtime, images: ctx.store, logger: ctx.logger });
+}

@@ -1,0 +1,40 @@
+import { Command, CommanderError } from 'commander';
+import { ArchwayError } from '../errors/archway-error.ts';
+import { toError } from '../errors/to-error.ts';
+import { registerDoctor } from './commands/doctor.ts';
+import { registerImages } from './commands/images.ts';
+import { registerRun } from './commands/run.ts';
+import { registerUp } from './commands/up.ts';
+
+/** The `archway` command line. `env` is injectable for tests; only this file reads process.env. */
+export async function main(
+  argv: string[],
+  env: Record<string, string | undefined> = process.env,
+): Promise<void> {
+  const program = new Command('archway')
+    .description('CI runner backend for ephemeral multi-arch builders')
+    .showHelpAfterError()
+    .exitOverride();
+  registerUp(program, env);
+  registerRun(program, env);
+  registerImages(program, env);
+  registerDoctor(program, env);
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      process.exitCode = e.exitCode === 0 ? 0 : 2;
+      return;
+    }
+    const err = toError(e);
+    process.stderr.write(`archway: ${err.message}\n`);
+    if (err instanceof ArchwayError) {
+      process.exitCode = err.httpStatus >= 400 && err.httpStatus < 500 ? 2 : 1;
+    } else {
+      process.stderr.write(`${err.stack ?? ''}\n`);
+      process.exitCode = 1;
+    }
+  }
+}
+
+await main(process.argv.slice(2));

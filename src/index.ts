@@ -1,0 +1,10 @@
+/** The shared core: domain words and schemas, config, errors, logger, and host primitives. */
+export * from './config.ts';
+export * from './domain.ts';
+export * from './errors/index.ts';
+export * from './host/binfmt.ts';
+export * from './host/btrfs.ts';
+export * from './host/cgroups.ts';
+export * from './host/pool-mount.ts';
+export * from './host/run-command.ts';
+export * from './logger.ts';

@@ -1,0 +1,69 @@
+import type { Readable } from 'node:stream';
+import type { ResolvedImage } from '../images/index.ts';
+import type { Arch, Limits } from '../src/index.ts';
+
+/**
+ * Every runtime call takes one: `signal` cancels it, `deadline` (epoch ms) bounds it. A call that
+ * is cancelled or runs out of time removes whatever it had made before it throws.
+ */
+export interface RuntimeCtl {
+  signal?: AbortSignal | undefined;
+  deadline?: number | undefined;
+}
+
+/** One container: a writable snapshot of one image version, with an idle init running in it. */
+export interface Container {
+  readonly id: string;
+  readonly image: ResolvedImage;
+  /** Limits the container was made with; an exec with other limits updates them first. */
+  readonly limits: Limits;
+  /** Epoch ms when it became ready. */
+  readonly readyAt: number;
+}
+
+/** The job's process inside a container. */
+export interface ExecRequest {
+  /** The job id: becomes the container's hostname and is recorded against the container. */
+  jobId: string;
+  argv: readonly string[];
+  env: Readonly<Record<string, string>>;
+  /** Working directory inside the container; must exist. */
+  cwd: string;
+  limits: Limits;
+}
+
+export interface ExecResult {
+  /** The process's exit code; 128 + n when killed by signal n. */
+  exitCode: number;
+  /** True when the kernel's OOM killer fired in the container's memory cgroup. */
+  oomKilled: boolean;
+}
+
+export interface Execution {
+  /** stdout and stderr merged in the order they were written (one pipe). */
+  readonly output: Readable;
+  /** Settles after the process exited and all of its output was read. */
+  readonly done: Promise<ExecResult>;
+}
+
+/** The only seam between archway and the OCI runtime. */
+export interface ContainerRuntime {
+  readonly arch: Arch;
+  /** True when the arch runs through qemu-user on this host. */
+  readonly emulated: boolean;
+  /** The OCI runtime binary in use. */
+  readonly ociRuntime: 'runc' | 'crun';
+  /**
+   * Snapshot the image and start a container idling in the host's static init. With `jobId` the
+   * container is made for that job (a cold start); without, it is a warm container for whichever comes.
+   */
+  prepare(image: ResolvedImage, limits: Limits, ctl: RuntimeCtl & { jobId?: string }): Promise<Container>;
+  /** Start the job's process in a prepared container. A container takes one exec in its life. */
+  exec(container: Container, req: ExecRequest, ctl: RuntimeCtl): Promise<Execution>;
+  /** SIGKILL every process in the container (its exec ends with 137). */
+  kill(container: Container, ctl: RuntimeCtl): Promise<void>;
+  /** Remove the container, its snapshot and its bundle. Idempotent. */
+  destroy(container: Container, ctl: RuntimeCtl): Promise<void>;
+  /** Destroy every container, snapshot and bundle whose owning process is gone. Returns the ids removed. */
+  reap(ctl: RuntimeCtl): Promise<string[]>;
+}

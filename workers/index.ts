@@ -1,0 +1,19 @@
+/** The worker host runtime: containers from btrfs snapshots, the warm pool, and the job launcher. */
+export type {
+  Container,
+  ContainerRuntime,
+  ExecRequest,
+  ExecResult,
+  Execution,
+  RuntimeCtl,
+} from './container-runtime.ts';
+export {
+  createJobLauncher,
+  type JobLauncher,
+  type JobLauncherOptions,
+  type JobOutcome,
+  type LaunchedJob,
+  type LaunchRequest,
+} from './job-launcher.ts';
+export { CONTAINER_PREFIX, createRuncRuntime, type RuncRuntimeOptions } from './runc-runtime.ts';
+export { createWarmPool, type WarmPool, type WarmPoolOptions } from './warm-pool.ts';

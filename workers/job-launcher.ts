@@ -1,0 +1,183 @@
+import type { Readable } from 'node:stream';
+import PQueue from 'p-queue';
+import type { ImageStore, ResolvedImage } from '../images/index.ts';
+import {
+  AbortedError,
+  DEFAULT_LIMITS,
+  InvalidInputError,
+  JobId,
+  type Limits,
+  type Logger,
+  ResourceLimits,
+  toError,
+} from '../src/index.ts';
+import type { Container, ContainerRuntime } from './container-runtime.ts';
+import type { WarmPool } from './warm-pool.ts';
+
+export interface LaunchRequest {
+  jobId: string;
+  /** `name` or `name@sha256:...`, of the runtime's arch. */
+  image: string;
+  argv: readonly string[];
+  env?: Readonly<Record<string, string>>;
+  /** Working directory in the container. Default `/`. */
+  cwd?: string;
+  limits?: ResourceLimits;
+  /** Wall-clock limit of the job's process, in seconds. Default: none (the caller enforces its own). */
+  timeoutSeconds?: number;
+}
+
+export type LaunchEndReason = 'timeout' | 'oom' | 'canceled';
+
+export interface JobOutcome {
+  exitCode: number;
+  /** Set when the job did not simply exit. */
+  reason?: LaunchEndReason;
+  /** From the exec to its last output byte. */
+  durationMs: number;
+}
+
+export interface LaunchedJob {
+  readonly jobId: string;
+  readonly image: ResolvedImage;
+  /** True when the job got a warm container, false when it waited for a cold one. */
+  readonly warm: boolean;
+  readonly emulated: boolean;
+  /** Milliseconds from launch() to the job's process being started. */
+  readonly launchMs: number;
+  /** stdout and stderr merged in order. Must be consumed: a full pipe blocks the job. */
+  readonly output: Readable;
+  /** Settles after the last output byte; the container is then destroyed in the background. */
+  readonly result: Promise<JobOutcome>;
+  /** Ends the job (reason `canceled`). */
+  cancel(): void;
+}
+
+export interface JobLauncherOptions {
+  runtime: ContainerRuntime;
+  images: ImageStore;
+  /** Warm containers to take from; without one every launch is cold. */
+  warmPool?: WarmPool;
+  logger: Logger;
+}
+
+export interface JobLauncher {
+  readonly runtime: ContainerRuntime;
+  /** Starts a job's process in a warm container, or a cold one when none is ready. */
+  launch(req: LaunchRequest, opts?: { signal?: AbortSignal }): Promise<LaunchedJob>;
+  /** Waits for every used container to be destroyed, then closes the warm pool. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Runs jobs on one runtime: takes a container, execs the job, enforces its time, destroys the container. */
+export function createJobLauncher(o: JobLauncherOptions): JobLauncher {
+  const destroyer = new PQueue({ concurrency: 2 });
+  let closed: Promise<void> | undefined;
+
+  const reclaim = (c: Container) =>
+    void destroyer.add(() =>
+      o.runtime
+        .destroy(c, {})
+        .catch((err: unknown) =>
+          o.logger.error({ err: toError(err), id: c.id }, 'destroying a container failed'),
+        ),
+    );
+
+  return {
+    runtime: o.runtime,
+    async launch(req, opts = {}) {
+      const started = performance.now();
+      const limits = validate(req);
+      const image = await o.images.resolve(req.image, o.runtime.arch);
+      const cancel = new AbortController();
+      const signal = opts.signal ? AbortSignal.any([opts.signal, cancel.signal]) : cancel.signal;
+      const taken = o.warmPool?.take(image);
+      const container = taken ?? (await o.runtime.prepare(image, limits, { signal, jobId: req.jobId }));
+      let execution: Awaited<ReturnType<ContainerRuntime['exec']>>;
+      try {
+        execution = await o.runtime.exec(
+          container,
+          { jobId: req.jobId, argv: req.argv, env: req.env ?? {}, cwd: req.cwd ?? '/', limits },
+          { signal },
+        );
+      } catch (e) {
+        reclaim(container);
+        if (signal.aborted) throw new AbortedError(`job ${req.jobId}`, signal.reason);
+        throw e;
+      }
+      const execAt = performance.now();
+      let reason: LaunchEndReason | undefined;
+      const end = (why: LaunchEndReason) => {
+        reason ??= why;
+        o.runtime
+          .kill(container, {})
+          .catch((err: unknown) => o.logger.error({ err: toError(err), id: container.id }, 'kill failed'));
+      };
+      const onAbort = () => end('canceled');
+      signal.addEventListener('abort', onAbort, { once: true });
+      const timer = req.timeoutSeconds
+        ? setTimeout(() => end('timeout'), req.timeoutSeconds * 1000)
+        : undefined;
+      const result = execution.done
+        .then((r): JobOutcome => {
+          const why = reason ?? (r.oomKilled ? 'oom' : undefined);
+          return {
+            exitCode: r.exitCode,
+            ...(why ? { reason: why } : {}),
+            durationMs: Math.round(performance.now() - execAt),
+          };
+        })
+        .finally(() => {
+          clearTimeout(timer);
+          signal.removeEventListener('abort', onAbort);
+          reclaim(container);
+        });
+      return {
+        jobId: req.jobId,
+        image,
+        warm: taken !== undefined,
+        emulated: o.runtime.emulated,
+        launchMs: Math.round(execAt - started),
+        output: execution.output,
+        result,
+        cancel: () => cancel.abort(new Error('canceled')),
+      };
+    },
+    close() {
+      closed ??= (async () => {
+        await o.warmPool?.close();
+        await destroyer.onIdle();
+      })();
+      return closed;
+    },
+  };
+}
+
+function validate(req: LaunchRequest): Limits {
+  const id = JobId.safeParse(req.jobId);
+  if (!id.success) throw new InvalidInputError('jobId', id.error.issues[0]?.message ?? 'invalid');
+  if (req.argv.length === 0 || req.argv[0] === '')
+    throw new InvalidInputError('argv', 'a command is required');
+  const limits = ResourceLimits.safeParse(req.limits ?? {});
+  if (!limits.success) {
+    const i = limits.error.issues[0];
+    throw new InvalidInputError(`limits.${i?.path.join('.') ?? ''}`, i?.message ?? 'invalid');
+  }
+  if (req.timeoutSeconds !== undefined && !(req.timeoutSeconds > 0)) {
+    throw new InvalidInputError(
+      'timeoutSeconds',
+      `must be a positive number of seconds, got ${req.timeoutSeconds}`,
+    );
+  }
+  if (req.cwd !== undefined && !req.cwd.startsWith('/'))
+    throw new InvalidInputError('cwd', 'must be an absolute path');
+  const env = Object.keys(req.env ?? {}).find((k) => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(k));
+  if (env !== undefined) throw new InvalidInputError(`env.${env}`, 'not a valid variable name');
+  const l = limits.data;
+  return {
+    cpus: l.cpus ?? DEFAULT_LIMITS.cpus,
+    memoryMiB: l.memoryMiB ?? DEFAULT_LIMITS.memoryMiB,
+    pids: l.pids ?? DEFAULT_LIMITS.pids,
+    diskMiB: l.diskMiB ?? DEFAULT_LIMITS.diskMiB,
+  };
+}

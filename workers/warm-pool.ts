@@ -1,0 +1,123 @@
+import PQueue from 'p-queue';
+import type { ImageStore, ResolvedImage } from '../images/index.ts';
+import { type Limits, type Logger, toError } from '../src/index.ts';
+import type { Container, ContainerRuntime } from './container-runtime.ts';
+
+export interface WarmPoolOptions {
+  runtime: ContainerRuntime;
+  images: ImageStore;
+  /** How many warm containers to keep per image name (of the runtime's arch). */
+  targets: Readonly<Record<string, number>>;
+  /** Limits warm containers are made with; a job with other limits has them applied at exec. */
+  limits: Limits;
+  logger: Logger;
+  /** Containers made at once. Default 1: on a small host, making containers competes with running jobs. */
+  concurrency?: number;
+}
+
+export interface WarmPool {
+  /** Starts filling every target in the background. */
+  start(): void;
+  /** A ready container of exactly this image version, now the caller's; undefined when none is ready. */
+  take(image: ResolvedImage): Container | undefined;
+  /** Ready containers per image name. */
+  sizes(): Record<string, number>;
+  /** Settles when every target is met (or the pool is closed). */
+  filled(): Promise<void>;
+  /** Stops refilling and destroys every container still waiting. Idempotent. */
+  close(): Promise<void>;
+}
+
+const RETRY_AFTER_FAILURE_MS = 2000;
+
+/** Keeps N containers per image created and started, so a job is only an exec away. */
+export function createWarmPool(o: WarmPoolOptions): WarmPool {
+  const ready = new Map<string, Container[]>();
+  const pending = new Map<string, number>();
+  const make = new PQueue({ concurrency: o.concurrency ?? 1 });
+  const discard = new PQueue({ concurrency: 2 });
+  const closing = new AbortController();
+  const waiters: (() => void)[] = [];
+  let closed: Promise<void> | undefined;
+
+  const isFilled = () => Object.entries(o.targets).every(([name, n]) => (ready.get(name)?.length ?? 0) >= n);
+  const notify = () => {
+    if (isFilled() || closing.signal.aborted) for (const w of waiters.splice(0)) w();
+  };
+
+  const drop = (c: Container) =>
+    void discard.add(() =>
+      o.runtime
+        .destroy(c, {})
+        .catch((err: unknown) => o.logger.error({ err, id: c.id }, 'destroying a warm container failed')),
+    );
+
+  function refill(name: string): void {
+    const target = o.targets[name] ?? 0;
+    while (!closing.signal.aborted && (ready.get(name)?.length ?? 0) + (pending.get(name) ?? 0) < target) {
+      pending.set(name, (pending.get(name) ?? 0) + 1);
+      void make.add(async () => {
+        let failed = false;
+        try {
+          const image = await o.images.resolve(name, o.runtime.arch);
+          const c = await o.runtime.prepare(image, o.limits, {
+            signal: closing.signal,
+            deadline: Date.now() + 120_000,
+          });
+          if (closing.signal.aborted) drop(c);
+          else ready.set(name, [...(ready.get(name) ?? []), c]);
+        } catch (e) {
+          failed = !closing.signal.aborted;
+          if (failed)
+            o.logger.error(
+              { err: toError(e), image: name, arch: o.runtime.arch },
+              'making a warm container failed',
+            );
+        } finally {
+          pending.set(name, (pending.get(name) ?? 1) - 1);
+          notify();
+        }
+        if (failed) setTimeout(() => refill(name), RETRY_AFTER_FAILURE_MS).unref();
+        else refill(name);
+      });
+    }
+  }
+
+  return {
+    start() {
+      for (const name of Object.keys(o.targets)) refill(name);
+      notify();
+    },
+    take(image) {
+      const list = ready.get(image.name) ?? [];
+      // Containers of an older version are never handed out: drop them, the refill makes current ones.
+      const stale = list.filter((c) => c.image.digest !== image.digest);
+      const fresh = list.filter((c) => c.image.digest === image.digest);
+      for (const c of stale) drop(c);
+      const taken = fresh.shift();
+      ready.set(image.name, fresh);
+      if (taken || stale.length) refill(image.name);
+      return taken;
+    },
+    sizes() {
+      return Object.fromEntries(Object.keys(o.targets).map((n) => [n, ready.get(n)?.length ?? 0]));
+    },
+    filled() {
+      return isFilled() || closing.signal.aborted
+        ? Promise.resolve()
+        : new Promise<void>((r) => waiters.push(r));
+    },
+    close() {
+      closed ??= (async () => {
+        // Order: stop new work, let the in-flight creations finish (they drop what they made), then destroy the rest.
+        closing.abort(new Error('warm pool closing'));
+        notify();
+        make.clear();
+        await make.onIdle();
+        for (const list of ready.values()) for (const c of list.splice(0)) drop(c);
+        await discard.onIdle();
+      })();
+      return closed;
+    },
+  };
+}
