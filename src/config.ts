@@ -20,10 +20,13 @@ export const HostConfig = z.object({
   ARCHWAY_OCI_RUNTIME: z.enum(['auto', 'runc', 'crun']).default('auto'),
   /** Directory for the OCI runtime's state (a tmpfs, so a reboot forgets containers). */
   ARCHWAY_RUN_DIR: z.string().startsWith('/', 'an absolute path').default('/run/archway'),
+  /** cgroup (under each hierarchy's root) that every container's cgroup is made in. */
+  ARCHWAY_CGROUP_PARENT: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_.-]*$/, 'a cgroup name such as archway')
+    .default('archway'),
   /** Static init (from the host) that warm containers idle in. */
   ARCHWAY_INIT: z.string().startsWith('/', 'an absolute path').default('/usr/bin/catatonit'),
-  /** Static busybox (from the host) that sets up each job's process inside its container. */
-  ARCHWAY_HELPER: z.string().startsWith('/', 'an absolute path').default('/bin/busybox'),
   /** Debian mirror for image builds. */
   ARCHWAY_DEBIAN_MIRROR: z.url().default('http://deb.debian.org/debian'),
   /** pino log level. */

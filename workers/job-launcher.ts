@@ -72,6 +72,8 @@ export interface JobLauncher {
 /** Runs jobs on one runtime: takes a container, execs the job, enforces its time, destroys the container. */
 export function createJobLauncher(o: JobLauncherOptions): JobLauncher {
   const destroyer = new PQueue({ concurrency: 2 });
+  /** Jobs started and not yet finished: close() ends them, so no container outlives the launcher. */
+  const active = new Set<{ end: () => void; output: Readable; result: Promise<unknown> }>();
   let closed: Promise<void> | undefined;
 
   const reclaim = (c: Container) =>
@@ -115,23 +117,37 @@ export function createJobLauncher(o: JobLauncherOptions): JobLauncher {
       };
       const onAbort = () => end('canceled');
       signal.addEventListener('abort', onAbort, { once: true });
+      if (signal.aborted) onAbort();
       const timer = req.timeoutSeconds
         ? setTimeout(() => end('timeout'), req.timeoutSeconds * 1000)
         : undefined;
       const result = execution.done
-        .then((r): JobOutcome => {
-          const why = reason ?? (r.oomKilled ? 'oom' : undefined);
-          return {
-            exitCode: r.exitCode,
-            ...(why ? { reason: why } : {}),
-            durationMs: Math.round(performance.now() - execAt),
-          };
-        })
+        .then(
+          (r): JobOutcome => {
+            const why = reason ?? (r.oomKilled ? 'oom' : undefined);
+            return {
+              exitCode: r.exitCode,
+              ...(why ? { reason: why } : {}),
+              durationMs: Math.round(performance.now() - execAt),
+            };
+          },
+          (e: unknown): JobOutcome => {
+            // Killed while runc was still starting the process: runc reports that as its own failure.
+            if (reason) return { exitCode: 137, reason, durationMs: Math.round(performance.now() - execAt) };
+            throw e;
+          },
+        )
         .finally(() => {
           clearTimeout(timer);
           signal.removeEventListener('abort', onAbort);
           reclaim(container);
         });
+      const entry = { end: () => end('canceled'), output: execution.output, result };
+      active.add(entry);
+      void result.then(
+        () => active.delete(entry),
+        () => active.delete(entry),
+      );
       return {
         jobId: req.jobId,
         image,
@@ -145,6 +161,13 @@ export function createJobLauncher(o: JobLauncherOptions): JobLauncher {
     },
     close() {
       closed ??= (async () => {
+        // Order: end running jobs (draining output nobody reads, so they can finish), then the
+        // warm pool, then wait for every used container to be destroyed.
+        for (const job of active) {
+          job.end();
+          job.output.resume();
+        }
+        await Promise.allSettled([...active].map((j) => j.result));
         await o.warmPool?.close();
         await destroyer.onIdle();
       })();

@@ -38,6 +38,8 @@ export interface RuncRuntimeOptions {
   runDir: string;
   /** runc, crun, or auto: crun where cgroups are unified (v2), else runc. */
   ociRuntime: 'auto' | 'runc' | 'crun';
+  /** cgroup every container's cgroup is made in. */
+  cgroupParent: string;
   /** Host path of the static init containers idle in (catatonit). */
   initPath: string;
   /** Host uid/gid range container root maps to. */
@@ -191,7 +193,7 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
         : `${CONTAINER_PREFIX}warm-${rand()}`;
       const bundle = bundleOf(id);
       const rootfs = rootfsOf({ id });
-      const cgroupsPath = `/archway/${id}`;
+      const cgroupsPath = `/${o.cgroupParent}/${id}`;
       try {
         // The owner record goes first, so a concurrent reap by another process never sees an ownerless container.
         await mkdir(bundle, { recursive: true, mode: 0o700 });

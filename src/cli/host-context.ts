@@ -33,6 +33,7 @@ export async function createHostLauncher(ctx: HostContext, arch: Arch): Promise<
     poolPath: c.ARCHWAY_POOL_PATH,
     runDir: c.ARCHWAY_RUN_DIR,
     ociRuntime: c.ARCHWAY_OCI_RUNTIME,
+    cgroupParent: c.ARCHWAY_CGROUP_PARENT,
     initPath: c.ARCHWAY_INIT,
     idBase: c.ARCHWAY_UID_BASE,
     idSize: c.ARCHWAY_UID_SIZE,

@@ -1,0 +1,112 @@
+import { spawn } from 'node:child_process';
+import { readdir } from 'node:fs/promises';
+import { afterEach, describe, expect, it } from 'vitest';
+import { AbortedError } from '../../src/index.ts';
+import {
+  collect,
+  createTestHost,
+  eventually,
+  leftovers,
+  TEST_ENV,
+  type TestHost,
+} from '../support/test-host.ts';
+
+const hosts: TestHost[] = [];
+const host = async () => {
+  const h = await createTestHost('arm64');
+  hosts.push(h);
+  return h;
+};
+afterEach(async () => {
+  for (const h of hosts.splice(0)) await h.launcher.close();
+  expect(await leftovers()).toEqual([]);
+});
+
+describe('nothing is left behind', () => {
+  it('after success and after failure', async () => {
+    const h = await host();
+    expect(
+      (await collect(await h.launcher.launch({ jobId: 'ok', image: 'busybox', argv: ['true'] }))).exitCode,
+    ).toBe(0);
+    expect(
+      (
+        await collect(
+          await h.launcher.launch({ jobId: 'fail', image: 'busybox', argv: ['sh', '-c', 'exit 7'] }),
+        )
+      ).exitCode,
+    ).toBe(7);
+  });
+
+  it('after a timeout, even with processes left in the background', async () => {
+    const h = await host();
+    const r = await collect(
+      await h.launcher.launch({
+        jobId: 'slow',
+        image: 'busybox',
+        argv: ['sh', '-c', 'sleep 100 & sleep 100'],
+        timeoutSeconds: 1,
+      }),
+    );
+    expect(r.reason).toBe('timeout');
+    expect(r.exitCode).not.toBe(0);
+  });
+
+  it('after a cancel while the container is being made, at any moment', async () => {
+    const h = await host();
+    for (const delayMs of [0, 5, 15, 30, 60]) {
+      const ctl = new AbortController();
+      setTimeout(() => ctl.abort(new Error('user canceled')), delayMs);
+      try {
+        const job = await h.launcher.launch(
+          { jobId: `cancel-start-${delayMs}`, image: 'busybox', argv: ['sleep', '30'] },
+          { signal: ctl.signal },
+        );
+        // The launch won the race: the cancel then ends the running job.
+        expect((await collect(job)).reason).toBe('canceled');
+      } catch (e) {
+        expect(e).toBeInstanceOf(AbortedError);
+      }
+    }
+  });
+
+  it('after a cancel while the job runs', async () => {
+    const h = await host();
+    const job = await h.launcher.launch({
+      jobId: 'cancel-run',
+      image: 'busybox',
+      argv: ['sh', '-c', 'echo started; sleep 60'],
+    });
+    let out = '';
+    job.output.on('data', (c: Buffer) => {
+      out += c.toString();
+    });
+    await eventually(() => out.includes('started'), 'the job to start');
+    job.cancel();
+    const r = await job.result;
+    expect(r.reason).toBe('canceled');
+  });
+
+  it('after SIGKILL of the process that drove the runtime, once a runtime starts again', async () => {
+    const child = spawn(
+      'bin/archway',
+      ['run', '--arch', 'arm64', '--image', 'busybox', '--', 'sh', '-c', 'echo up; sleep 300'],
+      {
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...TEST_ENV },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+    });
+    await eventually(() => out.includes('up'), 'the job in the child to start', 30_000);
+    expect(await leftovers()).not.toEqual([]);
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    // Still there: nobody has cleaned up yet.
+    expect((await readdir(`${TEST_ENV.ARCHWAY_POOL_PATH}/jobs`)).length).toBe(1);
+    const h = await host();
+    const removed = await h.runtime.reap({});
+    expect(removed).toHaveLength(1);
+  });
+});

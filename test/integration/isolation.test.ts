@@ -1,0 +1,124 @@
+import { readFile } from 'node:fs/promises';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { collect, createTestHost, eventually, leftovers, type TestHost } from '../support/test-host.ts';
+
+let h: TestHost;
+beforeAll(async () => {
+  h = await createTestHost('amd64');
+});
+afterEach(async () => {
+  await h.launcher.close();
+  expect(await leftovers()).toEqual([]);
+  h = await createTestHost('amd64');
+});
+
+describe('container isolation', () => {
+  it("maps the container's uid 0 to the unprivileged host uid", async () => {
+    const job = await h.launcher.launch({
+      jobId: 'uidmap',
+      image: 'busybox',
+      argv: ['sh', '-c', 'id -u; cat /proc/self/uid_map; exec sleep 30'],
+    });
+    let text = '';
+    job.output.on('data', (c: Buffer) => {
+      text += c.toString();
+    });
+    await eventually(() => text.includes('65536'), 'the uid map');
+    expect(text.split('\n')[0]).toBe('0');
+    expect(text).toMatch(/^\s*0\s+100000\s+65536$/m);
+    // From the host, the container's processes run as uid 100000.
+    const pids = (
+      await readFile(
+        `/sys/fs/cgroup/pids/${h.config.ARCHWAY_CGROUP_PARENT}/${await containerId(h)}/cgroup.procs`,
+        'utf8',
+      )
+    )
+      .trim()
+      .split('\n');
+    for (const pid of pids) {
+      const status = await readFile(`/proc/${pid}/status`, 'utf8');
+      expect(status).toMatch(/^Uid:\s+100000\s+100000\s+100000\s+100000$/m);
+    }
+    job.cancel();
+    expect((await job.result).reason).toBe('canceled');
+  });
+
+  it('sees no host process and only the loopback interface', async () => {
+    const r = await collect(
+      await h.launcher.launch({
+        jobId: 'iso',
+        image: 'busybox',
+        argv: ['sh', '-c', 'ls /sys/class/net; echo ---; ls -d /proc/[0-9]* | wc -l; echo ---; hostname'],
+      }),
+    );
+    const [nets, procs, hostname] = r.output.split('---\n');
+    expect(nets?.trim()).toBe('lo');
+    // init, sh, ls|wc: a handful, never the host's hundreds
+    expect(Number(procs?.trim())).toBeLessThan(10);
+    expect(hostname?.trim()).toBe('iso');
+    expect(r.exitCode).toBe(0);
+  });
+
+  it('cannot write to /sys', async () => {
+    const r = await collect(
+      await h.launcher.launch({
+        jobId: 'sysro',
+        image: 'busybox',
+        argv: ['sh', '-c', 'touch /sys/kernel/x 2>&1; mount | grep " /sys "'],
+      }),
+    );
+    expect(r.output).toMatch(/Read-only file system/);
+    expect(r.output).toMatch(/sysfs on \/sys type sysfs \(ro,/);
+  });
+
+  it('ends a fork bomb at the pids limit without harming the host', async () => {
+    const job = await h.launcher.launch({
+      jobId: 'forkbomb',
+      image: 'busybox',
+      argv: ['sh', '-c', 'bomb() { bomb | bomb & }; bomb; sleep 2; echo still-here'],
+      limits: { pids: 64 },
+      timeoutSeconds: 20,
+    });
+    const r = await collect(job);
+    expect(r.output).toMatch(/can't fork|Resource temporarily unavailable|fork/i);
+    // The host can still start processes: this test runner just did, and the next test will.
+    const hostCheck = await collect(
+      await h.launcher.launch({ jobId: 'after-bomb', image: 'busybox', argv: ['echo', 'ok'] }),
+    );
+    expect(hostCheck.output.trim()).toBe('ok');
+  });
+
+  it('kills a memory hog at its memory limit and says it ran out of memory', async () => {
+    const r = await collect(
+      await h.launcher.launch({
+        jobId: 'memhog',
+        image: 'busybox',
+        argv: ['sh', '-c', 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo survived'],
+        limits: { memoryMiB: 64 },
+      }),
+    );
+    expect(r.reason).toBe('oom');
+    expect(r.output).not.toContain('survived');
+  });
+
+  it('stops a job that writes past its disk limit', async () => {
+    const r = await collect(
+      await h.launcher.launch({
+        jobId: 'diskhog',
+        image: 'busybox',
+        argv: ['sh', '-c', 'dd if=/dev/zero of=/big bs=1M count=200 2>&1; sync; echo rc=$?'],
+        limits: { diskMiB: 32 },
+        timeoutSeconds: 30,
+      }),
+    );
+    expect(r.output).toMatch(/Disk quota exceeded|No space left/);
+  });
+});
+
+async function containerId(host: TestHost): Promise<string> {
+  const { readdir } = await import('node:fs/promises');
+  const ids = await readdir(`${host.config.ARCHWAY_POOL_PATH}/bundles`);
+  const [id] = ids;
+  if (!id || ids.length !== 1) throw new Error(`expected one container, found ${ids.join(', ')}`);
+  return id;
+}

@@ -1,0 +1,70 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { collect, createTestHost, eventually, leftovers, type TestHost } from '../support/test-host.ts';
+
+let h: TestHost | undefined;
+afterEach(async () => {
+  await h?.launcher.close();
+  h = undefined;
+  expect(await leftovers()).toEqual([]);
+});
+
+describe('warm pool', () => {
+  it('hands each job a warm container once, refills in the background, and never shows a job the last one', async () => {
+    h = await createTestHost('s390x', { warm: { busybox: 2 } });
+    const host = h;
+    await eventually(
+      async () => (await leftovers()).filter((l) => l.startsWith('warm/')).length === 2,
+      'two warm containers',
+    );
+
+    const first = await host.launcher.launch({
+      jobId: 'warm-1',
+      image: 'busybox',
+      argv: ['sh', '-c', 'echo secret > /root/leftover; touch /tmp/leftover; hostname'],
+    });
+    expect(first.warm).toBe(true);
+    const r1 = await collect(first);
+    expect(r1.output.trim()).toBe('warm-1');
+
+    const second = await host.launcher.launch({
+      jobId: 'warm-2',
+      image: 'busybox',
+      argv: ['sh', '-c', 'ls /root /tmp; hostname'],
+    });
+    expect(second.warm).toBe(true);
+    const r2 = await collect(second);
+    expect(r2.output).not.toContain('leftover');
+    expect(r2.output.trim().split('\n').at(-1)).toBe('warm-2');
+
+    // Both used containers are destroyed and the pool is back to two, all of them unused.
+    await host.warmPool?.filled();
+    expect(host.warmPool?.sizes()).toEqual({ busybox: 2 });
+    await eventually(
+      async () => (await leftovers()).filter((x) => x.startsWith('bundles/')).length === 2,
+      'used containers destroyed',
+    );
+  });
+
+  it('launches cold when no warm container is ready, and applies the job’s own limits to a warm one', async () => {
+    h = await createTestHost('amd64', { warm: { busybox: 1 } });
+    const host = h;
+    await host.warmPool?.filled();
+    const warm = await host.launcher.launch({
+      jobId: 'limits',
+      image: 'busybox',
+      argv: [
+        'sh',
+        '-c',
+        'cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max',
+      ],
+      limits: { memoryMiB: 300, pids: 77 },
+    });
+    expect(warm.warm).toBe(true);
+    const [mem, pids] = (await collect(warm)).output.trim().split('\n');
+    expect(Number(mem)).toBe(300 * 1024 * 1024);
+    expect(pids).toBe('77');
+    const cold = await host.launcher.launch({ jobId: 'cold', image: 'busybox', argv: ['true'] });
+    expect(cold.warm).toBe(false);
+    expect((await collect(cold)).exitCode).toBe(0);
+  });
+});

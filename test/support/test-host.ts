@@ -1,0 +1,118 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createImageStore, type ImageStore } from '../../images/index.ts';
+import {
+  type Arch,
+  createLogger,
+  HostConfig,
+  type Logger,
+  parseConfig,
+  runCommand,
+} from '../../src/index.ts';
+import {
+  type ContainerRuntime,
+  createJobLauncher,
+  createRuncRuntime,
+  createWarmPool,
+  type JobLauncher,
+  type LaunchedJob,
+  type WarmPool,
+} from '../../workers/index.ts';
+
+/** The pool and runtime state the tests use: never the host's own /var/lib/archway. */
+export const TEST_ENV = {
+  ARCHWAY_POOL_PATH: process.env.ARCHWAY_TEST_POOL ?? '/var/lib/archway-test',
+  ARCHWAY_POOL_SIZE_GIB: '24',
+  ARCHWAY_RUN_DIR: '/run/archway-test',
+  ARCHWAY_CGROUP_PARENT: 'archway-test',
+  ARCHWAY_LOG_LEVEL: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn',
+} as const;
+
+export const testConfig = (): HostConfig => parseConfig(HostConfig, TEST_ENV);
+
+export interface TestHost {
+  config: HostConfig;
+  logger: Logger;
+  store: ImageStore;
+  runtime: ContainerRuntime;
+  launcher: JobLauncher;
+  warmPool: WarmPool | undefined;
+}
+
+export async function createTestHost(
+  arch: Arch,
+  opts: { warm?: Record<string, number> } = {},
+): Promise<TestHost> {
+  const config = testConfig();
+  const logger = createLogger({ name: 'test', level: config.ARCHWAY_LOG_LEVEL });
+  const store = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
+  const runtime = await createRuncRuntime({
+    arch,
+    poolPath: config.ARCHWAY_POOL_PATH,
+    runDir: config.ARCHWAY_RUN_DIR,
+    ociRuntime: config.ARCHWAY_OCI_RUNTIME,
+    cgroupParent: config.ARCHWAY_CGROUP_PARENT,
+    initPath: config.ARCHWAY_INIT,
+    idBase: config.ARCHWAY_UID_BASE,
+    idSize: config.ARCHWAY_UID_SIZE,
+    logger,
+  });
+  const warmPool = opts.warm
+    ? createWarmPool({
+        runtime,
+        images: store,
+        targets: opts.warm,
+        limits: { cpus: 2, memoryMiB: 512, pids: 512, diskMiB: 1024 },
+        logger,
+      })
+    : undefined;
+  const launcher = createJobLauncher({ runtime, images: store, logger, ...(warmPool ? { warmPool } : {}) });
+  warmPool?.start();
+  return { config, logger, store, runtime, launcher, warmPool };
+}
+
+/** Reads a job's whole output and its outcome. */
+export async function collect(job: LaunchedJob) {
+  const chunks: Buffer[] = [];
+  job.output.on('data', (c: Buffer) => chunks.push(c));
+  const outcome = await job.result;
+  return { ...outcome, output: Buffer.concat(chunks).toString() };
+}
+
+/** What archway has left on the test host: containers, snapshots, bundles, processes. Empty when clean. */
+export async function leftovers(): Promise<string[]> {
+  const c = testConfig();
+  const found: string[] = [];
+  const listed = await runCommand('runc', ['--root', join(c.ARCHWAY_RUN_DIR, 'runc'), 'list', '-q']).catch(
+    () => '',
+  );
+  for (const id of listed.split('\n').filter(Boolean)) found.push(`container ${id}`);
+  for (const dir of ['warm', 'jobs', 'bundles']) {
+    for (const name of await readdir(join(c.ARCHWAY_POOL_PATH, dir)).catch(() => [] as string[]))
+      found.push(`${dir}/${name}`);
+  }
+  // Every container process lives in a cgroup under the test parent: none may remain, nor any cgroup.
+  const parent = `/sys/fs/cgroup/pids/${c.ARCHWAY_CGROUP_PARENT}`;
+  for (const entry of await readdir(parent, { withFileTypes: true }).catch(() => [])) {
+    if (!entry.isDirectory()) continue;
+    const procs = await readFile(join(parent, entry.name, 'cgroup.procs'), 'utf8').catch(() => '');
+    found.push(
+      `cgroup ${entry.name}${procs.trim() ? ` with processes ${procs.trim().split('\n').join(',')}` : ''}`,
+    );
+  }
+  return found;
+}
+
+/** Waits until `check` holds, polling; fails with `what` after `ms`. */
+export async function eventually(
+  check: () => Promise<boolean> | boolean,
+  what: string,
+  ms = 10_000,
+): Promise<void> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for: ${what}`);
+}
