@@ -1,0 +1,165 @@
+/**
+ * Launch benchmark of the host runtime: launch -> first output byte, warm and cold, per arch; the
+ * cost of the disk limit; and the sustained launch-and-destroy rate with 4 slots.
+ *
+ *   npm run bench:launch            (as root; ARCHWAY_BENCH_RUNS=50, ARCHWAY_BENCH_SECONDS=60)
+ *
+ * Prints a markdown section; docs/benchmarks.md holds the last one taken on the reference machine.
+ */
+import { performance } from 'node:perf_hooks';
+import { join } from 'node:path';
+import { buildImage, createImageStore } from '../../images/index.ts';
+import {
+  ARCHES,
+  type Arch,
+  createLogger,
+  deleteSubvolume,
+  ensurePool,
+  HostConfig,
+  ImageNotFoundError,
+  limitExclusive,
+  parseConfig,
+  snapshotSubvolume,
+} from '../../src/index.ts';
+import { createJobLauncher, createRuncRuntime, createWarmPool, type JobLauncher } from '../../workers/index.ts';
+import { machine, ms, summarize } from './stats.ts';
+
+const env: Record<string, string | undefined> = {
+  ARCHWAY_POOL_PATH: '/var/lib/archway-bench',
+  ARCHWAY_RUN_DIR: '/run/archway-bench',
+  ARCHWAY_CGROUP_PARENT: 'archway-bench',
+  ARCHWAY_LOG_LEVEL: 'warn',
+  ...process.env,
+};
+const RUNS = Number(env.ARCHWAY_BENCH_RUNS ?? 50);
+const SECONDS = Number(env.ARCHWAY_BENCH_SECONDS ?? 60);
+const ARCH_LIST = (env.ARCHWAY_BENCH_ARCHES?.split(',') ?? [...ARCHES]) as Arch[];
+const LIMITS = { cpus: 1, memoryMiB: 256, pids: 256, diskMiB: 1024 };
+
+const config = parseConfig(HostConfig, env);
+const logger = createLogger({ name: 'bench', level: config.ARCHWAY_LOG_LEVEL });
+await ensurePool({ path: config.ARCHWAY_POOL_PATH, loopSizeGiB: 16, logger });
+const store = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
+
+async function runtimeFor(arch: Arch) {
+  try {
+    await store.resolve('busybox', arch);
+  } catch (e) {
+    if (!(e instanceof ImageNotFoundError)) throw e;
+    await buildImage('busybox', arch, { store, cacheDir: join(config.ARCHWAY_POOL_PATH, 'cache'), idBase: config.ARCHWAY_UID_BASE, mirror: config.ARCHWAY_DEBIAN_MIRROR, logger });
+  }
+  const runtime = await createRuncRuntime({
+    arch,
+    poolPath: config.ARCHWAY_POOL_PATH,
+    runDir: config.ARCHWAY_RUN_DIR,
+    ociRuntime: config.ARCHWAY_OCI_RUNTIME,
+    cgroupParent: config.ARCHWAY_CGROUP_PARENT,
+    initPath: config.ARCHWAY_INIT,
+    idBase: config.ARCHWAY_UID_BASE,
+    idSize: config.ARCHWAY_UID_SIZE,
+    logger,
+  });
+  await runtime.reap({});
+  return runtime;
+}
+
+/** Milliseconds from launch() to the first byte of the job's output. */
+async function firstByte(launcher: JobLauncher, jobId: string, expectWarm: boolean): Promise<number> {
+  const t0 = performance.now();
+  const job = await launcher.launch({ jobId, image: 'busybox', argv: ['echo', 'x'], limits: LIMITS });
+  if (job.warm !== expectWarm) throw new Error(`job ${jobId} was ${job.warm ? 'warm' : 'cold'}, expected the other`);
+  const first = await new Promise<number>((resolve) => job.output.once('data', () => resolve(performance.now() - t0)));
+  job.output.resume();
+  const r = await job.result;
+  if (r.exitCode !== 0) throw new Error(`job ${jobId} exited ${r.exitCode}`);
+  return first;
+}
+
+const out: string[] = [];
+const say = (line = '') => {
+  out.push(line);
+  process.stderr.write(`${line}\n`);
+};
+
+say(`### Launch (host runtime), ${new Date().toISOString().slice(0, 10)}`);
+say();
+say(`Machine: ${await machine()}. ${RUNS} launches per row; job = \`echo x\` in busybox; milliseconds.`);
+say();
+say('| arch | start | min | p50 | p90 | p99 | max |');
+say('| --- | --- | --- | --- | --- | --- | --- |');
+for (const arch of ARCH_LIST) {
+  const runtime = await runtimeFor(arch);
+  const cold = createJobLauncher({ runtime, images: store, logger });
+  const coldSamples: number[] = [];
+  await firstByte(cold, `bench-warmup-${arch}`, false);
+  for (let i = 0; i < RUNS; i++) coldSamples.push(await firstByte(cold, `bench-cold-${arch}-${i}`, false));
+  await cold.close();
+
+  const warmPool = createWarmPool({ runtime, images: store, targets: { busybox: 2 }, limits: LIMITS, logger });
+  const warm = createJobLauncher({ runtime, images: store, logger, warmPool });
+  warmPool.start();
+  const warmSamples: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    // Measure the job's path only: the pool is refilled and the last container destroyed first.
+    await warmPool.filled();
+    warmSamples.push(await firstByte(warm, `bench-warm-${arch}-${i}`, true));
+  }
+  await warm.close();
+  for (const [start, samples] of [['warm', warmSamples], ['cold', coldSamples]] as const) {
+    const s = summarize(samples);
+    say(`| ${arch}${runtime.emulated ? ' (emulated)' : ''} | ${start} | ${ms(s.min)} | ${ms(s.p50)} | ${ms(s.p90)} | ${ms(s.p99)} | ${ms(s.max)} |`);
+  }
+}
+
+// What the disk limit costs a cold launch: the qgroup limit call after the snapshot.
+{
+  const runtime = await runtimeFor('amd64');
+  const image = await store.resolve('busybox', runtime.arch);
+  const plain: number[] = [];
+  const limited: number[] = [];
+  const scratch = join(config.ARCHWAY_POOL_PATH, 'jobs', 'bench-qgroup');
+  for (let i = 0; i < RUNS; i++) {
+    let t = performance.now();
+    await snapshotSubvolume(image.path, scratch);
+    plain.push(performance.now() - t);
+    await deleteSubvolume(scratch);
+    t = performance.now();
+    await snapshotSubvolume(image.path, scratch);
+    await limitExclusive(scratch, 1024 ** 3);
+    limited.push(performance.now() - t);
+    await deleteSubvolume(scratch);
+  }
+  const p = summarize(plain);
+  const l = summarize(limited);
+  say();
+  say(`Disk limit: snapshot alone p50 ${ms(p.p50)} ms (p99 ${ms(p.p99)}); snapshot + qgroup limit p50 ${ms(l.p50)} ms (p99 ${ms(l.p99)}): the limit adds ~${ms(l.p50 - p.p50)} ms to a cold launch and nothing to a warm one (set when the warm container is made).`);
+}
+
+// Sustained launch-and-destroy rate: 4 slots, each launching `true` back to back, warm pool of 4.
+{
+  const runtime = await runtimeFor('amd64');
+  const warmPool = createWarmPool({ runtime, images: store, targets: { busybox: 4 }, limits: LIMITS, logger });
+  const launcher = createJobLauncher({ runtime, images: store, logger, warmPool });
+  warmPool.start();
+  await warmPool.filled();
+  let done = 0;
+  let warmCount = 0;
+  const until = performance.now() + SECONDS * 1000;
+  const slot = async (n: number) => {
+    for (let i = 0; performance.now() < until; i++) {
+      const job = await launcher.launch({ jobId: `rate-${n}-${i}`, image: 'busybox', argv: ['true'], limits: LIMITS });
+      if (job.warm) warmCount++;
+      job.output.resume();
+      const r = await job.result;
+      if (r.exitCode !== 0) throw new Error(`rate job exited ${r.exitCode}`);
+      done++;
+    }
+  };
+  const t0 = performance.now();
+  await Promise.all([0, 1, 2, 3].map(slot));
+  const elapsed = (performance.now() - t0) / 1000;
+  await launcher.close();
+  say();
+  say(`Sustained rate (amd64, 4 slots, ${SECONDS} s): ${done} jobs, ${(done / elapsed).toFixed(1)} jobs/s launched, run and destroyed (${warmCount} got a warm container, ${done - warmCount} started cold).`);
+}
+process.stdout.write(`${out.join('\n')}\n`);
