@@ -52,3 +52,101 @@ export function parseConfig<S extends z.ZodType>(
   }
   return result.data;
 }
+
+const RedisSettings = {
+  /** Redis to use. */
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL')
+    .default('redis://127.0.0.1:6379'),
+  /** Prefix of every key (and the hash tag of the shared ones). */
+  ARCHWAY_REDIS_PREFIX: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_-]*$/, 'lower-case letters, digits, _ and -')
+    .default('archway'),
+  /** Days a finished job's log is kept. */
+  ARCHWAY_LOG_RETENTION_DAYS: z.coerce.number().positive().default(7),
+};
+
+/** One API token: `name:scope+scope:secret`, scopes read, submit, admin (admin implies the others). */
+export const ApiToken = z.object({
+  name: z.string(),
+  scopes: z.array(z.enum(['read', 'submit', 'admin'])),
+  secret: z.string(),
+});
+export type ApiToken = z.infer<typeof ApiToken>;
+
+function parseTokens(value: string, ctx: z.RefinementCtx): ApiToken[] {
+  const out: ApiToken[] = [];
+  for (const item of value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
+    const [name, scopes, ...rest] = item.split(':');
+    const secret = rest.join(':');
+    const parsed = ApiToken.safeParse({ name, scopes: scopes?.split('+'), secret });
+    if (!parsed.success || secret.length < 16) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `each token is name:scope+scope:secret (scopes read, submit, admin; secret of 16+ characters); '${name ?? ''}' is not`,
+      });
+      return z.NEVER;
+    }
+    out.push(parsed.data);
+  }
+  return out;
+}
+
+/** The API process. */
+export const ApiConfig = z
+  .object({
+    ...RedisSettings,
+    /** Port the API listens on. */
+    ARCHWAY_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+    /** Address the API binds. */
+    ARCHWAY_HOST: z.string().default('127.0.0.1'),
+    /** Tokens: `name:scope+scope:secret,...`. No default: a secret. */
+    ARCHWAY_TOKENS: z.string().default('').transform(parseTokens),
+    /** A single admin token (what `archway up` prints and the CLI sends). No default: a secret. */
+    ARCHWAY_TOKEN: z.string().min(16, 'at least 16 characters').optional(),
+    /** Largest request body, in bytes. */
+    ARCHWAY_BODY_LIMIT_BYTES: z.coerce
+      .number()
+      .int()
+      .positive()
+      .default(2 * 1024 * 1024),
+    /** The API's address as users reach it (links to job logs). Default http://HOST:PORT. */
+    ARCHWAY_PUBLIC_URL: z.url().optional(),
+    ARCHWAY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .transform((c, ctx) => {
+    const tokens = [
+      ...c.ARCHWAY_TOKENS,
+      ...(c.ARCHWAY_TOKEN ? [{ name: 'admin', scopes: ['admin' as const], secret: c.ARCHWAY_TOKEN }] : []),
+    ];
+    if (tokens.length === 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ARCHWAY_TOKEN'],
+        message: 'no API token configured: set ARCHWAY_TOKEN or ARCHWAY_TOKENS',
+      });
+      return z.NEVER;
+    }
+    return { ...c, tokens };
+  });
+export type ApiConfig = z.output<typeof ApiConfig>;
+
+/** The worker process (besides its command-line flags --arch, --slots, --warm). */
+export const WorkerConfig = HostConfig.extend({
+  ...RedisSettings,
+  /** This node's id. Default: `<hostname>-<arch>-<pid>`. */
+  ARCHWAY_NODE_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'letters, digits, _, . and -')
+    .optional(),
+  /** Bytes of output a job's log keeps, in MiB. */
+  ARCHWAY_LOG_LIMIT_MIB: z.coerce.number().positive().default(4),
+  /** Port of the worker's /metrics (0 = none). */
+  ARCHWAY_WORKER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(0),
+});
+export type WorkerConfig = z.infer<typeof WorkerConfig>;

@@ -7,4 +7,7 @@ export * from './host/btrfs.ts';
 export * from './host/cgroups.ts';
 export * from './host/pool-mount.ts';
 export * from './host/run-command.ts';
+export * from './job.ts';
 export * from './logger.ts';
+export * from './redis/connection.ts';
+export * from './redis/keys.ts';

@@ -1,0 +1,161 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import {
+  type Arch,
+  ArchwayError,
+  FINAL_STATES,
+  type JobRecord,
+  type JobSpec,
+  type Keys,
+} from '../src/index.ts';
+import { createJobStore, type JobStore, type ListFilter } from './job-store.ts';
+import { createLogWriter } from './log-writer.ts';
+
+/** Attempts a job gets when its host fails (errored attempts are retried elsewhere). */
+export const MAX_ATTEMPTS = 3;
+
+export interface JobQueueOptions {
+  /** A normal (non-blocking) connection. */
+  redis: Redis;
+  keys: Keys;
+  /** How long a finished job's log is kept, in seconds. */
+  logRetentionSeconds: number;
+}
+
+export interface SubmitOptions {
+  /** With the same key (and client), a retried submission returns the first job instead of making another. */
+  idempotencyKey?: string | undefined;
+  /** Who submits (a token's name): idempotency keys are scoped by it. */
+  clientId: string;
+  /** Things to tell the user, stored on the job (no live worker for the arch, ...). */
+  warnings?: string[];
+}
+
+export interface JobQueue {
+  readonly store: JobStore;
+  /** Writes the job record and adds the job to its arch's queue; idempotent on the job id. */
+  submit(spec: JobSpec, o: SubmitOptions): Promise<{ job: JobRecord; created: boolean }>;
+  get(id: string): Promise<JobRecord | undefined>;
+  list(filter: ListFilter): Promise<{ jobs: JobRecord[]; next?: number }>;
+  /**
+   * Cancels a job: a queued one is canceled at once and never starts; a running one gets the
+   * durable cancel flag and a message on the cancel channel (its worker kills it within 1 s).
+   */
+  cancel(id: string): Promise<JobRecord>;
+  /** Waiting (and delayed/prioritized) jobs per arch. */
+  depth(arch: Arch): Promise<number>;
+  close(): Promise<void>;
+}
+
+export class JobNotFoundError extends ArchwayError {
+  constructor(id: string) {
+    super('JOB_NOT_FOUND', `no job '${id}'`, { httpStatus: 404 });
+  }
+}
+
+export class IdempotencyConflictError extends ArchwayError {
+  constructor(key: string, id: string) {
+    super(
+      'IDEMPOTENCY_CONFLICT',
+      `Idempotency-Key '${key}' was used for job ${id} with a different request`,
+      { httpStatus: 409 },
+    );
+  }
+}
+
+export class JobFinishedError extends ArchwayError {
+  constructor(id: string, state: string) {
+    super('JOB_FINISHED', `job ${id} has already finished (${state}); there is nothing to cancel`, {
+      httpStatus: 409,
+    });
+  }
+}
+
+export function createJobQueue(o: JobQueueOptions): JobQueue {
+  const store = createJobStore(o.redis, o.keys);
+  const queues = new Map<Arch, Queue>();
+  const queueOf = (arch: Arch) => {
+    let q = queues.get(arch);
+    if (!q) {
+      q = new Queue(o.keys.queueName(arch), { connection: o.redis, prefix: o.keys.bullPrefix });
+      queues.set(arch, q);
+    }
+    return q;
+  };
+
+  async function enqueue(id: string, spec: JobSpec): Promise<void> {
+    await queueOf(spec.arch).add(
+      'job',
+      { id },
+      {
+        jobId: id,
+        priority: spec.priority,
+        attempts: MAX_ATTEMPTS,
+        backoff: { type: 'fixed', delay: 1000 },
+        removeOnComplete: { age: 24 * 3600 },
+        removeOnFail: { age: 7 * 24 * 3600 },
+      },
+    );
+  }
+
+  async function must(id: string): Promise<JobRecord> {
+    const job = await store.get(id);
+    if (!job) throw new JobNotFoundError(id);
+    return job;
+  }
+
+  return {
+    store,
+    async submit(spec, s) {
+      const specHash = createHash('sha256').update(JSON.stringify(spec)).digest('hex');
+      const id = s.idempotencyKey
+        ? `j${createHash('sha256').update(`${s.clientId}\0${s.idempotencyKey}`).digest('hex').slice(0, 24)}`
+        : `j${randomBytes(12).toString('hex')}`;
+      const created = await store.create(id, spec, { warnings: s.warnings ?? [], specHash });
+      if (!created) {
+        if ((await store.field(id, 'specHash')) !== specHash)
+          throw new IdempotencyConflictError(s.idempotencyKey ?? '', id);
+        const job = await must(id);
+        // A first submission that wrote the record but died before the enqueue is completed by its retry.
+        if (job.state === 'queued' && job.attempt === 0) await enqueue(id, spec);
+        return { job, created: false };
+      }
+      await enqueue(id, spec);
+      return { job: await must(id), created: true };
+    },
+    get: (id) => store.get(id),
+    list: (f) => store.list(f),
+    async cancel(id) {
+      const job = await must(id);
+      if (FINAL_STATES.includes(job.state)) throw new JobFinishedError(id, job.state);
+      // Only straight from queued here: a running job is ended by its worker, which owns its container.
+      const r = await store.transition(id, 'canceled', {
+        onlyFrom: ['queued'],
+        fields: { reason: 'canceled', finishedAt: new Date().toISOString() },
+      });
+      if (r.ok) {
+        await queueOf(job.arch)
+          .remove(id)
+          .catch(() => undefined);
+        const log = createLogWriter({
+          redis: o.redis,
+          keys: o.keys,
+          jobId: id,
+          limitBytes: 1,
+          secrets: [],
+          onLimit: () => {},
+        });
+        await log.note('[archway] canceled before it started\n');
+        await log.end(o.logRetentionSeconds);
+        return must(id);
+      }
+      await store.requestCancel(id);
+      return must(id);
+    },
+    depth: (arch) => queueOf(arch).getJobCountByTypes('wait', 'prioritized', 'delayed'),
+    async close() {
+      await Promise.all([...queues.values()].map((q) => q.close()));
+    },
+  };
+}

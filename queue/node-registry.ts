@@ -1,0 +1,95 @@
+import type { Redis } from 'ioredis';
+import type { Arch, Keys } from '../src/index.ts';
+
+/** A node silent for this long is lost. */
+export const LOST_AFTER_MS = 10_000;
+export const HEARTBEAT_MS = 2_000;
+
+export interface NodeInfo {
+  id: string;
+  arch: Arch;
+  hostArch: string;
+  emulated: boolean;
+  slots: number;
+  busy: number;
+  state: 'active' | 'draining';
+  version: string;
+  startedAt: string;
+  /** Epoch ms of the last heartbeat, by Redis's clock. */
+  lastSeen: number;
+  /** Derived: no heartbeat for LOST_AFTER_MS. */
+  lost: boolean;
+}
+
+export interface NodeRegistry {
+  /** Writes the node's record and its first heartbeat. */
+  register(info: Omit<NodeInfo, 'lastSeen' | 'lost'>): Promise<void>;
+  /** Updates what changes (busy slots, state) and the heartbeat, by Redis's clock. */
+  heartbeat(id: string, fields: { busy: number; state: NodeInfo['state'] }): Promise<void>;
+  deregister(id: string): Promise<void>;
+  list(): Promise<NodeInfo[]>;
+  /** Nodes of `arch` that heartbeat within LOST_AFTER_MS and take jobs. */
+  live(arch: Arch): Promise<NodeInfo[]>;
+}
+
+/** Redis's own clock, so nodes with skewed clocks agree on who is lost. */
+async function serverNow(redis: Redis): Promise<number> {
+  const [s, us] = await redis.time();
+  return Number(s) * 1000 + Math.floor(Number(us) / 1000);
+}
+
+export function createNodeRegistry(redis: Redis, keys: Keys): NodeRegistry {
+  async function list(): Promise<NodeInfo[]> {
+    const now = await serverNow(redis);
+    const ids = await redis.zrange(keys.nodes, 0, -1);
+    const out: NodeInfo[] = [];
+    for (const id of ids) {
+      const h = await redis.hgetall(keys.node(id));
+      if (!h.id) continue;
+      const lastSeen = Number(h.lastSeen ?? 0);
+      out.push({
+        id,
+        arch: h.arch as Arch,
+        hostArch: h.hostArch ?? '',
+        emulated: h.emulated === '1',
+        slots: Number(h.slots ?? 0),
+        busy: Number(h.busy ?? 0),
+        state: h.state === 'draining' ? 'draining' : 'active',
+        version: h.version ?? '',
+        startedAt: h.startedAt ?? '',
+        lastSeen,
+        lost: now - lastSeen > LOST_AFTER_MS,
+      });
+    }
+    return out;
+  }
+  return {
+    async register(info) {
+      const now = await serverNow(redis);
+      await redis
+        .multi()
+        .hset(keys.node(info.id), {
+          ...info,
+          emulated: info.emulated ? '1' : '0',
+          lastSeen: String(now),
+        })
+        .zadd(keys.nodes, now, info.id)
+        .exec();
+    },
+    async heartbeat(id, fields) {
+      const now = await serverNow(redis);
+      await redis
+        .multi()
+        .hset(keys.node(id), { busy: String(fields.busy), state: fields.state, lastSeen: String(now) })
+        .zadd(keys.nodes, now, id)
+        .exec();
+    },
+    async deregister(id) {
+      await redis.multi().del(keys.node(id)).zrem(keys.nodes, id).exec();
+    },
+    list,
+    async live(arch) {
+      return (await list()).filter((n) => n.arch === arch && !n.lost && n.state === 'active');
+    },
+  };
+}

@@ -1,0 +1,144 @@
+import { z } from 'zod';
+import {
+  ARCHES,
+  type Arch,
+  DEFAULT_LIMITS,
+  EndReason,
+  ImageRef,
+  NetworkMode,
+  parseArch,
+  ResourceLimits,
+} from './domain.ts';
+import { InvalidInputError } from './errors/invalid-input-error.ts';
+
+const EnvName = z
+  .string()
+  .regex(
+    /^[A-Za-z_][A-Za-z0-9_]{0,127}$/,
+    'a variable name: letters, digits and _, not starting with a digit',
+  );
+
+/** An arch or one of its aliases, normalised. */
+export const ArchInput = z.string().transform((s, ctx): Arch => {
+  try {
+    return parseArch(s);
+  } catch (e) {
+    ctx.addIssue({
+      code: 'custom',
+      message: e instanceof InvalidInputError ? e.message.replace(/^arch: /, '') : String(e),
+    });
+    return z.NEVER;
+  }
+});
+
+/**
+ * What a user submits: the only definition of a job (the API's OpenAPI is generated from it).
+ * Unknown fields are refused, so a typo never silently drops a setting.
+ */
+export const JobSpec = z
+  .object({
+    /** amd64, arm64, ppc64le or s390x; aliases x86_64, x64, aarch64, ppc64el and power are accepted. */
+    arch: ArchInput,
+    /** A catalog name (`busybox`), or a pinned version (`busybox@sha256:...`). */
+    image: z
+      .string()
+      .refine((s) => ImageRef.safeParse(s).success, 'an image name, or name@sha256:<64 hex digits>'),
+    /** A shell script, or a list of commands run in order, stopping at the first that fails. */
+    script: z.union([
+      z.string().min(1).max(1_048_576),
+      z.array(z.string().min(1).max(65_536)).min(1).max(1000),
+    ]),
+    env: z.record(EnvName, z.string().max(65_536)).default({}),
+    /** Like env, but their values are replaced by [secure] wherever they appear in the log. */
+    secrets: z.record(EnvName, z.string().min(1).max(65_536)).default({}),
+    /** Where the job's source comes from (fetched on the host side). */
+    source: z
+      .object({
+        git: z.string().min(1).max(2048),
+        ref: z.string().min(1).max(255).optional(),
+        sha: z
+          .string()
+          .regex(/^[0-9a-f]{40}$/, 'a full 40-character commit sha')
+          .optional(),
+      })
+      .strict()
+      .optional(),
+    /** Wall-clock limit, in seconds. Default 3000. */
+    timeoutSeconds: z.int().positive().max(86_400).default(3000),
+    /** Ends the job when it prints nothing for this long, in seconds. Default 600. */
+    silenceTimeoutSeconds: z.int().positive().max(86_400).default(600),
+    resources: ResourceLimits.strict().default({}),
+    /** `none` (default): only loopback. `egress` is not served yet and is refused. */
+    network: NetworkMode.default('none').refine(
+      (n) => n === 'none',
+      "network 'egress' is not available yet; use 'none'",
+    ),
+    /** Free-form key/value pairs, for listing (`GET /v1/jobs?label=k=v`). */
+    labels: z
+      .record(z.string().regex(/^[A-Za-z0-9_./-]{1,63}$/, 'a label key'), z.string().max(255))
+      .default({}),
+    /** 1 (first) to 10 (last). Default 5. */
+    priority: z.int().min(1).max(10).default(5),
+  })
+  .strict();
+export type JobSpec = z.output<typeof JobSpec>;
+export type JobSpecInput = z.input<typeof JobSpec>;
+
+export const JOB_STATES = ['queued', 'running', 'passed', 'failed', 'errored', 'canceled'] as const;
+export const JobState = z.enum(JOB_STATES);
+export type JobState = z.infer<typeof JobState>;
+export const FINAL_STATES: readonly JobState[] = ['passed', 'failed', 'errored', 'canceled'];
+
+/**
+ * The job state machine: every transition is checked against this table, in one place (the
+ * transition script in queue/). `running -> running` is a new attempt taking over a lost one;
+ * `running -> queued` is an errored attempt that will be retried.
+ */
+export const TRANSITIONS: Readonly<Record<JobState, readonly JobState[]>> = {
+  queued: ['running', 'canceled'],
+  running: ['running', 'queued', 'passed', 'failed', 'errored', 'canceled'],
+  passed: [],
+  failed: [],
+  errored: [],
+  canceled: [],
+};
+
+/** One try of a job on one node. */
+export const Attempt = z.object({
+  n: z.int().positive(),
+  node: z.string(),
+  startedAt: z.string(),
+  endedAt: z.string().optional(),
+  outcome: JobState.optional(),
+  reason: EndReason.optional(),
+  exitCode: z.int().optional(),
+  error: z.string().optional(),
+});
+export type Attempt = z.infer<typeof Attempt>;
+
+/** A job as stored and served: the spec plus what happened to it. */
+export const JobRecord = z.object({
+  id: z.string(),
+  arch: z.enum(ARCHES),
+  image: z.string(),
+  state: JobState,
+  reason: EndReason.optional(),
+  exitCode: z.int().optional(),
+  spec: JobSpec,
+  labels: z.record(z.string(), z.string()),
+  createdAt: z.string(),
+  startedAt: z.string().optional(),
+  finishedAt: z.string().optional(),
+  node: z.string().optional(),
+  attempt: z.int().nonnegative(),
+  attempts: z.array(Attempt),
+  cancelRequested: z.boolean(),
+  /** Things the user should know about the job (no live worker for its arch, ...). */
+  warnings: z.array(z.string()),
+  logBytes: z.int().nonnegative(),
+  /** Digest of the image version the last attempt ran. */
+  imageDigest: z.string().optional(),
+});
+export type JobRecord = z.infer<typeof JobRecord>;
+
+export const DEFAULT_JOB_LIMITS = DEFAULT_LIMITS;

@@ -1,0 +1,180 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createJobQueue, createLogWriter, type JobQueue, readLog } from '../../queue/index.ts';
+import { assertNoEviction, createKeys, JobSpec, type Keys } from '../../src/index.ts';
+import { startRedis, type TestRedis } from '../support/redis-server.ts';
+
+let server: TestRedis;
+let redis: Redis;
+let keys: Keys;
+let queue: JobQueue;
+const spec = (over: Record<string, unknown> = {}) =>
+  JobSpec.parse({ arch: 'x86_64', image: 'busybox', script: 'true', ...over });
+
+beforeAll(async () => {
+  server = await startRedis();
+  redis = new Redis(server.url);
+  keys = createKeys(`t${randomBytes(3).toString('hex')}`);
+  queue = createJobQueue({ redis, keys, logRetentionSeconds: 60 });
+});
+afterAll(async () => {
+  await queue.close();
+  redis.disconnect();
+  await server.stop();
+});
+
+describe('job queue', () => {
+  it('submits a job: record queued, BullMQ job with the same id, arch alias normalised', async () => {
+    const { job, created } = await queue.submit(spec({ labels: { repo: 'a/b' } }), { clientId: 'c' });
+    expect(created).toBe(true);
+    expect(job).toMatchObject({ state: 'queued', arch: 'amd64', attempt: 0, labels: { repo: 'a/b' } });
+    expect(await queue.depth('amd64')).toBeGreaterThanOrEqual(1);
+    expect(await redis.exists(`${keys.bullPrefix}:${keys.queueName('amd64')}:${job.id}`)).toBe(1);
+  });
+
+  it('is idempotent on the Idempotency-Key, and refuses the key with another request', async () => {
+    const a = await queue.submit(spec(), { clientId: 'c', idempotencyKey: 'k1' });
+    const b = await queue.submit(spec(), { clientId: 'c', idempotencyKey: 'k1' });
+    expect(b.created).toBe(false);
+    expect(b.job.id).toBe(a.job.id);
+    const other = await queue.submit(spec(), { clientId: 'other', idempotencyKey: 'k1' });
+    expect(other.job.id).not.toBe(a.job.id);
+    await expect(
+      queue.submit(spec({ script: 'false' }), { clientId: 'c', idempotencyKey: 'k1' }),
+    ).rejects.toThrow(/different request/);
+  });
+
+  it('checks every transition against the state machine and the attempt', async () => {
+    const { job } = await queue.submit(spec(), { clientId: 'c' });
+    expect(await queue.store.transition(job.id, 'passed')).toMatchObject({
+      ok: false,
+      why: 'conflict',
+      state: 'queued',
+    });
+    const run = await queue.store.transition(job.id, 'running', { newAttempt: true });
+    expect(run).toEqual({ ok: true, from: 'queued', attempt: 1 });
+    // A second attempt takes over (the first was lost) ...
+    expect(await queue.store.transition(job.id, 'running', { newAttempt: true, attempt: 1 })).toMatchObject({
+      ok: true,
+      attempt: 2,
+    });
+    // ... and the lost first attempt can no longer finish the job.
+    expect(await queue.store.transition(job.id, 'passed', { attempt: 1 })).toMatchObject({
+      ok: false,
+      why: 'stale',
+    });
+    expect(
+      await queue.store.transition(job.id, 'failed', { attempt: 2, fields: { exitCode: 3 } }),
+    ).toMatchObject({ ok: true });
+    expect(await queue.store.transition(job.id, 'passed', { attempt: 2 })).toMatchObject({
+      ok: false,
+      why: 'conflict',
+    });
+    expect((await queue.get(job.id))?.exitCode).toBe(3);
+    const events = await redis.xrange(keys.events, '-', '+');
+    const mine = events.filter(([, f]) => f[1] === job.id).map(([, f]) => `${f[3]}->${f[5]}`);
+    expect(mine).toEqual(['->queued', 'queued->running', 'running->running', 'running->failed']);
+  });
+
+  it('cancels a queued job at once, removing it from BullMQ; a finished one is refused', async () => {
+    const { job } = await queue.submit(spec(), { clientId: 'c' });
+    const canceled = await queue.cancel(job.id);
+    expect(canceled).toMatchObject({ state: 'canceled', reason: 'canceled' });
+    expect(await redis.exists(`${keys.bullPrefix}:${keys.queueName('amd64')}:${job.id}`)).toBe(0);
+    await expect(queue.cancel(job.id)).rejects.toThrow(/already finished/);
+    await expect(queue.cancel('nosuch')).rejects.toThrow(/no job 'nosuch'/);
+  });
+
+  it('a running job gets the durable flag and a message on the cancel channel', async () => {
+    const { job } = await queue.submit(spec(), { clientId: 'c' });
+    await queue.store.transition(job.id, 'running', { newAttempt: true });
+    const sub = redis.duplicate();
+    const got = new Promise<string>((resolve) => sub.on('message', (_c, m) => resolve(m)));
+    await sub.subscribe(keys.cancelChannel);
+    await queue.cancel(job.id);
+    expect(await got).toBe(job.id);
+    expect((await queue.get(job.id))?.cancelRequested).toBe(true);
+    sub.disconnect();
+  });
+
+  it('lists newest first, filtered by state, arch and label, in pages', async () => {
+    const k = createKeys(`l${randomBytes(3).toString('hex')}`);
+    const q = createJobQueue({ redis, keys: k, logRetentionSeconds: 60 });
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      ids.push(
+        (
+          await q.submit(spec({ arch: i % 2 ? 'arm64' : 'amd64', labels: { n: String(i % 2) } }), {
+            clientId: 'c',
+          })
+        ).job.id,
+      );
+      await new Promise((r) => setTimeout(r, 3));
+    }
+    const page1 = await q.list({ limit: 2 });
+    expect(page1.jobs.map((j) => j.id)).toEqual([ids[4], ids[3]]);
+    const page2 = await q.list({ limit: 2, ...(page1.next ? { before: page1.next } : {}) });
+    expect(page2.jobs.map((j) => j.id)).toEqual([ids[2], ids[1]]);
+    expect((await q.list({ limit: 10, arch: 'arm64' })).jobs.map((j) => j.id)).toEqual([ids[3], ids[1]]);
+    expect((await q.list({ limit: 10, label: 'n=0', state: 'queued' })).jobs).toHaveLength(3);
+    await q.close();
+  });
+
+  it('refuses a Redis that may evict keys, naming the policy', async () => {
+    await redis.config('SET', 'maxmemory-policy', 'allkeys-lru');
+    await expect(assertNoEviction(redis)).rejects.toThrow(
+      /maxmemory-policy is 'allkeys-lru', archway needs 'noeviction'/,
+    );
+    await redis.config('SET', 'maxmemory-policy', 'noeviction');
+    await expect(assertNoEviction(redis)).resolves.toBeUndefined();
+  });
+});
+
+describe('log writer', () => {
+  const logOf = async (id: string) => (await readLog(redis, keys, id)).chunks.map((c) => c.text).join('');
+
+  it('masks a secret split across two writes and never splits a UTF-8 character', async () => {
+    const w = createLogWriter({
+      redis,
+      keys,
+      jobId: 'mask',
+      limitBytes: 1e6,
+      secrets: ['hunter2-very-secret'],
+      onLimit: () => {},
+    });
+    await w.write(Buffer.from('password is hunter2-ve'));
+    await new Promise((r) => setTimeout(r, 120)); // a flush happens in between
+    await w.write(Buffer.from('ry-secret!\n'));
+    const euro = Buffer.from('€');
+    await w.write(euro.subarray(0, 1));
+    await w.write(euro.subarray(1));
+    await w.end(60);
+    const text = await logOf('mask');
+    expect(text).toBe('password is [secure]!\n€');
+    expect(text).not.toContain('hunter');
+  });
+
+  it('cuts chunks at 16 KiB on character boundaries and stops at the log limit', async () => {
+    let limited = 0;
+    const w = createLogWriter({
+      redis,
+      keys,
+      jobId: 'big',
+      limitBytes: 40_000,
+      secrets: [],
+      onLimit: () => limited++,
+    });
+    await w.write(Buffer.from('é'.repeat(30_000))); // 60,000 bytes
+    await w.write(Buffer.from('more'));
+    await w.end(60);
+    const { chunks, ended } = await readLog(redis, keys, 'big');
+    expect(ended).toBe(true);
+    expect(limited).toBe(1);
+    for (const c of chunks) expect(Buffer.byteLength(c.text)).toBeLessThanOrEqual(16 * 1024);
+    const text = chunks.map((c) => c.text).join('');
+    expect(Buffer.byteLength(text)).toBe(40_000);
+    expect(text).toBe('é'.repeat(20_000));
+    expect(await redis.ttl(keys.log('big'))).toBeGreaterThan(0);
+  });
+});
