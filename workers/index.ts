@@ -15,5 +15,8 @@ export {
   type LaunchedJob,
   type LaunchRequest,
 } from './job-launcher.ts';
+export { jobEnv, scriptArgv, shellQuote } from './job-script.ts';
+export { type RunWorkerOptions, runWorker } from './run-worker.ts';
 export { CONTAINER_PREFIX, createRuncRuntime, type RuncRuntimeOptions } from './runc-runtime.ts';
 export { createWarmPool, type WarmPool, type WarmPoolOptions } from './warm-pool.ts';
+export { createWorkerDaemon, type WorkerDaemon, type WorkerDaemonOptions } from './worker-daemon.ts';

@@ -5,6 +5,7 @@ import { registerDoctor } from './commands/doctor.ts';
 import { registerImages } from './commands/images.ts';
 import { registerRun } from './commands/run.ts';
 import { registerUp } from './commands/up.ts';
+import { registerWorker } from './commands/worker.ts';
 
 /** The `archway` command line. `env` is injectable for tests; only this file reads process.env. */
 export async function main(
@@ -19,6 +20,7 @@ export async function main(
   registerRun(program, env);
   registerImages(program, env);
   registerDoctor(program, env);
+  registerWorker(program, env);
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (e) {

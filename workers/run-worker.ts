@@ -1,0 +1,122 @@
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { createImageStore } from '../images/index.ts';
+import { createJobQueue, createNodeRegistry } from '../queue/index.ts';
+import {
+  type Arch,
+  assertNoEviction,
+  createKeys,
+  createLogger,
+  createRedis,
+  DEFAULT_LIMITS,
+  ensurePool,
+  parseConfig,
+  WorkerConfig,
+} from '../src/index.ts';
+import { createJobLauncher } from './job-launcher.ts';
+import { createRuncRuntime } from './runc-runtime.ts';
+import { createWarmPool } from './warm-pool.ts';
+import { createWorkerDaemon } from './worker-daemon.ts';
+
+export interface RunWorkerOptions {
+  env: Record<string, string | undefined>;
+  arch: Arch;
+  slots: number;
+  /** Warm containers kept per image. */
+  warm: number;
+  /** Images kept warm. Default: busybox. */
+  warmImages?: string[];
+  version: string;
+}
+
+/**
+ * The worker process's composition root: config, logger, Redis, the pool, the runtime (after
+ * reaping what a previous run left), the warm pool, and the node. The first SIGTERM or SIGINT
+ * drains (no new jobs, running ones finish, exit 0); a second one ends the running jobs, which go
+ * back to the queue, and exits.
+ */
+export async function runWorker(o: RunWorkerOptions): Promise<void> {
+  const config = parseConfig(WorkerConfig, o.env);
+  const logger = createLogger({ name: 'worker', level: config.ARCHWAY_LOG_LEVEL });
+  const nodeId = config.ARCHWAY_NODE_ID ?? `${hostname()}-${o.arch}-${process.pid}`;
+  const redis = createRedis({ url: config.REDIS_URL, name: `archway-worker-${nodeId}`, blocking: true });
+  redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
+  await assertNoEviction(redis);
+  await ensurePool({ path: config.ARCHWAY_POOL_PATH, loopSizeGiB: config.ARCHWAY_POOL_SIZE_GIB, logger });
+  const images = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
+  const runtime = await createRuncRuntime({
+    arch: o.arch,
+    poolPath: config.ARCHWAY_POOL_PATH,
+    runDir: config.ARCHWAY_RUN_DIR,
+    ociRuntime: config.ARCHWAY_OCI_RUNTIME,
+    cgroupParent: config.ARCHWAY_CGROUP_PARENT,
+    initPath: config.ARCHWAY_INIT,
+    idBase: config.ARCHWAY_UID_BASE,
+    idSize: config.ARCHWAY_UID_SIZE,
+    logger,
+  });
+  const reaped = await runtime.reap({});
+  if (reaped.length)
+    logger.info({ containers: reaped.length }, 'destroyed containers a previous run left behind');
+  const warmPool =
+    o.warm > 0
+      ? createWarmPool({
+          runtime,
+          images,
+          targets: Object.fromEntries((o.warmImages ?? ['busybox']).map((i) => [i, o.warm])),
+          limits: DEFAULT_LIMITS,
+          logger,
+        })
+      : undefined;
+  const launcher = createJobLauncher({ runtime, images, logger, ...(warmPool ? { warmPool } : {}) });
+  const keys = createKeys(config.ARCHWAY_REDIS_PREFIX);
+  const queue = createJobQueue({
+    redis,
+    keys,
+    logRetentionSeconds: config.ARCHWAY_LOG_RETENTION_DAYS * 86400,
+  });
+  const daemon = createWorkerDaemon({
+    nodeId,
+    arch: o.arch,
+    slots: o.slots,
+    launcher,
+    images,
+    queue,
+    nodes: createNodeRegistry(redis, keys),
+    keys,
+    redis,
+    duplicate: () => {
+      const c = createRedis({ url: config.REDIS_URL, name: `archway-worker-${nodeId}`, blocking: true });
+      c.on('error', () => undefined);
+      return c;
+    },
+    logger,
+    logLimitBytes: Math.round(config.ARCHWAY_LOG_LIMIT_MIB * 1024 * 1024),
+    logRetentionSeconds: config.ARCHWAY_LOG_RETENTION_DAYS * 86400,
+    version: o.version,
+  });
+  warmPool?.start();
+  await daemon.start();
+
+  let signals = 0;
+  const done = new Promise<void>((resolve, reject) => {
+    const onSignal = (sig: string) => {
+      signals++;
+      if (signals === 1) {
+        logger.info(
+          { signal: sig, running: daemon.busy },
+          'draining: no new jobs; running ones finish (signal again to stop them)',
+        );
+        daemon.drain().then(resolve, reject);
+      } else {
+        logger.warn({ signal: sig }, 'stopping: running jobs go back to the queue');
+        daemon.stop().then(resolve, reject);
+      }
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+  await done;
+  await queue.close();
+  await redis.quit().catch(() => undefined);
+}
