@@ -21,6 +21,8 @@ export interface JobQueueOptions {
   keys: Keys;
   /** How long a finished job's log is kept, in seconds. */
   logRetentionSeconds: number;
+  /** Told about connection errors of the BullMQ queues (they reconnect by themselves). */
+  onError?: (err: Error) => void;
 }
 
 export interface SubmitOptions {
@@ -79,6 +81,7 @@ export function createJobQueue(o: JobQueueOptions): JobQueue {
     let q = queues.get(arch);
     if (!q) {
       q = new Queue(o.keys.queueName(arch), { connection: o.redis, prefix: o.keys.bullPrefix });
+      q.on('error', (err) => o.onError?.(err));
       queues.set(arch, q);
     }
     return q;

@@ -79,7 +79,16 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     stalledInterval: 10_000,
     maxStalledCount: MAX_ATTEMPTS - 1,
   });
-  worker.on('error', (err) => log.error({ err }, 'queue worker error'));
+  // While Redis is away every connection reports each retry: say it once per outage, at warn.
+  let redisDown = false;
+  worker.on('error', (err) => {
+    if (!redisDown) log.warn({ err: err.message }, 'lost Redis; the node reconnects by itself and its running jobs go on');
+    redisDown = true;
+  });
+  o.redis.on('ready', () => {
+    if (redisDown) log.info('Redis is back');
+    redisDown = false;
+  });
 
   async function finish(
     id: string,

@@ -1,30 +1,42 @@
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import { createConnection } from 'node:net';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { buildImage } from '../../../images/index.ts';
+import type { Arch } from '../../domain.ts';
 import { ImageNotFoundError } from '../../errors/image-not-found-error.ts';
-import { createHostContext, createHostLauncher } from '../host-context.ts';
+import { createHostContext } from '../host-context.ts';
 import { parseArchList } from './images.ts';
 
-const DEMO_SCRIPT = 'echo "hello from $(hostname): $(uname -m), $(uname -s) $(uname -r)"; id';
+const DEMO_SCRIPT = 'echo "hello from $(hostname): $(uname -m)"; id';
+const BIN = new URL('../../../bin/archway', import.meta.url).pathname;
 
 /**
- * The quick start's main command. For now: make sure the busybox image exists for each arch,
- * then run a job in a fresh container on every arch of this host and print what each said.
+ * The whole stack on this host, for development and the quick start: Redis (REDIS_URL, else one
+ * answering on 127.0.0.1:6379, else its own with AOF under the pool), the API, one worker per
+ * arch, and the busybox image where missing. Runs a first job on every arch through the API,
+ * prints the URL and the admin token, and stops everything on Ctrl-C or SIGTERM.
  */
 export function registerUp(program: Command, env: Record<string, string | undefined>): void {
   program
     .command('up')
-    .description('build the busybox image where missing and run a job on every arch on this host')
+    .description('run the whole stack on this host: Redis, the API, one worker per arch')
     .option('--arches <list>', "comma-separated arches, or 'all'", 'all')
-    .action(async (opts: { arches: string }) => {
+    .option('--slots <n>', 'slots per worker', '2')
+    .option('--no-demo', 'do not run the first job on every arch')
+    .option('--exit-after-demo', 'stop the stack once the first jobs have run (a smoke test)')
+    .action(async (opts: { arches: string; slots: string; demo: boolean; exitAfterDemo?: boolean }) => {
       const arches = parseArchList(opts.arches);
       const ctx = await createHostContext(env, 'up');
+      const say = (s: string) => process.stdout.write(`${s}\n`);
       for (const arch of arches) {
         try {
           await ctx.store.resolve('busybox', arch);
         } catch (e) {
           if (!(e instanceof ImageNotFoundError)) throw e;
-          process.stdout.write(`building busybox for ${arch}...\n`);
+          say(`building the busybox image for ${arch}...`);
           await buildImage('busybox', arch, {
             store: ctx.store,
             cacheDir: ctx.cacheDir,
@@ -34,40 +46,118 @@ export function registerUp(program: Command, env: Record<string, string | undefi
           });
         }
       }
-      const results = await Promise.all(
-        arches.map(async (arch) => {
-          const launcher = await createHostLauncher(ctx, arch);
-          try {
-            const job = await launcher.launch({
-              jobId: `up-${arch}-${randomBytes(3).toString('hex')}`,
-              image: 'busybox',
-              argv: ['sh', '-c', DEMO_SCRIPT],
-              timeoutSeconds: 60,
-            });
-            const chunks: Buffer[] = [];
-            job.output.on('data', (c: Buffer) => chunks.push(c));
-            const outcome = await job.result;
-            return { arch, job, outcome, text: Buffer.concat(chunks).toString() };
-          } finally {
-            await launcher.close();
-          }
-        }),
-      );
-      let failed = 0;
-      for (const { arch, job, outcome, text } of results) {
-        const how = `${job.emulated ? 'emulated' : 'native'}, ${job.image.name}@${job.image.digest.slice(0, 19)}, launched in ${job.launchMs} ms`;
-        process.stdout.write(`\n[${arch}] (${how})\n`);
-        for (const line of text.trimEnd().split('\n')) process.stdout.write(`[${arch}] ${line}\n`);
-        process.stdout.write(
-          `[${arch}] exit ${outcome.exitCode}${outcome.reason ? ` (${outcome.reason})` : ''}\n`,
-        );
-        if (outcome.exitCode !== 0) failed++;
+      const children: ChildProcess[] = [];
+      let ownRedis: ChildProcess | undefined;
+      let redisUrl = env.REDIS_URL;
+      if (!redisUrl) {
+        if (await answers(6379)) {
+          redisUrl = 'redis://127.0.0.1:6379';
+        } else {
+          const dir = join(ctx.config.ARCHWAY_POOL_PATH, 'redis');
+          await mkdir(dir, { recursive: true });
+          const port = 6379;
+          ownRedis = spawn(
+            'redis-server',
+            ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--maxmemory-policy', 'noeviction', '--save', ''],
+            { stdio: 'ignore' },
+          );
+          redisUrl = `redis://127.0.0.1:${port}`;
+          for (let i = 0; i < 100 && !(await answers(port)); i++) await sleep(50);
+          say(`started redis-server on 127.0.0.1:${port} (AOF in ${dir})`);
+        }
       }
-      process.stdout.write(
-        failed
-          ? `\n${failed} arch(es) failed\n`
-          : `\nall ${results.length} arches ran; every container was destroyed\n`,
-      );
-      process.exitCode = failed ? 1 : 0;
+      const token = env.ARCHWAY_TOKEN ?? randomBytes(24).toString('hex');
+      const port = env.ARCHWAY_PORT ?? '8080';
+      const url = `http://127.0.0.1:${port}`;
+      const childEnv = { ...env, REDIS_URL: redisUrl, ARCHWAY_TOKEN: token, ARCHWAY_PORT: port };
+      const start = (args: string[]) => {
+        const c = spawn(BIN, args, { env: childEnv, stdio: ['ignore', 'inherit', 'inherit'] });
+        children.push(c);
+        return c;
+      };
+      start(['api']);
+      for (const arch of arches) start(['worker', '--arch', arch, '--slots', opts.slots, '--warm', '1']);
+
+      let stopping: Promise<void> | undefined;
+      const stopAll = () => {
+        stopping ??= (async () => {
+          say('\nstopping: workers re-queue running jobs and destroy their containers...');
+          // Two SIGTERMs: the first drains, the second ends running jobs (re-queued) instead of waiting.
+          for (const c of children) c.kill('SIGTERM');
+          await sleep(200);
+          for (const c of children) c.kill('SIGTERM');
+          await Promise.all(children.map((c) => (c.exitCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
+          if (ownRedis) {
+            ownRedis.kill('SIGTERM');
+            await new Promise((r) => ownRedis?.once('exit', r));
+          }
+          say('stopped; no container left');
+        })();
+        return stopping;
+      };
+      process.once('SIGINT', () => void stopAll());
+      process.once('SIGTERM', () => void stopAll());
+
+      await waitForApi(url, arches.length, token);
+      say(`\narchway is up: ${url}  (API docs: ${url}/docs)`);
+      say(`admin token: ${token}`);
+      say(`  export ARCHWAY_URL=${url} ARCHWAY_TOKEN=${token}`);
+      say(`  bin/archway submit --arch arm64 --image busybox --follow -- 'uname -m'`);
+      if (opts.demo) {
+        const results = await Promise.all(arches.map((arch) => demo(url, token, arch)));
+        for (const r of results) {
+          for (const line of r.text.trimEnd().split('\n')) say(`[${r.arch}] ${line}`);
+        }
+        const failed = results.filter((r) => r.state !== 'passed').length;
+        say(failed ? `${failed} arch(es) failed` : `a job ran on each of ${results.length} arches`);
+        if (failed) process.exitCode = 1;
+      }
+      if (opts.exitAfterDemo) await stopAll();
+      // Otherwise serve until a signal starts stopAll, then wait for it to finish.
+      while (!stopping) await sleep(200);
+      await stopping;
     });
 }
+
+async function demo(url: string, token: string, arch: Arch): Promise<{ arch: Arch; state: string; text: string }> {
+  const auth = { authorization: `Bearer ${token}` };
+  const res = await fetch(`${url}/v1/jobs`, {
+    method: 'POST',
+    headers: { ...auth, 'content-type': 'application/json' },
+    body: JSON.stringify({ arch, image: 'busybox', script: DEMO_SCRIPT, timeoutSeconds: 120 }),
+  });
+  if (!res.ok) return { arch, state: 'rejected', text: `submission failed: ${res.status} ${await res.text()}` };
+  const { job } = (await res.json()) as { job: { id: string } };
+  const log = await fetch(`${url}/v1/jobs/${job.id}/log?follow=1`, { headers: auth });
+  const text = await log.text();
+  const final = (await (await fetch(`${url}/v1/jobs/${job.id}`, { headers: auth })).json()) as { job?: { state: string }; state?: string };
+  return { arch, state: final.job?.state ?? final.state ?? 'unknown', text };
+}
+
+async function waitForApi(url: string, workers: number, token: string): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    try {
+      const ready = await fetch(`${url}/readyz`);
+      const nodes = await fetch(`${url}/v1/nodes`, { headers: { authorization: `Bearer ${token}` } }).catch(() => undefined);
+      const count = nodes?.ok ? ((await nodes.json()) as { nodes: unknown[] }).nodes.length : workers;
+      if (ready.ok && count >= workers) return;
+    } catch {
+      // not listening yet
+    }
+    await sleep(100);
+  }
+  throw new Error(`the API at ${url} did not become ready`);
+}
+
+function answers(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createConnection({ port, host: '127.0.0.1' });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

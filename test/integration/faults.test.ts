@@ -1,0 +1,78 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startCluster, type TestCluster } from '../support/cluster.ts';
+import { eventually, leftovers, TEST_ENV } from '../support/test-host.ts';
+
+let c: TestCluster | undefined;
+const children: ChildProcess[] = [];
+
+function spawnWorker(cluster: TestCluster, nodeId: string): ChildProcess {
+  const child = spawn('bin/archway', ['worker', '--arch', 'amd64', '--slots', '1', '--warm', '0'], {
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      ...TEST_ENV,
+      REDIS_URL: cluster.redis.url,
+      ARCHWAY_REDIS_PREFIX: cluster.keys.prefix,
+      ARCHWAY_NODE_ID: nodeId,
+    },
+    stdio: 'ignore',
+  });
+  children.push(child);
+  return child;
+}
+
+const exited = (p: ChildProcess) => (p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise((r) => p.once('exit', r)));
+
+afterEach(async () => {
+  for (const p of children.splice(0)) {
+    p.kill('SIGTERM');
+    await exited(p);
+  }
+  await c?.close();
+  c = undefined;
+  expect(await leftovers()).toEqual([]);
+});
+
+describe('faults', () => {
+  it('a worker SIGKILLed mid-job: the job re-runs on another node, finishes once, and no container is left', async () => {
+    c = await startCluster();
+    const cluster = c;
+    const victim = spawnWorker(cluster, 'victim');
+    const id = await cluster.submit({ arch: 'amd64', image: 'busybox', script: 'echo started on $ARCHWAY_NODE; sleep 3; echo finished' });
+    await eventually(async () => (await cluster.log(id)).includes('started on victim'), 'the job to start on the victim', 30_000);
+    victim.kill('SIGKILL');
+    await exited(victim);
+    // Its container is still on the host until a worker starts here again.
+    expect((await leftovers()).some((l) => l.startsWith('jobs/'))).toBe(true);
+    spawnWorker(cluster, 'rescuer');
+    const job = await cluster.waitFinal(id, 80_000);
+    expect(job.state).toBe('passed');
+    expect(job.attempts.map((a) => [a.n, a.node, a.outcome])).toEqual([
+      [1, 'victim', 'errored'],
+      [2, 'rescuer', 'passed'],
+    ]);
+    const log = await cluster.log(id);
+    expect(log).toContain('started on rescuer');
+    expect(log).toMatch(/attempt 2/);
+    // Finished once: exactly one transition into a final state.
+    const events = await cluster.client.xrange(cluster.keys.events, '-', '+');
+    const finals = events.filter(([, f]) => f[1] === id && ['passed', 'failed', 'errored', 'canceled'].includes(f[5] ?? ''));
+    expect(finals).toHaveLength(1);
+  }, 120_000);
+
+  it('Redis restarted mid-job (AOF): the job is not lost, its log is complete, the worker reconnects by itself', async () => {
+    c = await startCluster();
+    const cluster = c;
+    await cluster.addWorker('amd64', { slots: 1 });
+    const id = await cluster.submit({ arch: 'amd64', image: 'busybox', script: 'for i in 1 2 3 4 5 6 7 8; do echo line-$i; sleep 0.3; done' });
+    await eventually(async () => (await cluster.log(id)).includes('line-2'), 'the job to print');
+    await cluster.redis.restart({ downMs: 1000 });
+    const job = await cluster.waitFinal(id);
+    expect(job.state).toBe('passed');
+    const log = await cluster.log(id);
+    for (let i = 1; i <= 8; i++) expect(log).toContain(`line-${i}\n`);
+    // The node takes new jobs after the restart.
+    const next = await cluster.submit({ arch: 'amd64', image: 'busybox', script: 'echo after-restart' });
+    expect((await cluster.waitFinal(next)).state).toBe('passed');
+  }, 90_000);
+});

@@ -1,0 +1,84 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ARCH_INFO, ARCHES } from '../../src/index.ts';
+import { startCluster, type TestCluster } from '../support/cluster.ts';
+import { eventually, leftovers } from '../support/test-host.ts';
+
+let c: TestCluster;
+beforeAll(async () => {
+  c = await startCluster();
+  for (const arch of ARCHES) await c.addWorker(arch, { slots: 2, warm: arch === 'amd64' ? 1 : 0, logLimitBytes: 256 * 1024 });
+});
+afterAll(async () => {
+  await c.close();
+  expect(await leftovers()).toEqual([]);
+});
+
+describe('worker nodes', () => {
+  it.each(ARCHES)('run a job on %s: passed, with the worker information block first', async (arch) => {
+    const id = await c.submit({ arch, image: 'busybox', script: ['uname -m', 'cd /tmp', 'pwd'] });
+    const job = await c.waitFinal(id);
+    expect(job).toMatchObject({ state: 'passed', exitCode: 0 });
+    expect(job.attempts).toHaveLength(1);
+    const log = await c.log(id);
+    expect(log).toMatch(new RegExp(`^\\[archway\\] job ${id} on node test-${arch}-\\w+: ${arch}, ${arch === 'amd64' ? 'native' : 'emulated'}`));
+    expect(log).toMatch(/\[archway\] image busybox@sha256:[0-9a-f]{64}/);
+    expect(log).toContain(`\n${ARCH_INFO[arch].uname}\n`);
+    // a list's commands share one shell: the cd holds for the next command
+    expect(log).toContain('\n/tmp\n');
+  });
+
+  it('a non-zero exit is failed, never retried, and a list stops at the first failure', async () => {
+    const id = await c.submit({ arch: 'amd64', image: 'busybox', script: ['echo one', 'exit 3', 'echo never'] });
+    const job = await c.waitFinal(id);
+    expect(job).toMatchObject({ state: 'failed', exitCode: 3, attempt: 1 });
+    expect(job.reason).toBeUndefined();
+    expect(await c.log(id)).not.toContain('\nnever');
+  });
+
+  it('timeout, silence and log limit each end the job with their own reason and last line', async () => {
+    const timeout = await c.submit({ arch: 'arm64', image: 'busybox', script: 'echo start; sleep 60', timeoutSeconds: 2 });
+    const silence = await c.submit({ arch: 'amd64', image: 'busybox', script: 'echo start; sleep 60', silenceTimeoutSeconds: 2 });
+    const flood = await c.submit({ arch: 'amd64', image: 'busybox', script: 'yes archway | head -c 10000000; echo done' });
+    expect(await c.waitFinal(timeout)).toMatchObject({ state: 'failed', reason: 'timeout' });
+    expect(await c.log(timeout)).toMatch(/stopped: the job ran longer than its time limit of 2 s\n$/);
+    expect(await c.waitFinal(silence)).toMatchObject({ state: 'failed', reason: 'silence' });
+    expect(await c.log(silence)).toMatch(/stopped: no output for 2 s\n$/);
+    const f = await c.waitFinal(flood);
+    expect(f).toMatchObject({ state: 'failed', reason: 'log_limit', logBytes: 256 * 1024 });
+    expect(await c.log(flood)).toMatch(/stopped: the log reached its size limit\n$/);
+  });
+
+  it('masks a secret printed in two pieces with a pause between them', async () => {
+    const id = await c.submit({
+      arch: 'amd64',
+      image: 'busybox',
+      script: 'printf "key=%s" "${TOKEN%????????}"; sleep 0.3; printf "%s\\n" "${TOKEN#????????}"; echo "$TOKEN"',
+      secrets: { TOKEN: 'abcd1234efgh5678' },
+    });
+    await c.waitFinal(id);
+    const log = await c.log(id);
+    expect(log).not.toContain('abcd1234');
+    expect(log).not.toContain('efgh5678');
+    expect(log).toContain('key=[secure]\n[secure]\n');
+  });
+
+  it('cancel reaches a job in every phase within a second', async () => {
+    // queued: no worker serves the arch's queue yet? all do; stop it before it starts by canceling at once
+    const busy = await c.submit({ arch: 'ppc64le', image: 'busybox', script: 'sleep 60' });
+    const busy2 = await c.submit({ arch: 'ppc64le', image: 'busybox', script: 'sleep 60' });
+    const queued = await c.submit({ arch: 'ppc64le', image: 'busybox', script: 'echo should-not-run' });
+    const canceledQueued = await c.queue.cancel(queued);
+    expect(canceledQueued.state).toBe('canceled');
+    // running
+    await eventually(async () => (await c.queue.get(busy))?.state === 'running', 'the job to run');
+    await eventually(async () => (await c.log(busy)).includes('launched in'), 'the job to start');
+    const t0 = Date.now();
+    await c.queue.cancel(busy);
+    const b = await c.waitFinal(busy);
+    expect(b).toMatchObject({ state: 'canceled', reason: 'canceled' });
+    expect(Date.now() - t0).toBeLessThan(5000);
+    await c.queue.cancel(busy2);
+    expect((await c.waitFinal(busy2)).state).toBe('canceled');
+    expect(await c.log(queued)).not.toContain('should-not-run');
+  });
+});

@@ -1,0 +1,85 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { createJobQueue, createNodeRegistry, type JobQueue, readLog } from '../../queue/index.ts';
+import { type Arch, createKeys, createLogger, FINAL_STATES, type JobRecord, JobSpec, type JobSpecInput, type Keys } from '../../src/index.ts';
+import { createWorkerDaemon, type WorkerDaemon } from '../../workers/index.ts';
+import { startRedis, type TestRedis } from './redis-server.ts';
+import { createTestHost, eventually } from './test-host.ts';
+
+/** A real Redis, a key prefix of the test's own, and in-process worker nodes on the test pool. */
+export interface TestCluster {
+  redis: TestRedis;
+  client: Redis;
+  keys: Keys;
+  queue: JobQueue;
+  workers: WorkerDaemon[];
+  addWorker(arch: Arch, opts?: { slots?: number; warm?: number; logLimitBytes?: number }): Promise<WorkerDaemon>;
+  submit(spec: JobSpecInput): Promise<string>;
+  waitFinal(id: string, ms?: number): Promise<JobRecord>;
+  log(id: string): Promise<string>;
+  close(): Promise<void>;
+}
+
+export async function startCluster(): Promise<TestCluster> {
+  const redis = await startRedis();
+  const client = new Redis(redis.url, { maxRetriesPerRequest: null });
+  client.on('error', () => undefined);
+  const keys = createKeys(`t${randomBytes(4).toString('hex')}`);
+  const queue = createJobQueue({ redis: client, keys, logRetentionSeconds: 600 });
+  const workers: WorkerDaemon[] = [];
+  const logger = createLogger({ name: 'test-worker', level: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn' });
+  return {
+    redis,
+    client,
+    keys,
+    queue,
+    workers,
+    async addWorker(arch, o = {}) {
+      const host = await createTestHost(arch, o.warm ? { warm: { busybox: o.warm } } : {});
+      const dup = () => {
+        const c = new Redis(redis.url, { maxRetriesPerRequest: null });
+        c.on('error', () => undefined);
+        return c;
+      };
+      const daemon = createWorkerDaemon({
+        nodeId: `test-${arch}-${randomBytes(3).toString('hex')}`,
+        arch,
+        slots: o.slots ?? 2,
+        launcher: host.launcher,
+        images: host.store,
+        queue,
+        nodes: createNodeRegistry(client, keys),
+        keys,
+        redis: client,
+        duplicate: dup,
+        logger,
+        logLimitBytes: o.logLimitBytes ?? 4 * 1024 * 1024,
+        logRetentionSeconds: 600,
+        version: 'test',
+      });
+      await daemon.start();
+      workers.push(daemon);
+      return daemon;
+    },
+    async submit(spec) {
+      return (await queue.submit(JobSpec.parse(spec), { clientId: 'test' })).job.id;
+    },
+    async waitFinal(id, ms = 60_000) {
+      let job: JobRecord | undefined;
+      await eventually(async () => {
+        job = await queue.get(id);
+        return job !== undefined && FINAL_STATES.includes(job.state);
+      }, `job ${id} to finish`, ms);
+      return job as JobRecord;
+    },
+    async log(id) {
+      return (await readLog(client, keys, id)).chunks.map((c) => c.text).join('');
+    },
+    async close() {
+      await Promise.all(workers.splice(0).map((w) => w.stop()));
+      await queue.close();
+      client.disconnect();
+      await redis.stop();
+    },
+  };
+}
