@@ -6,8 +6,9 @@
  *
  * Prints a markdown section; docs/benchmarks.md holds the last one taken on the reference machine.
  */
-import { performance } from 'node:perf_hooks';
+
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { buildImage, createImageStore } from '../../images/index.ts';
 import {
   ARCHES,
@@ -21,7 +22,12 @@ import {
   parseConfig,
   snapshotSubvolume,
 } from '../../src/index.ts';
-import { createJobLauncher, createRuncRuntime, createWarmPool, type JobLauncher } from '../../workers/index.ts';
+import {
+  createJobLauncher,
+  createRuncRuntime,
+  createWarmPool,
+  type JobLauncher,
+} from '../../workers/index.ts';
 import { machine, ms, summarize } from './stats.ts';
 
 const env: Record<string, string | undefined> = {
@@ -46,7 +52,13 @@ async function runtimeFor(arch: Arch) {
     await store.resolve('busybox', arch);
   } catch (e) {
     if (!(e instanceof ImageNotFoundError)) throw e;
-    await buildImage('busybox', arch, { store, cacheDir: join(config.ARCHWAY_POOL_PATH, 'cache'), idBase: config.ARCHWAY_UID_BASE, mirror: config.ARCHWAY_DEBIAN_MIRROR, logger });
+    await buildImage('busybox', arch, {
+      store,
+      cacheDir: join(config.ARCHWAY_POOL_PATH, 'cache'),
+      idBase: config.ARCHWAY_UID_BASE,
+      mirror: config.ARCHWAY_DEBIAN_MIRROR,
+      logger,
+    });
   }
   const runtime = await createRuncRuntime({
     arch,
@@ -67,8 +79,11 @@ async function runtimeFor(arch: Arch) {
 async function firstByte(launcher: JobLauncher, jobId: string, expectWarm: boolean): Promise<number> {
   const t0 = performance.now();
   const job = await launcher.launch({ jobId, image: 'busybox', argv: ['echo', 'x'], limits: LIMITS });
-  if (job.warm !== expectWarm) throw new Error(`job ${jobId} was ${job.warm ? 'warm' : 'cold'}, expected the other`);
-  const first = await new Promise<number>((resolve) => job.output.once('data', () => resolve(performance.now() - t0)));
+  if (job.warm !== expectWarm)
+    throw new Error(`job ${jobId} was ${job.warm ? 'warm' : 'cold'}, expected the other`);
+  const first = await new Promise<number>((resolve) =>
+    job.output.once('data', () => resolve(performance.now() - t0)),
+  );
   job.output.resume();
   const r = await job.result;
   if (r.exitCode !== 0) throw new Error(`job ${jobId} exited ${r.exitCode}`);
@@ -95,7 +110,13 @@ for (const arch of ARCH_LIST) {
   for (let i = 0; i < RUNS; i++) coldSamples.push(await firstByte(cold, `bench-cold-${arch}-${i}`, false));
   await cold.close();
 
-  const warmPool = createWarmPool({ runtime, images: store, targets: { busybox: 2 }, limits: LIMITS, logger });
+  const warmPool = createWarmPool({
+    runtime,
+    images: store,
+    targets: { busybox: 2 },
+    limits: LIMITS,
+    logger,
+  });
   const warm = createJobLauncher({ runtime, images: store, logger, warmPool });
   warmPool.start();
   const warmSamples: number[] = [];
@@ -105,9 +126,14 @@ for (const arch of ARCH_LIST) {
     warmSamples.push(await firstByte(warm, `bench-warm-${arch}-${i}`, true));
   }
   await warm.close();
-  for (const [start, samples] of [['warm', warmSamples], ['cold', coldSamples]] as const) {
+  for (const [start, samples] of [
+    ['warm', warmSamples],
+    ['cold', coldSamples],
+  ] as const) {
     const s = summarize(samples);
-    say(`| ${arch}${runtime.emulated ? ' (emulated)' : ''} | ${start} | ${ms(s.min)} | ${ms(s.p50)} | ${ms(s.p90)} | ${ms(s.p99)} | ${ms(s.max)} |`);
+    say(
+      `| ${arch}${runtime.emulated ? ' (emulated)' : ''} | ${start} | ${ms(s.min)} | ${ms(s.p50)} | ${ms(s.p90)} | ${ms(s.p99)} | ${ms(s.max)} |`,
+    );
   }
 }
 
@@ -132,13 +158,21 @@ for (const arch of ARCH_LIST) {
   const p = summarize(plain);
   const l = summarize(limited);
   say();
-  say(`Disk limit: snapshot alone p50 ${ms(p.p50)} ms (p99 ${ms(p.p99)}); snapshot + qgroup limit p50 ${ms(l.p50)} ms (p99 ${ms(l.p99)}): the limit adds ~${ms(l.p50 - p.p50)} ms to a cold launch and nothing to a warm one (set when the warm container is made).`);
+  say(
+    `Disk limit: snapshot alone p50 ${ms(p.p50)} ms (p99 ${ms(p.p99)}); snapshot + qgroup limit p50 ${ms(l.p50)} ms (p99 ${ms(l.p99)}): the limit adds ~${ms(l.p50 - p.p50)} ms to a cold launch and nothing to a warm one (set when the warm container is made).`,
+  );
 }
 
 // Sustained launch-and-destroy rate: 4 slots, each launching `true` back to back, warm pool of 4.
 {
   const runtime = await runtimeFor('amd64');
-  const warmPool = createWarmPool({ runtime, images: store, targets: { busybox: 4 }, limits: LIMITS, logger });
+  const warmPool = createWarmPool({
+    runtime,
+    images: store,
+    targets: { busybox: 4 },
+    limits: LIMITS,
+    logger,
+  });
   const launcher = createJobLauncher({ runtime, images: store, logger, warmPool });
   warmPool.start();
   await warmPool.filled();
@@ -147,7 +181,12 @@ for (const arch of ARCH_LIST) {
   const until = performance.now() + SECONDS * 1000;
   const slot = async (n: number) => {
     for (let i = 0; performance.now() < until; i++) {
-      const job = await launcher.launch({ jobId: `rate-${n}-${i}`, image: 'busybox', argv: ['true'], limits: LIMITS });
+      const job = await launcher.launch({
+        jobId: `rate-${n}-${i}`,
+        image: 'busybox',
+        argv: ['true'],
+        limits: LIMITS,
+      });
       if (job.warm) warmCount++;
       job.output.resume();
       const r = await job.result;
@@ -160,6 +199,8 @@ for (const arch of ARCH_LIST) {
   const elapsed = (performance.now() - t0) / 1000;
   await launcher.close();
   say();
-  say(`Sustained rate (amd64, 4 slots, ${SECONDS} s): ${done} jobs, ${(done / elapsed).toFixed(1)} jobs/s launched, run and destroyed (${warmCount} got a warm container, ${done - warmCount} started cold).`);
+  say(
+    `Sustained rate (amd64, 4 slots, ${SECONDS} s): ${done} jobs, ${(done / elapsed).toFixed(1)} jobs/s launched, run and destroyed (${warmCount} got a warm container, ${done - warmCount} started cold).`,
+  );
 }
 process.stdout.write(`${out.join('\n')}\n`);

@@ -1,5 +1,5 @@
-import { cpus, totalmem } from 'node:os';
 import { readFile } from 'node:fs/promises';
+import { cpus, totalmem } from 'node:os';
 import { runCommand } from '../../src/index.ts';
 
 export interface Summary {
@@ -14,7 +14,14 @@ export interface Summary {
 export function summarize(samples: number[]): Summary {
   const s = [...samples].sort((a, b) => a - b);
   const at = (q: number) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))] ?? Number.NaN;
-  return { n: s.length, min: s[0] ?? Number.NaN, p50: at(0.5), p90: at(0.9), p99: at(0.99), max: s.at(-1) ?? Number.NaN };
+  return {
+    n: s.length,
+    min: s[0] ?? Number.NaN,
+    p50: at(0.5),
+    p90: at(0.9),
+    p99: at(0.99),
+    max: s.at(-1) ?? Number.NaN,
+  };
 }
 
 export const ms = (n: number) => `${n.toFixed(1)}`;
