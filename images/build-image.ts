@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, mkdir, rename, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import {
@@ -131,19 +131,36 @@ async function populateBusybox(
   for (const [f, text] of Object.entries(files)) await writeFile(join(root, f), text);
 }
 
+/** What every Debian image gets in /etc: netbase's hosts (minbase has no netbase), and no resolver. */
+const DEBIAN_ETC: Record<string, string> = {
+  // Without it `localhost` does not resolve (nsswitch: files dns), and jobs' test servers need it.
+  hosts:
+    '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\nff02::1\t\tip6-allnodes\nff02::2\t\tip6-allrouters\n',
+  // mmdebstrap copies the build host's resolv.conf in; jobs have no network, and the host's must not leak.
+  'resolv.conf': '',
+};
+
+/** The hook directories shipped in Debian's mmdebstrap package. */
+const MMDEBSTRAP_HOOKS = '/usr/share/mmdebstrap/hooks';
+
 async function populateDebian(
   root: string,
   recipe: Recipe & { base: 'debian' },
   arch: Arch,
   o: BuildImageOptions,
-) {
+): Promise<void> {
   const cache = join(o.cacheDir, 'debs', recipe.suite, ARCH_INFO[arch].debian);
   await mkdir(cache, { recursive: true });
+  const cachedBefore = await countDebs(cache);
+  const started = Date.now();
   const args = [
     '--mode=root',
     `--variant=${recipe.variant}`,
     `--architectures=${ARCH_INFO[arch].debian}`,
     ...(recipe.packages.length ? [`--include=${recipe.packages.join(',')}`] : []),
+    // Merged /usr by symlinks plus usr-is-merged, where the suite has it: otherwise bookworm's
+    // init-system-helpers pulls in usrmerge, and with it perl and ~50 MiB a minbase does not need.
+    `--hook-dir=${MMDEBSTRAP_HOOKS}/maybe-merged-usr`,
     // Keep the downloaded .debs between builds: copy them in before, out after, then empty the image's copy.
     '--skip=download/empty',
     '--skip=essential/unlink',
@@ -157,6 +174,27 @@ async function populateDebian(
     o.mirror,
   ];
   await runCommand('mmdebstrap', args, { signal: o.signal, timeoutMs: 3600_000 });
+  for (const [name, text] of Object.entries(DEBIAN_ETC)) {
+    const file = join(root, 'etc', name);
+    // Unlink first: writing through a symlink left by a package would land outside the image.
+    await rm(file, { force: true });
+    await writeFile(file, text, { flag: 'wx', mode: 0o644 });
+  }
+  const cachedAfter = await countDebs(cache);
+  o.logger.info(
+    {
+      image: recipe.name,
+      arch,
+      cachedDebs: cachedBefore,
+      downloadedDebs: cachedAfter - cachedBefore,
+      ms: Date.now() - started,
+    },
+    'debian root populated',
+  );
+}
+
+async function countDebs(dir: string): Promise<number> {
+  return (await readdir(dir)).filter((f) => f.endsWith('.deb')).length;
 }
 
 /** sha256 of the subvolume's full `btrfs send` stream: the digest that names this version. */
