@@ -27,3 +27,10 @@ export {
   splitUtf8,
 } from './log-writer.ts';
 export { createNodeRegistry, type NodeInfo, type NodeRegistry } from './node-registry.ts';
+export {
+  createStallWatch,
+  LOCK_DURATION_MS,
+  STALLED_INTERVAL_MS,
+  type StallWatch,
+  type StallWatchOptions,
+} from './stall-watch.ts';

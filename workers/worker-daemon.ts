@@ -3,7 +3,14 @@ import { type Job, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { ImageStore } from '../images/index.ts';
-import { createLogWriter, type JobQueue, MAX_ATTEMPTS, type NodeRegistry } from '../queue/index.ts';
+import {
+  createLogWriter,
+  type JobQueue,
+  LOCK_DURATION_MS,
+  MAX_ATTEMPTS,
+  type NodeRegistry,
+  STALLED_INTERVAL_MS,
+} from '../queue/index.ts';
 import {
   type Arch,
   ArchwayError,
@@ -75,14 +82,15 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     autorun: false,
     // A node killed mid-job loses its lock after 20 s; the stall check (every 10 s, on any node or
     // on the control plane) then puts the job back: re-run well within a minute.
-    lockDuration: 20_000,
-    stalledInterval: 10_000,
+    lockDuration: LOCK_DURATION_MS,
+    stalledInterval: STALLED_INTERVAL_MS,
     maxStalledCount: MAX_ATTEMPTS - 1,
   });
   // While Redis is away every connection reports each retry: say it once per outage, at warn.
   let redisDown = false;
   worker.on('error', (err) => {
-    if (!redisDown) log.warn({ err: err.message }, 'lost Redis; the node reconnects by itself and its running jobs go on');
+    if (!redisDown)
+      log.warn({ err: err.message }, 'lost Redis; the node reconnects by itself and its running jobs go on');
     redisDown = true;
   });
   o.redis.on('ready', () => {

@@ -1,0 +1,84 @@
+import { Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { ARCHES, type Keys, type Logger } from '../src/index.ts';
+import type { JobQueue } from './job-queue.ts';
+import { createLogWriter } from './log-writer.ts';
+
+/** Lock and stall settings every party uses, so a lost node's job is back in the queue well within a minute. */
+export const LOCK_DURATION_MS = 20_000;
+export const STALLED_INTERVAL_MS = 10_000;
+
+export interface StallWatchOptions {
+  queue: JobQueue;
+  keys: Keys;
+  /** A normal connection, for the job records. */
+  redis: Redis;
+  /** Makes a connection for each arch's watcher. */
+  duplicate: () => Redis;
+  maxStalledCount: number;
+  logRetentionSeconds: number;
+  logger: Logger;
+}
+
+export interface StallWatch {
+  start(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Runs BullMQ's stall check for every arch queue from the control plane, without taking jobs: the
+ * job of a lost s390x node goes back to the queue even when no s390x node is left (it then waits,
+ * visibly, as `queued`). A job that stalled too often fails in BullMQ; its record becomes
+ * `errored` (reason infra) here, so no job is left `running` for ever.
+ */
+export function createStallWatch(o: StallWatchOptions): StallWatch {
+  const workers = ARCHES.map(
+    (arch) =>
+      new Worker(o.keys.queueName(arch), null, {
+        connection: o.duplicate(),
+        prefix: o.keys.bullPrefix,
+        autorun: false,
+        lockDuration: LOCK_DURATION_MS,
+        stalledInterval: STALLED_INTERVAL_MS,
+        maxStalledCount: o.maxStalledCount,
+      }),
+  );
+  for (const w of workers) {
+    w.on('error', () => undefined);
+    w.on('failed', (job, err) => {
+      const id = (job?.data as { id?: string } | undefined)?.id;
+      if (!id) return;
+      void markStalledOut(id, err.message).catch((e: unknown) =>
+        o.logger.error({ err: e, job: id }, 'could not record a stalled job'),
+      );
+    });
+  }
+
+  async function markStalledOut(id: string, why: string): Promise<void> {
+    const r = await o.queue.store.transition(id, 'errored', {
+      onlyFrom: ['running', 'queued'],
+      fields: { reason: 'infra', finishedAt: new Date().toISOString() },
+    });
+    if (!r.ok) return;
+    o.logger.warn({ job: id, why }, 'job errored: its nodes were lost too many times');
+    const log = createLogWriter({
+      redis: o.redis,
+      keys: o.keys,
+      jobId: id,
+      limitBytes: 1,
+      secrets: [],
+      onLimit: () => {},
+    });
+    await log.note(`\n[archway] errored: the nodes running this job were lost too many times (${why})\n`);
+    await log.end(o.logRetentionSeconds);
+  }
+
+  return {
+    async start() {
+      await Promise.all(workers.map((w) => w.startStalledCheckTimer()));
+    },
+    async close() {
+      await Promise.all(workers.map((w) => w.close()));
+    },
+  };
+}

@@ -1,0 +1,117 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { Redis } from 'ioredis';
+import { createNodeRegistry } from '../../queue/index.ts';
+import { type Arch, createKeys } from '../../src/index.ts';
+import { freePort, startRedis, type TestRedis } from '../support/redis-server.ts';
+
+const BIN = new URL('../../bin/archway', import.meta.url).pathname;
+
+/** The benchmark's own stack: redis-server, the API and worker processes, all real, on this host. */
+export interface BenchStack {
+  url: string;
+  token: string;
+  prefix: string;
+  redis: TestRedis;
+  workers: ChildProcess[];
+  addWorker(
+    arch: string,
+    opts?: { slots?: number; warm?: number; env?: Record<string, string> },
+  ): ChildProcess;
+  api(path: string, init?: RequestInit): Promise<Response>;
+  close(): Promise<void>;
+}
+
+export const BENCH_ENV = {
+  ARCHWAY_POOL_PATH: '/var/lib/archway-bench',
+  ARCHWAY_RUN_DIR: '/run/archway-bench',
+  ARCHWAY_CGROUP_PARENT: 'archway-bench',
+  ARCHWAY_LOG_LEVEL: 'warn',
+};
+
+export async function startStack(): Promise<BenchStack> {
+  const redis = await startRedis();
+  const port = await freePort();
+  const token = randomBytes(24).toString('hex');
+  const prefix = `b${randomBytes(3).toString('hex')}`;
+  const env = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    ...BENCH_ENV,
+    REDIS_URL: redis.url,
+    ARCHWAY_REDIS_PREFIX: prefix,
+    ARCHWAY_TOKEN: token,
+    ARCHWAY_PORT: String(port),
+  };
+  const procs: ChildProcess[] = [];
+  const workers: ChildProcess[] = [];
+  procs.push(spawn(BIN, ['api'], { env, stdio: ['ignore', 'ignore', 'inherit'] }));
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 300; i++) {
+    const ok = await fetch(`${url}/readyz`)
+      .then((r) => r.ok)
+      .catch(() => false);
+    if (ok) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const api = (path: string, init: RequestInit = {}) =>
+    fetch(`${url}${path}`, {
+      ...init,
+      headers: {
+        authorization: `Bearer ${token}`,
+        'content-type': 'application/json',
+        ...(init.headers ?? {}),
+      },
+    });
+  return {
+    url,
+    token,
+    prefix,
+    redis,
+    workers,
+    addWorker(arch, o = {}) {
+      const p = spawn(
+        BIN,
+        ['worker', '--arch', arch, '--slots', String(o.slots ?? 2), '--warm', String(o.warm ?? 1)],
+        {
+          env: { ...env, ...(o.env ?? {}) },
+          stdio: ['ignore', 'ignore', 'inherit'],
+        },
+      );
+      procs.push(p);
+      workers.push(p);
+      return p;
+    },
+    api,
+    async close() {
+      for (const p of procs) p.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 300));
+      for (const p of procs) p.kill('SIGTERM');
+      await Promise.all(
+        procs.map((p) => (p.exitCode !== null ? undefined : new Promise((r) => p.once('exit', r)))),
+      );
+      await redis.stop();
+    },
+  };
+}
+
+/** Peak resident memory of a process, from /proc (VmHWM), in MiB. */
+export async function peakRssMiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(status.match(/^VmHWM:\s+(\d+) kB/m)?.[1] ?? 0) / 1024;
+}
+
+/** Waits until `n` worker nodes of `arch` are registered and live (they register once their runtime is ready). */
+export async function waitForNodes(stack: BenchStack, arch: Arch, n: number): Promise<void> {
+  const redis = new Redis(stack.redis.url);
+  const nodes = createNodeRegistry(redis, createKeys(stack.prefix));
+  try {
+    for (let i = 0; i < 1200; i++) {
+      if ((await nodes.live(arch)).length >= n) return;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    throw new Error(`${n} ${arch} node(s) did not come up`);
+  } finally {
+    redis.disconnect();
+  }
+}
