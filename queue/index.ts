@@ -26,7 +26,14 @@ export {
   MAX_CHUNK_BYTES,
   splitUtf8,
 } from './log-writer.ts';
-export { createNodeRegistry, type NodeInfo, type NodeRegistry } from './node-registry.ts';
+export {
+  createNodeRegistry,
+  HEARTBEAT_MS,
+  LOST_AFTER_MS,
+  type NodeInfo,
+  type NodeRegistry,
+  type NodeState,
+} from './node-registry.ts';
 export {
   createStallWatch,
   LOCK_DURATION_MS,

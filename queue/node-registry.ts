@@ -5,6 +5,8 @@ import type { Arch, Keys } from '../src/index.ts';
 export const LOST_AFTER_MS = 10_000;
 export const HEARTBEAT_MS = 2_000;
 
+export type NodeState = 'active' | 'draining' | 'quarantined';
+
 export interface NodeInfo {
   id: string;
   arch: Arch;
@@ -12,7 +14,12 @@ export interface NodeInfo {
   emulated: boolean;
   slots: number;
   busy: number;
-  state: 'active' | 'draining';
+  /** active: takes jobs; draining: finishing its jobs, then leaves; quarantined: stopped taking jobs after repeated host errors. */
+  state: NodeState;
+  /** Why a quarantined node stopped taking jobs. */
+  quarantineReason?: string;
+  /** An operator asked it to drain (it leaves once its jobs are done, unless undrained first). */
+  drainRequested: boolean;
   version: string;
   startedAt: string;
   /** Epoch ms of the last heartbeat, by Redis's clock. */
@@ -23,9 +30,15 @@ export interface NodeInfo {
 
 export interface NodeRegistry {
   /** Writes the node's record and its first heartbeat. */
-  register(info: Omit<NodeInfo, 'lastSeen' | 'lost'>): Promise<void>;
+  register(info: Omit<NodeInfo, 'lastSeen' | 'lost' | 'drainRequested' | 'quarantineReason'>): Promise<void>;
   /** Updates what changes (busy slots, state) and the heartbeat, by Redis's clock. */
-  heartbeat(id: string, fields: { busy: number; state: NodeInfo['state'] }): Promise<void>;
+  heartbeat(
+    id: string,
+    fields: { busy: number; state: NodeState; quarantineReason?: string },
+  ): Promise<{ drainRequested: boolean }>;
+  /** Asks a node to drain (true) or to take jobs again (false: undrain, also lifts a quarantine). False when no such node. */
+  requestDrain(id: string, drain: boolean): Promise<boolean>;
+  get(id: string): Promise<NodeInfo | undefined>;
   deregister(id: string): Promise<void>;
   list(): Promise<NodeInfo[]>;
   /** Nodes of `arch` that heartbeat within LOST_AFTER_MS and take jobs. */
@@ -54,7 +67,9 @@ export function createNodeRegistry(redis: Redis, keys: Keys): NodeRegistry {
         emulated: h.emulated === '1',
         slots: Number(h.slots ?? 0),
         busy: Number(h.busy ?? 0),
-        state: h.state === 'draining' ? 'draining' : 'active',
+        state: h.state === 'draining' || h.state === 'quarantined' ? h.state : 'active',
+        ...(h.quarantineReason ? { quarantineReason: h.quarantineReason } : {}),
+        drainRequested: h.drainRequested === '1',
         version: h.version ?? '',
         startedAt: h.startedAt ?? '',
         lastSeen,
@@ -72,17 +87,34 @@ export function createNodeRegistry(redis: Redis, keys: Keys): NodeRegistry {
           ...info,
           emulated: info.emulated ? '1' : '0',
           lastSeen: String(now),
+          drainRequested: '0',
         })
         .zadd(keys.nodes, now, info.id)
         .exec();
     },
     async heartbeat(id, fields) {
       const now = await serverNow(redis);
-      await redis
+      const res = await redis
         .multi()
-        .hset(keys.node(id), { busy: String(fields.busy), state: fields.state, lastSeen: String(now) })
+        .hset(keys.node(id), {
+          busy: String(fields.busy),
+          state: fields.state,
+          lastSeen: String(now),
+          quarantineReason: fields.quarantineReason ?? '',
+        })
         .zadd(keys.nodes, now, id)
+        .hget(keys.node(id), 'drainRequested')
         .exec();
+      return { drainRequested: res?.[2]?.[1] === '1' };
+    },
+    async requestDrain(id, drain) {
+      if (!(await redis.exists(keys.node(id)))) return false;
+      await redis.hset(keys.node(id), 'drainRequested', drain ? '1' : '0');
+      await redis.publish(keys.nodeControlChannel, id);
+      return true;
+    },
+    async get(id) {
+      return (await list()).find((n) => n.id === id);
     },
     async deregister(id) {
       await redis.multi().del(keys.node(id)).zrem(keys.nodes, id).exec();

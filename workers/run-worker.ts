@@ -115,6 +115,8 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    // An operator's drain request ends the process too, once the node has left.
+    daemon.stopped.then(resolve, reject);
   });
   await done;
   await queue.close();

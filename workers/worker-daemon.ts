@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { type Job, UnrecoverableError, Worker } from 'bullmq';
+import { DelayedError, type Job, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { ImageStore } from '../images/index.ts';
@@ -9,12 +9,14 @@ import {
   LOCK_DURATION_MS,
   MAX_ATTEMPTS,
   type NodeRegistry,
+  type NodeState,
   STALLED_INTERVAL_MS,
 } from '../queue/index.ts';
 import {
   type Arch,
   ArchwayError,
   type EndReason,
+  ImageNotFoundError,
   type JobRecord,
   type JobState,
   type Keys,
@@ -43,6 +45,8 @@ export interface WorkerDaemonOptions {
   logLimitBytes: number;
   logRetentionSeconds: number;
   version: string;
+  /** A node whose last this-many attempts all errored for host reasons stops taking jobs (quarantined). Default 3. */
+  quarantineAfter?: number;
 }
 
 export interface WorkerDaemon {
@@ -53,6 +57,9 @@ export interface WorkerDaemon {
   stop(): Promise<void>;
   /** Jobs running now. */
   readonly busy: number;
+  readonly state: NodeState;
+  /** Settles once the node has drained and left (by a signal, or an operator's drain request). */
+  readonly stopped: Promise<void>;
 }
 
 const QueuedJob = z.object({ id: z.string().min(1) });
@@ -69,13 +76,21 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
   const running = new Map<string, Running>();
   const connection = o.duplicate();
   const subscriber = o.duplicate();
-  let state: 'active' | 'draining' = 'active';
+  let state: NodeState = 'active';
+  let quarantineReason: string | undefined;
+  /** Whether each recent attempt errored for a host reason, newest last. */
+  const recent: boolean[] = [];
+  const quarantineAfter = o.quarantineAfter ?? 3;
+  let resolveStopped: () => void = () => {};
+  const stopped = new Promise<void>((r) => {
+    resolveStopped = r;
+  });
   let heartbeat: NodeJS.Timeout | undefined;
   let cancelPoll: NodeJS.Timeout | undefined;
   let drained: Promise<void> | undefined;
   const log = o.logger.child({ node: o.nodeId, arch: o.arch });
 
-  const worker = new Worker(o.keys.queueName(o.arch), (job, _token, signal) => process(job, signal), {
+  const worker = new Worker(o.keys.queueName(o.arch), (job, token, signal) => process(job, token, signal), {
     connection,
     prefix: o.keys.bullPrefix,
     concurrency: o.slots,
@@ -113,13 +128,19 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     return r.ok;
   }
 
-  async function process(bull: Job, bullSignal?: AbortSignal): Promise<string> {
+  async function process(bull: Job, token: string | undefined, bullSignal?: AbortSignal): Promise<string> {
     const parsed = QueuedJob.safeParse(bull.data);
     if (!parsed.success) throw new UnrecoverableError(`queue entry ${bull.id} is not an archway job`);
     const id = parsed.data.id;
     const record = await o.queue.get(id);
     if (!record) throw new UnrecoverableError(`job ${id} has no record`);
     if (record.state !== 'queued' && record.state !== 'running') return record.state; // canceled while queued
+    const last = record.attempts.at(-1);
+    if (record.state === 'queued' && last?.outcome === 'errored' && last.node === o.nodeId && token) {
+      // Never retried on the node where it just errored: leave it for another node of the arch.
+      await bull.moveToDelayed(Date.now() + 2000, token);
+      throw new DelayedError();
+    }
     const startedAt = new Date().toISOString();
     const took = await o.queue.store.transition(id, 'running', {
       newAttempt: true,
@@ -236,6 +257,7 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
         ...(reason ? { reason } : {}),
       });
       await writer.end(o.logRetentionSeconds);
+      noteOutcome(false);
       return state;
     } catch (e) {
       clearTimeout(silence);
@@ -252,11 +274,14 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
         return 'canceled';
       }
       // The host's failure (or this node shutting down): the attempt errored; retry elsewhere.
-      const last = bull.attemptsMade + 1 >= MAX_ATTEMPTS;
+      // Retried elsewhere: the host's failures, and an image this host lacks (another may hold it).
+      const retryable = !(err instanceof ArchwayError) || err.infra || err instanceof ImageNotFoundError;
+      const last = !retryable || bull.attemptsMade + 1 >= MAX_ATTEMPTS;
       const why = err instanceof ShutdownError ? 'the node was stopped' : err.message;
+      if (!(err instanceof ShutdownError)) noteOutcome(true, why);
       log.warn(
         { job: id, attempt, err: why },
-        last ? 'job errored: no attempts left' : 'attempt errored: the job will be retried',
+        last ? 'job errored: no retry' : 'attempt errored: the job will be retried',
       );
       await writer.note(
         `\n[archway] attempt ${attempt} errored on node ${o.nodeId}: ${why}\n${last ? '' : '[archway] the job goes back to the queue\n'}`,
@@ -281,10 +306,46 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
         throw new UnrecoverableError(why);
       }
       await finish(id, attempt, 'queued', {});
-      throw err instanceof ArchwayError && !err.infra ? new UnrecoverableError(why) : err;
+      throw err;
     } finally {
       running.delete(id);
+      if (state === 'draining' && running.size === 0) void beat();
     }
+  }
+
+  function noteOutcome(hostError: boolean, why?: string): void {
+    recent.push(hostError);
+    if (recent.length > quarantineAfter) recent.shift();
+    if (state === 'active' && recent.length === quarantineAfter && recent.every(Boolean)) {
+      state = 'quarantined';
+      quarantineReason = `the last ${quarantineAfter} attempts errored on this host (last: ${why ?? 'unknown'})`;
+      log.error(
+        { reason: quarantineReason },
+        'node quarantined: it takes no more jobs until an operator undrains it',
+      );
+      void worker.pause(true);
+      void beat();
+    }
+  }
+
+  /** Applies an operator's drain or undrain request (from the heartbeat's reply or the control channel). */
+  async function applyControl(drainRequested: boolean, fromMessage: boolean): Promise<void> {
+    if (drained) return;
+    if (drainRequested && state !== 'draining') {
+      state = 'draining';
+      log.info(
+        { running: running.size },
+        'drain requested: no new jobs; leaving once the running ones finish',
+      );
+      void worker.pause(true);
+    } else if (!drainRequested && fromMessage && (state === 'draining' || state === 'quarantined')) {
+      state = 'active';
+      quarantineReason = undefined;
+      recent.length = 0;
+      worker.resume();
+      log.info('undrained: taking jobs again');
+    }
+    if (state === 'draining' && drainRequested && running.size === 0) void daemon.drain();
   }
 
   async function pollCancels(): Promise<void> {
@@ -296,15 +357,27 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     });
   }
 
-  const beat = () =>
-    o.nodes
-      .heartbeat(o.nodeId, { busy: running.size, state })
-      .catch((err: unknown) => log.warn({ err: toError(err).message }, 'heartbeat failed'));
+  const beat = async () => {
+    try {
+      const r = await o.nodes.heartbeat(o.nodeId, {
+        busy: running.size,
+        state,
+        ...(quarantineReason ? { quarantineReason } : {}),
+      });
+      await applyControl(r.drainRequested, false);
+    } catch (err) {
+      log.warn({ err: toError(err).message }, 'heartbeat failed');
+    }
+  };
 
-  return {
+  const daemon: WorkerDaemon = {
     get busy() {
       return running.size;
     },
+    get state() {
+      return state;
+    },
+    stopped,
     async start() {
       await o.nodes.register({
         id: o.nodeId,
@@ -318,8 +391,20 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
         startedAt: new Date().toISOString(),
       });
       // Pub/sub can lose a message (a reconnect); the durable flag, polled every second, cannot.
-      subscriber.on('message', (_channel, id: string) => running.get(id)?.stop('canceled'));
-      await subscriber.subscribe(o.keys.cancelChannel);
+      subscriber.on('message', (channel, id: string) => {
+        if (channel === o.keys.cancelChannel) running.get(id)?.stop('canceled');
+        else if (id === o.nodeId) {
+          void o.nodes
+            .get(o.nodeId)
+            .then((n) => applyControl(n?.drainRequested ?? false, true))
+            .catch((err: unknown) =>
+              log.warn({ err: toError(err).message }, 'could not apply a drain request'),
+            );
+        }
+      });
+      // Subscribing before the connection's ready check ends makes ioredis drop the subscription: wait for it.
+      await subscriber.ping();
+      await subscriber.subscribe(o.keys.cancelChannel, o.keys.nodeControlChannel);
       heartbeat = setInterval(beat, HEARTBEAT_MS);
       cancelPoll = setInterval(() => void pollCancels().catch(() => undefined), CANCEL_POLL_MS);
       void worker.run();
@@ -339,14 +424,16 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
         await subscriber.quit().catch(() => undefined);
         await connection.quit().catch(() => undefined);
         log.info('node drained and deregistered');
+        resolveStopped();
       })();
       return drained;
     },
     async stop() {
       for (const r of running.values()) r.stop('shutdown');
-      await this.drain();
+      await daemon.drain();
     },
   };
+  return daemon;
 }
 
 class ShutdownError extends Error {}

@@ -22,6 +22,8 @@ export function createKeys(prefix = 'archway') {
     idempotency: (hash: string) => `${t}:idem:${hash}`,
     events: `${t}:events`,
     cancelChannel: `${t}:cancel`,
+    /** Drain and undrain requests for nodes (the node id is the message). */
+    nodeControlChannel: `${t}:node-control`,
     nodes: `${t}:nodes`,
     node: (id: string) => `${t}:node:${id}`,
     log: (id: string) => `${prefix}:log:{${id}}`,

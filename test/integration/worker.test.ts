@@ -6,7 +6,8 @@ import { eventually, leftovers } from '../support/test-host.ts';
 let c: TestCluster;
 beforeAll(async () => {
   c = await startCluster();
-  for (const arch of ARCHES) await c.addWorker(arch, { slots: 2, warm: arch === 'amd64' ? 1 : 0, logLimitBytes: 256 * 1024 });
+  for (const arch of ARCHES)
+    await c.addWorker(arch, { slots: 2, warm: arch === 'amd64' ? 1 : 0, logLimitBytes: 256 * 1024 });
 });
 afterAll(async () => {
   await c.close();
@@ -20,7 +21,11 @@ describe('worker nodes', () => {
     expect(job).toMatchObject({ state: 'passed', exitCode: 0 });
     expect(job.attempts).toHaveLength(1);
     const log = await c.log(id);
-    expect(log).toMatch(new RegExp(`^\\[archway\\] job ${id} on node test-${arch}-\\w+: ${arch}, ${arch === 'amd64' ? 'native' : 'emulated'}`));
+    expect(log).toMatch(
+      new RegExp(
+        `^\\[archway\\] job ${id} on node test-${arch}-\\w+: ${arch}, ${arch === 'amd64' ? 'native' : 'emulated'}`,
+      ),
+    );
     expect(log).toMatch(/\[archway\] image busybox@sha256:[0-9a-f]{64}/);
     expect(log).toContain(`\n${ARCH_INFO[arch].uname}\n`);
     // a list's commands share one shell: the cd holds for the next command
@@ -28,7 +33,11 @@ describe('worker nodes', () => {
   });
 
   it('a non-zero exit is failed, never retried, and a list stops at the first failure', async () => {
-    const id = await c.submit({ arch: 'amd64', image: 'busybox', script: ['echo one', 'exit 3', 'echo never'] });
+    const id = await c.submit({
+      arch: 'amd64',
+      image: 'busybox',
+      script: ['echo one', 'exit 3', 'echo never'],
+    });
     const job = await c.waitFinal(id);
     expect(job).toMatchObject({ state: 'failed', exitCode: 3, attempt: 1 });
     expect(job.reason).toBeUndefined();
@@ -36,9 +45,23 @@ describe('worker nodes', () => {
   });
 
   it('timeout, silence and log limit each end the job with their own reason and last line', async () => {
-    const timeout = await c.submit({ arch: 'arm64', image: 'busybox', script: 'echo start; sleep 60', timeoutSeconds: 2 });
-    const silence = await c.submit({ arch: 'amd64', image: 'busybox', script: 'echo start; sleep 60', silenceTimeoutSeconds: 2 });
-    const flood = await c.submit({ arch: 'amd64', image: 'busybox', script: 'yes archway | head -c 10000000; echo done' });
+    const timeout = await c.submit({
+      arch: 'arm64',
+      image: 'busybox',
+      script: 'echo start; sleep 60',
+      timeoutSeconds: 2,
+    });
+    const silence = await c.submit({
+      arch: 'amd64',
+      image: 'busybox',
+      script: 'echo start; sleep 60',
+      silenceTimeoutSeconds: 2,
+    });
+    const flood = await c.submit({
+      arch: 'amd64',
+      image: 'busybox',
+      script: 'yes archway | head -c 10000000; echo done',
+    });
     expect(await c.waitFinal(timeout)).toMatchObject({ state: 'failed', reason: 'timeout' });
     expect(await c.log(timeout)).toMatch(/stopped: the job ran longer than its time limit of 2 s\n$/);
     expect(await c.waitFinal(silence)).toMatchObject({ state: 'failed', reason: 'silence' });
@@ -52,7 +75,8 @@ describe('worker nodes', () => {
     const id = await c.submit({
       arch: 'amd64',
       image: 'busybox',
-      script: 'printf "key=%s" "${TOKEN%????????}"; sleep 0.3; printf "%s\\n" "${TOKEN#????????}"; echo "$TOKEN"',
+      script:
+        'printf "key=%s" "${TOKEN%????????}"; sleep 0.3; printf "%s\\n" "${TOKEN#????????}"; echo "$TOKEN"',
       secrets: { TOKEN: 'abcd1234efgh5678' },
     });
     await c.waitFinal(id);
@@ -76,7 +100,7 @@ describe('worker nodes', () => {
     await c.queue.cancel(busy);
     const b = await c.waitFinal(busy);
     expect(b).toMatchObject({ state: 'canceled', reason: 'canceled' });
-    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(Date.now() - t0).toBeLessThan(1500);
     await c.queue.cancel(busy2);
     expect((await c.waitFinal(busy2)).state).toBe('canceled');
     expect(await c.log(queued)).not.toContain('should-not-run');

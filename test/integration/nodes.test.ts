@@ -1,0 +1,93 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { createNodeRegistry } from '../../queue/index.ts';
+import { startCluster, type TestCluster } from '../support/cluster.ts';
+import { eventually, leftovers } from '../support/test-host.ts';
+
+let c: TestCluster | undefined;
+afterEach(async () => {
+  await c?.close();
+  c = undefined;
+  expect(await leftovers()).toEqual([]);
+});
+
+describe('membership', () => {
+  it('registers each node with its arch, emulation and slots, and heartbeats by Redis time', async () => {
+    c = await startCluster();
+    await c.addWorker('s390x', { slots: 3 });
+    const nodes = createNodeRegistry(c.client, c.keys);
+    const [n] = await nodes.list();
+    expect(n).toMatchObject({
+      arch: 's390x',
+      emulated: true,
+      slots: 3,
+      busy: 0,
+      state: 'active',
+      lost: false,
+      drainRequested: false,
+    });
+    const seen = n?.lastSeen ?? 0;
+    await eventually(async () => ((await nodes.list())[0]?.lastSeen ?? 0) > seen, 'a second heartbeat', 5000);
+  });
+
+  it('drain: the node finishes its running job, takes no new one, deregisters and stops', async () => {
+    c = await startCluster();
+    const cluster = c;
+    const node = await cluster.addWorker('amd64', { slots: 1 });
+    const nodes = createNodeRegistry(cluster.client, cluster.keys);
+    const id = await cluster.submit({
+      arch: 'amd64',
+      image: 'busybox',
+      script: 'echo begin; sleep 2; echo end',
+    });
+    await eventually(async () => (await cluster.log(id)).includes('begin'), 'the job to start');
+    const [info] = await nodes.list();
+    expect(await nodes.requestDrain(info?.id ?? '', true)).toBe(true);
+    await eventually(() => node.state === 'draining', 'the node to drain', 3000);
+    const later = await cluster.submit({ arch: 'amd64', image: 'busybox', script: 'echo later' });
+    expect((await cluster.waitFinal(id)).state).toBe('passed');
+    await node.stopped;
+    expect(await nodes.list()).toEqual([]);
+    expect((await cluster.queue.get(later))?.state).toBe('queued');
+    await cluster.queue.cancel(later);
+  });
+
+  it('undrain before it leaves: the node takes jobs again', async () => {
+    c = await startCluster();
+    const cluster = c;
+    const node = await cluster.addWorker('amd64', { slots: 1 });
+    const nodes = createNodeRegistry(cluster.client, cluster.keys);
+    const id = await cluster.submit({ arch: 'amd64', image: 'busybox', script: 'sleep 2' });
+    await eventually(async () => (await cluster.queue.get(id))?.state === 'running', 'the job to run');
+    const nodeId = (await nodes.list())[0]?.id ?? '';
+    await nodes.requestDrain(nodeId, true);
+    await eventually(() => node.state === 'draining', 'draining', 3000);
+    await nodes.requestDrain(nodeId, false);
+    await eventually(() => node.state === 'active', 'active again', 3000);
+    const next = await cluster.submit({ arch: 'amd64', image: 'busybox', script: 'echo again' });
+    expect((await cluster.waitFinal(next)).state).toBe('passed');
+  });
+
+  it('quarantines a node whose last attempts all errored on the host, and never retries a job where it just errored', async () => {
+    c = await startCluster();
+    const cluster = c;
+    const node = await cluster.addWorker('arm64', { slots: 1 });
+    // An image this host does not hold: each attempt errors for a host reason.
+    const ids = [];
+    for (let i = 0; i < 3; i++)
+      ids.push(await cluster.submit({ arch: 'arm64', image: 'not-on-this-host', script: 'true' }));
+    await eventually(() => node.state === 'quarantined', 'quarantine', 20_000);
+    const nodes = createNodeRegistry(cluster.client, cluster.keys);
+    await eventually(
+      async () => (await nodes.list())[0]?.state === 'quarantined',
+      'quarantine visible',
+      5000,
+    );
+    expect((await nodes.list())[0]?.quarantineReason).toMatch(/last 3 attempts errored.*not-on-this-host/);
+    for (const id of ids) {
+      const job = await cluster.queue.get(id);
+      expect(job?.state).toBe('queued');
+      expect(job?.attempts).toHaveLength(1);
+      await cluster.queue.cancel(id);
+    }
+  });
+});
