@@ -11,3 +11,4 @@ export * from './job.ts';
 export * from './logger.ts';
 export * from './redis/connection.ts';
 export * from './redis/keys.ts';
+export * from './metrics.ts';

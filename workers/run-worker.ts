@@ -1,3 +1,4 @@
+import { createServer, type Server } from 'node:http';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { createImageStore } from '../images/index.ts';
@@ -8,10 +9,12 @@ import {
   createKeys,
   createLogger,
   createRedis,
+  createWorkerMetrics,
   DEFAULT_LIMITS,
   ensurePool,
   parseConfig,
   WorkerConfig,
+  type WorkerMetrics,
 } from '../src/index.ts';
 import { createJobLauncher } from './job-launcher.ts';
 import { createRuncRuntime } from './runc-runtime.ts';
@@ -75,7 +78,9 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
     keys,
     logRetentionSeconds: config.ARCHWAY_LOG_RETENTION_DAYS * 86400,
   });
+  const metrics = createWorkerMetrics({ node: nodeId, arch: o.arch });
   const daemon = createWorkerDaemon({
+    metrics,
     nodeId,
     arch: o.arch,
     slots: o.slots,
@@ -97,6 +102,11 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
   });
   warmPool?.start();
   await daemon.start();
+  const metricsServer =
+    config.ARCHWAY_WORKER_METRICS_PORT > 0
+      ? await serveMetrics(metrics, config.ARCHWAY_WORKER_METRICS_PORT, () => warmPool?.sizes() ?? {}, o.arch)
+      : undefined;
+  if (metricsServer) logger.info({ port: config.ARCHWAY_WORKER_METRICS_PORT }, 'metrics on /metrics');
 
   let signals = 0;
   const done = new Promise<void>((resolve, reject) => {
@@ -119,6 +129,29 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
     daemon.stopped.then(resolve, reject);
   });
   await done;
+  metricsServer?.close();
   await queue.close();
   await redis.quit().catch(() => undefined);
+}
+
+/** The node's /metrics for Prometheus, on all interfaces of `port`. */
+async function serveMetrics(
+  metrics: WorkerMetrics,
+  port: number,
+  warm: () => Record<string, number>,
+  arch: Arch,
+): Promise<Server> {
+  const server = createServer((req, res) => {
+    if (req.url !== '/metrics') {
+      res.writeHead(404).end('not found: try /metrics\n');
+      return;
+    }
+    for (const [image, n] of Object.entries(warm())) metrics.warmPool.set({ arch, image }, n);
+    metrics.registry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+      (err: unknown) => res.writeHead(500).end(String(err)),
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(port, resolve));
+  return server;
 }

@@ -22,6 +22,7 @@ import {
   type Keys,
   type Logger,
   toError,
+  type WorkerMetrics,
 } from '../src/index.ts';
 import type { JobLauncher } from './job-launcher.ts';
 import { jobEnv, scriptArgv } from './job-script.ts';
@@ -45,6 +46,8 @@ export interface WorkerDaemonOptions {
   logLimitBytes: number;
   logRetentionSeconds: number;
   version: string;
+  /** Where the node's figures go (its /metrics). */
+  metrics?: WorkerMetrics;
   /** A node whose last this-many attempts all errored for host reasons stops taking jobs (quarantined). Default 3. */
   quarantineAfter?: number;
 }
@@ -149,6 +152,9 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     });
     if (!took.ok) return took.state ?? 'gone';
     const attempt = took.attempt;
+    // Queue wait of the first attempt: from submission (BullMQ's timestamp) to now.
+    if (attempt === 1)
+      o.metrics?.queueWait.observe({ arch: o.arch }, Math.max(0, Date.now() - bull.timestamp) / 1000);
     if (took.from === 'running') {
       // The previous attempt's node went silent and lost the job's lock: that attempt errored.
       await o.queue.store.recordAttempt(id, {
@@ -181,6 +187,7 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
       ctl.abort(new Error(reason));
     };
     running.set(id, { attempt, stop });
+    o.metrics?.running.set({ arch: o.arch }, running.size);
     bullSignal?.addEventListener('abort', () => stop('shutdown'), { once: true });
     const writer = createLogWriter({
       redis: o.redis,
@@ -212,6 +219,10 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
         { signal: ctl.signal },
       );
       armSilence();
+      o.metrics?.launch.observe(
+        { arch: o.arch, start: job.warm ? 'warm' : 'cold' },
+        (Date.now() - t0) / 1000,
+      );
       await o.queue.store
         .transition(id, 'running', {
           attempt,
@@ -227,6 +238,7 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
       );
       for await (const chunk of job.output) {
         armSilence();
+        o.metrics?.logBytes.inc({ arch: o.arch }, (chunk as Buffer).length);
         await writer.write(chunk as Buffer);
       }
       const outcome = await job.result;
@@ -257,6 +269,7 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
         ...(reason ? { reason } : {}),
       });
       await writer.end(o.logRetentionSeconds);
+      o.metrics?.outcomes.inc({ arch: o.arch, state, reason: reason ?? '' });
       noteOutcome(false);
       return state;
     } catch (e) {
@@ -309,6 +322,7 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
       throw err;
     } finally {
       running.delete(id);
+      o.metrics?.running.set({ arch: o.arch }, running.size);
       if (state === 'draining' && running.size === 0) void beat();
     }
   }

@@ -32,6 +32,26 @@ describe('worker nodes', () => {
     expect(log).toContain('\n/tmp\n');
   });
 
+  it('counts outcomes, launches and log bytes in the node metrics', async () => {
+    const amd64 = c.metrics[0];
+    const text = (await amd64?.registry.metrics()) ?? '';
+    // A sample line of `name` carrying every one of `labels`, with a value above zero.
+    const counted = (name: string, ...labels: string[]) =>
+      text
+        .split('\n')
+        .some(
+          (l) =>
+            l.startsWith(`${name}{`) && labels.every((x) => l.includes(x)) && Number(l.split(' ').at(-1)) > 0,
+        );
+    expect(counted('archway_job_outcomes_total', 'arch="amd64"', 'state="passed"', 'node="test-amd64-')).toBe(
+      true,
+    );
+    expect(counted('archway_launch_seconds_count', 'arch="amd64"')).toBe(true);
+    expect(counted('archway_log_bytes_total', 'arch="amd64"')).toBe(true);
+    expect(counted('archway_queue_wait_seconds_count', 'arch="amd64"')).toBe(true);
+    expect(counted('archway_job_outcomes_total', 'state="errored"')).toBe(false);
+  });
+
   it('a non-zero exit is failed, never retried, and a list stops at the first failure', async () => {
     const id = await c.submit({
       arch: 'amd64',

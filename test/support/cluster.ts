@@ -1,7 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { createJobQueue, createNodeRegistry, type JobQueue, readLog } from '../../queue/index.ts';
-import { type Arch, createKeys, createLogger, FINAL_STATES, type JobRecord, JobSpec, type JobSpecInput, type Keys } from '../../src/index.ts';
+import {
+  type Arch,
+  createKeys,
+  createLogger,
+  createWorkerMetrics,
+  FINAL_STATES,
+  type JobRecord,
+  JobSpec,
+  type JobSpecInput,
+  type Keys,
+  type WorkerMetrics,
+} from '../../src/index.ts';
 import { createWorkerDaemon, type WorkerDaemon } from '../../workers/index.ts';
 import { startRedis, type TestRedis } from './redis-server.ts';
 import { createTestHost, eventually } from './test-host.ts';
@@ -13,7 +24,12 @@ export interface TestCluster {
   keys: Keys;
   queue: JobQueue;
   workers: WorkerDaemon[];
-  addWorker(arch: Arch, opts?: { slots?: number; warm?: number; logLimitBytes?: number }): Promise<WorkerDaemon>;
+  /** The metrics of each worker, in the order they were added. */
+  metrics: WorkerMetrics[];
+  addWorker(
+    arch: Arch,
+    opts?: { slots?: number; warm?: number; logLimitBytes?: number },
+  ): Promise<WorkerDaemon>;
   submit(spec: JobSpecInput): Promise<string>;
   waitFinal(id: string, ms?: number): Promise<JobRecord>;
   log(id: string): Promise<string>;
@@ -27,6 +43,7 @@ export async function startCluster(): Promise<TestCluster> {
   const keys = createKeys(`t${randomBytes(4).toString('hex')}`);
   const queue = createJobQueue({ redis: client, keys, logRetentionSeconds: 600 });
   const workers: WorkerDaemon[] = [];
+  const metrics: WorkerMetrics[] = [];
   const logger = createLogger({ name: 'test-worker', level: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn' });
   return {
     redis,
@@ -34,6 +51,7 @@ export async function startCluster(): Promise<TestCluster> {
     keys,
     queue,
     workers,
+    metrics,
     async addWorker(arch, o = {}) {
       const host = await createTestHost(arch, o.warm ? { warm: { busybox: o.warm } } : {});
       const dup = () => {
@@ -41,8 +59,12 @@ export async function startCluster(): Promise<TestCluster> {
         c.on('error', () => undefined);
         return c;
       };
+      const nodeId = `test-${arch}-${randomBytes(3).toString('hex')}`;
+      const m = createWorkerMetrics({ node: nodeId, arch });
+      metrics.push(m);
       const daemon = createWorkerDaemon({
-        nodeId: `test-${arch}-${randomBytes(3).toString('hex')}`,
+        metrics: m,
+        nodeId,
         arch,
         slots: o.slots ?? 2,
         launcher: host.launcher,
@@ -66,10 +88,14 @@ export async function startCluster(): Promise<TestCluster> {
     },
     async waitFinal(id, ms = 60_000) {
       let job: JobRecord | undefined;
-      await eventually(async () => {
-        job = await queue.get(id);
-        return job !== undefined && FINAL_STATES.includes(job.state);
-      }, `job ${id} to finish`, ms);
+      await eventually(
+        async () => {
+          job = await queue.get(id);
+          return job !== undefined && FINAL_STATES.includes(job.state);
+        },
+        `job ${id} to finish`,
+        ms,
+      );
       return job as JobRecord;
     },
     async log(id) {
