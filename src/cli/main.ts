@@ -1,6 +1,8 @@
 import { Command, CommanderError } from 'commander';
 import { ArchwayError } from '../errors/archway-error.ts';
 import { toError } from '../errors/to-error.ts';
+import { registerApi } from './commands/api.ts';
+import { registerClient } from './commands/client.ts';
 import { registerDoctor } from './commands/doctor.ts';
 import { registerImages } from './commands/images.ts';
 import { registerRun } from './commands/run.ts';
@@ -20,6 +22,8 @@ export async function main(
   registerRun(program, env);
   registerImages(program, env);
   registerDoctor(program, env);
+  registerApi(program, env);
+  registerClient(program, env);
   registerWorker(program, env);
   try {
     await program.parseAsync(argv, { from: 'user' });

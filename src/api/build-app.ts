@@ -1,0 +1,125 @@
+import fastifySwagger, { type SwaggerTransformObject } from '@fastify/swagger';
+import fastifySwaggerUi from '@fastify/swagger-ui';
+import Fastify from 'fastify';
+import {
+  createJsonSchemaTransform,
+  createJsonSchemaTransformObject,
+  serializerCompiler,
+  validatorCompiler,
+  type ZodTypeProvider,
+} from 'fastify-type-provider-zod';
+import type { ApiConfig } from '../index.ts';
+import type { ApiDeps } from './api-deps.ts';
+import { createAuthHook, createTokenVerifier } from './auth.ts';
+import { createErrorHandler, notFoundHandler } from './error-handler.ts';
+import { healthRoutes } from './routes/health.ts';
+import { jobRoutes } from './routes/jobs.ts';
+import { logRoutes } from './routes/log.ts';
+import { apiSchemas } from './schemas.ts';
+
+export const API_VERSION = '0.1.0';
+
+/**
+ * The HTTP API as a fastify instance, ready to `inject()` or `listen()`; it never listens by itself.
+ * Everything under /v1 needs a bearer token; /healthz, /readyz, /openapi.json and /docs do not.
+ */
+export function buildApp(config: ApiConfig, deps: ApiDeps) {
+  const app = Fastify({
+    // A child with its own redaction: the Authorization header must never reach a log line.
+    loggerInstance: deps.logger.child(
+      { component: 'api' },
+      {
+        redact: {
+          paths: ['req.headers.authorization', 'headers.authorization', 'authorization', '*.authorization'],
+          censor: '[secure]',
+        },
+      },
+    ),
+    bodyLimit: config.ARCHWAY_BODY_LIMIT_BYTES,
+    // Follows are ended by the preClose hook below; idle keep-alive sockets need not hold a shutdown.
+    forceCloseConnections: 'idle',
+  }).withTypeProvider<ZodTypeProvider>();
+
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  // JSON only: without this, fastify parses text/plain into a string, and a wrong body would be a 400, not a 415.
+  app.removeContentTypeParser('text/plain');
+  app.setErrorHandler(createErrorHandler({ bodyLimit: config.ARCHWAY_BODY_LIMIT_BYTES }));
+  app.setNotFoundHandler(notFoundHandler);
+  app.decorateRequest('clientId', '');
+
+  const follows = new Set<AbortController>();
+  app.addHook('preClose', async () => {
+    for (const f of follows) f.abort();
+  });
+
+  const docsSkip = [
+    '/docs',
+    '/docs/',
+    '/docs/json',
+    '/docs/yaml',
+    '/docs/static/*',
+    '/docs/*',
+    '/openapi.json',
+  ];
+  app.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'archway',
+        description:
+          'Submit CI jobs to multi-arch builders, follow their logs, cancel them. See docs/api.md.',
+        version: API_VERSION,
+      },
+      components: {
+        securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
+      },
+      tags: [
+        { name: 'jobs', description: 'Jobs and their logs' },
+        { name: 'health', description: 'Liveness and readiness' },
+      ],
+    },
+    transform: createJsonSchemaTransform({ skipList: docsSkip, schemaRegistry: apiSchemas }),
+    transformObject: withoutUnusedSchemas(createJsonSchemaTransformObject({ schemaRegistry: apiSchemas })),
+  });
+  app.register(fastifySwaggerUi, { routePrefix: '/docs' });
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  app.register(healthRoutes, { deps });
+  app.register(
+    async (v1) => {
+      v1.addHook('onRequest', createAuthHook(createTokenVerifier(config.tokens)));
+      await v1.register(jobRoutes, { deps });
+      await v1.register(logRoutes, { deps, follows });
+    },
+    { prefix: '/v1' },
+  );
+  return app;
+}
+
+export type ApiApp = ReturnType<typeof buildApp>;
+
+/**
+ * fastify-type-provider-zod emits every named schema twice (`Job` for responses, `JobInput` for
+ * requests); drop the components that nothing references, so the document lists what is used.
+ */
+function withoutUnusedSchemas(transform: SwaggerTransformObject): SwaggerTransformObject {
+  return (input) => {
+    const doc = transform(input) as { components?: { schemas?: Record<string, unknown> } };
+    const schemas = doc.components?.schemas;
+    if (!schemas) return doc as ReturnType<SwaggerTransformObject>;
+    const refs = (value: unknown) =>
+      [...JSON.stringify(value).matchAll(/"#\/components\/schemas\/([^"]+)"/g)].map((m) => m[1] as string);
+    const used = new Set(refs({ ...doc, components: { ...doc.components, schemas: {} } }));
+    for (const pending = [...used]; pending.length > 0; ) {
+      for (const ref of refs(schemas[pending.pop() as string])) {
+        if (!used.has(ref)) {
+          used.add(ref);
+          pending.push(ref);
+        }
+      }
+    }
+    const kept = Object.fromEntries(Object.entries(schemas).filter(([id]) => used.has(id)));
+    return { ...doc, components: { ...doc.components, schemas: kept } } as ReturnType<SwaggerTransformObject>;
+  };
+}

@@ -1,0 +1,143 @@
+import { createJobQueue, createNodeRegistry } from '../../queue/index.ts';
+import {
+  ApiConfig,
+  ArchwayError,
+  assertNoEviction,
+  createKeys,
+  createLogger,
+  createRedis,
+  parseConfig,
+  toError,
+} from '../index.ts';
+import { type ApiApp, buildApp } from './build-app.ts';
+
+/** Longest a graceful close may take before the process is stopped anyway. */
+const CLOSE_TIMEOUT_MS = 15_000;
+
+export interface RunApiOptions {
+  /** Handle SIGTERM and SIGINT (close; a second signal or CLOSE_TIMEOUT_MS forces an exit). Default true. */
+  handleSignals?: boolean;
+}
+
+export interface ApiProcess {
+  app: ApiApp;
+  /** Where the API listens, e.g. http://127.0.0.1:8080 (the real port when ARCHWAY_PORT is 0). */
+  url: string;
+  /** Idempotent: stops accepting requests, ends open log follows, then closes the queue and Redis. */
+  close(): Promise<void>;
+  /** Resolves once close() has finished. */
+  readonly closed: Promise<void>;
+}
+
+/** The URL with any password hidden, for messages and logs. */
+function safeUrl(url: string): string {
+  return url.replace(/\/\/([^@/]*)@/, '//[secure]@');
+}
+
+/**
+ * The composition root of `archway api`: parses the config once, builds the logger, the Redis
+ * connections, the queue and the node registry, refuses a Redis that may evict keys, and listens.
+ */
+export async function runApi(
+  env: Record<string, string | undefined>,
+  opts: RunApiOptions = {},
+): Promise<ApiProcess> {
+  const config = parseConfig(ApiConfig, env);
+  const logger = createLogger({ name: 'api', level: config.ARCHWAY_LOG_LEVEL });
+  const redis = createRedis({ url: config.REDIS_URL, name: 'archway-api' });
+  redis.on('error', (e: Error) => logger.warn({ err: e.message }, 'redis connection error'));
+  try {
+    await redis.ping().catch((e: unknown) => {
+      throw new ArchwayError(
+        'REDIS_UNREACHABLE',
+        `cannot reach Redis at ${safeUrl(config.REDIS_URL)}: ${toError(e).message}`,
+        { httpStatus: 503, infra: true, cause: e },
+      );
+    });
+    await assertNoEviction(redis);
+  } catch (e) {
+    redis.disconnect();
+    throw e;
+  }
+
+  const keys = createKeys(config.ARCHWAY_REDIS_PREFIX);
+  const queue = createJobQueue({
+    redis,
+    keys,
+    logRetentionSeconds: Math.round(config.ARCHWAY_LOG_RETENTION_DAYS * 86_400),
+  });
+  const nodes = createNodeRegistry(redis, keys);
+  const app = buildApp(config, {
+    redis,
+    queue,
+    nodes,
+    keys,
+    logger,
+    createBlockingRedis: () => {
+      const r = createRedis({ url: config.REDIS_URL, name: 'archway-api-follow', blocking: true });
+      r.on('error', (e: Error) => logger.debug({ err: e.message }, 'redis (log follow) connection error'));
+      return r;
+    },
+  });
+
+  let closing: Promise<void> | undefined;
+  let resolveClosed: () => void = () => {};
+  const closed = new Promise<void>((r) => {
+    resolveClosed = r;
+  });
+  // Order: the HTTP server first (no new requests; open follows are ended), then the queue, then
+  // Redis, which both use. Every step runs even when one before it fails.
+  const close = () => {
+    closing ??= (async () => {
+      const steps: [string, () => Promise<unknown>][] = [
+        ['http server', () => app.close()],
+        ['queue', () => queue.close()],
+        ['redis', () => redis.quit()],
+      ];
+      for (const [what, step] of steps) {
+        try {
+          await step();
+        } catch (e) {
+          logger.warn({ err: toError(e).message }, `closing the ${what} failed`);
+        }
+      }
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      logger.info('api stopped');
+      resolveClosed();
+    })();
+    return closing;
+  };
+
+  let signals = 0;
+  function onSignal(signal: NodeJS.Signals) {
+    signals++;
+    if (signals > 1) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    logger.info({ signal }, 'closing (a second signal forces)');
+    setTimeout(() => {
+      logger.error(`did not close within ${CLOSE_TIMEOUT_MS} ms: exiting now`);
+      process.exit(1);
+    }, CLOSE_TIMEOUT_MS).unref();
+    void close();
+  }
+  if (opts.handleSignals ?? true) {
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  }
+
+  try {
+    await app.listen({ host: config.ARCHWAY_HOST, port: config.ARCHWAY_PORT });
+  } catch (e) {
+    await close();
+    throw e;
+  }
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : config.ARCHWAY_PORT;
+  const host = config.ARCHWAY_HOST.includes(':') ? `[${config.ARCHWAY_HOST}]` : config.ARCHWAY_HOST;
+  const url = `http://${host}:${port}`;
+  logger.info({ url, tokens: config.tokens.map((t) => t.name) }, 'api listening');
+  return { app, url, close, closed };
+}

@@ -1,0 +1,118 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { JobNotFoundError } from '../../../queue/index.ts';
+import { JobSpec } from '../../index.ts';
+import type { ApiDeps } from '../api-deps.ts';
+import { CreatedJob, errorResponses, JobList, JobParams, JobView, ListQuery, maskJob } from '../schemas.ts';
+
+const security = [{ bearer: [] }];
+
+/** Submit, read, list and cancel jobs (under /v1). */
+export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, { deps }) => {
+  const { queue, nodes } = deps;
+
+  app.post(
+    '/jobs',
+    {
+      config: { scope: 'submit' },
+      schema: {
+        summary: 'Submit a job',
+        description:
+          'Writes the job and queues it for its arch. With an Idempotency-Key, a retried request returns the first job (200) instead of making another; the same key with a different body is a 409. An arch with no live worker is accepted, and `warnings` says so.',
+        tags: ['jobs'],
+        security,
+        headers: z
+          .object({
+            'idempotency-key': z
+              .string()
+              .regex(/^[\x21-\x7e]{1,255}$/, '1-255 printable ASCII characters')
+              .optional(),
+          })
+          .loose(),
+        body: JobSpec,
+        response: { 200: CreatedJob, 201: CreatedJob, ...errorResponses(400, 401, 403, 409, 413, 415) },
+      },
+    },
+    async (req, reply) => {
+      const spec = req.body;
+      // Never a silent fallback to another arch: the job waits for its own, and the user is told.
+      const live = await nodes.live(spec.arch);
+      const warnings =
+        live.length === 0 ? [`no live worker for ${spec.arch}: the job waits until one joins`] : [];
+      const { job, created } = await queue.submit(spec, {
+        idempotencyKey: req.headers['idempotency-key'],
+        clientId: req.clientId,
+        warnings,
+      });
+      return reply
+        .code(created ? 201 : 200)
+        .header('location', `/v1/jobs/${job.id}`)
+        .send({ job: maskJob(job), warnings: created ? warnings : job.warnings });
+    },
+  );
+
+  app.get(
+    '/jobs/:id',
+    {
+      schema: {
+        summary: 'Get a job',
+        description: 'The job record; secret values are replaced by [secure].',
+        tags: ['jobs'],
+        security,
+        params: JobParams,
+        response: { 200: JobView, ...errorResponses(400, 401, 403, 404) },
+      },
+    },
+    async (req) => {
+      const job = await queue.get(req.params.id);
+      if (!job) throw new JobNotFoundError(req.params.id);
+      return maskJob(job);
+    },
+  );
+
+  app.get(
+    '/jobs',
+    {
+      schema: {
+        summary: 'List jobs',
+        description: 'Newest first, in pages: pass `next` back as `cursor` for the next page.',
+        tags: ['jobs'],
+        security,
+        querystring: ListQuery,
+        response: { 200: JobList, ...errorResponses(400, 401, 403) },
+      },
+    },
+    async (req) => {
+      const q = req.query;
+      const page = await queue.list({
+        limit: q.limit,
+        ...(q.state ? { state: q.state } : {}),
+        ...(q.arch ? { arch: q.arch } : {}),
+        ...(q.label ? { label: q.label } : {}),
+        ...(q.cursor ? { before: Number(q.cursor) } : {}),
+      });
+      const jobs = page.jobs.map(maskJob);
+      return page.next === undefined ? { jobs } : { jobs, next: String(page.next) };
+    },
+  );
+
+  app.post(
+    '/jobs/:id/cancel',
+    {
+      config: { scope: 'submit' },
+      schema: {
+        summary: 'Cancel a job',
+        description:
+          'A queued job is canceled at once and never starts; a running one is stopped by its worker within a second (the returned job has cancelRequested: true until then).',
+        tags: ['jobs'],
+        security,
+        params: JobParams,
+        response: { 202: JobView, ...errorResponses(400, 401, 403, 404, 409) },
+      },
+    },
+    async (req, reply) => {
+      const job = await queue.cancel(req.params.id);
+      return reply.code(202).send(maskJob(job));
+    },
+  );
+};

@@ -1,0 +1,144 @@
+import { once } from 'node:events';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { followLog, JobNotFoundError, readLog } from '../../../queue/index.ts';
+import { FINAL_STATES, type JobRecord } from '../../index.ts';
+import type { ApiDeps } from '../api-deps.ts';
+import { errorResponses, Flag, JobParams, StreamId } from '../schemas.ts';
+
+/** An SSE comment this often keeps a quiet stream alive through proxies that drop idle connections. */
+const KEEPALIVE_MS = 15_000;
+
+/** How long the end of a log waits for the job's final state (its worker may write them in either order). */
+const SETTLE_MS = 2000;
+
+export interface LogRoutesOptions {
+  deps: ApiDeps;
+  /** One controller per open follow; aborted when the API closes, so shutdown never waits on a log. */
+  follows: Set<AbortController>;
+}
+
+/** One SSE event. The chunk is sent as a JSON string: a log may hold \r, which would end an SSE line. */
+export function sseEvent(event: string, data: unknown, id?: string): string {
+  return `${id === undefined ? '' : `id: ${id}\n`}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+}
+
+/** `GET /v1/jobs/:id/log`: the log so far, followed as plain text, or as server-sent events. */
+export const logRoutes: FastifyPluginAsyncZod<LogRoutesOptions> = async (app, { deps, follows }) => {
+  const { queue, redis, keys } = deps;
+
+  const isFinished = async (id: string) => {
+    const job = await queue.get(id);
+    return !job || FINAL_STATES.includes(job.state);
+  };
+
+  async function settled(id: string): Promise<JobRecord | undefined> {
+    const deadline = Date.now() + SETTLE_MS;
+    for (;;) {
+      const job = await queue.get(id);
+      if (!job || FINAL_STATES.includes(job.state) || Date.now() >= deadline) return job;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  app.get(
+    '/jobs/:id/log',
+    {
+      // A HEAD of a follow would hold a connection until the job ends, for nothing.
+      exposeHeadRoute: false,
+      schema: {
+        summary: "A job's log",
+        description: [
+          'The whole log so far as text/plain. With `follow=1`, the log streams (chunked text/plain) until the job ends.',
+          'With `Accept: text/event-stream`, server-sent events: one `log` event per chunk (`id` the chunk id, `data` the chunk text as a JSON string),',
+          'then one `end` event with `{ state, exitCode, reason }`. `Last-Event-ID` (or `after`) resumes after that chunk.',
+        ].join(' '),
+        tags: ['jobs'],
+        security: [{ bearer: [] }],
+        params: JobParams,
+        querystring: z.object({
+          follow: Flag.optional(),
+          /** Only the chunks after this chunk id. */
+          after: StreamId.optional(),
+        }),
+        headers: z.object({ 'last-event-id': StreamId.optional() }).loose(),
+        response: {
+          200: {
+            description: 'The log (text/plain), or its events (text/event-stream)',
+            content: { 'text/plain': { schema: z.string() }, 'text/event-stream': { schema: z.string() } },
+          },
+          ...errorResponses(400, 401, 403, 404),
+        },
+      },
+    },
+    async (req, reply) => {
+      const { id } = req.params;
+      const job = await queue.get(id);
+      if (!job) throw new JobNotFoundError(id);
+      const sse = (req.headers.accept ?? '').includes('text/event-stream');
+      const after = req.headers['last-event-id'] ?? req.query.after;
+
+      if (!sse && !req.query.follow) {
+        const { chunks } = await readLog(redis, keys, id, after);
+        return reply
+          .type('text/plain; charset=utf-8')
+          .header('archway-job-state', job.state)
+          .send(chunks.map((c) => c.text).join(''));
+      }
+
+      // A stream of our own: fastify's stream handling would hold the headers until the first chunk.
+      reply.hijack();
+      const res = reply.raw;
+      const stop = new AbortController();
+      follows.add(stop);
+      const onClose = () => stop.abort();
+      res.once('close', onClose);
+      // The follow blocks in XREAD on a connection of its own; dropping that connection ends it at once.
+      const blocking = deps.createBlockingRedis();
+      stop.signal.addEventListener('abort', () => blocking.disconnect(), { once: true });
+      let keepalive: NodeJS.Timeout | undefined;
+      const write = async (s: string) => {
+        if (!res.write(s)) await once(res, 'drain', { signal: stop.signal });
+      };
+      try {
+        res.writeHead(200, {
+          'content-type': sse ? 'text/event-stream; charset=utf-8' : 'text/plain; charset=utf-8',
+          'cache-control': 'no-cache',
+          'x-accel-buffering': 'no',
+        });
+        res.flushHeaders();
+        // Each event is one write, so a comment written from the timer never lands inside one.
+        if (sse) keepalive = setInterval(() => res.write(': keep-alive\n\n'), KEEPALIVE_MS);
+        const chunks = followLog(blocking, keys, id, {
+          after,
+          signal: stop.signal,
+          isFinished: () => isFinished(id),
+        });
+        for await (const c of chunks) await write(sse ? sseEvent('log', c.text, c.id) : c.text);
+        if (sse && !stop.signal.aborted) {
+          const end = await settled(id);
+          await write(
+            sseEvent('end', {
+              state: end?.state ?? null,
+              exitCode: end?.exitCode ?? null,
+              reason: end?.reason ?? null,
+            }),
+          );
+        }
+        // Ended by the API closing: cut the response short, so the client knows to resume elsewhere.
+        if (stop.signal.aborted) res.destroy();
+        else res.end();
+      } catch (e) {
+        // A client that went away (or a closing API) is the normal end of a follow, not an error.
+        if (!stop.signal.aborted) req.log.warn({ err: e, job: id }, 'log follow failed');
+        res.destroy();
+      } finally {
+        clearInterval(keepalive);
+        follows.delete(stop);
+        res.off('close', onClose);
+        blocking.disconnect();
+      }
+      return reply;
+    },
+  );
+};

@@ -1,0 +1,100 @@
+import { z } from 'zod';
+import { MASK } from '../../queue/index.ts';
+import { Arch, ArchInput, JobId, JobRecord, JobSpec, JobState } from '../index.ts';
+
+/** The API's named schemas (components of the OpenAPI document): a registry of its own, not zod's global one. */
+export const apiSchemas = z.registry<{ id: string }>();
+
+/**
+ * A job as the API serves it: the stored record, with the spec as stored (arch already
+ * normalised, defaults filled in) and every secret value replaced by [secure].
+ */
+export const JobView = JobRecord.extend({
+  // The request schema's arch is a transform (aliases), which a response cannot be encoded through.
+  spec: JobSpec.extend({ arch: Arch }),
+}).register(apiSchemas, { id: 'Job' });
+export type JobView = z.infer<typeof JobView>;
+
+export const CreatedJob = z
+  .object({
+    job: JobView,
+    /** Things the user should know (no live worker for the arch, ...); also stored on the job. */
+    warnings: z.array(z.string()),
+  })
+  .register(apiSchemas, { id: 'CreatedJob' });
+
+export const JobList = z
+  .object({
+    /** Newest first. */
+    jobs: z.array(JobView),
+    /** Pass as `cursor` for the next page; absent on the last page. */
+    next: z.string().optional(),
+  })
+  .register(apiSchemas, { id: 'JobList' });
+
+export const ErrorBody = z
+  .object({
+    error: z.object({
+      /** Stable: branch on it (docs/errors.md, docs/api.md). */
+      code: z.string(),
+      message: z.string(),
+      /** The field at fault, for INVALID_INPUT. */
+      field: z.string().optional(),
+    }),
+  })
+  .register(apiSchemas, { id: 'Error' });
+export type ErrorBody = z.infer<typeof ErrorBody>;
+
+export const JobParams = z.object({ id: JobId });
+
+/** A log stream entry id (`<ms>-<seq>`), the resume point of a log. */
+export const StreamId = z.string().regex(/^\d{1,20}-\d{1,20}$/, 'a log entry id such as 1700000000000-0');
+
+export const ListQuery = z.object({
+  state: JobState.optional(),
+  /** An arch or one of its aliases. */
+  arch: ArchInput.optional(),
+  /** `key=value` */
+  label: z
+    .string()
+    .regex(/^[^=]+=.*$/, 'key=value')
+    .optional(),
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  /** `next` of the previous page. */
+  cursor: z
+    .string()
+    .regex(/^\d{1,16}$/, 'the `next` value of the previous page')
+    .optional(),
+});
+
+/** `1`/`true` or `0`/`false`, as a query flag. */
+export const Flag = z.enum(['1', 'true', '0', 'false']).transform((v) => v === '1' || v === 'true');
+
+/** The job with its secret values replaced by [secure]: the API never returns a secret. */
+export function maskJob(job: JobRecord): JobView {
+  const secrets = Object.fromEntries(Object.keys(job.spec.secrets).map((k) => [k, MASK]));
+  return { ...job, spec: { ...job.spec, secrets } };
+}
+
+const ERROR_DESCRIPTIONS: Record<number, string> = {
+  400: 'Bad input; `error.field` names the field at fault',
+  401: 'No token, or a token that matches none (with WWW-Authenticate: Bearer)',
+  403: 'The token lacks the scope this request needs',
+  404: 'No such job',
+  409: 'Conflict: the Idempotency-Key was used with another body, or the job has already finished',
+  413: 'The body is larger than ARCHWAY_BODY_LIMIT_BYTES',
+  415: 'The body is not JSON',
+};
+
+/** Error responses for a route's schema (so they appear in the OpenAPI document). */
+export function errorResponses(...codes: number[]) {
+  return Object.fromEntries(
+    codes.map((c) => [
+      c,
+      {
+        description: ERROR_DESCRIPTIONS[c] ?? 'Error',
+        content: { 'application/json': { schema: ErrorBody } },
+      },
+    ]),
+  );
+}
