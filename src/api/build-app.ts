@@ -15,6 +15,8 @@ import { createErrorHandler, notFoundHandler } from './error-handler.ts';
 import { healthRoutes } from './routes/health.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { logRoutes } from './routes/log.ts';
+import { metricsRoutes } from './routes/metrics.ts';
+import { nodeRoutes } from './routes/nodes.ts';
 import { apiSchemas } from './schemas.ts';
 
 export const API_VERSION = '0.1.0';
@@ -76,6 +78,7 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
       },
       tags: [
         { name: 'jobs', description: 'Jobs and their logs' },
+        { name: 'nodes', description: 'Worker nodes, drain and undrain' },
         { name: 'health', description: 'Liveness and readiness' },
       ],
     },
@@ -86,11 +89,13 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   app.register(healthRoutes, { deps });
+  app.register(metricsRoutes, { deps });
   app.register(
     async (v1) => {
       v1.addHook('onRequest', createAuthHook(createTokenVerifier(config.tokens)));
       await v1.register(jobRoutes, { deps });
       await v1.register(logRoutes, { deps, follows });
+      await v1.register(nodeRoutes, { deps });
     },
     { prefix: '/v1' },
   );

@@ -1,4 +1,4 @@
-import { createJobQueue, createNodeRegistry } from '../../queue/index.ts';
+import { createJobQueue, createNodeRegistry, createStallWatch, MAX_ATTEMPTS } from '../../queue/index.ts';
 import {
   ApiConfig,
   ArchwayError,
@@ -80,6 +80,23 @@ export async function runApi(
     },
   });
 
+  // The control plane runs the stall check of every arch queue, so a lost node's job is re-queued
+  // even when no node of its arch is left.
+  const stallWatch = createStallWatch({
+    queue,
+    keys,
+    redis,
+    duplicate: () => {
+      const r = createRedis({ url: config.REDIS_URL, name: 'archway-api-stall-watch', blocking: true });
+      r.on('error', () => undefined);
+      return r;
+    },
+    maxStalledCount: MAX_ATTEMPTS - 1,
+    logRetentionSeconds: Math.round(config.ARCHWAY_LOG_RETENTION_DAYS * 86_400),
+    logger,
+  });
+  await stallWatch.start();
+
   let closing: Promise<void> | undefined;
   let resolveClosed: () => void = () => {};
   const closed = new Promise<void>((r) => {
@@ -91,6 +108,7 @@ export async function runApi(
     closing ??= (async () => {
       const steps: [string, () => Promise<unknown>][] = [
         ['http server', () => app.close()],
+        ['stall watch', () => stallWatch.close()],
         ['queue', () => queue.close()],
         ['redis', () => redis.quit()],
       ];

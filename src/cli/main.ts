@@ -5,6 +5,7 @@ import { registerApi } from './commands/api.ts';
 import { registerClient } from './commands/client.ts';
 import { registerDoctor } from './commands/doctor.ts';
 import { registerImages } from './commands/images.ts';
+import { registerNodes } from './commands/nodes.ts';
 import { registerRun } from './commands/run.ts';
 import { registerUp } from './commands/up.ts';
 import { registerWorker } from './commands/worker.ts';
@@ -25,6 +26,7 @@ export async function main(
   registerApi(program, env);
   registerClient(program, env);
   registerWorker(program, env);
+  registerNodes(program, env);
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (e) {

@@ -1,0 +1,68 @@
+import type { Command } from 'commander';
+import { parseConfig } from '../../config.ts';
+import { table } from '../table.ts';
+import { ClientConfig, createApiClient } from './client.ts';
+
+interface NodeRow {
+  id: string;
+  arch: string;
+  hostArch: string;
+  emulated: boolean;
+  slots: number;
+  busy: number;
+  state: string;
+  quarantineReason?: string;
+  drainRequested: boolean;
+  lost: boolean;
+  version: string;
+  lastSeen: string;
+}
+
+/** `archway nodes` (a table in the style of `lxc cluster list`), `nodes drain ID`, `nodes undrain ID`. */
+export function registerNodes(program: Command, env: Record<string, string | undefined>): void {
+  const api = () => createApiClient(parseConfig(ClientConfig, env));
+  const nodes = program
+    .command('nodes')
+    .description('list worker nodes with their arch, emulation, slots and state')
+    .action(async () => {
+      const { nodes: list } = await api().json<{ nodes: NodeRow[] }>('GET', '/v1/nodes');
+      const status = (n: NodeRow) =>
+        n.lost ? 'LOST' : n.state === 'active' ? 'ONLINE' : n.state.toUpperCase();
+      process.stdout.write(
+        table(
+          ['NAME', 'ARCH', 'HOST', 'EMULATED', 'SLOTS', 'BUSY', 'STATUS', 'MESSAGE'],
+          list.map((n) => [
+            n.id,
+            n.arch,
+            n.hostArch,
+            n.emulated ? 'yes' : 'no',
+            String(n.slots),
+            String(n.busy),
+            status(n),
+            n.lost
+              ? `no heartbeat since ${n.lastSeen}`
+              : (n.quarantineReason ??
+                (n.drainRequested ? 'drain requested: leaves once its jobs finish' : 'fully operational')),
+          ]),
+        ),
+      );
+    });
+  for (const [action, what] of [
+    ['drain', 'take no new job, finish the running ones, then leave'],
+    ['undrain', 'take jobs again (a draining node that has not left, or a quarantined one)'],
+  ] as const) {
+    nodes
+      .command(action)
+      .description(`ask a node to ${what}`)
+      .argument('<id>', 'node id (see `archway nodes`)')
+      .action(async (id: string) => {
+        const { node } = await api().json<{ node: NodeRow }>(
+          'POST',
+          `/v1/nodes/${encodeURIComponent(id)}/${action}`,
+        );
+        process.stdout.write(
+          `${node.id}: ${action === 'drain' ? 'draining' : 'undrained'} (${node.busy} running)\n`,
+        );
+      });
+  }
+}
