@@ -94,7 +94,7 @@ describe('end to end: the CLI, the API, workers of every arch', () => {
     expect((await c.waitFinal(job.id)).state).toBe('canceled');
   });
 
-  it('nodes lists every arch, and the API's /metrics counts them', async () => {
+  it('nodes lists every arch, and the API /metrics counts them', async () => {
     const r = await cli(['nodes']);
     for (const arch of ARCHES) expect(r.stdout).toMatch(new RegExp(`test-${arch}-\\w+\\s+${arch}\\s+x64\\s+(yes|no)\\s+2\\s+\\d\\s+ONLINE`));
     const metrics = await (await fetch(`${api.url}/metrics`)).text();
