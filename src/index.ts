@@ -9,6 +9,6 @@ export * from './host/pool-mount.ts';
 export * from './host/run-command.ts';
 export * from './job.ts';
 export * from './logger.ts';
+export * from './metrics.ts';
 export * from './redis/connection.ts';
 export * from './redis/keys.ts';
-export * from './metrics.ts';

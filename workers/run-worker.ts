@@ -1,6 +1,5 @@
 import { createServer, type Server } from 'node:http';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
 import { createImageStore } from '../images/index.ts';
 import { createJobQueue, createNodeRegistry } from '../queue/index.ts';
 import {

@@ -3,6 +3,7 @@ import { ArchwayError } from '../errors/archway-error.ts';
 import { toError } from '../errors/to-error.ts';
 import { registerApi } from './commands/api.ts';
 import { registerClient } from './commands/client.ts';
+import { registerConfig } from './commands/config.ts';
 import { registerDoctor } from './commands/doctor.ts';
 import { registerImages } from './commands/images.ts';
 import { registerNodes } from './commands/nodes.ts';
@@ -25,6 +26,7 @@ export async function main(
   registerDoctor(program, env);
   registerApi(program, env);
   registerClient(program, env);
+  registerConfig(program, env);
   registerWorker(program, env);
   registerNodes(program, env);
   try {

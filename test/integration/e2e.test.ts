@@ -16,13 +16,26 @@ const cli = (args: string[]) =>
     reject: false,
   });
 const http = (path: string, init: RequestInit = {}) =>
-  fetch(`${api.url}${path}`, { ...init, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...(init.headers ?? {}) } });
+  fetch(`${api.url}${path}`, {
+    ...init,
+    headers: {
+      authorization: `Bearer ${token}`,
+      'content-type': 'application/json',
+      ...(init.headers ?? {}),
+    },
+  });
 
 beforeAll(async () => {
   c = await startCluster();
   for (const arch of ARCHES) await c.addWorker(arch, { slots: 2, warm: arch === 'arm64' ? 1 : 0 });
   api = await runApi(
-    { REDIS_URL: c.redis.url, ARCHWAY_REDIS_PREFIX: c.keys.prefix, ARCHWAY_TOKEN: token, ARCHWAY_PORT: '0', ARCHWAY_LOG_LEVEL: 'warn' },
+    {
+      REDIS_URL: c.redis.url,
+      ARCHWAY_REDIS_PREFIX: c.keys.prefix,
+      ARCHWAY_TOKEN: token,
+      ARCHWAY_PORT: '0',
+      ARCHWAY_LOG_LEVEL: 'warn',
+    },
     { handleSignals: false },
   );
 });
@@ -34,7 +47,16 @@ afterAll(async () => {
 
 describe('end to end: the CLI, the API, workers of every arch', () => {
   it.each(ARCHES)('submit --follow on %s streams the log and exits with the job’s code', async (arch) => {
-    const ok = await cli(['submit', '--arch', arch, '--image', 'busybox', '--follow', '--', 'uname -m; echo done']);
+    const ok = await cli([
+      'submit',
+      '--arch',
+      arch,
+      '--image',
+      'busybox',
+      '--follow',
+      '--',
+      'uname -m; echo done',
+    ]);
     expect(ok.stdout).toContain(`\n${ARCH_INFO[arch].uname}\ndone\n`);
     expect(ok.exitCode).toBe(0);
   });
@@ -47,7 +69,18 @@ describe('end to end: the CLI, the API, workers of every arch', () => {
   });
 
   it('a timeout through the API: failed with reason timeout; submit --follow exits 124', async () => {
-    const r = await cli(['submit', '--arch', 'amd64', '--image', 'busybox', '--timeout', '1', '--follow', '--', 'sleep 30']);
+    const r = await cli([
+      'submit',
+      '--arch',
+      'amd64',
+      '--image',
+      'busybox',
+      '--timeout',
+      '1',
+      '--follow',
+      '--',
+      'sleep 30',
+    ]);
     expect(r.exitCode).toBe(124);
   });
 
@@ -56,7 +89,10 @@ describe('end to end: the CLI, the API, workers of every arch', () => {
     const a = await http('/v1/jobs', { method: 'POST', body, headers: { 'idempotency-key': 'e2e-1' } });
     const b = await http('/v1/jobs', { method: 'POST', body, headers: { 'idempotency-key': 'e2e-1' } });
     expect([a.status, b.status]).toEqual([201, 200]);
-    const [ja, jb] = [(await a.json()) as { job: { id: string } }, (await b.json()) as { job: { id: string } }];
+    const [ja, jb] = [
+      (await a.json()) as { job: { id: string } },
+      (await b.json()) as { job: { id: string } },
+    ];
     expect(jb.job.id).toBe(ja.job.id);
     expect((await c.waitFinal(ja.job.id)).attempts).toHaveLength(1);
   });
@@ -64,17 +100,26 @@ describe('end to end: the CLI, the API, workers of every arch', () => {
   it('SSE resumes from Last-Event-ID in the middle of a log, with nothing repeated or lost', async () => {
     const res = await http('/v1/jobs', {
       method: 'POST',
-      body: JSON.stringify({ arch: 'amd64', image: 'busybox', script: 'for i in $(seq 1 30); do echo line-$i; sleep 0.05; done' }),
+      body: JSON.stringify({
+        arch: 'amd64',
+        image: 'busybox',
+        script: 'for i in $(seq 1 30); do echo line-$i; sleep 0.05; done',
+      }),
     });
     const { job } = (await res.json()) as { job: { id: string } };
     await c.waitFinal(job.id);
     const events = async (headers: Record<string, string> = {}) => {
-      const r = await http(`/v1/jobs/${job.id}/log`, { headers: { accept: 'text/event-stream', ...headers } });
+      const r = await http(`/v1/jobs/${job.id}/log`, {
+        headers: { accept: 'text/event-stream', ...headers },
+      });
       const text = await r.text();
       return text
         .split('\n\n')
         .filter((e) => e.includes('event: log'))
-        .map((e) => ({ id: e.match(/^id: (.+)$/m)?.[1] ?? '', data: JSON.parse(e.match(/^data: (.+)$/m)?.[1] ?? '""') as string }));
+        .map((e) => ({
+          id: e.match(/^id: (.+)$/m)?.[1] ?? '',
+          data: JSON.parse(e.match(/^data: (.+)$/m)?.[1] ?? '""') as string,
+        }));
     };
     const all = await events();
     expect(all.length).toBeGreaterThan(3);
@@ -86,7 +131,10 @@ describe('end to end: the CLI, the API, workers of every arch', () => {
   });
 
   it('cancel through the CLI reaches a running job', async () => {
-    const res = await http('/v1/jobs', { method: 'POST', body: JSON.stringify({ arch: 's390x', image: 'busybox', script: 'echo up; sleep 60' }) });
+    const res = await http('/v1/jobs', {
+      method: 'POST',
+      body: JSON.stringify({ arch: 's390x', image: 'busybox', script: 'echo up; sleep 60' }),
+    });
     const { job } = (await res.json()) as { job: { id: string } };
     await eventually(async () => (await c.log(job.id)).includes('up\n'), 'the job to run', 20_000);
     const r = await cli(['cancel', job.id]);
@@ -96,7 +144,10 @@ describe('end to end: the CLI, the API, workers of every arch', () => {
 
   it('nodes lists every arch, and the API /metrics counts them', async () => {
     const r = await cli(['nodes']);
-    for (const arch of ARCHES) expect(r.stdout).toMatch(new RegExp(`test-${arch}-\\w+\\s+${arch}\\s+x64\\s+(yes|no)\\s+2\\s+\\d\\s+ONLINE`));
+    for (const arch of ARCHES)
+      expect(r.stdout).toMatch(
+        new RegExp(`test-${arch}-\\w+\\s+${arch}\\s+x64\\s+(yes|no)\\s+2\\s+\\d\\s+ONLINE`),
+      );
     const metrics = await (await fetch(`${api.url}/metrics`)).text();
     expect(metrics).toMatch(/archway_nodes\{arch="s390x",state="active"\} 1/);
   });

@@ -21,7 +21,8 @@ function spawnWorker(cluster: TestCluster, nodeId: string): ChildProcess {
   return child;
 }
 
-const exited = (p: ChildProcess) => (p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise((r) => p.once('exit', r)));
+const exited = (p: ChildProcess) =>
+  p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise((r) => p.once('exit', r));
 
 afterEach(async () => {
   for (const p of children.splice(0)) {
@@ -38,8 +39,16 @@ describe('faults', () => {
     c = await startCluster();
     const cluster = c;
     const victim = spawnWorker(cluster, 'victim');
-    const id = await cluster.submit({ arch: 'amd64', image: 'busybox', script: 'echo started on $ARCHWAY_NODE; sleep 3; echo finished' });
-    await eventually(async () => (await cluster.log(id)).includes('started on victim'), 'the job to start on the victim', 30_000);
+    const id = await cluster.submit({
+      arch: 'amd64',
+      image: 'busybox',
+      script: 'echo started on $ARCHWAY_NODE; sleep 3; echo finished',
+    });
+    await eventually(
+      async () => (await cluster.log(id)).includes('started on victim'),
+      'the job to start on the victim',
+      30_000,
+    );
     victim.kill('SIGKILL');
     await exited(victim);
     // Its container is still on the host until a worker starts here again.
@@ -56,7 +65,9 @@ describe('faults', () => {
     expect(log).toMatch(/attempt 2/);
     // Finished once: exactly one transition into a final state.
     const events = await cluster.client.xrange(cluster.keys.events, '-', '+');
-    const finals = events.filter(([, f]) => f[1] === id && ['passed', 'failed', 'errored', 'canceled'].includes(f[5] ?? ''));
+    const finals = events.filter(
+      ([, f]) => f[1] === id && ['passed', 'failed', 'errored', 'canceled'].includes(f[5] ?? ''),
+    );
     expect(finals).toHaveLength(1);
   }, 120_000);
 
@@ -64,7 +75,11 @@ describe('faults', () => {
     c = await startCluster();
     const cluster = c;
     await cluster.addWorker('amd64', { slots: 1 });
-    const id = await cluster.submit({ arch: 'amd64', image: 'busybox', script: 'for i in 1 2 3 4 5 6 7 8; do echo line-$i; sleep 0.3; done' });
+    const id = await cluster.submit({
+      arch: 'amd64',
+      image: 'busybox',
+      script: 'for i in 1 2 3 4 5 6 7 8; do echo line-$i; sleep 0.3; done',
+    });
     await eventually(async () => (await cluster.log(id)).includes('line-2'), 'the job to print');
     await cluster.redis.restart({ downMs: 1000 });
     const job = await cluster.waitFinal(id);

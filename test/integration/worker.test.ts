@@ -14,6 +14,11 @@ afterAll(async () => {
   expect(await leftovers()).toEqual([]);
 });
 
+// Prints the secret in two pieces with a pause between them (shell parameter expansion, not a template).
+const MASK_SCRIPT =
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell syntax
+  'printf "key=%s" "${TOKEN%????????}"; sleep 0.3; printf "%s\\n" "${TOKEN#????????}"; echo "$TOKEN"';
+
 describe('worker nodes', () => {
   it.each(ARCHES)('run a job on %s: passed, with the worker information block first', async (arch) => {
     const id = await c.submit({ arch, image: 'busybox', script: ['uname -m', 'cd /tmp', 'pwd'] });
@@ -95,8 +100,7 @@ describe('worker nodes', () => {
     const id = await c.submit({
       arch: 'amd64',
       image: 'busybox',
-      script:
-        'printf "key=%s" "${TOKEN%????????}"; sleep 0.3; printf "%s\\n" "${TOKEN#????????}"; echo "$TOKEN"',
+      script: MASK_SCRIPT,
       secrets: { TOKEN: 'abcd1234efgh5678' },
     });
     await c.waitFinal(id);

@@ -58,7 +58,20 @@ export function registerUp(program: Command, env: Record<string, string | undefi
           const port = 6379;
           ownRedis = spawn(
             'redis-server',
-            ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--maxmemory-policy', 'noeviction', '--save', ''],
+            [
+              '--port',
+              String(port),
+              '--bind',
+              '127.0.0.1',
+              '--dir',
+              dir,
+              '--appendonly',
+              'yes',
+              '--maxmemory-policy',
+              'noeviction',
+              '--save',
+              '',
+            ],
             { stdio: 'ignore' },
           );
           redisUrl = `redis://127.0.0.1:${port}`;
@@ -86,7 +99,9 @@ export function registerUp(program: Command, env: Record<string, string | undefi
           for (const c of children) c.kill('SIGTERM');
           await sleep(200);
           for (const c of children) c.kill('SIGTERM');
-          await Promise.all(children.map((c) => (c.exitCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
+          await Promise.all(
+            children.map((c) => (c.exitCode !== null ? undefined : new Promise((r) => c.once('exit', r)))),
+          );
           if (ownRedis) {
             ownRedis.kill('SIGTERM');
             await new Promise((r) => ownRedis?.once('exit', r));
@@ -119,18 +134,26 @@ export function registerUp(program: Command, env: Record<string, string | undefi
     });
 }
 
-async function demo(url: string, token: string, arch: Arch): Promise<{ arch: Arch; state: string; text: string }> {
+async function demo(
+  url: string,
+  token: string,
+  arch: Arch,
+): Promise<{ arch: Arch; state: string; text: string }> {
   const auth = { authorization: `Bearer ${token}` };
   const res = await fetch(`${url}/v1/jobs`, {
     method: 'POST',
     headers: { ...auth, 'content-type': 'application/json' },
     body: JSON.stringify({ arch, image: 'busybox', script: DEMO_SCRIPT, timeoutSeconds: 120 }),
   });
-  if (!res.ok) return { arch, state: 'rejected', text: `submission failed: ${res.status} ${await res.text()}` };
+  if (!res.ok)
+    return { arch, state: 'rejected', text: `submission failed: ${res.status} ${await res.text()}` };
   const { job } = (await res.json()) as { job: { id: string } };
   const log = await fetch(`${url}/v1/jobs/${job.id}/log?follow=1`, { headers: auth });
   const text = await log.text();
-  const final = (await (await fetch(`${url}/v1/jobs/${job.id}`, { headers: auth })).json()) as { job?: { state: string }; state?: string };
+  const final = (await (await fetch(`${url}/v1/jobs/${job.id}`, { headers: auth })).json()) as {
+    job?: { state: string };
+    state?: string;
+  };
   return { arch, state: final.job?.state ?? final.state ?? 'unknown', text };
 }
 
@@ -138,7 +161,9 @@ async function waitForApi(url: string, workers: number, token: string): Promise<
   for (let i = 0; i < 600; i++) {
     try {
       const ready = await fetch(`${url}/readyz`);
-      const nodes = await fetch(`${url}/v1/nodes`, { headers: { authorization: `Bearer ${token}` } }).catch(() => undefined);
+      const nodes = await fetch(`${url}/v1/nodes`, { headers: { authorization: `Bearer ${token}` } }).catch(
+        () => undefined,
+      );
       const count = nodes?.ok ? ((await nodes.json()) as { nodes: unknown[] }).nodes.length : workers;
       if (ready.ok && count >= workers) return;
     } catch {
