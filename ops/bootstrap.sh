@@ -8,6 +8,7 @@ for cmd in btrfs runc mkfs.btrfs zstd mmdebstrap catatonit redis-server busybox;
   command -v "$cmd" >/dev/null 2>&1 || need_host=1
 done
 [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || need_host=1
+[ "$(cat /proc/sys/kernel/keys/maxkeys 2>/dev/null || echo 0)" -ge 2000 ] || need_host=1
 if [ "$need_host" = 1 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "archway: host packages missing; running ops/setup-host.sh" >&2

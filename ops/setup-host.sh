@@ -69,6 +69,18 @@ if [ -e /proc/sys/fs/binfmt_misc/register ]; then
   done
 fi
 
+# runc gives every container a session keyring owned by its root's host uid, and all containers
+# share that uid: the default of 200 keys per user runs out under load ("disk quota exceeded").
+want_keys=20000
+if [ "$(cat /proc/sys/kernel/keys/maxkeys 2>/dev/null || echo 0)" -lt "$want_keys" ]; then
+  printf 'kernel.keys.maxkeys = %s\nkernel.keys.maxbytes = 2000000\n' "$want_keys" > /etc/sysctl.d/90-archway.conf
+  if sysctl -q -w kernel.keys.maxkeys="$want_keys" kernel.keys.maxbytes=2000000 2>/dev/null; then
+    did+=("raised kernel.keys.maxkeys to $want_keys (/etc/sysctl.d/90-archway.conf)")
+  else
+    missing+=("kernel.keys.maxkeys >= $want_keys (sysctl -w kernel.keys.maxkeys=$want_keys kernel.keys.maxbytes=2000000)")
+  fi
+fi
+
 modprobe btrfs 2>/dev/null || true
 grep -qw btrfs /proc/filesystems || missing+=("btrfs in the kernel (modprobe btrfs)")
 [ -e /dev/loop-control ] || modprobe loop 2>/dev/null || true

@@ -85,6 +85,13 @@ async function runChecks(config: HostConfig): Promise<Check[]> {
     `user.max_user_namespaces = ${maxNs}`,
     'sysctl -w user.max_user_namespaces=15000',
   );
+  const maxKeys = Number((await readFile('/proc/sys/kernel/keys/maxkeys', 'utf8').catch(() => '0')).trim());
+  add(
+    'kernel keys',
+    maxKeys >= 2000,
+    `kernel.keys.maxkeys = ${maxKeys} (every container's session keyring counts against its root's host uid)`,
+    'sysctl -w kernel.keys.maxkeys=20000 kernel.keys.maxbytes=2000000 (ops/setup-host.sh does it)',
+  );
   const idRange = `${config.ARCHWAY_UID_BASE}-${config.ARCHWAY_UID_BASE + config.ARCHWAY_UID_SIZE - 1}`;
   add(
     'id range',
