@@ -124,10 +124,11 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
     });
     for (const dir of ['warm', 'jobs']) {
       const path = join(o.poolPath, dir, id);
-      if (await exists(path))
-        await deleteSubvolume(path, { timeoutMs: remaining(ctl, 60_000) }).catch((e: unknown) =>
-          errors.push(toError(e)),
-        );
+      if (!(await exists(path))) continue;
+      await deleteSubvolume(path, { timeoutMs: remaining(ctl, 60_000) }).catch(async (e: unknown) => {
+        // Another process reaping the same leftovers may have deleted it first: gone is what we wanted.
+        if (await exists(path)) errors.push(toError(e));
+      });
     }
     await rm(bundleOf(id), { recursive: true, force: true }).catch((e: unknown) => errors.push(toError(e)));
     if (errors.length)
@@ -361,8 +362,13 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
           .then((t) => JSON.parse(t) as ContainerMeta)
           .catch(() => undefined);
         if (meta && (await isAlive(meta.owner))) continue;
-        await destroyById(id, ctl);
-        removed.push(id);
+        // One leftover that will not go must not keep the node from starting: say so and go on.
+        try {
+          await destroyById(id, ctl);
+          removed.push(id);
+        } catch (e) {
+          o.logger.error({ err: toError(e).message, id }, 'could not remove a leftover container; an operator should look');
+        }
       }
       if (removed.length) o.logger.info({ removed }, 'removed containers left by processes that are gone');
       await destroyStaleQgroups(o.poolPath);
