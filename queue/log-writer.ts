@@ -36,74 +36,91 @@ export interface LogWriter {
  */
 export function createLogWriter(o: LogWriterOptions): LogWriter {
   const key = o.keys.log(o.jobId);
-  const decoder = new StringDecoder('utf8');
   const secrets = [...new Set(o.secrets.filter((s) => s.length > 0))].sort((a, b) => b.length - a.length);
-  let pending = '';
+  // Without secrets the bytes go through untouched (the fast path: no decoding or re-encoding).
+  const decoder = secrets.length ? new StringDecoder('utf8') : undefined;
+  let text = ''; // held text, when masking
+  let held: Buffer[] = []; // held bytes, when not masking
+  let heldBytes = 0;
   let bytes = 0;
   let limited = false;
   let timer: NodeJS.Timeout | undefined;
   let chain: Promise<unknown> = Promise.resolve();
   let inFlight = 0;
 
-  const mask = (text: string) => secrets.reduce((t, s) => t.split(s).join(MASK), text);
+  const mask = (t: string) => secrets.reduce((acc, s) => acc.split(s).join(MASK), t);
 
-  /** Length of `text` that cannot be the start of a secret still arriving. */
-  function safeLength(text: string): number {
+  /** Length of `t` that cannot be the start of a secret still arriving. */
+  function safeLength(t: string): number {
     const longest = secrets[0]?.length ?? 0;
-    for (let k = Math.min(longest - 1, text.length); k > 0; k--) {
-      const tail = text.slice(text.length - k);
-      if (secrets.some((s) => s.startsWith(tail))) return text.length - k;
+    for (let k = Math.min(longest - 1, t.length); k > 0; k--) {
+      const tail = t.slice(t.length - k);
+      if (secrets.some((s) => s.startsWith(tail))) return t.length - k;
     }
-    return text.length;
+    return t.length;
   }
 
-  function append(entries: string[]): void {
+  function append(entries: (Buffer | string)[]): void {
     if (entries.length === 0) return;
-    const size = entries.reduce((n, e) => n + Buffer.byteLength(e), 0);
+    const size = entries.reduce((n, e) => n + (typeof e === 'string' ? Buffer.byteLength(e) : e.length), 0);
     inFlight += size;
-    const multi = o.redis.multi();
-    for (const e of entries) multi.xadd(key, '*', 't', e);
+    const batch = o.redis.multi();
+    for (const e of entries) batch.xadd(key, '*', 't', e);
     chain = chain
-      .then(() => multi.exec())
+      .then(() => batch.exec())
       .finally(() => {
         inFlight -= size;
       });
   }
 
+  /** What may leave now: all of it when final, else up to a point that splits no character or secret. */
+  function take(final: boolean): Buffer {
+    if (decoder) {
+      if (final) text += decoder.end();
+      const masked = mask(text);
+      const cut = final ? masked.length : safeLength(masked);
+      // The held-back tail may be the start of a secret: it is masked once the rest arrives.
+      text = masked.slice(cut);
+      return Buffer.from(masked.slice(0, cut));
+    }
+    const all = held.length === 1 ? (held[0] as Buffer) : Buffer.concat(held, heldBytes);
+    const cut = final ? all.length : utf8Boundary(all);
+    held = cut < all.length ? [all.subarray(cut)] : [];
+    heldBytes = all.length - cut;
+    return all.subarray(0, cut);
+  }
+
   function flush(final: boolean): void {
     clearTimeout(timer);
     timer = undefined;
-    if (final) pending += decoder.end();
-    const masked = mask(pending);
-    const cut = final ? masked.length : safeLength(masked);
-    // The held-back tail may be the start of a secret: it is masked once the rest arrives.
-    const out = masked.slice(0, cut);
-    pending = masked.slice(cut);
-    if (!out) return;
-    let text = out;
-    if (!limited && bytes + Buffer.byteLength(text) > o.limitBytes) {
-      text = truncateUtf8(text, o.limitBytes - bytes);
+    let out = take(final);
+    if (out.length === 0 || limited) return;
+    if (bytes + out.length > o.limitBytes) {
+      out = out.subarray(0, utf8Boundary(out.subarray(0, Math.max(0, o.limitBytes - bytes))));
       limited = true;
       queueMicrotask(o.onLimit);
-    } else if (limited) {
-      return;
     }
-    bytes += Buffer.byteLength(text);
-    append(splitUtf8(text, MAX_CHUNK_BYTES));
+    bytes += out.length;
+    append(splitUtf8Buffer(out, MAX_CHUNK_BYTES));
   }
 
   return {
     async write(data) {
       if (limited) return;
-      pending += decoder.write(data);
-      if (Buffer.byteLength(pending) >= MAX_CHUNK_BYTES) flush(false);
+      if (decoder) text += decoder.write(data);
+      else {
+        held.push(data);
+        heldBytes += data.length;
+      }
+      const size = decoder ? text.length : heldBytes;
+      if (size >= MAX_CHUNK_BYTES) flush(false);
       else timer ??= setTimeout(() => flush(false), FLUSH_MS);
       // Hold the job's pipe while more than 1 MiB waits for Redis: memory stays bounded.
       if (inFlight > 1024 * 1024) await chain.catch(() => undefined);
     },
-    async note(text) {
+    async note(t) {
       flush(true);
-      append(splitUtf8(text, MAX_CHUNK_BYTES));
+      append(splitUtf8(t, MAX_CHUNK_BYTES));
       await chain;
     },
     get bytes() {
@@ -116,6 +133,31 @@ export function createLogWriter(o: LogWriterOptions): LogWriter {
       await chain;
     },
   };
+}
+
+/** Length of `buf` without a trailing, incomplete UTF-8 sequence. */
+function utf8Boundary(buf: Buffer): number {
+  // Look back at most 3 bytes for the lead byte of the last sequence.
+  for (let i = buf.length - 1, seen = 1; i >= 0 && seen <= 4; i--, seen++) {
+    const b = buf[i] as number;
+    if ((b & 0xc0) === 0x80) continue; // continuation byte
+    const need = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 1;
+    return need > seen ? i : buf.length;
+  }
+  return buf.length;
+}
+
+/** Splits bytes into pieces of at most `max`, never inside a UTF-8 character. */
+function splitUtf8Buffer(buf: Buffer, max: number): Buffer[] {
+  const out: Buffer[] = [];
+  let start = 0;
+  while (start < buf.length) {
+    let end = Math.min(start + max, buf.length);
+    while (end < buf.length && end > start && ((buf[end] as number) & 0xc0) === 0x80) end--;
+    out.push(buf.subarray(start, end));
+    start = end;
+  }
+  return out;
 }
 
 /** Splits text into pieces of at most `max` UTF-8 bytes, never inside a character. */
@@ -131,9 +173,4 @@ export function splitUtf8(text: string, max: number): string[] {
     start = end;
   }
   return out;
-}
-
-function truncateUtf8(text: string, maxBytes: number): string {
-  if (maxBytes <= 0) return '';
-  return splitUtf8(text, maxBytes)[0] ?? '';
 }

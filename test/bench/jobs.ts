@@ -4,7 +4,8 @@
  * log throughput of one job writing 200 MB to a following client (and the worker's peak RSS);
  * 2,000 trivial jobs across 4 workers, checking that none was lost or run twice.
  *
- *   npm run bench:jobs      (as root; ARCHWAY_BENCH_RUNS=30 ARCHWAY_BENCH_JOBS=2000 ARCHWAY_BENCH_LOG_MB=200)
+ *   npm run bench:jobs      (as root; ARCHWAY_BENCH_RUNS=30 ARCHWAY_BENCH_JOBS=2000 ARCHWAY_BENCH_LOG_MB=200,
+ *                            ARCHWAY_BENCH_ONLY=latency|log|jobs for one part)
  */
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
@@ -15,6 +16,9 @@ import { machine, ms, summarize } from './stats.ts';
 const RUNS = Number(process.env.ARCHWAY_BENCH_RUNS ?? 30);
 const JOBS = Number(process.env.ARCHWAY_BENCH_JOBS ?? 2000);
 const LOG_MB = Number(process.env.ARCHWAY_BENCH_LOG_MB ?? 200);
+/** Run one part only: latency, log or jobs. */
+const ONLY = process.env.ARCHWAY_BENCH_ONLY;
+const part = (name: string) => !ONLY || ONLY === name;
 const out: string[] = [];
 const say = (line = '') => {
   out.push(line);
@@ -26,7 +30,7 @@ say();
 say(`Machine: ${await machine()}.`);
 
 // 1. Submit -> first output line at a following client, per arch.
-{
+if (part('latency')) {
   const stack = await startStack();
   try {
     for (const arch of ARCHES) stack.addWorker(arch, { slots: 2, warm: 1 });
@@ -73,7 +77,7 @@ say(`Machine: ${await machine()}.`);
 }
 
 // 2. Log throughput: one job writing LOG_MB to a following client.
-{
+if (part('log')) {
   const stack = await startStack();
   try {
     const worker = stack.addWorker('amd64', {
@@ -119,7 +123,7 @@ say(`Machine: ${await machine()}.`);
 }
 
 // 3. JOBS trivial jobs across 4 workers: throughput, none lost, none run twice.
-{
+if (part('jobs')) {
   const stack = await startStack();
   try {
     for (let i = 0; i < 4; i++) stack.addWorker('amd64', { slots: 2, warm: 2 });
