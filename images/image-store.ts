@@ -4,7 +4,9 @@ import { z } from 'zod';
 import {
   type Arch,
   Arch as ArchSchema,
+  ArchwayError,
   Digest,
+  deleteSubvolume,
   ImageName,
   ImageNotFoundError,
   ImageRef,
@@ -45,6 +47,11 @@ export interface ImageStore {
   dirOf(name: string, arch: Arch): string;
   /** Records a built version (its subvolume already at `dirOf(name, arch)/<digest>`) and makes it current. */
   commit(version: ImageVersion): Promise<ResolvedImage>;
+  /**
+   * Removes a version that is not current: its record first (so it stops resolving), then its
+   * subvolume. Containers already made from it are snapshots of their own and are not affected.
+   */
+  remove(name: string, arch: Arch, digest: string): Promise<void>;
 }
 
 export function createImageStore(opts: ImageStoreOptions): ImageStore {
@@ -115,6 +122,17 @@ export function createImageStore(opts: ImageStoreOptions): ImageStore {
           `image ${version.name}@${version.digest} was recorded but its subvolume is missing`,
         );
       return resolved;
+    },
+    async remove(name, arch, digest) {
+      if (!Digest.safeParse(digest).success || !ImageName.safeParse(name).success)
+        throw new InvalidInputError('image', `invalid image version ${name}@${digest}`);
+      if ((await currentDigest(name, arch)) === digest)
+        throw new ArchwayError('IMAGE_IN_USE', `${name}@${digest} is the current version for ${arch}`, {
+          httpStatus: 409,
+        });
+      const dir = dirOf(name, arch);
+      await rm(join(dir, `${digest}.json`), { force: true });
+      if (await isSubvolume(join(dir, digest))) await deleteSubvolume(join(dir, digest));
     },
   };
 }

@@ -1,5 +1,7 @@
-/** Images: recipes, the builder, and the store of built versions on this host. */
+/** Images: recipes, the builder, the store of built versions on this host, publishing and the sync agent. */
+export { blobPath, hasBlob, writeBlob } from './blob-store.ts';
 export { type BuildImageOptions, buildImage } from './build-image.ts';
+export { blobUrl, type DownloadBlobOptions, downloadBlob } from './download-blob.ts';
 export {
   createImageStore,
   type ImageStore,
@@ -7,4 +9,13 @@ export {
   ImageVersion,
   type ResolvedImage,
 } from './image-store.ts';
+export { type PublishImageOptions, type PublishResult, publishImage } from './publish-image.ts';
 export { listRecipes, loadRecipe, RECIPES_DIR, Recipe } from './recipe.ts';
+export {
+  createSyncAgent,
+  type SyncAgent,
+  type SyncAgentEvents,
+  type SyncAgentOptions,
+  type SyncKind,
+} from './sync-agent.ts';
+export { STAGING_PREFIX, type VerifyAndReceiveOptions, verifyAndReceive } from './verify-and-receive.ts';

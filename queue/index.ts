@@ -1,5 +1,14 @@
 /** The queue: job records and their state machine, BullMQ queues per arch, log streams, cancellation. */
 export {
+  CATALOG_VERSIONS_KEPT,
+  CatalogEntry,
+  createImageCatalog,
+  ImageBlob,
+  type ImageCatalog,
+  type ImageEvent,
+} from './image-catalog.ts';
+export {
+  type CancelReason,
   createJobQueue,
   IdempotencyConflictError,
   JobFinishedError,
@@ -29,11 +38,34 @@ export {
 export {
   createNodeRegistry,
   HEARTBEAT_MS,
+  HeldImage,
   LOST_AFTER_MS,
   type NodeInfo,
   type NodeRegistry,
   type NodeState,
 } from './node-registry.ts';
+export { PoolDisabledError } from './pool-disabled-error.ts';
+export {
+  createPoolStatus,
+  estimateWait,
+  type PoolStatus,
+  type PoolStatusOptions,
+  type PoolStatusReader,
+  SCALER_SILENT_MS,
+  type WaitBasis,
+  type WaitEstimate,
+  type WaitInputs,
+} from './pool-status.ts';
+export {
+  createPoolStore,
+  POOL_DEFAULTS,
+  POOL_LIMITS,
+  type Pool,
+  type PoolSettings,
+  type PoolStore,
+  type ScalerReport,
+  validatePoolSettings,
+} from './pool-store.ts';
 export {
   createStallWatch,
   LOCK_DURATION_MS,

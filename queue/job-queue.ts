@@ -32,7 +32,15 @@ export interface SubmitOptions {
   clientId: string;
   /** Things to tell the user, stored on the job (no live worker for the arch, ...). */
   warnings?: string[];
+  /**
+   * The job's id, chosen by the caller (a webhook build names its jobs before it submits them, so
+   * a job's script and its check run know its id). Submitting the same id again returns that job.
+   */
+  jobId?: string;
 }
+
+/** Why a job is canceled: by a user, or by a newer build of the same branch or pull request. */
+export type CancelReason = 'canceled' | 'superseded';
 
 export interface JobQueue {
   readonly store: JobStore;
@@ -44,7 +52,7 @@ export interface JobQueue {
    * Cancels a job: a queued one is canceled at once and never starts; a running one gets the
    * durable cancel flag and a message on the cancel channel (its worker kills it within 1 s).
    */
-  cancel(id: string): Promise<JobRecord>;
+  cancel(id: string, opts?: { reason?: CancelReason }): Promise<JobRecord>;
   /** Waiting (and delayed/prioritized) jobs per arch. */
   depth(arch: Arch): Promise<number>;
   close(): Promise<void>;
@@ -112,9 +120,11 @@ export function createJobQueue(o: JobQueueOptions): JobQueue {
     store,
     async submit(spec, s) {
       const specHash = createHash('sha256').update(JSON.stringify(spec)).digest('hex');
-      const id = s.idempotencyKey
-        ? `j${createHash('sha256').update(`${s.clientId}\0${s.idempotencyKey}`).digest('hex').slice(0, 24)}`
-        : `j${randomBytes(12).toString('hex')}`;
+      const id = s.jobId
+        ? s.jobId
+        : s.idempotencyKey
+          ? `j${createHash('sha256').update(`${s.clientId}\0${s.idempotencyKey}`).digest('hex').slice(0, 24)}`
+          : `j${randomBytes(12).toString('hex')}`;
       const created = await store.create(id, spec, { warnings: s.warnings ?? [], specHash });
       if (!created) {
         if ((await store.field(id, 'specHash')) !== specHash)
@@ -129,13 +139,14 @@ export function createJobQueue(o: JobQueueOptions): JobQueue {
     },
     get: (id) => store.get(id),
     list: (f) => store.list(f),
-    async cancel(id) {
+    async cancel(id, c = {}) {
+      const reason = c.reason ?? 'canceled';
       const job = await must(id);
       if (FINAL_STATES.includes(job.state)) throw new JobFinishedError(id, job.state);
       // Only straight from queued here: a running job is ended by its worker, which owns its container.
       const r = await store.transition(id, 'canceled', {
         onlyFrom: ['queued'],
-        fields: { reason: 'canceled', finishedAt: new Date().toISOString() },
+        fields: { reason, finishedAt: new Date().toISOString() },
       });
       if (r.ok) {
         await queueOf(job.arch)
@@ -149,11 +160,15 @@ export function createJobQueue(o: JobQueueOptions): JobQueue {
           secrets: [],
           onLimit: () => {},
         });
-        await log.note('[archway] canceled before it started\n');
+        await log.note(
+          reason === 'superseded'
+            ? '[archway] canceled before it started: superseded by a newer build\n'
+            : '[archway] canceled before it started\n',
+        );
         await log.end(o.logRetentionSeconds);
         return must(id);
       }
-      await store.requestCancel(id);
+      await store.requestCancel(id, reason);
       return must(id);
     },
     depth: (arch) => queueOf(arch).getJobCountByTypes('wait', 'prioritized', 'delayed'),

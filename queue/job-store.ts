@@ -87,7 +87,8 @@ export interface JobStore {
   field(id: string, name: string): Promise<string | null>;
   transition(id: string, to: JobState, opts?: TransitionOptions): Promise<TransitionResult>;
   recordAttempt(id: string, attempt: Attempt): Promise<void>;
-  requestCancel(id: string): Promise<void>;
+  /** Sets the durable cancel flag (and its reason, read by the job's worker) and tells the workers. */
+  requestCancel(id: string, reason?: 'canceled' | 'superseded'): Promise<void>;
   list(filter: ListFilter): Promise<{ jobs: JobRecord[]; next?: number }>;
 }
 
@@ -201,8 +202,8 @@ export function createJobStore(redis: Redis, keys: Keys): JobStore {
       }
       throw new Error(`job ${id}: could not record attempt ${attempt.n} (too much contention)`);
     },
-    async requestCancel(id) {
-      await redis.hset(keys.job(id), 'cancelRequested', '1');
+    async requestCancel(id, reason = 'canceled') {
+      await redis.hset(keys.job(id), 'cancelRequested', '1', 'cancelReason', reason);
       await redis.publish(keys.cancelChannel, id);
     },
     async list(filter) {

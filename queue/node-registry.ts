@@ -1,11 +1,22 @@
 import type { Redis } from 'ioredis';
-import type { Arch, Keys } from '../src/index.ts';
+import { z } from 'zod';
+import { type Arch, Arch as ArchSchema, type Keys } from '../src/index.ts';
 
 /** A node silent for this long is lost. */
 export const LOST_AFTER_MS = 10_000;
 export const HEARTBEAT_MS = 2_000;
 
 export type NodeState = 'active' | 'draining' | 'quarantined';
+
+/** One image version a node holds (reported by its sync agent). */
+export const HeldImage = z.object({
+  name: z.string(),
+  arch: ArchSchema,
+  digest: z.string(),
+  /** The version new jobs on the node get. */
+  current: z.boolean(),
+});
+export type HeldImage = z.infer<typeof HeldImage>;
 
 export interface NodeInfo {
   id: string;
@@ -26,11 +37,17 @@ export interface NodeInfo {
   lastSeen: number;
   /** Derived: no heartbeat for LOST_AFTER_MS. */
   lost: boolean;
+  /** Image versions the node holds, as its sync agent last reported (empty without one). */
+  images: HeldImage[];
 }
 
 export interface NodeRegistry {
   /** Writes the node's record and its first heartbeat. */
-  register(info: Omit<NodeInfo, 'lastSeen' | 'lost' | 'drainRequested' | 'quarantineReason'>): Promise<void>;
+  register(
+    info: Omit<NodeInfo, 'lastSeen' | 'lost' | 'drainRequested' | 'quarantineReason' | 'images'>,
+  ): Promise<void>;
+  /** Records the image versions the node holds, on its record only while it is registered. */
+  setImages(id: string, images: readonly HeldImage[]): Promise<void>;
   /** Updates what changes (busy slots, state) and the heartbeat, by Redis's clock. */
   heartbeat(
     id: string,
@@ -49,6 +66,18 @@ export interface NodeRegistry {
 async function serverNow(redis: Redis): Promise<number> {
   const [s, us] = await redis.time();
   return Number(s) * 1000 + Math.floor(Number(us) / 1000);
+}
+
+const SET_IF_EXISTS = `if redis.call('exists', KEYS[1]) == 1 then return redis.call('hset', KEYS[1], ARGV[1], ARGV[2]) end return 0`;
+
+function parseHeld(text: string | undefined): HeldImage[] {
+  if (!text) return [];
+  try {
+    const parsed = z.array(HeldImage).safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : [];
+  } catch {
+    return [];
+  }
 }
 
 export function createNodeRegistry(redis: Redis, keys: Keys): NodeRegistry {
@@ -74,6 +103,7 @@ export function createNodeRegistry(redis: Redis, keys: Keys): NodeRegistry {
         startedAt: h.startedAt ?? '',
         lastSeen,
         lost: now - lastSeen > LOST_AFTER_MS,
+        images: parseHeld(h.images),
       });
     }
     return out;
@@ -106,6 +136,10 @@ export function createNodeRegistry(redis: Redis, keys: Keys): NodeRegistry {
         .hget(keys.node(id), 'drainRequested')
         .exec();
       return { drainRequested: res?.[2]?.[1] === '1' };
+    },
+    async setImages(id, images) {
+      // Only onto a live record: a report racing the node's deregistration must not recreate it.
+      await redis.eval(SET_IF_EXISTS, 1, keys.node(id), 'images', JSON.stringify(images));
     },
     async requestDrain(id, drain) {
       if (!(await redis.exists(keys.node(id)))) return false;

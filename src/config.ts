@@ -27,12 +27,19 @@ export const HostConfig = z.object({
     .default('archway'),
   /** Static init (from the host) that warm containers idle in. */
   ARCHWAY_INIT: z.string().startsWith('/', 'an absolute path').default('/usr/bin/catatonit'),
+  /** Directory of the blob store that `images publish` writes (`sha256/<hex>` files). Default `<pool>/blobs`. */
+  ARCHWAY_BLOB_DIR: z.string().startsWith('/', 'an absolute path').optional(),
   /** Debian mirror for image builds. */
   ARCHWAY_DEBIAN_MIRROR: z.url().default('http://deb.debian.org/debian'),
   /** pino log level. */
   ARCHWAY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 export type HostConfig = z.infer<typeof HostConfig>;
+
+/** The blob store's directory: ARCHWAY_BLOB_DIR, else `<ARCHWAY_POOL_PATH>/blobs`. */
+export function blobDirOf(c: { ARCHWAY_POOL_PATH: string; ARCHWAY_BLOB_DIR?: string | undefined }): string {
+  return c.ARCHWAY_BLOB_DIR ?? `${c.ARCHWAY_POOL_PATH.replace(/\/+$/, '')}/blobs`;
+}
 
 /** Parses `env` with `schema`; a bad value throws an error naming the variable and what it expects. */
 export function parseConfig<S extends z.ZodType>(
@@ -97,6 +104,82 @@ function parseTokens(value: string, ctx: z.RefinementCtx): ApiToken[] {
   return out;
 }
 
+/**
+ * The GitHub App (webhooks, check runs, source tokens). All three of app id, private key and
+ * webhook secret, or none (the App is off and `POST /webhooks/github` is not served).
+ */
+const GitHubSettings = {
+  /** The GitHub App's id. */
+  ARCHWAY_GITHUB_APP_ID: z.coerce.number().int().positive().optional(),
+  /** The App's private key: PEM text (`\n` escapes allowed) or the path of a PEM file. No default: a secret. */
+  ARCHWAY_GITHUB_PRIVATE_KEY: z.string().optional(),
+  /** Webhook secret; comma-separated for rotation: the first is current, the others are still accepted. No default: a secret. */
+  ARCHWAY_GITHUB_WEBHOOK_SECRET: z.string().optional(),
+  /** GitHub's REST API (GitHub Enterprise: `https://HOST/api/v3`). */
+  ARCHWAY_GITHUB_API_URL: z.url().default('https://api.github.com'),
+  /** Whether a new push to a branch or pull request cancels the older build (a repo's `.archway.yml` may say otherwise). */
+  ARCHWAY_GITHUB_AUTO_CANCEL: z.stringbool().default(true),
+};
+
+/** The GitHub App's settings, when it is configured. */
+export interface GitHubConfig {
+  appId: number;
+  /** PEM text, or the path of a PEM file (read by the composition root). */
+  privateKey: string;
+  /** The current secret first, then the previous ones still accepted. */
+  webhookSecrets: string[];
+  apiUrl: string;
+  autoCancel: boolean;
+}
+
+function githubConfig(
+  c: {
+    ARCHWAY_GITHUB_APP_ID?: number | undefined;
+    ARCHWAY_GITHUB_PRIVATE_KEY?: string | undefined;
+    ARCHWAY_GITHUB_WEBHOOK_SECRET?: string | undefined;
+    ARCHWAY_GITHUB_API_URL: string;
+    ARCHWAY_GITHUB_AUTO_CANCEL: boolean;
+  },
+  ctx: z.RefinementCtx,
+): GitHubConfig | undefined {
+  const set = {
+    ARCHWAY_GITHUB_APP_ID: c.ARCHWAY_GITHUB_APP_ID,
+    ARCHWAY_GITHUB_PRIVATE_KEY: c.ARCHWAY_GITHUB_PRIVATE_KEY,
+    ARCHWAY_GITHUB_WEBHOOK_SECRET: c.ARCHWAY_GITHUB_WEBHOOK_SECRET,
+  };
+  const missing = Object.entries(set).filter(([, v]) => v === undefined);
+  if (missing.length === 3) return undefined;
+  if (missing.length > 0) {
+    ctx.addIssue({
+      code: 'custom',
+      path: [missing[0]?.[0] ?? 'ARCHWAY_GITHUB_APP_ID'],
+      message: `the GitHub App needs ARCHWAY_GITHUB_APP_ID, ARCHWAY_GITHUB_PRIVATE_KEY and ARCHWAY_GITHUB_WEBHOOK_SECRET; ${missing.map(([k]) => k).join(', ')} missing`,
+    });
+    return undefined;
+  }
+  const secrets = (c.ARCHWAY_GITHUB_WEBHOOK_SECRET ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  if (secrets.length === 0) {
+    ctx.addIssue({ code: 'custom', path: ['ARCHWAY_GITHUB_WEBHOOK_SECRET'], message: 'no secret given' });
+    return undefined;
+  }
+  return {
+    appId: c.ARCHWAY_GITHUB_APP_ID as number,
+    privateKey: c.ARCHWAY_GITHUB_PRIVATE_KEY as string,
+    webhookSecrets: secrets,
+    apiUrl: c.ARCHWAY_GITHUB_API_URL,
+    autoCancel: c.ARCHWAY_GITHUB_AUTO_CANCEL,
+  };
+}
+
+/** Sources on the host's loopback: for tests with a local git server only. */
+const ALLOW_LOOPBACK_SOURCES = {
+  /** Allow `source.git` URLs on this host's loopback (and plain http to them). For tests only. */
+  ARCHWAY_ALLOW_LOOPBACK_SOURCES: z.stringbool().default(false),
+};
+
 /** The API process. */
 export const ApiConfig = z
   .object({
@@ -115,9 +198,15 @@ export const ApiConfig = z
       .int()
       .positive()
       .default(2 * 1024 * 1024),
+    /** The pool whose `blobs/` directory the API serves image blobs from (when ARCHWAY_BLOB_DIR is unset). */
+    ARCHWAY_POOL_PATH: z.string().startsWith('/', 'an absolute path').default('/var/lib/archway'),
+    /** Directory of the image blob store the API serves. Default `<pool>/blobs`. */
+    ARCHWAY_BLOB_DIR: z.string().startsWith('/', 'an absolute path').optional(),
     /** The API's address as users reach it (links to job logs). Default http://HOST:PORT. */
     ARCHWAY_PUBLIC_URL: z.url().optional(),
     ARCHWAY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    ...GitHubSettings,
+    ...ALLOW_LOOPBACK_SOURCES,
   })
   .transform((c, ctx) => {
     const tokens = [
@@ -132,7 +221,7 @@ export const ApiConfig = z
       });
       return z.NEVER;
     }
-    return { ...c, tokens };
+    return { ...c, tokens, github: githubConfig(c, ctx) };
   });
 export type ApiConfig = z.output<typeof ApiConfig>;
 
@@ -148,5 +237,65 @@ export const WorkerConfig = HostConfig.extend({
   ARCHWAY_LOG_LIMIT_MIB: z.coerce.number().positive().default(4),
   /** Port of the worker's /metrics (0 = none). */
   ARCHWAY_WORKER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(0),
+  ...ALLOW_LOOPBACK_SOURCES,
+  /** The API that image blobs are downloaded from. Unset: no image sync (the node holds what is built on its host). */
+  ARCHWAY_API_URL: z.url().optional(),
+  /** Bearer token (read scope) for downloading image blobs. No default: a secret. */
+  ARCHWAY_SYNC_TOKEN: z.string().min(16, 'at least 16 characters').optional(),
 });
 export type WorkerConfig = z.infer<typeof WorkerConfig>;
+
+/** `archway images publish`: a host command that also writes the catalog in Redis. */
+export const PublishConfig = HostConfig.extend({ ...RedisSettings });
+export type PublishConfig = z.infer<typeof PublishConfig>;
+
+const seconds = (def: number, min = 0) => z.coerce.number().min(min).max(86_400).default(def);
+
+/** `archway scaler`: computes the nodes each pool needs and asks a provider to act (docs/operations.md). */
+export const ScalerConfig = z
+  .object({
+    ...RedisSettings,
+    /** Who starts and stops nodes: `local` (worker processes on this host) or `exec` (the operator's command). No default. */
+    ARCHWAY_SCALER_PROVIDER: z.enum(['local', 'exec'], 'expected local or exec (there is no default)'),
+    /** The `exec` provider's command: a program and its arguments, split on spaces, never run through a shell. */
+    ARCHWAY_SCALER_EXEC_COMMAND: z.string().trim().min(1).optional(),
+    /** Longest the `exec` command may run before it is killed, in seconds. */
+    ARCHWAY_SCALER_EXEC_TIMEOUT_SECONDS: seconds(300, 1),
+    /** Names of variables of the scaler's environment passed on to the `exec` command (comma-separated), besides PATH and HOME. */
+    ARCHWAY_SCALER_EXEC_PASS_ENV: z
+      .string()
+      .default('')
+      .transform((s) =>
+        s
+          .split(',')
+          .map((v) => v.trim())
+          .filter(Boolean),
+      )
+      .pipe(z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'variable names, comma-separated'))),
+    /** Arches the scaler looks after (comma-separated, aliases accepted), or `all`. */
+    ARCHWAY_SCALER_ARCHES: z.string().default('all'),
+    /** Seconds between two passes over the pools. */
+    ARCHWAY_SCALER_INTERVAL_SECONDS: seconds(2, 0.1),
+    /** A pool with nodes grows only once its oldest waiting job has waited this long (a pool with none grows at once). */
+    ARCHWAY_SCALER_UP_AFTER_SECONDS: seconds(5),
+    /** Seconds between two scale-ups of one pool. */
+    ARCHWAY_SCALER_UP_COOLDOWN_SECONDS: seconds(10),
+    /** A pool shrinks only after it has needed fewer nodes than it has for this long; then its idle nodes drain. */
+    ARCHWAY_SCALER_DOWN_AFTER_SECONDS: seconds(60),
+    /** Expected seconds from asking the provider to the new node taking jobs, until the scaler has measured it. */
+    ARCHWAY_SCALER_BOOT_SECONDS: seconds(30),
+    /** A started node that has not registered after this long no longer counts as coming (`local`: it is stopped). */
+    ARCHWAY_SCALER_BOOT_TIMEOUT_SECONDS: seconds(300, 1),
+    /** Warm containers per image of each `local` worker (its --warm). */
+    ARCHWAY_SCALER_LOCAL_WARM: z.coerce.number().int().min(0).max(64).default(1),
+    ARCHWAY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .superRefine((c, ctx) => {
+    if (c.ARCHWAY_SCALER_PROVIDER === 'exec' && !c.ARCHWAY_SCALER_EXEC_COMMAND)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ARCHWAY_SCALER_EXEC_COMMAND'],
+        message: 'the exec provider needs the command to run (a program and its arguments)',
+      });
+  });
+export type ScalerConfig = z.infer<typeof ScalerConfig>;

@@ -12,3 +12,4 @@ export * from './logger.ts';
 export * from './metrics.ts';
 export * from './redis/connection.ts';
 export * from './redis/keys.ts';
+export * from './source-url.ts';

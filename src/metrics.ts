@@ -47,6 +47,25 @@ export function createWorkerMetrics(labels: { node: string; arch: string }) {
       labelNames: ['arch'] as const,
       registers: [registry],
     }),
+    imageSync: new Histogram({
+      name: `${P}image_sync_seconds`,
+      help: 'Time to download, verify and receive one image version (full or incremental)',
+      labelNames: ['arch', 'image', 'kind'] as const,
+      buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900],
+      registers: [registry],
+    }),
+    imageSyncBytes: new Counter({
+      name: `${P}image_sync_bytes_total`,
+      help: 'Compressed blob bytes received by image sync',
+      labelNames: ['arch', 'image', 'kind'] as const,
+      registers: [registry],
+    }),
+    imageSyncRejected: new Counter({
+      name: `${P}image_sync_rejected_total`,
+      help: 'Blobs rejected by image sync (corrupt, truncated, or a failed receive)',
+      labelNames: ['arch', 'image', 'kind'] as const,
+      registers: [registry],
+    }),
   };
 }
 export type WorkerMetrics = ReturnType<typeof createWorkerMetrics>;

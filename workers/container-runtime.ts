@@ -19,6 +19,11 @@ export interface Container {
   readonly limits: Limits;
   /** Epoch ms when it became ready. */
   readonly readyAt: number;
+  /**
+   * Host path of its root filesystem (the writable snapshot). What the host writes there before
+   * the exec (the job's source) is what the job sees.
+   */
+  readonly rootfs: string;
 }
 
 /** The job's process inside a container. */
@@ -66,4 +71,9 @@ export interface ContainerRuntime {
   destroy(container: Container, ctl: RuntimeCtl): Promise<void>;
   /** Destroy every container, snapshot and bundle whose owning process is gone. Returns the ids removed. */
   reap(ctl: RuntimeCtl): Promise<string[]>;
+  /**
+   * Digests of the image versions that containers on this pool (of any process, warm or running
+   * a job, or being made) were made from: the image sync keeps those versions.
+   */
+  imagesInUse(): Promise<Set<string>>;
 }

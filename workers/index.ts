@@ -18,5 +18,11 @@ export {
 export { jobEnv, scriptArgv, shellQuote } from './job-script.ts';
 export { type RunWorkerOptions, runWorker } from './run-worker.ts';
 export { CONTAINER_PREFIX, createRuncRuntime, type RuncRuntimeOptions } from './runc-runtime.ts';
+export {
+  createSourceFetcher,
+  type PlacedSource,
+  type SourceFetcher,
+  type SourceFetcherOptions,
+} from './source-fetch.ts';
 export { createWarmPool, type WarmPool, type WarmPoolOptions } from './warm-pool.ts';
 export { createWorkerDaemon, type WorkerDaemon, type WorkerDaemonOptions } from './worker-daemon.ts';

@@ -25,6 +25,12 @@ export interface LaunchRequest {
   limits?: ResourceLimits;
   /** Wall-clock limit of the job's process, in seconds. Default: none (the caller enforces its own). */
   timeoutSeconds?: number;
+  /**
+   * Runs on the host once the job has its container and before its process starts, with the
+   * host path of the container's root filesystem: where the worker places the job's source.
+   * When it throws, the container is destroyed and launch() throws that error.
+   */
+  prepare?: (rootfs: string, signal: AbortSignal) => Promise<void>;
 }
 
 export type LaunchEndReason = 'timeout' | 'oom' | 'canceled';
@@ -97,6 +103,7 @@ export function createJobLauncher(o: JobLauncherOptions): JobLauncher {
       const container = taken ?? (await o.runtime.prepare(image, limits, { signal, jobId: req.jobId }));
       let execution: Awaited<ReturnType<ContainerRuntime['exec']>>;
       try {
+        if (req.prepare) await req.prepare(container.rootfs, signal);
         execution = await o.runtime.exec(
           container,
           { jobId: req.jobId, argv: req.argv, env: req.env ?? {}, cwd: req.cwd ?? '/', limits },

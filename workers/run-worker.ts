@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import { hostname } from 'node:os';
-import { createImageStore } from '../images/index.ts';
-import { createJobQueue, createNodeRegistry } from '../queue/index.ts';
+import { createImageStore, createSyncAgent } from '../images/index.ts';
+import { createImageCatalog, createJobQueue, createNodeRegistry } from '../queue/index.ts';
 import {
   type Arch,
   assertNoEviction,
@@ -17,6 +17,7 @@ import {
 } from '../src/index.ts';
 import { createJobLauncher } from './job-launcher.ts';
 import { createRuncRuntime } from './runc-runtime.ts';
+import { createSourceFetcher } from './source-fetch.ts';
 import { createWarmPool } from './warm-pool.ts';
 import { createWorkerDaemon } from './worker-daemon.ts';
 
@@ -98,9 +99,46 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
     logLimitBytes: Math.round(config.ARCHWAY_LOG_LIMIT_MIB * 1024 * 1024),
     logRetentionSeconds: config.ARCHWAY_LOG_RETENTION_DAYS * 86400,
     version: o.version,
+    source: createSourceFetcher({
+      poolPath: config.ARCHWAY_POOL_PATH,
+      idBase: config.ARCHWAY_UID_BASE,
+      allowLoopback: config.ARCHWAY_ALLOW_LOOPBACK_SOURCES,
+      redis,
+      keys,
+      logger,
+    }),
   });
+  // Image sync first: the node takes jobs (and makes warm containers) once it holds the catalog's versions.
+  const sync = config.ARCHWAY_API_URL
+    ? createSyncAgent({
+        arch: o.arch,
+        store: images,
+        catalog: createImageCatalog(redis, keys),
+        blockingRedis: createRedis({
+          url: config.REDIS_URL,
+          name: `archway-sync-${nodeId}`,
+          blocking: true,
+        }).on('error', () => undefined),
+        apiUrl: config.ARCHWAY_API_URL,
+        token: config.ARCHWAY_SYNC_TOKEN,
+        logger,
+        inUse: () => runtime.imagesInUse(),
+        onSwitch: (image) => warmPool?.dropStale(image),
+        report: (held) => createNodeRegistry(redis, keys).setImages(nodeId, held),
+      })
+    : undefined;
+  sync?.events.on('image:synced', (e) => {
+    metrics.imageSync.observe({ arch: e.arch, image: e.name, kind: e.kind }, e.ms / 1000);
+    metrics.imageSyncBytes.inc({ arch: e.arch, image: e.name, kind: e.kind }, e.blob.sizeBytes);
+  });
+  sync?.events.on('image:rejected', (e) =>
+    metrics.imageSyncRejected.inc({ arch: e.arch, image: e.name, kind: e.kind }),
+  );
+  if (sync) await sync.start();
+  else logger.info('image sync off (ARCHWAY_API_URL unset): the node holds only what is built on this host');
   warmPool?.start();
   await daemon.start();
+  await sync?.reportHeld();
   const metricsServer =
     config.ARCHWAY_WORKER_METRICS_PORT > 0
       ? await serveMetrics(metrics, config.ARCHWAY_WORKER_METRICS_PORT, () => warmPool?.sizes() ?? {}, o.arch)
@@ -128,6 +166,7 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
     daemon.stopped.then(resolve, reject);
   });
   await done;
+  await sync?.close();
   metricsServer?.close();
   await queue.close();
   await redis.quit().catch(() => undefined);

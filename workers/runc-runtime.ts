@@ -250,6 +250,7 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
           image,
           limits,
           readyAt: Date.now(),
+          rootfs,
           initPid,
           cgroupsPath,
           execed: false,
@@ -367,12 +368,27 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
           await destroyById(id, ctl);
           removed.push(id);
         } catch (e) {
-          o.logger.error({ err: toError(e).message, id }, 'could not remove a leftover container; an operator should look');
+          o.logger.error(
+            { err: toError(e).message, id },
+            'could not remove a leftover container; an operator should look',
+          );
         }
       }
       if (removed.length) o.logger.info({ removed }, 'removed containers left by processes that are gone');
       await destroyStaleQgroups(o.poolPath);
       return removed;
+    },
+
+    async imagesInUse() {
+      // Every container's record is written before its snapshot is made, so one being made counts too.
+      const digests = new Set<string>();
+      for (const id of await readdir(join(o.poolPath, 'bundles')).catch(() => [] as string[])) {
+        const meta = await readFile(join(bundleOf(id), 'meta.json'), 'utf8')
+          .then((t) => JSON.parse(t) as ContainerMeta)
+          .catch(() => undefined);
+        if (meta?.image.digest) digests.add(meta.image.digest);
+      }
+      return digests;
     },
   };
   return runtime;

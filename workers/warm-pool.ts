@@ -20,6 +20,8 @@ export interface WarmPool {
   start(): void;
   /** A ready container of exactly this image version, now the caller's; undefined when none is ready. */
   take(image: ResolvedImage): Container | undefined;
+  /** Destroys the ready containers of an older version of `image` (after an image sync switched it) and makes current ones. */
+  dropStale(image: ResolvedImage): void;
   /** Ready containers per image name. */
   sizes(): Record<string, number>;
   /** Settles when every target is met (or the pool is closed). */
@@ -98,6 +100,17 @@ export function createWarmPool(o: WarmPoolOptions): WarmPool {
       ready.set(image.name, fresh);
       if (taken || stale.length) refill(image.name);
       return taken;
+    },
+    dropStale(image) {
+      const list = ready.get(image.name) ?? [];
+      const stale = list.filter((c) => c.image.digest !== image.digest);
+      if (stale.length === 0) return;
+      ready.set(
+        image.name,
+        list.filter((c) => c.image.digest === image.digest),
+      );
+      for (const c of stale) drop(c);
+      refill(image.name);
     },
     sizes() {
       return Object.fromEntries(Object.keys(o.targets).map((n) => [n, ready.get(n)?.length ?? 0]));

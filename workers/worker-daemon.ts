@@ -26,6 +26,7 @@ import {
 } from '../src/index.ts';
 import type { JobLauncher } from './job-launcher.ts';
 import { jobEnv, scriptArgv } from './job-script.ts';
+import type { SourceFetcher } from './source-fetch.ts';
 
 export interface WorkerDaemonOptions {
   nodeId: string;
@@ -50,6 +51,8 @@ export interface WorkerDaemonOptions {
   metrics?: WorkerMetrics;
   /** A node whose last this-many attempts all errored for host reasons stops taking jobs (quarantined). Default 3. */
   quarantineAfter?: number;
+  /** Fetches a job's `source` and places it in its container. Without one, a job with a source errors. */
+  source?: SourceFetcher;
 }
 
 export interface WorkerDaemon {
@@ -204,7 +207,17 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     };
     const rt = o.launcher.runtime;
     try {
-      if (record.cancelRequested) stop('canceled');
+      if (record.cancelRequested)
+        stop(
+          (await o.redis.hget(o.keys.job(id), 'cancelReason')) === 'superseded' ? 'superseded' : 'canceled',
+        );
+      const source = spec.source;
+      const fetcher = o.source;
+      if (source && !fetcher)
+        throw new ArchwayError('SOURCE_UNSUPPORTED', `node ${o.nodeId} does not fetch sources`, {
+          infra: true,
+        });
+      let sourceNote = '';
       const t0 = Date.now();
       const job = await o.launcher.launch(
         {
@@ -212,7 +225,15 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
           image: spec.image,
           argv: scriptArgv(spec.script),
           env: jobEnv(spec, { jobId: id, attempt, node: o.nodeId }),
-          cwd: '/root',
+          cwd: source && fetcher ? fetcher.buildDirOf(source) : '/root',
+          ...(source && fetcher
+            ? {
+                prepare: async (rootfs: string, signal: AbortSignal) => {
+                  const p = await fetcher.place({ jobId: id, source, rootfs, signal });
+                  sourceNote = `[archway] source ${source.git} at ${p.sha}: ${p.mirrorHit ? "in this host's mirror" : `fetched in ${p.fetchMs} ms`}, placed at ${p.buildDir} in ${p.placeMs} ms\n`;
+                },
+              }
+            : {}),
           limits: spec.resources,
           timeoutSeconds: spec.timeoutSeconds,
         },
@@ -234,7 +255,8 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
         `${attempt > 1 ? `\n[archway] --- attempt ${attempt} ---\n` : ''}` +
           `[archway] job ${id} on node ${o.nodeId}: ${o.arch}, ${rt.emulated ? `emulated (qemu-user on ${hostname()})` : 'native'}\n` +
           `[archway] image ${job.image.name}@${job.image.digest}\n` +
-          `[archway] ${job.warm ? 'warm' : 'cold'} container, launched in ${Date.now() - t0} ms\n`,
+          `[archway] ${job.warm ? 'warm' : 'cold'} container, launched in ${Date.now() - t0} ms\n` +
+          sourceNote,
       );
       for await (const chunk of job.output) {
         armSilence();
@@ -275,11 +297,11 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     } catch (e) {
       clearTimeout(silence);
       const err = toError(e);
-      if (stopReason === 'canceled' && !(err instanceof ShutdownError)) {
+      if ((stopReason === 'canceled' || stopReason === 'superseded') && !(err instanceof ShutdownError)) {
         // Canceled before the job's process started (while its container was being made).
         await writer.note('[archway] canceled before it started\n');
         await finish(id, attempt, 'canceled', {
-          reason: 'canceled',
+          reason: stopReason,
           finishedAt: new Date().toISOString(),
           logBytes: writer.bytes,
         });
@@ -362,13 +384,15 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     if (state === 'draining' && drainRequested && running.size === 0) void daemon.drain();
   }
 
+  /** Stops a running job whose cancel flag is set, with the reason stored beside it (`superseded` or `canceled`). */
+  async function applyCancel(id: string): Promise<void> {
+    if (!running.has(id)) return;
+    const [flag, why] = await o.redis.hmget(o.keys.job(id), 'cancelRequested', 'cancelReason');
+    if (flag === '1') running.get(id)?.stop(why === 'superseded' ? 'superseded' : 'canceled');
+  }
+
   async function pollCancels(): Promise<void> {
-    if (running.size === 0) return;
-    const ids = [...running.keys()];
-    const flags = await Promise.all(ids.map((id) => o.redis.hget(o.keys.job(id), 'cancelRequested')));
-    ids.forEach((id, i) => {
-      if (flags[i] === '1') running.get(id)?.stop('canceled');
-    });
+    await Promise.all([...running.keys()].map((id) => applyCancel(id)));
   }
 
   const beat = async () => {
@@ -406,7 +430,7 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
       });
       // Pub/sub can lose a message (a reconnect); the durable flag, polled every second, cannot.
       subscriber.on('message', (channel, id: string) => {
-        if (channel === o.keys.cancelChannel) running.get(id)?.stop('canceled');
+        if (channel === o.keys.cancelChannel) void applyCancel(id).catch(() => undefined);
         else if (id === o.nodeId) {
           void o.nodes
             .get(o.nodeId)

@@ -1,6 +1,7 @@
+import type { FastifyPluginAsync } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { JobQueue, NodeRegistry } from '../../queue/index.ts';
-import type { Keys, Logger } from '../index.ts';
+import type { Keys, Logger, SourceUrlPolicy } from '../index.ts';
 
 /** What the API is built from: made by the composition root (`runApi`), or by a test. */
 export interface ApiDeps {
@@ -12,4 +13,8 @@ export interface ApiDeps {
   /** A new connection for one log follow (it blocks in XREAD); the follow closes it when it ends. */
   createBlockingRedis: () => Redis;
   logger: Logger;
+  /** The GitHub App's route (`POST /webhooks/github`), registered when the App is configured. */
+  webhookRoutes?: FastifyPluginAsync;
+  /** Which `source.git` URLs a submitted job may use. Default: remote https and git URLs only. */
+  sourcePolicy?: SourceUrlPolicy;
 }

@@ -8,15 +8,17 @@ import {
   validatorCompiler,
   type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
-import type { ApiConfig } from '../index.ts';
+import { type ApiConfig, blobDirOf } from '../index.ts';
 import type { ApiDeps } from './api-deps.ts';
 import { createAuthHook, createTokenVerifier } from './auth.ts';
 import { createErrorHandler, notFoundHandler } from './error-handler.ts';
 import { healthRoutes } from './routes/health.ts';
+import { imageRoutes } from './routes/images.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { logRoutes } from './routes/log.ts';
 import { metricsRoutes } from './routes/metrics.ts';
 import { nodeRoutes } from './routes/nodes.ts';
+import { poolRoutes } from './routes/pools.ts';
 import { apiSchemas } from './schemas.ts';
 
 export const API_VERSION = '0.1.0';
@@ -79,6 +81,8 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
       tags: [
         { name: 'jobs', description: 'Jobs and their logs' },
         { name: 'nodes', description: 'Worker nodes, drain and undrain' },
+        { name: 'pools', description: 'Pools per arch: settings, load, estimated wait' },
+        { name: 'images', description: 'Image blobs and sync state' },
         { name: 'health', description: 'Liveness and readiness' },
       ],
     },
@@ -90,12 +94,15 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   app.register(healthRoutes, { deps });
   app.register(metricsRoutes, { deps });
+  if (deps.webhookRoutes) app.register(deps.webhookRoutes);
   app.register(
     async (v1) => {
       v1.addHook('onRequest', createAuthHook(createTokenVerifier(config.tokens)));
       await v1.register(jobRoutes, { deps });
       await v1.register(logRoutes, { deps, follows });
       await v1.register(nodeRoutes, { deps });
+      await v1.register(imageRoutes, { deps, blobDir: blobDirOf(config) });
+      await v1.register(poolRoutes, { deps });
     },
     { prefix: '/v1' },
   );

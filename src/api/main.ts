@@ -1,4 +1,5 @@
 import { createJobQueue, createNodeRegistry, createStallWatch, MAX_ATTEMPTS } from '../../queue/index.ts';
+import { createGitHubService, loadPrivateKey } from '../../webhooks/index.ts';
 import {
   ApiConfig,
   ArchwayError,
@@ -44,6 +45,7 @@ export async function runApi(
 ): Promise<ApiProcess> {
   const config = parseConfig(ApiConfig, env);
   const logger = createLogger({ name: 'api', level: config.ARCHWAY_LOG_LEVEL });
+  const githubKey = config.github ? await loadPrivateKey(config.github.privateKey) : undefined;
   const redis = createRedis({ url: config.REDIS_URL, name: 'archway-api' });
   redis.on('error', (e: Error) => logger.warn({ err: e.message }, 'redis connection error'));
   try {
@@ -67,7 +69,29 @@ export async function runApi(
     logRetentionSeconds: Math.round(config.ARCHWAY_LOG_RETENTION_DAYS * 86_400),
   });
   const nodes = createNodeRegistry(redis, keys);
+  const sourcePolicy = { allowLoopback: config.ARCHWAY_ALLOW_LOOPBACK_SOURCES };
+  let publicUrl = config.ARCHWAY_PUBLIC_URL ?? '';
+  // The GitHub App runs in the API process: its route, the delivery worker, the reporter, the check run sync.
+  const github =
+    config.github && githubKey
+      ? createGitHubService({
+          config: { ...config.github, privateKey: githubKey },
+          redis,
+          duplicate: () => {
+            const r = createRedis({ url: config.REDIS_URL, name: 'archway-api-github', blocking: true });
+            r.on('error', (e: Error) => logger.debug({ err: e.message }, 'redis (github) connection error'));
+            return r;
+          },
+          keys,
+          queue,
+          logger,
+          publicUrl: () => publicUrl,
+          sourcePolicy,
+        })
+      : undefined;
   const app = buildApp(config, {
+    ...(github ? { webhookRoutes: github.routes } : {}),
+    sourcePolicy,
     redis,
     queue,
     nodes,
@@ -96,6 +120,7 @@ export async function runApi(
     logger,
   });
   await stallWatch.start();
+  await github?.start();
 
   let closing: Promise<void> | undefined;
   let resolveClosed: () => void = () => {};
@@ -108,6 +133,7 @@ export async function runApi(
     closing ??= (async () => {
       const steps: [string, () => Promise<unknown>][] = [
         ['http server', () => app.close()],
+        ['github app', async () => github?.close()],
         ['stall watch', () => stallWatch.close()],
         ['queue', () => queue.close()],
         ['redis', () => redis.quit()],
@@ -156,6 +182,7 @@ export async function runApi(
   const port = typeof address === 'object' && address ? address.port : config.ARCHWAY_PORT;
   const host = config.ARCHWAY_HOST.includes(':') ? `[${config.ARCHWAY_HOST}]` : config.ARCHWAY_HOST;
   const url = `http://${host}:${port}`;
+  publicUrl ||= url;
   logger.info({ url, tokens: config.tokens.map((t) => t.name) }, 'api listening');
   return { app, url, close, closed };
 }

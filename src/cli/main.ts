@@ -7,7 +7,9 @@ import { registerConfig } from './commands/config.ts';
 import { registerDoctor } from './commands/doctor.ts';
 import { registerImages } from './commands/images.ts';
 import { registerNodes } from './commands/nodes.ts';
+import { registerPools } from './commands/pools.ts';
 import { registerRun } from './commands/run.ts';
+import { registerScaler } from './commands/scaler.ts';
 import { registerUp } from './commands/up.ts';
 import { registerWorker } from './commands/worker.ts';
 
@@ -29,6 +31,8 @@ export async function main(
   registerConfig(program, env);
   registerWorker(program, env);
   registerNodes(program, env);
+  registerPools(program, env);
+  registerScaler(program, env);
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (e) {

@@ -1,9 +1,13 @@
 export { AbortedError } from './aborted-error.ts';
 export { ArchwayError } from './archway-error.ts';
+export { BlobDigestMismatchError } from './blob-digest-mismatch-error.ts';
+export { BlobDownloadError } from './blob-download-error.ts';
+export { BlobNotFoundError } from './blob-not-found-error.ts';
 export { ForbiddenError } from './forbidden-error.ts';
 export { HostCommandError } from './host-command-error.ts';
 export { HostRequirementError } from './host-requirement-error.ts';
 export { ImageNotFoundError } from './image-not-found-error.ts';
 export { InvalidInputError } from './invalid-input-error.ts';
+export { RangeNotSatisfiableError } from './range-not-satisfiable-error.ts';
 export { toError } from './to-error.ts';
 export { UnauthorizedError } from './unauthorized-error.ts';

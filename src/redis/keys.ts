@@ -26,6 +26,46 @@ export function createKeys(prefix = 'archway') {
     nodeControlChannel: `${t}:node-control`,
     nodes: `${t}:nodes`,
     node: (id: string) => `${t}:node:${id}`,
+    /** The image catalog of one image and arch: a hash of its published versions and the current one. */
+    imageCatalog: (name: string, arch: Arch) => `${t}:image:${name}:${arch}`,
+    /** Every `name/arch` that has a catalog entry. */
+    imagesAll: `${t}:images`,
+    /** Image sync events: one entry per published version, followed by every worker's sync agent. */
+    imageEvents: `${t}:image-events`,
+    /** A pool's settings (min, max, slotsPerNode), the scaler's `desired` and its last report: a hash per arch. */
+    pool: (arch: Arch) => `${t}:pool:${arch}`,
+    /** Held by the one scaler that acts (the others stand by): its instance id, with a TTL. */
+    scalerLock: `${t}:scaler:lock`,
+    /** GitHub: a webhook delivery seen (SET NX with a TTL), so a redelivery makes nothing new. */
+    githubDelivery: (id: string) => `${t}:gh:delivery:${id}`,
+    /** BullMQ queue of verified deliveries waiting to be processed. */
+    githubEventsQueue: 'github-events',
+    /** BullMQ queue of check runs with updates to send to GitHub. */
+    githubChecksQueue: 'github-checks',
+    /** A build made from a webhook: a hash (repo, sha, event, stages, jobs). */
+    build: (id: string) => `${t}:gh:build:${id}`,
+    /** The build number counter of a repository. */
+    buildNumber: (repo: string) => `${t}:gh:build-number:${repo}`,
+    /** The newest build of a branch or pull request (`push:<branch>`, `pr:<n>`), for auto-cancel. */
+    buildLatest: (repo: string, scope: string) => `${t}:gh:build-latest:${repo}:${scope}`,
+    /** Claimed by the first event that builds a commit for a branch or pull request (push and check_suite requested both ask). */
+    buildClaim: (repo: string, sha: string, scope: string) => `${t}:gh:build-claim:${repo}:${sha}:${scope}`,
+    /** Held (with a TTL) by the one event starting the claimed build; another event waits, a retry takes over. */
+    buildClaimLock: (repo: string, sha: string, scope: string) =>
+      `${t}:gh:build-claim-lock:${repo}:${sha}:${scope}`,
+    /** The builds of a commit, newest last (check_suite rerequested, dedup of check_suite requested). */
+    buildsOfSha: (repo: string, sha: string) => `${t}:gh:builds-of:${repo}:${sha}`,
+    /** One check run: its state, GitHub id and applied sequence (a hash); its pending updates (a list). */
+    checkRun: (key: string) => `${t}:gh:check:${key}`,
+    checkRunUpdates: (key: string) => `${t}:gh:check:${key}:updates`,
+    checkRunLock: (key: string) => `${t}:gh:check:${key}:lock`,
+    /** The GitHub reporter: its position in the events stream, and the lease of the one that runs. */
+    githubReporterPosition: `${t}:gh:reporter:position`,
+    githubReporterLease: `${t}:gh:reporter:lease`,
+    /** A job's short-lived source credential (JSON {host, token}), read by its worker; with a TTL. */
+    sourceCredential: (jobId: string) => `${t}:source-cred:${jobId}`,
+    /** Jobs with a source credential, by the credential's expiry (ms): renewed while they wait. */
+    sourceCredentials: `${t}:source-creds`,
     log: (id: string) => `${prefix}:log:{${id}}`,
   } as const;
 }

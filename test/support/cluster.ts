@@ -13,7 +13,7 @@ import {
   type Keys,
   type WorkerMetrics,
 } from '../../src/index.ts';
-import { createWorkerDaemon, type WorkerDaemon } from '../../workers/index.ts';
+import { createSourceFetcher, createWorkerDaemon, type WorkerDaemon } from '../../workers/index.ts';
 import { startRedis, type TestRedis } from './redis-server.ts';
 import { createTestHost, eventually } from './test-host.ts';
 
@@ -78,6 +78,15 @@ export async function startCluster(): Promise<TestCluster> {
         logLimitBytes: o.logLimitBytes ?? 4 * 1024 * 1024,
         logRetentionSeconds: 600,
         version: 'test',
+        // Tests fetch sources from a git server on the loopback (test/support/fake-github.ts).
+        source: createSourceFetcher({
+          poolPath: host.config.ARCHWAY_POOL_PATH,
+          idBase: host.config.ARCHWAY_UID_BASE,
+          allowLoopback: true,
+          redis: client,
+          keys,
+          logger,
+        }),
       });
       await daemon.start();
       workers.push(daemon);

@@ -13,7 +13,7 @@ import {
 import { type EnvVar, envForConditions, envString } from './env-vars.ts';
 import { COMPILER_LANGUAGES, DEFAULT_LANGUAGE, languageInfo } from './languages.ts';
 import type { YamlValue } from './load-yaml.ts';
-import type { IgnoredKey, RepoConfig } from './parse-config.ts';
+import type { IgnoredKey, RepoConfig, RepoSettings } from './parse-config.ts';
 
 /** The kinds of event a build starts from, as Travis names them (`type` in conditions). */
 export const EVENT_TYPES = ['push', 'pull_request', 'cron', 'api'] as const;
@@ -107,6 +107,8 @@ export interface ExpandResult {
   fastFinish: boolean;
   ignored: IgnoredKey[];
   warnings: string[];
+  /** archway's own settings from the config's `archway:` key. */
+  settings: RepoSettings;
 }
 
 /** A job while it is being expanded. */
@@ -263,6 +265,7 @@ export function expandMatrix(config: RepoConfig, event: BuildEvent, opts: Expand
     fastFinish: config.fastFinish,
     ignored: config.ignored,
     warnings: [...config.warnings],
+    settings: config.settings,
   };
 
   const eventData: ConditionData = {

@@ -41,7 +41,13 @@ export {
 export { expandRepoConfig } from './expand-repo-config.ts';
 export { canonicalLanguage, type LanguageInfo, languageInfo } from './languages.ts';
 export { DEFAULT_YAML_LIMITS, loadYaml, type YamlLimits, type YamlValue } from './load-yaml.ts';
-export { type IgnoredKey, type ParseConfigOptions, parseConfig, type RepoConfig } from './parse-config.ts';
+export {
+  type IgnoredKey,
+  type ParseConfigOptions,
+  parseConfig,
+  type RepoConfig,
+  type RepoSettings,
+} from './parse-config.ts';
 export {
   buildJobScript,
   defaultBuildDir,

@@ -34,6 +34,12 @@ export interface IgnoredKey {
   packages?: string[];
 }
 
+/** archway's own settings for a repository: the `archway:` key at the root of the config. */
+export interface RepoSettings {
+  /** `archway: { auto_cancel: false }`: a newer push does not cancel this branch's or pull request's older build. Unset: the server's default. */
+  autoCancel?: boolean;
+}
+
 /** A validated repository config, before expansion. */
 export interface RepoConfig {
   /** The root's job settings (language, os, arch, phases, ...). */
@@ -48,6 +54,7 @@ export interface RepoConfig {
   branches?: BranchesConfig;
   ignored: IgnoredKey[];
   warnings: string[];
+  settings: RepoSettings;
 }
 
 export interface ParseConfigOptions {
@@ -225,6 +232,26 @@ function zodError(error: z.ZodError, source: SourceMap, doc: YamlValue) {
   return source.error(documentPath(raw, doc), message);
 }
 
+/** `archway:` at the root: archway's own settings (`auto_cancel`). */
+function readSettings(value: YamlValue | undefined, source: SourceMap): RepoSettings {
+  if (value === undefined || value === null) return {};
+  if (!isMapping(value))
+    throw source.error(
+      ['archway'],
+      `expected a mapping such as { auto_cancel: false }, got ${describeValue(value)}`,
+    );
+  const settings: RepoSettings = {};
+  for (const [k, v] of Object.entries(value)) {
+    if (k !== 'auto_cancel')
+      throw source.error(['archway', k], `unknown key '${k}': archway's settings are auto_cancel`);
+    const b = v === true || v === 'true' ? true : v === false || v === 'false' ? false : undefined;
+    if (b === undefined)
+      throw source.error(['archway', k], `expected true or false, got ${describeValue(v)}`);
+    settings.autoCancel = b;
+  }
+  return settings;
+}
+
 /**
  * Reads and validates `.archway.yml` / `.travis.yml` text. Throws ConfigError (code
  * CONFIG_INVALID) with the key path, line and column of the first problem.
@@ -245,8 +272,11 @@ export function parseConfig(text: string, opts: ParseConfigOptions = {}): RepoCo
       stages: [],
       ignored: [],
       warnings: loaded.warnings,
+      settings: {},
     };
   }
+  const settings = readSettings(out.root.extra.archway, loaded.source);
+  delete out.root.extra.archway;
   const warnings = [...loaded.warnings];
   const jobsKey =
     out.bothJobsAndMatrix || (isMapping(loaded.value) && 'matrix' in loaded.value) ? 'matrix' : 'jobs';
@@ -298,6 +328,7 @@ export function parseConfig(text: string, opts: ParseConfigOptions = {}): RepoCo
     stages: out.stages,
     ignored: ignored.list(),
     warnings,
+    settings,
   };
   if (out.branches !== undefined) config.branches = out.branches;
   return config;

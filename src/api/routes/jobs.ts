@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { JobNotFoundError } from '../../../queue/index.ts';
-import { JobSpec } from '../../index.ts';
+import { createPoolStore, JobNotFoundError } from '../../../queue/index.ts';
+import { checkSourceUrl, JobSpec } from '../../index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 import { CreatedJob, errorResponses, JobList, JobParams, JobView, ListQuery, maskJob } from '../schemas.ts';
 
@@ -10,6 +10,7 @@ const security = [{ bearer: [] }];
 /** Submit, read, list and cancel jobs (under /v1). */
 export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, { deps }) => {
   const { queue, nodes } = deps;
+  const pools = createPoolStore(deps.redis, deps.keys);
 
   app.post(
     '/jobs',
@@ -18,7 +19,7 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, {
       schema: {
         summary: 'Submit a job',
         description:
-          'Writes the job and queues it for its arch. With an Idempotency-Key, a retried request returns the first job (200) instead of making another; the same key with a different body is a 409. An arch with no live worker is accepted, and `warnings` says so.',
+          'Writes the job and queues it for its arch. With an Idempotency-Key, a retried request returns the first job (200) instead of making another; the same key with a different body is a 409. An arch with no live worker is accepted, and `warnings` says so; an arch whose pool is disabled (max 0) is refused with 409 POOL_DISABLED.',
         tags: ['jobs'],
         security,
         headers: z
@@ -35,6 +36,10 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, {
     },
     async (req, reply) => {
       const spec = req.body;
+      // Fetched on a worker's host: only remote https and git URLs (400 naming source.git otherwise).
+      if (spec.source) await checkSourceUrl(spec.source.git, deps.sourcePolicy ?? {});
+      // A disabled pool (max 0) would never run it: refused (409 POOL_DISABLED) rather than left waiting.
+      await pools.assertEnabled(spec.arch);
       // Never a silent fallback to another arch: the job waits for its own, and the user is told.
       const live = await nodes.live(spec.arch);
       const warnings =

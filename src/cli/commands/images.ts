@@ -1,8 +1,22 @@
 import type { Command } from 'commander';
-import { buildImage } from '../../../images/index.ts';
+import { buildImage, publishImage } from '../../../images/index.ts';
+import { createImageCatalog } from '../../../queue/index.ts';
+import { blobDirOf, PublishConfig, parseConfig } from '../../config.ts';
 import { ARCHES, type Arch, parseArch } from '../../domain.ts';
+import { createRedis } from '../../redis/connection.ts';
+import { createKeys } from '../../redis/keys.ts';
 import { createHostContext } from '../host-context.ts';
 import { formatBytes, table } from '../table.ts';
+import { ClientConfig, createApiClient } from './client.ts';
+
+interface ImageStatusRow {
+  name: string;
+  arch: string;
+  current: { digest: string; publishedAt: string; full: { sizeBytes: number } } | null;
+  versions: { digest: string; current: boolean; nodes: { id: string; current: boolean; lost: boolean }[] }[];
+}
+
+const short = (digest: string) => digest.replace(/^sha256:/, '').slice(0, 12);
 
 /** `--arch a,b` or `--arch all` to a list of arches. */
 export function parseArchList(value: string): Arch[] {
@@ -11,7 +25,7 @@ export function parseArchList(value: string): Arch[] {
 }
 
 export function registerImages(program: Command, env: Record<string, string | undefined>): void {
-  const images = program.command('images').description('build and list images on this host');
+  const images = program.command('images').description('build, publish and list images');
   images
     .command('build')
     .description('build an image from its recipe in images/recipes')
@@ -36,6 +50,66 @@ export function registerImages(program: Command, env: Record<string, string | un
           `built ${img.name} for ${img.arch}: ${img.digest} (${formatBytes(img.sizeBytes)})\n`,
         );
       }
+    });
+  images
+    .command('publish')
+    .description(
+      'publish the current version of an image: full and incremental blobs (btrfs send | zstd) to the blob store, then the catalog',
+    )
+    .argument('<name>', 'image name')
+    .requiredOption('--arch <arches>', "one arch, a comma-separated list, or 'all'")
+    .action(async (name: string, opts: { arch: string }) => {
+      const arches = parseArchList(opts.arch);
+      const config = parseConfig(PublishConfig, env);
+      const ctx = await createHostContext(env, 'images');
+      const redis = createRedis({ url: config.REDIS_URL, name: 'archway-images-publish' });
+      redis.on('error', () => undefined);
+      const stop = new AbortController();
+      process.once('SIGINT', () => stop.abort(new Error('interrupted')));
+      try {
+        const catalog = createImageCatalog(redis, createKeys(config.ARCHWAY_REDIS_PREFIX));
+        for (const arch of arches) {
+          const { entry, published } = await publishImage(name, arch, {
+            store: ctx.store,
+            catalog,
+            blobDir: blobDirOf(config),
+            logger: ctx.logger,
+            signal: stop.signal,
+          });
+          const incr = entry.incremental
+            ? `, incremental from ${short(entry.parent ?? '')} ${formatBytes(entry.incremental.sizeBytes)}`
+            : '';
+          process.stdout.write(
+            `${published ? 'published' : 'already published'} ${entry.name} for ${arch}: ${entry.digest} (full ${formatBytes(entry.full.sizeBytes)}${incr})\n`,
+          );
+        }
+      } finally {
+        redis.disconnect();
+      }
+    });
+  images
+    .command('status')
+    .description(
+      "per image and arch, the catalog's current version and which nodes hold which version (from the API)",
+    )
+    .action(async () => {
+      const api = createApiClient(parseConfig(ClientConfig, env));
+      const { images: list } = await api.json<{ images: ImageStatusRow[] }>('GET', '/v1/images');
+      const rows: string[][] = [];
+      for (const i of list) {
+        for (const v of i.versions) {
+          const nodes = v.nodes.map((n) => `${n.id}${n.current ? '' : ' (old)'}${n.lost ? ' (lost)' : ''}`);
+          rows.push([
+            i.name,
+            i.arch,
+            short(v.digest),
+            v.current ? 'current' : '',
+            v.current && i.current ? formatBytes(i.current.full.sizeBytes) : '',
+            nodes.join(', ') || '-',
+          ]);
+        }
+      }
+      process.stdout.write(table(['NAME', 'ARCH', 'DIGEST', 'CATALOG', 'BLOB', 'NODES'], rows));
     });
   images
     .command('list')

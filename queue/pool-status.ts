@@ -1,0 +1,206 @@
+import type { Redis } from 'ioredis';
+import { ARCHES, type Arch, type Keys } from '../src/index.ts';
+import type { JobQueue } from './job-queue.ts';
+import type { NodeInfo, NodeRegistry } from './node-registry.ts';
+import type { Pool, PoolStore } from './pool-store.ts';
+
+/** Finished jobs of an arch that the median job duration is taken from (the newest ones). */
+export const DURATION_SAMPLE = 100;
+
+/** A scaler that has not reported for this long is taken as not running. */
+export const SCALER_SILENT_MS = 30_000;
+
+/** How a wait estimate was made. */
+export type WaitBasis = 'free_slot' | 'queue' | 'scale_up' | 'disabled' | 'unknown';
+
+export interface WaitEstimate {
+  /** Seconds a job submitted now may wait before a node takes it; null when unknown. */
+  seconds: number | null;
+  basis: WaitBasis;
+  /** The estimate in words, for people. */
+  note: string;
+}
+
+/** What the wait estimate is made from. */
+export interface WaitInputs {
+  max: number;
+  waiting: number;
+  /** Slots and busy slots of healthy nodes (live, active). */
+  totalSlots: number;
+  freeSlots: number;
+  /** Median run time of the arch's recent finished jobs, in ms. */
+  medianDurationMs: number | undefined;
+  /** Nodes that count against max (live, not draining). */
+  nodes: number;
+  /** The scaler's expected reaction time, in ms, when one runs. */
+  scalerReactionMs: number | undefined;
+}
+
+/**
+ * The estimated wait of a job submitted now (docs/operations.md, "Estimated wait"):
+ * - 0 when a healthy node has a free slot for it (free slots > waiting jobs);
+ * - else, with healthy nodes and a known median: the jobs ahead of it that no free slot takes,
+ *   spread over all slots, times the median run time: (waiting + 1 - free) / slots x median;
+ * - when a scaler runs and the pool can grow (fewer nodes than max): its expected reaction time,
+ *   if that is sooner (or the only estimate);
+ * - null ("unknown") otherwise: no healthy node and no scaler to start one, or no job finished yet.
+ * A pool with max 0 is disabled: null.
+ */
+export function estimateWait(i: WaitInputs): WaitEstimate {
+  if (i.max === 0) return { seconds: null, basis: 'disabled', note: 'the pool is disabled (max 0)' };
+  if (i.freeSlots > i.waiting) return { seconds: 0, basis: 'free_slot', note: 'a slot is free' };
+  const ahead = i.waiting + 1 - i.freeSlots;
+  const fromQueue =
+    i.totalSlots > 0 && i.medianDurationMs !== undefined
+      ? (ahead / i.totalSlots) * i.medianDurationMs
+      : undefined;
+  const fromScaler = i.scalerReactionMs !== undefined && i.nodes < i.max ? i.scalerReactionMs : undefined;
+  if (fromScaler !== undefined && (fromQueue === undefined || fromScaler < fromQueue)) {
+    return {
+      seconds: round(fromScaler),
+      basis: 'scale_up',
+      note: 'the scaler starts a node (its expected reaction time)',
+    };
+  }
+  if (fromQueue !== undefined) {
+    return {
+      seconds: round(fromQueue),
+      basis: 'queue',
+      note: `${ahead} job(s) ahead over ${i.totalSlots} slot(s), ${round(i.medianDurationMs ?? 0)} s each (median)`,
+    };
+  }
+  return {
+    seconds: null,
+    basis: 'unknown',
+    note:
+      i.totalSlots === 0
+        ? i.nodes >= i.max
+          ? 'no healthy node, and the pool is at its max'
+          : 'no healthy node, and no scaler running'
+        : 'no recent finished job to take a duration from',
+  };
+}
+
+const round = (ms: number) => Math.round(ms / 100) / 10;
+
+/** One arch's pool as it stands: settings, load, nodes, and the wait a new job may expect. */
+export interface PoolStatus {
+  pool: Pool;
+  /** Jobs waiting (queue depth: waiting, prioritized and delayed for a retry). */
+  waiting: number;
+  /** Jobs running: busy slots of live nodes (draining ones too). */
+  running: number;
+  /** Every registered node of the arch, lost ones included. */
+  nodes: NodeInfo[];
+  /** Live nodes that take jobs. */
+  healthyNodes: number;
+  /** Slots of the healthy nodes, and those of them not busy. */
+  totalSlots: number;
+  freeSlots: number;
+  /** Age of the oldest waiting job, in ms (since it was submitted). */
+  oldestWaitingMs?: number;
+  medianDurationMs?: number;
+  estimate: WaitEstimate;
+}
+
+export interface PoolStatusReader {
+  read(arch: Arch): Promise<PoolStatus>;
+  /** Every arch, in ARCHES order. */
+  readAll(): Promise<PoolStatus[]>;
+}
+
+export interface PoolStatusOptions {
+  redis: Redis;
+  keys: Keys;
+  queue: JobQueue;
+  nodes: NodeRegistry;
+  pools: PoolStore;
+  /** Clock, for tests. Default Date.now. */
+  now?: () => number;
+}
+
+/** Reads pools with their load, for `GET /v1/pools` and the scaler. */
+export function createPoolStatus(o: PoolStatusOptions): PoolStatusReader {
+  const now = o.now ?? Date.now;
+
+  /** createdMs of the oldest queued job of the arch (the state set and the arch set share scores). */
+  async function oldestWaiting(arch: Arch): Promise<number | undefined> {
+    const raw = (await o.redis.call(
+      'ZINTER',
+      2,
+      o.keys.jobsByState('queued'),
+      o.keys.jobsByArch(arch),
+      'AGGREGATE',
+      'MIN',
+      'WITHSCORES',
+    )) as string[];
+    return raw.length >= 2 ? Number(raw[1]) : undefined;
+  }
+
+  async function medianDuration(arch: Arch): Promise<number | undefined> {
+    const ids = await o.redis.zrevrange(o.keys.jobsByArch(arch), 0, DURATION_SAMPLE - 1);
+    if (ids.length === 0) return undefined;
+    const p = o.redis.pipeline();
+    for (const id of ids) p.hmget(o.keys.job(id), 'state', 'startedAt', 'finishedAt');
+    const durations: number[] = [];
+    for (const [err, v] of (await p.exec()) ?? []) {
+      const [state, started, finished] = (err ? [] : v) as (string | null)[];
+      // Jobs that ran to their end; a canceled or errored one says little about run time.
+      if ((state !== 'passed' && state !== 'failed') || !started || !finished) continue;
+      const d = Date.parse(finished) - Date.parse(started);
+      if (Number.isFinite(d) && d >= 0) durations.push(d);
+    }
+    durations.sort((a, b) => a - b);
+    if (durations.length === 0) return undefined;
+    const mid = Math.floor(durations.length / 2);
+    return durations.length % 2 ? durations[mid] : ((durations[mid - 1] ?? 0) + (durations[mid] ?? 0)) / 2;
+  }
+
+  async function build(pool: Pool, all: NodeInfo[]): Promise<PoolStatus> {
+    const arch = pool.arch;
+    const t = now();
+    const nodes = all.filter((n) => n.arch === arch);
+    const live = nodes.filter((n) => !n.lost);
+    const healthy = live.filter((n) => n.state === 'active' && !n.drainRequested);
+    const totalSlots = healthy.reduce((s, n) => s + n.slots, 0);
+    const freeSlots = healthy.reduce((s, n) => s + Math.max(0, n.slots - n.busy), 0);
+    const [waiting, oldest, median] = await Promise.all([
+      o.queue.depth(arch),
+      oldestWaiting(arch),
+      medianDuration(arch),
+    ]);
+    const scalerAlive = pool.scaler !== undefined && t - pool.scaler.seenAt < SCALER_SILENT_MS;
+    const counted = live.filter((n) => n.state !== 'draining' && !n.drainRequested).length;
+    return {
+      pool,
+      waiting,
+      running: live.reduce((s, n) => s + n.busy, 0),
+      nodes,
+      healthyNodes: healthy.length,
+      totalSlots,
+      freeSlots,
+      ...(oldest !== undefined && waiting > 0 ? { oldestWaitingMs: Math.max(0, t - oldest) } : {}),
+      ...(median !== undefined ? { medianDurationMs: median } : {}),
+      estimate: estimateWait({
+        max: pool.max,
+        waiting,
+        totalSlots,
+        freeSlots,
+        medianDurationMs: median,
+        nodes: counted,
+        scalerReactionMs: scalerAlive ? pool.scaler?.reactionMs : undefined,
+      }),
+    };
+  }
+
+  return {
+    async read(arch) {
+      const [pool, all] = await Promise.all([o.pools.get(arch), o.nodes.list()]);
+      return build(pool, all);
+    },
+    async readAll() {
+      const [pools, all] = await Promise.all([o.pools.list(), o.nodes.list()]);
+      return Promise.all(ARCHES.map((_, i) => build(pools[i] as Pool, all)));
+    },
+  };
+}

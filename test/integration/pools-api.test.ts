@@ -1,0 +1,197 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  createJobQueue,
+  createNodeRegistry,
+  createPoolStore,
+  type JobQueue,
+  type NodeRegistry,
+  type PoolStore,
+} from '../../queue/index.ts';
+import { type ApiApp, buildApp } from '../../src/api/index.ts';
+import { ApiConfig, createKeys, createLogger, type Keys, parseConfig } from '../../src/index.ts';
+import { startRedis, type TestRedis } from '../support/redis-server.ts';
+
+const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
+const CI = `ci-${randomBytes(12).toString('hex')}`;
+
+let server: TestRedis;
+let redis: Redis;
+let keys: Keys;
+let queue: JobQueue;
+let nodes: NodeRegistry;
+let pools: PoolStore;
+let app: ApiApp;
+
+const as = (token: string) => ({ authorization: `Bearer ${token}` });
+
+beforeAll(async () => {
+  server = await startRedis();
+  redis = new Redis(server.url);
+  keys = createKeys(`pl${randomBytes(3).toString('hex')}`);
+  queue = createJobQueue({ redis, keys, logRetentionSeconds: 60 });
+  nodes = createNodeRegistry(redis, keys);
+  pools = createPoolStore(redis, keys);
+  const config = parseConfig(ApiConfig, {
+    REDIS_URL: server.url,
+    ARCHWAY_REDIS_PREFIX: keys.prefix,
+    ARCHWAY_TOKEN: ADMIN,
+    ARCHWAY_TOKENS: `ci:read+submit:${CI}`,
+  });
+  app = buildApp(config, {
+    redis,
+    queue,
+    nodes,
+    keys,
+    logger: createLogger({ name: 'pools-test', level: 'silent' }),
+    createBlockingRedis: () => new Redis(server.url, { maxRetriesPerRequest: null }),
+  });
+  await app.ready();
+});
+
+afterAll(async () => {
+  await app.close();
+  await queue.close();
+  redis.disconnect();
+  await server.stop();
+});
+
+interface PoolBody {
+  arch: string;
+  min: number;
+  max: number;
+  slotsPerNode: number;
+  configured: boolean;
+  desired: number | null;
+  waiting: number;
+  running: number;
+  healthyNodes: number;
+  freeSlots: number;
+  oldestWaitingSeconds: number | null;
+  estimatedWaitSeconds: number | null;
+  estimate: { basis: string; note: string };
+}
+
+describe('pools API', () => {
+  it('lists every arch with the defaults while nothing is configured', async () => {
+    const res = await app.inject({ method: 'GET', url: '/v1/pools', headers: as(CI) });
+    expect(res.statusCode).toBe(200);
+    const { pools: list } = res.json() as { pools: PoolBody[] };
+    expect(list.map((p) => p.arch)).toEqual(['amd64', 'arm64', 'ppc64le', 's390x']);
+    expect(list[0]).toMatchObject({
+      min: 0,
+      max: 4,
+      slotsPerNode: 2,
+      configured: false,
+      desired: null,
+      waiting: 0,
+      healthyNodes: 0,
+      estimatedWaitSeconds: null,
+      estimate: { basis: 'unknown' },
+    });
+  });
+
+  it('sets a pool (admin only, aliases accepted), keeping the fields left out', async () => {
+    const denied = await app.inject({
+      method: 'PUT',
+      url: '/v1/pools/arm64',
+      headers: as(CI),
+      payload: { max: 3 },
+    });
+    expect(denied.statusCode).toBe(403);
+    const res = await app.inject({
+      method: 'PUT',
+      url: '/v1/pools/aarch64',
+      headers: as(ADMIN),
+      payload: { min: 1, max: 3 },
+    });
+    expect(res.statusCode).toBe(200);
+    expect(res.json()).toMatchObject({ arch: 'arm64', min: 1, max: 3, slotsPerNode: 2, configured: true });
+    const slots = await app.inject({
+      method: 'PUT',
+      url: '/v1/pools/arm64',
+      headers: as(ADMIN),
+      payload: { slotsPerNode: 4 },
+    });
+    expect(slots.json()).toMatchObject({ min: 1, max: 3, slotsPerNode: 4 });
+  });
+
+  it('refuses bad settings with 400 naming the field, and changes nothing', async () => {
+    const cases: [Record<string, number>, string][] = [
+      [{ min: 5 }, 'min'],
+      [{ max: 0 }, 'max'],
+      [{ max: 100_000 }, 'max'],
+      [{ min: -1 }, 'min'],
+      [{ slotsPerNode: 0 }, 'slotsPerNode'],
+      [{ mx: 2 }, 'mx'],
+    ];
+    for (const [payload, field] of cases) {
+      const res = await app.inject({ method: 'PUT', url: '/v1/pools/arm64', headers: as(ADMIN), payload });
+      expect(res.statusCode, JSON.stringify(payload)).toBe(400);
+      expect(res.json().error).toMatchObject({ code: 'INVALID_INPUT', field });
+    }
+    const bad = await app.inject({ method: 'PUT', url: '/v1/pools/sparc', headers: as(ADMIN), payload: {} });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error.field).toBe('arch');
+    expect(await pools.get('arm64')).toMatchObject({ min: 1, max: 3, slotsPerNode: 4 });
+  });
+
+  it('refuses a job for a disabled pool (max 0) with 409 POOL_DISABLED naming the arch', async () => {
+    await pools.set('s390x', { min: 0, max: 0 });
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/jobs',
+      headers: as(CI),
+      payload: { arch: 's390x', image: 'busybox', script: 'true' },
+    });
+    expect(res.statusCode).toBe(409);
+    expect(res.json().error.code).toBe('POOL_DISABLED');
+    expect(res.json().error.message).toMatch(/s390x/);
+    expect(await redis.zcard(keys.jobsAll)).toBe(0);
+    const list = await app.inject({ method: 'GET', url: '/v1/pools/s390x', headers: as(CI) });
+    expect(list.json()).toMatchObject({ max: 0, estimate: { basis: 'disabled' } });
+  });
+
+  it('shows waiting and running jobs, healthy nodes, the oldest wait and an estimate', async () => {
+    await nodes.register({
+      id: 'pp-1',
+      arch: 'ppc64le',
+      hostArch: 'x64',
+      emulated: true,
+      slots: 2,
+      busy: 0,
+      state: 'active',
+      version: 'test',
+      startedAt: new Date().toISOString(),
+    });
+    const free = await app.inject({ method: 'GET', url: '/v1/pools/ppc64le', headers: as(CI) });
+    expect(free.json()).toMatchObject({ healthyNodes: 1, freeSlots: 2, estimatedWaitSeconds: 0 });
+
+    await nodes.heartbeat('pp-1', { busy: 2, state: 'active' });
+    for (let i = 0; i < 3; i++) {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/v1/jobs',
+        headers: as(CI),
+        payload: { arch: 'ppc64le', image: 'busybox', script: 'true' },
+      });
+      expect(res.statusCode).toBe(201);
+    }
+    // A finished job of 30 s gives the median run time.
+    const done = (await queue.list({ arch: 'ppc64le', limit: 1 })).jobs[0]?.id ?? '';
+    await redis.hset(keys.job(done), {
+      state: 'passed',
+      startedAt: '2026-01-01T00:00:00.000Z',
+      finishedAt: '2026-01-01T00:00:30.000Z',
+    });
+    await redis.zrem(keys.jobsByState('queued'), done);
+    await new Promise((r) => setTimeout(r, 100));
+    const res = await app.inject({ method: 'GET', url: '/v1/pools/ppc64le', headers: as(CI) });
+    const p = res.json() as PoolBody;
+    expect(p).toMatchObject({ waiting: 3, running: 2, healthyNodes: 1, freeSlots: 0 });
+    expect(p.oldestWaitingSeconds).toBeGreaterThanOrEqual(0.1);
+    // 3 waiting + this one over 2 slots, 30 s each: 60 s.
+    expect(p).toMatchObject({ estimatedWaitSeconds: 60, estimate: { basis: 'queue' } });
+  });
+});

@@ -1,0 +1,199 @@
+import { type Job, Queue, Worker } from 'bullmq';
+import type { FastifyPluginAsync } from 'fastify';
+import type { Redis } from 'ioredis';
+import { z } from 'zod';
+import type { JobQueue } from '../../queue/index.ts';
+import { type GitHubConfig, type Keys, type Logger, type SourceUrlPolicy, toError } from '../../src/index.ts';
+import { type Builds, createBuilds } from './builds.ts';
+import { type CheckRuns, createCheckRuns } from './check-runs.ts';
+import { createGitHubClient, type GitHubClient } from './github-client.ts';
+import { createDeliveryProcessor } from './process-delivery.ts';
+import { createReporter, type Reporter } from './reporter.ts';
+import { createWebhookRoutes, type Delivery } from './webhook-routes.ts';
+
+export interface GitHubServiceOptions {
+  /** The App's settings, with `privateKey` as PEM text (see loadPrivateKey). */
+  config: GitHubConfig;
+  /** A normal (non-blocking) connection. */
+  redis: Redis;
+  /** Makes the connections the workers and the reporter block on. */
+  duplicate: () => Redis;
+  keys: Keys;
+  queue: JobQueue;
+  logger: Logger;
+  /** The API's address as users reach it (check runs link to job logs). */
+  publicUrl: () => string;
+  /** Which source URLs webhook jobs may use (loopback only in tests). */
+  sourcePolicy: SourceUrlPolicy;
+  /** Deliveries processed at once. Default 4. */
+  concurrency?: number;
+  /** First retry delay of a failed GitHub call, in ms (doubles up to retryMaxMs). Default 1000. */
+  retryBaseMs?: number;
+  /** Longest retry delay, in ms. Default 60000. */
+  retryMaxMs?: number;
+  /** How often source tokens of waiting jobs are renewed, in ms. Default 60000. */
+  renewEveryMs?: number;
+  /** A client to use instead of octokit's App against `config.apiUrl` (benchmarks). */
+  github?: GitHubClient;
+}
+
+export interface GitHubService {
+  /** The `POST /webhooks/github` route, for the API to register. */
+  readonly routes: FastifyPluginAsync;
+  readonly builds: Builds;
+  readonly checks: CheckRuns;
+  /** Starts the check run sync, the reporter, the delivery worker and the token renewal. */
+  start(): Promise<void>;
+  /**
+   * Idempotent. Order: the delivery worker (deliveries in flight finish), the token renewal, the
+   * reporter, the check run sync (a call in flight finishes), then the delivery queue. Every step
+   * runs even when one before it fails.
+   */
+  close(): Promise<void>;
+}
+
+const DeliveryData = z.object({ id: z.string(), event: z.string(), payload: z.string() });
+/** Tries of one delivery (GitHub or Redis failing while it is processed). */
+const DELIVERY_ATTEMPTS = 20;
+
+/**
+ * The GitHub App inside the API process: the webhook route (verify, dedup, enqueue), a BullMQ
+ * worker on the `github-events` queue that acts on deliveries (config, jobs, check runs), the
+ * reporter that turns job events into check run updates, and the check run sync with retries.
+ */
+export function createGitHubService(o: GitHubServiceOptions): GitHubService {
+  const log = o.logger.child({ component: 'github' });
+  const github =
+    o.github ??
+    createGitHubClient({
+      appId: o.config.appId,
+      privateKey: o.config.privateKey,
+      apiUrl: o.config.apiUrl,
+      logger: o.logger,
+    });
+  const checks = createCheckRuns({
+    redis: o.redis,
+    duplicate: o.duplicate,
+    keys: o.keys,
+    github,
+    logger: o.logger,
+    ...(o.retryBaseMs !== undefined ? { retryBaseMs: o.retryBaseMs } : {}),
+    ...(o.retryMaxMs !== undefined ? { retryMaxMs: o.retryMaxMs } : {}),
+  });
+  const builds = createBuilds({
+    redis: o.redis,
+    keys: o.keys,
+    queue: o.queue,
+    github,
+    checks,
+    logger: o.logger,
+    publicUrl: o.publicUrl,
+    autoCancel: o.config.autoCancel,
+    sourcePolicy: o.sourcePolicy,
+  });
+  const reporter: Reporter = createReporter({
+    redis: o.redis,
+    duplicate: o.duplicate,
+    keys: o.keys,
+    queue: o.queue,
+    builds,
+    checks,
+    logger: o.logger,
+  });
+  const process = createDeliveryProcessor({ builds, queue: o.queue, logger: o.logger });
+  const events = new Queue(o.keys.githubEventsQueue, { connection: o.redis, prefix: o.keys.bullPrefix });
+  events.on('error', (e) => log.debug({ err: e.message }, 'github-events queue error'));
+  const base = o.retryBaseMs ?? 1000;
+  const max = o.retryMaxMs ?? 60_000;
+
+  async function enqueue(d: Delivery): Promise<void> {
+    await events.add('delivery', d, {
+      jobId: d.id,
+      attempts: DELIVERY_ATTEMPTS,
+      backoff: { type: 'custom' },
+      removeOnComplete: { age: 86_400 },
+      removeOnFail: { age: 7 * 86_400 },
+    });
+  }
+
+  const routes = createWebhookRoutes({
+    secrets: o.config.webhookSecrets,
+    redis: o.redis,
+    keys: o.keys,
+    enqueue,
+  });
+
+  let worker: Worker | undefined;
+  let workerConnection: Redis | undefined;
+  let renew: NodeJS.Timeout | undefined;
+  let renewing: Promise<void> | undefined;
+  let closing: Promise<void> | undefined;
+
+  return {
+    routes,
+    builds,
+    checks,
+    async start() {
+      await checks.start();
+      await reporter.start();
+      workerConnection = o.duplicate();
+      worker = new Worker(
+        o.keys.githubEventsQueue,
+        async (job: Job) => {
+          const d = DeliveryData.parse(job.data);
+          await process(d);
+        },
+        {
+          connection: workerConnection,
+          prefix: o.keys.bullPrefix,
+          concurrency: o.concurrency ?? 4,
+          settings: { backoffStrategy: (n: number) => Math.min(max, base * 2 ** Math.max(0, n - 1)) },
+        },
+      );
+      worker.on('failed', (job, err) =>
+        log.warn(
+          { delivery: job?.id, event: job?.data?.event, attempt: job?.attemptsMade, err: err.message },
+          'processing a delivery failed',
+        ),
+      );
+      worker.on('error', (e) => log.debug({ err: e.message }, 'github-events worker error'));
+      await worker.waitUntilReady();
+      renew = setInterval(() => {
+        renewing ??= builds
+          .renewCredentials()
+          .catch((e: unknown) => log.warn({ err: toError(e).message }, 'renewing source tokens failed'))
+          .finally(() => {
+            renewing = undefined;
+          });
+      }, o.renewEveryMs ?? 60_000);
+      renew.unref();
+      log.info({ api: o.config.apiUrl, app: o.config.appId }, 'GitHub App ready: POST /webhooks/github');
+    },
+    close() {
+      closing ??= (async () => {
+        const steps: [string, () => Promise<unknown> | undefined][] = [
+          ['delivery worker', () => worker?.close()],
+          ['delivery worker connection', () => workerConnection?.quit()],
+          [
+            'token renewal',
+            () => {
+              clearInterval(renew);
+              return renewing;
+            },
+          ],
+          ['reporter', () => reporter.close()],
+          ['check run sync', () => checks.close()],
+          ['delivery queue', () => events.close()],
+        ];
+        for (const [what, step] of steps) {
+          try {
+            await step();
+          } catch (e) {
+            log.warn({ err: toError(e).message }, `closing the ${what} failed`);
+          }
+        }
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,292 @@
+import { lstat, mkdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { execa } from 'execa';
+import type { Redis } from 'ioredis';
+import { z } from 'zod';
+import {
+  AbortedError,
+  ArchwayError,
+  checkSourceUrl,
+  HOST_ENV,
+  HostCommandError,
+  type JobSpec,
+  type Keys,
+  type Logger,
+  parseSourceUrl,
+  runCommand,
+  type SourceUrl,
+  sourceBuildDir,
+} from '../src/index.ts';
+
+/** A job's source credential as the webhook side stores it: a token bound to one host. */
+const SourceCredential = z.object({ host: z.string(), token: z.string().min(1) });
+
+export interface SourceFetcherOptions {
+  /** The btrfs pool: mirrors live in `<pool>/cache/git/<host>/<path>.git`. */
+  poolPath: string;
+  /** Host uid and gid of container root: the placed tree is owned by it. */
+  idBase: number;
+  /** Allow sources on this host's loopback (and plain http to them); for tests. Default false. */
+  allowLoopback?: boolean;
+  /** Where a job's short-lived credential is read from (`keys.sourceCredential(jobId)`). */
+  redis: Redis;
+  keys: Keys;
+  logger: Logger;
+}
+
+/** What placing one job's source took. */
+export interface PlacedSource {
+  /** Where the tree is in the container, and where the job starts. */
+  buildDir: string;
+  sha: string;
+  /** True when the mirror already held the commit: nothing was fetched. */
+  mirrorHit: boolean;
+  fetchMs: number;
+  placeMs: number;
+}
+
+export interface SourceFetcher {
+  /** The directory the source of `source` goes to in the container (`/root/build/<owner>/<name>`). */
+  buildDirOf(source: NonNullable<JobSpec['source']>): string;
+  /**
+   * Brings the commit into the host's mirror (fetching only what it lacks) and writes its tree
+   * into the container's root filesystem at the build directory, owned by container root.
+   */
+  place(o: {
+    jobId: string;
+    source: NonNullable<JobSpec['source']>;
+    rootfs: string;
+    signal: AbortSignal;
+  }): Promise<PlacedSource>;
+}
+
+/** Longest one git command may take. */
+const GIT_TIMEOUT_MS = 10 * 60_000;
+
+/**
+ * Fetches jobs' sources on the host side into a per-host bare mirror, and places the tree in a
+ * container. The token (for webhook jobs) is read from Redis, handed to git in its environment
+ * (never in argv, a URL, the mirror's config or the log) and never enters the container.
+ */
+export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
+  const policy = { allowLoopback: o.allowLoopback ?? false };
+
+  function mirrorOf(src: SourceUrl): string {
+    return join(o.poolPath, 'cache', 'git', src.host.replace(/:/g, '_'), `${src.path}.git`);
+  }
+
+  /** git with an explicit environment (see gitEnv); `auth` adds the Authorization header for one host. */
+  function git(args: string[], signal: AbortSignal, auth?: [string, string]) {
+    return runCommand('git', args, {
+      env: gitEnv(policy.allowLoopback, auth),
+      signal,
+      timeoutMs: GIT_TIMEOUT_MS,
+      label: `git ${args.find((a) => !a.startsWith('-') && !a.startsWith('/')) ?? ''}`.trim(),
+    });
+  }
+
+  async function credentialFor(jobId: string, src: SourceUrl): Promise<string | undefined> {
+    const raw = await o.redis.get(o.keys.sourceCredential(jobId));
+    if (!raw) return undefined;
+    const parsed = SourceCredential.safeParse(JSON.parse(raw));
+    if (!parsed.success) return undefined;
+    // A token is only ever sent to the host it was made for, over https (http: loopback tests only).
+    if (parsed.data.host !== src.host) return undefined;
+    if (src.url.protocol !== 'https:' && !(policy.allowLoopback && src.url.protocol === 'http:'))
+      return undefined;
+    return parsed.data.token;
+  }
+
+  async function hasCommit(mirror: string, sha: string, signal: AbortSignal): Promise<boolean> {
+    try {
+      await git(['--git-dir', mirror, 'cat-file', '-e', `${sha}^{commit}`], signal);
+      return true;
+    } catch (e) {
+      if (e instanceof AbortedError) throw e;
+      return false;
+    }
+  }
+
+  /** Makes each directory of `rel` under `root`, refusing a symlink on the way (it could point out of the container). */
+  async function makeDirs(root: string, rel: string): Promise<string> {
+    let cur = root;
+    for (const part of rel.split('/').filter(Boolean)) {
+      cur = join(cur, part);
+      const st = await lstat(cur).catch(() => undefined);
+      if (st?.isSymbolicLink() || (st && !st.isDirectory())) {
+        throw new ArchwayError(
+          'SOURCE_PLACE_FAILED',
+          `${rel}: /${cur.slice(root.length + 1)} in the image is not a directory`,
+        );
+      }
+      if (!st) {
+        await mkdir(cur, { mode: 0o755 });
+        await runCommand('chown', ['-h', `${o.idBase}:${o.idBase}`, cur]);
+      }
+    }
+    return cur;
+  }
+
+  return {
+    buildDirOf(source) {
+      return sourceBuildDir(parseSourceUrl(source.git, policy).path);
+    },
+    async place({ jobId, source, rootfs, signal }) {
+      const src = await checkSourceUrl(source.git, policy);
+      const mirror = mirrorOf(src);
+      const buildDir = sourceBuildDir(src.path);
+      const t0 = performance.now();
+      await mkdir(dirname(mirror), { recursive: true, mode: 0o700 });
+      const lock = `${mirror}.lock`;
+      let sha = source.sha;
+      let mirrorHit = false;
+      const token = await credentialFor(jobId, src);
+      // Scoped to this host's URLs: git sends it nowhere else, not even on a redirect.
+      const auth: [string, string] | undefined = token
+        ? [
+            `http.${src.url.protocol}//${src.url.host}/.extraHeader`,
+            `Authorization: Basic ${Buffer.from(`x-access-token:${token}`).toString('base64')}`,
+          ]
+        : undefined;
+      // One fetch at a time per mirror, across processes (the workers of each arch share the pool).
+      const fetchUnderLock = async (refspec: string) => {
+        const what = refspec.replace(/^\+/, '').split(':')[0];
+        await runCommand(
+          'flock',
+          [
+            '-w',
+            '600',
+            lock,
+            'git',
+            '--git-dir',
+            mirror,
+            'fetch',
+            '--quiet',
+            '--no-tags',
+            '--no-write-fetch-head',
+            src.url.href,
+            refspec,
+          ],
+          { env: gitEnv(policy.allowLoopback, auth), signal, timeoutMs: GIT_TIMEOUT_MS, label: 'git fetch' },
+        ).catch((e: unknown) => {
+          if (e instanceof HostCommandError) {
+            throw new ArchwayError(
+              'SOURCE_FETCH_FAILED',
+              `fetching ${what} from ${src.url.href}: ${e.message}`,
+              {
+                infra: true,
+                cause: e,
+              },
+            );
+          }
+          throw e;
+        });
+      };
+      if (!(await exists(join(mirror, 'HEAD')))) {
+        await runCommand('flock', ['-w', '600', lock, 'git', 'init', '--bare', '--quiet', mirror], {
+          env: gitEnv(policy.allowLoopback),
+          signal,
+        });
+      }
+      if (sha && (await hasCommit(mirror, sha, signal))) {
+        mirrorHit = true;
+      } else {
+        if (source.ref) {
+          const ref = source.ref.startsWith('refs/') ? source.ref : `refs/heads/${source.ref}`;
+          await fetchUnderLock(`+${ref}:refs/archway/${ref.slice('refs/'.length)}`);
+          if (!sha) {
+            sha = (
+              await git(
+                ['--git-dir', mirror, 'rev-parse', `refs/archway/${ref.slice('refs/'.length)}^{commit}`],
+                signal,
+              )
+            ).trim();
+          }
+        }
+        if (sha && !(await hasCommit(mirror, sha, signal))) {
+          await fetchUnderLock(`+${sha}:refs/archway/commits/${sha}`);
+        }
+        if (!sha) {
+          await fetchUnderLock('+HEAD:refs/archway/HEAD');
+          sha = (await git(['--git-dir', mirror, 'rev-parse', 'refs/archway/HEAD^{commit}'], signal)).trim();
+        }
+        if (!(await hasCommit(mirror, sha, signal))) {
+          throw new ArchwayError('SOURCE_FETCH_FAILED', `${src.url.href} has no commit ${sha}`, {
+            infra: false,
+          });
+        }
+      }
+      const fetchMs = Math.round(performance.now() - t0);
+      const t1 = performance.now();
+      const dest = await makeDirs(rootfs, buildDir);
+      const archive = execa('git', ['--git-dir', mirror, 'archive', '--format=tar', sha], {
+        env: gitEnv(policy.allowLoopback),
+        extendEnv: false,
+        cancelSignal: signal,
+        stdin: 'ignore',
+        reject: false,
+      });
+      const tar = archive.pipe(
+        'tar',
+        ['-x', '-f', '-', '-C', dest, '--no-same-owner', '--no-same-permissions'],
+        {
+          env: HOST_ENV,
+          extendEnv: false,
+          reject: false,
+          cancelSignal: signal,
+        },
+      );
+      const [a, t] = await Promise.all([archive, tar]);
+      if (a.failed || t.failed) {
+        if (signal.aborted) throw new AbortedError('placing the source', signal.reason);
+        throw new ArchwayError(
+          'SOURCE_PLACE_FAILED',
+          `placing ${sha} at ${buildDir}: ${String(a.stderr || t.stderr || a.shortMessage || t.shortMessage)}`,
+          { infra: true },
+        );
+      }
+      await runCommand('chown', ['-R', '-h', `${o.idBase}:${o.idBase}`, dest], { signal });
+      const placeMs = Math.round(performance.now() - t1);
+      o.logger.debug({ job: jobId, mirror, sha, mirrorHit, fetchMs, placeMs }, 'source placed');
+      return { buildDir, sha, mirrorHit, fetchMs, placeMs };
+    },
+  };
+}
+
+/**
+ * git's environment: no user or system config, no prompts, no hooks, only the transports archway
+ * fetches with (no ext::, file:// or ssh through a submodule or a redirect), and the optional
+ * Authorization header for one host, given as config in the environment (never in argv).
+ */
+function gitEnv(allowLoopback: boolean, auth?: [string, string]): Record<string, string> {
+  const config: [string, string][] = [
+    ['protocol.allow', 'never'],
+    ['protocol.https.allow', 'always'],
+    ['protocol.git.allow', 'always'],
+    ...(allowLoopback ? [['protocol.http.allow', 'always'] as [string, string]] : []),
+    ['credential.helper', ''],
+    ['core.hooksPath', '/dev/null'],
+    ['gc.auto', '0'],
+    ...(auth ? [auth] : []),
+  ];
+  const env: Record<string, string> = {
+    ...HOST_ENV,
+    GIT_TERMINAL_PROMPT: '0',
+    GIT_CONFIG_NOSYSTEM: '1',
+    GIT_CONFIG_GLOBAL: '/dev/null',
+    HOME: '/nonexistent',
+    GIT_CONFIG_COUNT: String(config.length),
+  };
+  config.forEach(([k, v], i) => {
+    env[`GIT_CONFIG_KEY_${i}`] = k;
+    env[`GIT_CONFIG_VALUE_${i}`] = v;
+  });
+  return env;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return lstat(path).then(
+    () => true,
+    () => false,
+  );
+}
