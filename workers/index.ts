@@ -17,7 +17,12 @@ export {
 } from './job-launcher.ts';
 export { jobEnv, scriptArgv, shellQuote } from './job-script.ts';
 export { type RunWorkerOptions, runWorker } from './run-worker.ts';
-export { CONTAINER_PREFIX, createRuncRuntime, type RuncRuntimeOptions } from './runc-runtime.ts';
+export {
+  CONTAINER_PREFIX,
+  createRuncRuntime,
+  type RuncRuntimeOptions,
+  runtimeOptionsFrom,
+} from './runc-runtime.ts';
 export {
   createSourceFetcher,
   type PlacedSource,

@@ -16,7 +16,7 @@ import {
   type WorkerMetrics,
 } from '../src/index.ts';
 import { createJobLauncher } from './job-launcher.ts';
-import { createRuncRuntime } from './runc-runtime.ts';
+import { createRuncRuntime, runtimeOptionsFrom } from './runc-runtime.ts';
 import { createSourceFetcher } from './source-fetch.ts';
 import { createWarmPool } from './warm-pool.ts';
 import { createWorkerDaemon } from './worker-daemon.ts';
@@ -47,17 +47,7 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
   await assertNoEviction(redis);
   await ensurePool({ path: config.ARCHWAY_POOL_PATH, loopSizeGiB: config.ARCHWAY_POOL_SIZE_GIB, logger });
   const images = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
-  const runtime = await createRuncRuntime({
-    arch: o.arch,
-    poolPath: config.ARCHWAY_POOL_PATH,
-    runDir: config.ARCHWAY_RUN_DIR,
-    ociRuntime: config.ARCHWAY_OCI_RUNTIME,
-    cgroupParent: config.ARCHWAY_CGROUP_PARENT,
-    initPath: config.ARCHWAY_INIT,
-    idBase: config.ARCHWAY_UID_BASE,
-    idSize: config.ARCHWAY_UID_SIZE,
-    logger,
-  });
+  const runtime = await createRuncRuntime(runtimeOptionsFrom(config, o.arch, logger));
   const reaped = await runtime.reap({});
   if (reaped.length)
     logger.info({ containers: reaped.length }, 'destroyed containers a previous run left behind');

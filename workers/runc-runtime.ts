@@ -17,6 +17,7 @@ import {
   deleteSubvolume,
   HOST_ENV,
   HostCommandError,
+  type HostConfig,
   HostRequirementError,
   hasCommand,
   type Limits,
@@ -46,6 +47,21 @@ export interface RuncRuntimeOptions {
   idBase: number;
   idSize: number;
   logger: Logger;
+}
+
+/** The runtime's options as a host process's configuration gives them. */
+export function runtimeOptionsFrom(config: HostConfig, arch: Arch, logger: Logger): RuncRuntimeOptions {
+  return {
+    arch,
+    poolPath: config.ARCHWAY_POOL_PATH,
+    runDir: config.ARCHWAY_RUN_DIR,
+    ociRuntime: config.ARCHWAY_OCI_RUNTIME,
+    cgroupParent: config.ARCHWAY_CGROUP_PARENT,
+    initPath: config.ARCHWAY_INIT,
+    idBase: config.ARCHWAY_UID_BASE,
+    idSize: config.ARCHWAY_UID_SIZE,
+    logger,
+  };
 }
 
 /** Every container archway makes has an id with this prefix; nothing else is touched. */

@@ -1,6 +1,11 @@
 import { join } from 'node:path';
 import { createImageStore, type ImageStore } from '../../images/index.ts';
-import { createJobLauncher, createRuncRuntime, type JobLauncher } from '../../workers/index.ts';
+import {
+  createJobLauncher,
+  createRuncRuntime,
+  type JobLauncher,
+  runtimeOptionsFrom,
+} from '../../workers/index.ts';
 import { HostConfig, parseConfig } from '../config.ts';
 import type { Arch } from '../domain.ts';
 import { ensurePool } from '../host/pool-mount.ts';
@@ -28,17 +33,7 @@ export async function createHostContext(
 /** A launcher for `arch` on this host, after removing whatever processes that are gone left behind. */
 export async function createHostLauncher(ctx: HostContext, arch: Arch): Promise<JobLauncher> {
   const c = ctx.config;
-  const runtime = await createRuncRuntime({
-    arch,
-    poolPath: c.ARCHWAY_POOL_PATH,
-    runDir: c.ARCHWAY_RUN_DIR,
-    ociRuntime: c.ARCHWAY_OCI_RUNTIME,
-    cgroupParent: c.ARCHWAY_CGROUP_PARENT,
-    initPath: c.ARCHWAY_INIT,
-    idBase: c.ARCHWAY_UID_BASE,
-    idSize: c.ARCHWAY_UID_SIZE,
-    logger: ctx.logger,
-  });
+  const runtime = await createRuncRuntime(runtimeOptionsFrom(c, arch, ctx.logger));
   await runtime.reap({});
   return createJobLauncher({ runtime, images: ctx.store, logger: ctx.logger });
 }

@@ -27,6 +27,7 @@ import {
   createRuncRuntime,
   createWarmPool,
   type JobLauncher,
+  runtimeOptionsFrom,
 } from '../../workers/index.ts';
 import { machine, ms, summarize } from './stats.ts';
 
@@ -60,17 +61,7 @@ async function runtimeFor(arch: Arch) {
       logger,
     });
   }
-  const runtime = await createRuncRuntime({
-    arch,
-    poolPath: config.ARCHWAY_POOL_PATH,
-    runDir: config.ARCHWAY_RUN_DIR,
-    ociRuntime: config.ARCHWAY_OCI_RUNTIME,
-    cgroupParent: config.ARCHWAY_CGROUP_PARENT,
-    initPath: config.ARCHWAY_INIT,
-    idBase: config.ARCHWAY_UID_BASE,
-    idSize: config.ARCHWAY_UID_SIZE,
-    logger,
-  });
+  const runtime = await createRuncRuntime(runtimeOptionsFrom(config, arch, logger));
   await runtime.reap({});
   return runtime;
 }

@@ -16,6 +16,7 @@ import {
   createWarmPool,
   type JobLauncher,
   type LaunchedJob,
+  runtimeOptionsFrom,
   type WarmPool,
 } from '../../workers/index.ts';
 
@@ -46,17 +47,7 @@ export async function createTestHost(
   const config = testConfig();
   const logger = createLogger({ name: 'test', level: config.ARCHWAY_LOG_LEVEL });
   const store = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
-  const runtime = await createRuncRuntime({
-    arch,
-    poolPath: config.ARCHWAY_POOL_PATH,
-    runDir: config.ARCHWAY_RUN_DIR,
-    ociRuntime: config.ARCHWAY_OCI_RUNTIME,
-    cgroupParent: config.ARCHWAY_CGROUP_PARENT,
-    initPath: config.ARCHWAY_INIT,
-    idBase: config.ARCHWAY_UID_BASE,
-    idSize: config.ARCHWAY_UID_SIZE,
-    logger,
-  });
+  const runtime = await createRuncRuntime(runtimeOptionsFrom(config, arch, logger));
   const warmPool = opts.warm
     ? createWarmPool({
         runtime,
