@@ -68,8 +68,12 @@ export async function verifyAndReceive(o: VerifyAndReceiveOptions): Promise<stri
       if (bytes > o.blob.sizeBytes) break;
       if (stdin.destroyed) break;
       if (!stdin.write(chunk)) {
-        if ((await Promise.race([once(stdin, 'drain').then(() => 'drain' as const), exited])) === 'exited')
-          break;
+        // `once` rejects when the pipe errors (EPIPE: the stage died): that is an exit too.
+        const drained = once(stdin, 'drain').then(
+          () => 'drain' as const,
+          () => 'exited' as const,
+        );
+        if ((await Promise.race([drained, exited])) === 'exited') break;
       }
     }
     stdin.end();
