@@ -1,7 +1,8 @@
+import { spawn } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createNodeRegistry } from '../../queue/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
-import { eventually, leftovers } from '../support/test-host.ts';
+import { eventually, leftovers, TEST_ENV } from '../support/test-host.ts';
 
 let c: TestCluster | undefined;
 afterEach(async () => {
@@ -28,6 +29,30 @@ describe('membership', () => {
     const seen = n?.lastSeen ?? 0;
     await eventually(async () => ((await nodes.list())[0]?.lastSeen ?? 0) > seen, 'a second heartbeat', 5000);
   });
+
+  it('a SIGKILLed worker process is lost after 10 s without a heartbeat, by Redis time', async () => {
+    c = await startCluster();
+    const cluster = c;
+    const child = spawn('bin/archway', ['worker', '--arch', 'ppc64le', '--slots', '1', '--warm', '0'], {
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        ...TEST_ENV,
+        REDIS_URL: cluster.redis.url,
+        ARCHWAY_REDIS_PREFIX: cluster.keys.prefix,
+        ARCHWAY_NODE_ID: 'doomed',
+      },
+      stdio: 'ignore',
+    });
+    const nodes = createNodeRegistry(cluster.client, cluster.keys);
+    await eventually(async () => (await nodes.get('doomed'))?.lost === false, 'the node to register', 30_000);
+    expect((await nodes.live('ppc64le')).map((n) => n.id)).toEqual(['doomed']);
+    const killedAt = Date.now();
+    child.kill('SIGKILL');
+    await eventually(async () => (await nodes.get('doomed'))?.lost === true, 'the node to be lost', 20_000);
+    // Not before its 10 s of silence (one heartbeat may have gone out just before the kill).
+    expect(Date.now() - killedAt).toBeGreaterThanOrEqual(7_500);
+    expect(await nodes.live('ppc64le')).toEqual([]);
+  }, 60_000);
 
   it('drain: the node finishes its running job, takes no new one, deregisters and stops', async () => {
     c = await startCluster();

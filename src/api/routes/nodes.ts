@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { HeldImage } from '../../../queue/index.ts';
 import { ArchwayError } from '../../errors/archway-error.ts';
 import { ARCHES } from '../../index.ts';
 import type { ApiDeps } from '../api-deps.ts';
@@ -21,6 +22,8 @@ export const NodeView = z.object({
   version: z.string(),
   startedAt: z.string(),
   lastSeen: z.string(),
+  /** Image versions the node holds (reported by its sync agent). */
+  images: z.array(HeldImage),
 });
 
 class NodeNotFoundError extends ArchwayError {

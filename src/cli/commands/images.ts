@@ -25,7 +25,30 @@ export function parseArchList(value: string): Arch[] {
 }
 
 export function registerImages(program: Command, env: Record<string, string | undefined>): void {
-  const images = program.command('images').description('build, publish and list images');
+  const showStatus = async () => {
+    const api = createApiClient(parseConfig(ClientConfig, env));
+    const { images: list } = await api.json<{ images: ImageStatusRow[] }>('GET', '/v1/images');
+    const rows: string[][] = [];
+    for (const i of list) {
+      for (const v of i.versions) {
+        const nodes = v.nodes.map((n) => `${n.id}${n.current ? '' : ' (old)'}${n.lost ? ' (lost)' : ''}`);
+        rows.push([
+          i.name,
+          i.arch,
+          short(v.digest),
+          v.current ? 'current' : '',
+          v.current && i.current ? formatBytes(i.current.full.sizeBytes) : '',
+          nodes.join(', ') || '-',
+        ]);
+      }
+    }
+    process.stdout.write(table(['NAME', 'ARCH', 'DIGEST', 'CATALOG', 'BLOB', 'NODES'], rows));
+  };
+  // Bare `archway images` shows the fleet's view: what is current, and which nodes hold what.
+  const images = program
+    .command('images')
+    .description('build, publish and list images; alone: their sync state')
+    .action(showStatus);
   images
     .command('build')
     .description('build an image from its recipe in images/recipes')
@@ -92,25 +115,7 @@ export function registerImages(program: Command, env: Record<string, string | un
     .description(
       "per image and arch, the catalog's current version and which nodes hold which version (from the API)",
     )
-    .action(async () => {
-      const api = createApiClient(parseConfig(ClientConfig, env));
-      const { images: list } = await api.json<{ images: ImageStatusRow[] }>('GET', '/v1/images');
-      const rows: string[][] = [];
-      for (const i of list) {
-        for (const v of i.versions) {
-          const nodes = v.nodes.map((n) => `${n.id}${n.current ? '' : ' (old)'}${n.lost ? ' (lost)' : ''}`);
-          rows.push([
-            i.name,
-            i.arch,
-            short(v.digest),
-            v.current ? 'current' : '',
-            v.current && i.current ? formatBytes(i.current.full.sizeBytes) : '',
-            nodes.join(', ') || '-',
-          ]);
-        }
-      }
-      process.stdout.write(table(['NAME', 'ARCH', 'DIGEST', 'CATALOG', 'BLOB', 'NODES'], rows));
-    });
+    .action(showStatus);
   images
     .command('list')
     .description('list the images held on this host, with their digests')
