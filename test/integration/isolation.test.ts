@@ -59,6 +59,36 @@ describe('container isolation', () => {
     expect(r.exitCode).toBe(0);
   });
 
+  it('cannot reach anything on the host, its loopback included (Redis, the API)', async () => {
+    const { createServer } = await import('node:net');
+    let connections = 0;
+    const server = createServer((sock) => {
+      connections++;
+      sock.end('hello\n');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const r = await collect(
+        await h.launcher.launch({
+          jobId: 'netiso',
+          image: 'busybox',
+          argv: [
+            'sh',
+            '-c',
+            `for a in 127.0.0.1 localhost; do if nc -w 2 $a ${port} </dev/null; then echo "reached $a"; else echo "no route to $a"; fi; done`,
+          ],
+        }),
+      );
+      expect(r.output).toContain('no route to 127.0.0.1');
+      expect(r.output).toContain('no route to localhost');
+      expect(r.output).not.toContain('reached');
+      expect(connections).toBe(0);
+    } finally {
+      server.close();
+    }
+  });
+
   it('cannot write to /sys', async () => {
     const r = await collect(
       await h.launcher.launch({
