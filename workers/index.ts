@@ -29,5 +29,6 @@ export {
   type SourceFetcher,
   type SourceFetcherOptions,
 } from './source-fetch.ts';
+export { SourceFetchError } from './source-fetch-error.ts';
 export { createWarmPool, type WarmPool, type WarmPoolOptions } from './warm-pool.ts';
 export { createWorkerDaemon, type WorkerDaemon, type WorkerDaemonOptions } from './worker-daemon.ts';

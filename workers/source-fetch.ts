@@ -5,7 +5,6 @@ import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import {
   AbortedError,
-  ArchwayError,
   checkSourceUrl,
   HOST_ENV,
   HostCommandError,
@@ -17,6 +16,7 @@ import {
   type SourceUrl,
   sourceBuildDir,
 } from '../src/index.ts';
+import { SourceFetchError } from './source-fetch-error.ts';
 
 /** A job's source credential as the webhook side stores it: a token bound to one host. */
 const SourceCredential = z.object({ host: z.string(), token: z.string().min(1) });
@@ -114,10 +114,9 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
       cur = join(cur, part);
       const st = await lstat(cur).catch(() => undefined);
       if (st?.isSymbolicLink() || (st && !st.isDirectory())) {
-        throw new ArchwayError(
-          'SOURCE_PLACE_FAILED',
-          `${rel}: /${cur.slice(root.length + 1)} in the image is not a directory`,
-        );
+        throw new SourceFetchError(`${rel}: /${cur.slice(root.length + 1)} in the image is not a directory`, {
+          infra: false,
+        });
       }
       if (!st) {
         await mkdir(cur, { mode: 0o755 });
@@ -170,14 +169,10 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
           { env: gitEnv(policy.allowLoopback, auth), signal, timeoutMs: GIT_TIMEOUT_MS, label: 'git fetch' },
         ).catch((e: unknown) => {
           if (e instanceof HostCommandError) {
-            throw new ArchwayError(
-              'SOURCE_FETCH_FAILED',
-              `fetching ${what} from ${src.url.href}: ${e.message}`,
-              {
-                infra: true,
-                cause: e,
-              },
-            );
+            throw new SourceFetchError(`fetching ${what} from ${src.url.href}: ${e.message}`, {
+              infra: true,
+              cause: e,
+            });
           }
           throw e;
         });
@@ -211,9 +206,7 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
           sha = (await git(['--git-dir', mirror, 'rev-parse', 'refs/archway/HEAD^{commit}'], signal)).trim();
         }
         if (!(await hasCommit(mirror, sha, signal))) {
-          throw new ArchwayError('SOURCE_FETCH_FAILED', `${src.url.href} has no commit ${sha}`, {
-            infra: false,
-          });
+          throw new SourceFetchError(`${src.url.href} has no commit ${sha}`, { infra: false });
         }
       }
       const fetchMs = Math.round(performance.now() - t0);
@@ -239,8 +232,7 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
       const [a, t] = await Promise.all([archive, tar]);
       if (a.failed || t.failed) {
         if (signal.aborted) throw new AbortedError('placing the source', signal.reason);
-        throw new ArchwayError(
-          'SOURCE_PLACE_FAILED',
+        throw new SourceFetchError(
           `placing ${sha} at ${buildDir}: ${String(a.stderr || t.stderr || a.shortMessage || t.shortMessage)}`,
           { infra: true },
         );

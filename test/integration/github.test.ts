@@ -175,6 +175,8 @@ describe('POST /webhooks/github', () => {
     expect(ping.status).toBe(204);
     const closed = example('pull_request', (e) => e.action === 'closed');
     expect((await deliver('pull_request', closed)).status).toBe(204);
+    const doc = (await (await fetch(`${api.url}/openapi.json`)).json()) as { paths: Record<string, unknown> };
+    expect(Object.keys(doc.paths)).toContain('/webhooks/github');
   });
 });
 

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { App, Octokit } from 'octokit';
-import { ArchwayError, type Logger } from '../../src/index.ts';
+import { type Logger, toError } from '../../src/index.ts';
+import { GitHubKeyError } from './github-key-error.ts';
 
 /** An installation's client: the REST calls archway makes as the App on one installation. */
 export type InstallationClient = Octokit;
@@ -39,13 +40,10 @@ export async function loadPrivateKey(value: string): Promise<string> {
   const text = value.includes('-----BEGIN')
     ? value.replace(/\\n/g, '\n')
     : await readFile(value, 'utf8').catch((e: unknown) => {
-        throw new ArchwayError(
-          'GITHUB_PRIVATE_KEY_UNREADABLE',
-          `ARCHWAY_GITHUB_PRIVATE_KEY: neither PEM text nor a readable file (${(e as Error).message})`,
-        );
+        throw new GitHubKeyError(`neither PEM text nor a readable file (${toError(e).message})`);
       });
   if (!/-----BEGIN (RSA )?PRIVATE KEY-----/.test(text)) {
-    throw new ArchwayError('GITHUB_PRIVATE_KEY_INVALID', 'ARCHWAY_GITHUB_PRIVATE_KEY: not a PEM private key');
+    throw new GitHubKeyError('not a PEM private key');
   }
   return text;
 }
