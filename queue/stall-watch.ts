@@ -32,10 +32,12 @@ export interface StallWatch {
  * `errored` (reason infra) here, so no job is left `running` for ever.
  */
 export function createStallWatch(o: StallWatchOptions): StallWatch {
+  // BullMQ does not close a connection it was handed: close() quits these itself.
+  const connections = ARCHES.map(() => o.duplicate());
   const workers = ARCHES.map(
-    (arch) =>
+    (arch, i) =>
       new Worker(o.keys.queueName(arch), null, {
-        connection: o.duplicate(),
+        connection: connections[i] as Redis,
         prefix: o.keys.bullPrefix,
         autorun: false,
         lockDuration: LOCK_DURATION_MS,
@@ -79,6 +81,7 @@ export function createStallWatch(o: StallWatchOptions): StallWatch {
     },
     async close() {
       await Promise.all(workers.map((w) => w.close()));
+      await Promise.all(connections.map((c) => c.quit().catch(() => c.disconnect())));
     },
   };
 }
