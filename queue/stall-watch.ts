@@ -47,6 +47,11 @@ export function createStallWatch(o: StallWatchOptions): StallWatch {
   );
   for (const w of workers) {
     w.on('error', () => undefined);
+    w.on('stalled', (jobId) => {
+      void markRequeued(jobId).catch((e: unknown) =>
+        o.logger.error({ err: e, job: jobId }, 'could not record a lost node'),
+      );
+    });
     w.on('failed', (job, err) => {
       const id = (job?.data as { id?: string } | undefined)?.id;
       if (!id) return;
@@ -73,6 +78,39 @@ export function createStallWatch(o: StallWatchOptions): StallWatch {
     });
     await log.note(`\n[archway] errored: the nodes running this job were lost too many times (${why})\n`);
     await log.end(o.logRetentionSeconds);
+  }
+
+  /** The job's node was lost and BullMQ put it back: the record says so (queued, the attempt errored) while it waits. */
+  async function markRequeued(id: string): Promise<void> {
+    const job = await o.queue.get(id);
+    if (!job || job.state !== 'running') return;
+    const r = await o.queue.store.transition(id, 'queued', {
+      attempt: job.attempt,
+      onlyFrom: ['running'],
+      fields: {},
+    });
+    if (!r.ok) return;
+    await o.queue.store.recordAttempt(id, {
+      n: job.attempt,
+      node: job.node ?? 'unknown',
+      startedAt: job.startedAt ?? new Date().toISOString(),
+      endedAt: new Date().toISOString(),
+      outcome: 'errored',
+      reason: 'infra',
+      error: 'node lost (its lock expired)',
+    });
+    o.logger.warn({ job: id, node: job.node }, 'node lost mid-job: the job is queued again');
+    const log = createLogWriter({
+      redis: o.redis,
+      keys: o.keys,
+      jobId: id,
+      limitBytes: 1,
+      secrets: [],
+      onLimit: () => {},
+    });
+    await log.note(
+      `\n[archway] node ${job.node ?? 'unknown'} was lost during attempt ${job.attempt}; the job is queued again\n`,
+    );
   }
 
   return {

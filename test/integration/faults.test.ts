@@ -1,7 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
+import { createStallWatch, MAX_ATTEMPTS } from '../../queue/index.ts';
+import { createLogger } from '../../src/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
-import { eventually, leftovers, TEST_ENV } from '../support/test-host.ts';
+import { createTestHost, eventually, leftovers, TEST_ENV } from '../support/test-host.ts';
 
 let c: TestCluster | undefined;
 const children: ChildProcess[] = [];
@@ -69,6 +72,49 @@ describe('faults', () => {
       ([, f]) => f[1] === id && ['passed', 'failed', 'errored', 'canceled'].includes(f[5] ?? ''),
     );
     expect(finals).toHaveLength(1);
+  }, 120_000);
+
+  it('the control plane re-queues the job of a lost node even when no node of its arch is left', async () => {
+    c = await startCluster();
+    const cluster = c;
+    const watch = createStallWatch({
+      queue: cluster.queue,
+      keys: cluster.keys,
+      redis: cluster.client,
+      duplicate: () => new Redis(cluster.redis.url, { maxRetriesPerRequest: null }),
+      maxStalledCount: MAX_ATTEMPTS - 1,
+      logRetentionSeconds: 600,
+      logger: createLogger({ name: 'test-stall-watch', level: 'silent' }),
+    });
+    await watch.start();
+    try {
+      const only = spawnWorker(cluster, 'only-amd64');
+      const id = await cluster.submit({ arch: 'amd64', image: 'busybox', script: 'echo started; sleep 120' });
+      await eventually(async () => (await cluster.log(id)).includes('started'), 'the job to start', 30_000);
+      only.kill('SIGKILL');
+      await exited(only);
+      await eventually(
+        async () => (await cluster.queue.get(id))?.state === 'queued',
+        'the job to be queued again',
+        60_000,
+      );
+      const job = await cluster.queue.get(id);
+      expect(job?.attempts[0]).toMatchObject({
+        n: 1,
+        node: 'only-amd64',
+        outcome: 'errored',
+        reason: 'infra',
+      });
+      expect(await cluster.log(id)).toMatch(
+        /node only-amd64 was lost during attempt 1; the job is queued again/,
+      );
+      expect(await cluster.queue.depth('amd64')).toBe(1);
+      await cluster.queue.cancel(id);
+      // The dead node's container goes when a runtime starts on this host again.
+      await (await createTestHost('amd64')).runtime.reap({});
+    } finally {
+      await watch.close();
+    }
   }, 120_000);
 
   it('Redis restarted mid-job (AOF): the job is not lost, its log is complete, the worker reconnects by itself', async () => {
