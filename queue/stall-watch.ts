@@ -83,7 +83,7 @@ export function createStallWatch(o: StallWatchOptions): StallWatch {
   /** The job's node was lost and BullMQ put it back: the record says so (queued, the attempt errored) while it waits. */
   async function markRequeued(id: string): Promise<void> {
     const job = await o.queue.get(id);
-    if (!job || job.state !== 'running') return;
+    if (job?.state !== 'running') return;
     const r = await o.queue.store.transition(id, 'queued', {
       attempt: job.attempt,
       onlyFrom: ['running'],
