@@ -8,6 +8,7 @@ export * from './host/cgroups.ts';
 export * from './host/pool-mount.ts';
 export * from './host/run-command.ts';
 export * from './job.ts';
+export * from './lifecycle.ts';
 export * from './logger.ts';
 export * from './metrics.ts';
 export * from './redis/connection.ts';

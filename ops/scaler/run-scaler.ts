@@ -5,13 +5,13 @@ import {
   ARCHES,
   type Arch,
   assertNoEviction,
+  createCloser,
   createKeys,
   createLogger,
   createRedis,
   parseArch,
   parseConfig,
   ScalerConfig,
-  toError,
   WorkerConfig,
 } from '../../src/index.ts';
 import type { ScalerProvider } from './provider.ts';
@@ -145,51 +145,17 @@ export async function runScaler(
     logger,
   });
 
-  let closing: Promise<void> | undefined;
-  let resolveClosed: () => void = () => {};
-  const closed = new Promise<void>((r) => {
-    resolveClosed = r;
+  const { close, closed } = createCloser({
+    name: 'scaler',
+    logger,
+    handleSignals: opts.handleSignals ?? true,
+    timeoutMs: CLOSE_TIMEOUT_MS,
+    steps: [
+      ['scaler', () => scaler.close()],
+      ['queue', () => queue.close()],
+      ['redis', () => redis.quit()],
+    ],
   });
-  const close = () => {
-    closing ??= (async () => {
-      const steps: [string, () => Promise<unknown>][] = [
-        ['scaler', () => scaler.close()],
-        ['queue', () => queue.close()],
-        ['redis', () => redis.quit()],
-      ];
-      for (const [what, step] of steps) {
-        try {
-          await step();
-        } catch (e) {
-          logger.warn({ err: toError(e).message }, `closing the ${what} failed`);
-        }
-      }
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
-      logger.info('scaler stopped');
-      resolveClosed();
-    })();
-    return closing;
-  };
-
-  let signals = 0;
-  function onSignal(signal: NodeJS.Signals) {
-    signals++;
-    if (signals > 1) {
-      logger.warn({ signal }, 'second signal: exiting now');
-      process.exit(1);
-    }
-    logger.info({ signal }, 'closing (a second signal forces)');
-    setTimeout(() => {
-      logger.error(`did not close within ${CLOSE_TIMEOUT_MS} ms: exiting now`);
-      process.exit(1);
-    }, CLOSE_TIMEOUT_MS).unref();
-    void close();
-  }
-  if (opts.handleSignals ?? true) {
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  }
 
   try {
     await scaler.start();

@@ -4,6 +4,7 @@ import {
   ApiConfig,
   ArchwayError,
   assertNoEviction,
+  createCloser,
   createKeys,
   createLogger,
   createRedis,
@@ -122,55 +123,21 @@ export async function runApi(
   await stallWatch.start();
   await github?.start();
 
-  let closing: Promise<void> | undefined;
-  let resolveClosed: () => void = () => {};
-  const closed = new Promise<void>((r) => {
-    resolveClosed = r;
-  });
   // Order: the HTTP server first (no new requests; open follows are ended), then the queue, then
   // Redis, which both use. Every step runs even when one before it fails.
-  const close = () => {
-    closing ??= (async () => {
-      const steps: [string, () => Promise<unknown>][] = [
-        ['http server', () => app.close()],
-        ['github app', async () => github?.close()],
-        ['stall watch', () => stallWatch.close()],
-        ['queue', () => queue.close()],
-        ['redis', () => redis.quit()],
-      ];
-      for (const [what, step] of steps) {
-        try {
-          await step();
-        } catch (e) {
-          logger.warn({ err: toError(e).message }, `closing the ${what} failed`);
-        }
-      }
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
-      logger.info('api stopped');
-      resolveClosed();
-    })();
-    return closing;
-  };
-
-  let signals = 0;
-  function onSignal(signal: NodeJS.Signals) {
-    signals++;
-    if (signals > 1) {
-      logger.warn({ signal }, 'second signal: exiting now');
-      process.exit(1);
-    }
-    logger.info({ signal }, 'closing (a second signal forces)');
-    setTimeout(() => {
-      logger.error(`did not close within ${CLOSE_TIMEOUT_MS} ms: exiting now`);
-      process.exit(1);
-    }, CLOSE_TIMEOUT_MS).unref();
-    void close();
-  }
-  if (opts.handleSignals ?? true) {
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  }
+  const { close, closed } = createCloser({
+    name: 'api',
+    logger,
+    handleSignals: opts.handleSignals ?? true,
+    timeoutMs: CLOSE_TIMEOUT_MS,
+    steps: [
+      ['http server', () => app.close()],
+      ['github app', async () => github?.close()],
+      ['stall watch', () => stallWatch.close()],
+      ['queue', () => queue.close()],
+      ['redis', () => redis.quit()],
+    ],
+  });
 
   try {
     await app.listen({ host: config.ARCHWAY_HOST, port: config.ARCHWAY_PORT });

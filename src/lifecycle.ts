@@ -1,0 +1,64 @@
+import { toError } from './errors/to-error.ts';
+import type { Logger } from './logger.ts';
+
+export interface CloserOptions {
+  /** What stops (`api`, `scaler`): for the log lines. */
+  name: string;
+  logger: Logger;
+  /** Cleanup steps in the order they run; every step runs even when one before it fails. */
+  steps: readonly (readonly [string, () => Promise<unknown>])[];
+  /** Close on the first SIGTERM or SIGINT; a second one, or `timeoutMs` without finishing, exits at once. */
+  handleSignals: boolean;
+  timeoutMs: number;
+}
+
+export interface Closer {
+  /** Idempotent: runs the steps once. */
+  close(): Promise<void>;
+  /** Settles once close() has finished. */
+  readonly closed: Promise<void>;
+}
+
+/** A process's shutdown, handled once: ordered, complete cleanup, with signals wired as STYLE.md asks. */
+export function createCloser(o: CloserOptions): Closer {
+  let closing: Promise<void> | undefined;
+  let resolveClosed: () => void = () => {};
+  const closed = new Promise<void>((r) => {
+    resolveClosed = r;
+  });
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals++;
+    if (signals > 1) {
+      o.logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    o.logger.info({ signal }, 'closing (a second signal forces)');
+    setTimeout(() => {
+      o.logger.error(`did not close within ${o.timeoutMs} ms: exiting now`);
+      process.exit(1);
+    }, o.timeoutMs).unref();
+    void close();
+  };
+  const close = () => {
+    closing ??= (async () => {
+      for (const [what, step] of o.steps) {
+        try {
+          await step();
+        } catch (e) {
+          o.logger.warn({ err: toError(e).message }, `closing the ${what} failed`);
+        }
+      }
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      o.logger.info(`${o.name} stopped`);
+      resolveClosed();
+    })();
+    return closing;
+  };
+  if (o.handleSignals) {
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  }
+  return { close, closed };
+}
