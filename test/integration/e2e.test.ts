@@ -150,5 +150,7 @@ describe('end to end: the CLI, the API, workers of every arch', () => {
       );
     const metrics = await (await fetch(`${api.url}/metrics`)).text();
     expect(metrics).toMatch(/archway_nodes\{arch="s390x",state="active"\} 1/);
+    // A pool never set shows its defaults.
+    expect(metrics).toMatch(/archway_pool_nodes\{arch="arm64",kind="max"\} \d+/);
   });
 });

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { Gauge, Registry } from 'prom-client';
+import { createPoolStore } from '../../../queue/index.ts';
 import { ARCHES, JOB_STATES } from '../../index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 
@@ -24,6 +25,13 @@ export const metricsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (ap
     labelNames: ['state'] as const,
     registers: [registry],
   });
+  const pool = new Gauge({
+    name: 'archway_pool_nodes',
+    help: "Pool settings per arch: min, max and the scaler's desired nodes (desired absent until a scaler ran)",
+    labelNames: ['arch', 'kind'] as const,
+    registers: [registry],
+  });
+  const pools = createPoolStore(deps.redis, deps.keys);
   const slots = new Gauge({
     name: 'archway_slots',
     help: 'Slots of live nodes per arch, total and busy',
@@ -34,6 +42,12 @@ export const metricsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (ap
   app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
     nodes.reset();
     slots.reset();
+    pool.reset();
+    for (const p of await pools.list()) {
+      pool.set({ arch: p.arch, kind: 'min' }, p.min);
+      pool.set({ arch: p.arch, kind: 'max' }, p.max);
+      if (p.desired !== undefined) pool.set({ arch: p.arch, kind: 'desired' }, p.desired);
+    }
     const list = await deps.nodes.list();
     for (const arch of ARCHES) {
       for (const state of ['active', 'draining', 'quarantined', 'lost']) {
