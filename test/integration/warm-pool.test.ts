@@ -49,22 +49,26 @@ describe('warm pool', () => {
     h = await createTestHost('amd64', { warm: { busybox: 1 } });
     const host = h;
     await host.warmPool?.filled();
-    const warm = await host.launcher.launch({
-      jobId: 'limits',
-      image: 'busybox',
-      argv: [
-        'sh',
-        '-c',
-        'cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max',
-      ],
-      limits: { memoryMiB: 300, pids: 77 },
-    });
-    expect(warm.warm).toBe(true);
-    const [mem, pids] = (await collect(warm)).output.trim().split('\n');
-    expect(Number(mem)).toBe(300 * 1024 * 1024);
-    expect(pids).toBe('77');
-    const cold = await host.launcher.launch({ jobId: 'cold', image: 'busybox', argv: ['true'] });
-    expect(cold.warm).toBe(false);
-    expect((await collect(cold)).exitCode).toBe(0);
+    // Two launches at once against a pool of one: the second finds none ready (a refill takes
+    // tens of ms) and starts cold. Launched together, so no timing of the refill matters.
+    const limitsOf = (jobId: string) =>
+      host.launcher.launch({
+        jobId,
+        image: 'busybox',
+        argv: [
+          'sh',
+          '-c',
+          'cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max',
+        ],
+        limits: { memoryMiB: 300, pids: 77 },
+      });
+    const jobs = await Promise.all([limitsOf('first'), limitsOf('second')]);
+    // One got the warm container (its limits were updated at exec), the other was made cold with them.
+    expect(jobs.map((j) => j.warm).sort()).toEqual([false, true]);
+    for (const job of jobs) {
+      const [mem, pids] = (await collect(job)).output.trim().split('\n');
+      expect(Number(mem)).toBe(300 * 1024 * 1024);
+      expect(pids).toBe('77');
+    }
   });
 });
