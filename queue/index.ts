@@ -27,6 +27,7 @@ export {
 } from './job-store.ts';
 export { type FollowOptions, followLog, type LogChunk, readLog } from './log-reader.ts';
 export {
+  appendLogNote,
   createLogWriter,
   FLUSH_MS,
   type LogWriter,

@@ -10,7 +10,7 @@ import {
   type Keys,
 } from '../src/index.ts';
 import { createJobStore, type JobStore, type ListFilter } from './job-store.ts';
-import { createLogWriter } from './log-writer.ts';
+import { appendLogNote } from './log-writer.ts';
 
 /** Attempts a job gets when its host fails (errored attempts are retried elsewhere). */
 export const MAX_ATTEMPTS = 3;
@@ -152,20 +152,15 @@ export function createJobQueue(o: JobQueueOptions): JobQueue {
         await queueOf(job.arch)
           .remove(id)
           .catch(() => undefined);
-        const log = createLogWriter({
-          redis: o.redis,
-          keys: o.keys,
-          jobId: id,
-          limitBytes: 1,
-          secrets: [],
-          onLimit: () => {},
-        });
-        await log.note(
+        await appendLogNote(
+          o.redis,
+          o.keys,
+          id,
           reason === 'superseded'
             ? '[archway] canceled before it started: superseded by a newer build\n'
             : '[archway] canceled before it started\n',
+          o.logRetentionSeconds,
         );
-        await log.end(o.logRetentionSeconds);
         return must(id);
       }
       await store.requestCancel(id, reason);

@@ -174,3 +174,19 @@ export function splitUtf8(text: string, max: number): string[] {
   }
   return out;
 }
+
+/**
+ * Appends one line of archway's own to a job's log from outside its attempt (a cancel before it
+ * started, a lost node); with `endRetentionSeconds` it also closes the log.
+ */
+export async function appendLogNote(
+  redis: Redis,
+  keys: Keys,
+  jobId: string,
+  text: string,
+  endRetentionSeconds?: number,
+): Promise<void> {
+  const log = createLogWriter({ redis, keys, jobId, limitBytes: 0, secrets: [], onLimit: () => {} });
+  await log.note(text);
+  if (endRetentionSeconds !== undefined) await log.end(endRetentionSeconds);
+}

@@ -2,7 +2,7 @@ import { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { ARCHES, type Keys, type Logger } from '../src/index.ts';
 import type { JobQueue } from './job-queue.ts';
-import { createLogWriter } from './log-writer.ts';
+import { appendLogNote } from './log-writer.ts';
 
 /** Lock and stall settings every party uses, so a lost node's job is back in the queue well within a minute. */
 export const LOCK_DURATION_MS = 20_000;
@@ -68,16 +68,13 @@ export function createStallWatch(o: StallWatchOptions): StallWatch {
     });
     if (!r.ok) return;
     o.logger.warn({ job: id, why }, 'job errored: its nodes were lost too many times');
-    const log = createLogWriter({
-      redis: o.redis,
-      keys: o.keys,
-      jobId: id,
-      limitBytes: 1,
-      secrets: [],
-      onLimit: () => {},
-    });
-    await log.note(`\n[archway] errored: the nodes running this job were lost too many times (${why})\n`);
-    await log.end(o.logRetentionSeconds);
+    await appendLogNote(
+      o.redis,
+      o.keys,
+      id,
+      `\n[archway] errored: the nodes running this job were lost too many times (${why})\n`,
+      o.logRetentionSeconds,
+    );
   }
 
   /** The job's node was lost and BullMQ put it back: the record says so (queued, the attempt errored) while it waits. */
@@ -100,15 +97,10 @@ export function createStallWatch(o: StallWatchOptions): StallWatch {
       error: 'node lost (its lock expired)',
     });
     o.logger.warn({ job: id, node: job.node }, 'node lost mid-job: the job is queued again');
-    const log = createLogWriter({
-      redis: o.redis,
-      keys: o.keys,
-      jobId: id,
-      limitBytes: 1,
-      secrets: [],
-      onLimit: () => {},
-    });
-    await log.note(
+    await appendLogNote(
+      o.redis,
+      o.keys,
+      id,
       `\n[archway] node ${job.node ?? 'unknown'} was lost during attempt ${job.attempt}; the job is queued again\n`,
     );
   }
