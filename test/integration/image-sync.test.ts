@@ -44,9 +44,9 @@ import { startRedis, type TestRedis } from '../support/redis-server.ts';
 import { collect, eventually, leftovers, testConfig } from '../support/test-host.ts';
 
 /** The "remote" worker's pool: a second loop-backed btrfs filesystem, so sync crosses filesystems. */
-const SYNC_POOL = '/var/lib/archway-test-sync';
+const SYNC_POOL = `${process.env.ARCHWAY_TEST_POOL ?? '/var/lib/archway-test'}-sync`;
 /** Its OCI runtime state of its own: a runtime reaps what it finds in its state dir and not in its pool. */
-const SYNC_RUN_DIR = '/run/archway-test-sync';
+const SYNC_RUN_DIR = `${process.env.ARCHWAY_TEST_RUN_DIR ?? '/run/archway-test'}-sync`;
 const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
 const SYNC_TOKEN = `sync-${randomBytes(12).toString('hex')}`;
 const ARCH = 'amd64';

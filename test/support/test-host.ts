@@ -20,12 +20,16 @@ import {
   type WarmPool,
 } from '../../workers/index.ts';
 
-/** The pool and runtime state the tests use: never the host's own /var/lib/archway. */
+/**
+ * The pool and runtime state the tests use: never the host's own /var/lib/archway. Each can be
+ * moved (ARCHWAY_TEST_POOL, ARCHWAY_TEST_RUN_DIR, ARCHWAY_TEST_CGROUP_PARENT) so that two suites
+ * run side by side on one host without reaping each other's containers.
+ */
 export const TEST_ENV = {
   ARCHWAY_POOL_PATH: process.env.ARCHWAY_TEST_POOL ?? '/var/lib/archway-test',
   ARCHWAY_POOL_SIZE_GIB: '24',
-  ARCHWAY_RUN_DIR: '/run/archway-test',
-  ARCHWAY_CGROUP_PARENT: 'archway-test',
+  ARCHWAY_RUN_DIR: process.env.ARCHWAY_TEST_RUN_DIR ?? '/run/archway-test',
+  ARCHWAY_CGROUP_PARENT: process.env.ARCHWAY_TEST_CGROUP_PARENT ?? 'archway-test',
   ARCHWAY_LOG_LEVEL: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn',
 } as const;
 
