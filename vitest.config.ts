@@ -20,6 +20,18 @@ export default defineConfig({
           hookTimeout: 180_000,
         },
       },
+      {
+        // The heavy suite `.ci/run` runs after `npm test`: Debian images per arch, real apt installs
+        // through the package cache, real builds. Not part of `npm test` (its 10-minute budget).
+        test: {
+          name: 'system',
+          include: ['test/system/**/*.test.ts'],
+          globalSetup: ['test/integration/global-setup.ts'],
+          fileParallelism: false,
+          testTimeout: 1_200_000,
+          hookTimeout: 3_600_000,
+        },
+      },
     ],
   },
 });
