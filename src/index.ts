@@ -5,6 +5,7 @@ export * from './errors/index.ts';
 export * from './host/binfmt.ts';
 export * from './host/btrfs.ts';
 export * from './host/cgroups.ts';
+export * from './host/host-leases.ts';
 export * from './host/pool-mount.ts';
 export * from './host/run-command.ts';
 export * from './job.ts';
