@@ -102,9 +102,7 @@ export function createHostLeases(o: HostLeasesOptions): HostLeases {
   return {
     async acquire(holder) {
       await ensureDir();
-      const held = new Set(
-        (await readdir(o.dir)).filter((n) => /^\d+$/.test(n)).map((n) => Number(n)),
-      );
+      const held = new Set((await readdir(o.dir)).filter((n) => /^\d+$/.test(n)).map((n) => Number(n)));
       for (let i = 0; i < o.size; i++) {
         if (!held.has(i) && (await tryCreate(i, holder))) return i;
       }
