@@ -3,6 +3,43 @@ import { InvalidInputError } from './errors/invalid-input-error.ts';
 
 const int = (def: number, min = 1) => z.coerce.number().int().min(min).default(def);
 
+const cidrList = z
+  .string()
+  .default('')
+  .transform((s) =>
+    s
+      .split(',')
+      .map((v) => v.trim())
+      .filter(Boolean),
+  )
+  .pipe(
+    z.array(
+      z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'IPv4 CIDRs such as 10.1.2.0/24, comma-separated'),
+    ),
+  );
+
+/** Job egress (a network namespace per container, a veth to the host, nftables), shared by every host process. */
+const EgressSettings = {
+  /**
+   * Whether jobs may have `network: egress`. On the API: `false` refuses such jobs (400) and builds
+   * from repositories get `none`. On a worker: `false` makes no job network (egress jobs fail).
+   */
+  ARCHWAY_EGRESS: z.stringbool().default(true),
+  /** IPv4 block of job addresses: a /30 per container; its first address is the host's service address (DNS, package cache). */
+  ARCHWAY_EGRESS_SUBNET: z
+    .string()
+    .regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'an IPv4 CIDR such as 10.89.0.0/16')
+    .default('10.89.0.0/16'),
+  /** Private CIDRs egress jobs may reach anyway (a private mirror or git server), comma-separated. Default none. */
+  ARCHWAY_EGRESS_ALLOW: cidrList,
+  /** Host-wide state of the job network (leases, DNS forwarder, package cache): one per host, whatever the pool. */
+  ARCHWAY_NET_STATE_DIR: z.string().startsWith('/', 'an absolute path').default('/run/archway-net'),
+  /** Where the package cache keeps its files. Default `<pool>/cache/apt-cacher-ng`. */
+  ARCHWAY_APT_CACHE_DIR: z.string().startsWith('/', 'an absolute path').optional(),
+  /** Most the package cache may hold, in GiB. */
+  ARCHWAY_APT_CACHE_GIB: z.coerce.number().positive().default(4),
+};
+
 /**
  * What a host process (the worker, `archway run`, `archway images`) reads from the environment.
  * Every variable is listed with its default in docs/configuration.md.
@@ -33,6 +70,7 @@ export const HostConfig = z.object({
   ARCHWAY_DEBIAN_MIRROR: z.url().default('http://deb.debian.org/debian'),
   /** pino log level. */
   ARCHWAY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  ...EgressSettings,
 });
 export type HostConfig = z.infer<typeof HostConfig>;
 
@@ -207,6 +245,7 @@ export const ApiConfig = z
     ARCHWAY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     ...GitHubSettings,
     ...ALLOW_LOOPBACK_SOURCES,
+    ARCHWAY_EGRESS: EgressSettings.ARCHWAY_EGRESS,
   })
   .transform((c, ctx) => {
     const tokens = [

@@ -8,6 +8,7 @@ import {
   JobId,
   type Limits,
   type Logger,
+  type NetworkMode,
   ResourceLimits,
   toError,
 } from '../src/index.ts';
@@ -23,6 +24,8 @@ export interface LaunchRequest {
   /** Working directory in the container. Default `/`. */
   cwd?: string;
   limits?: ResourceLimits;
+  /** `none` (default): only loopback. `egress`: outbound network, ready before the job starts. */
+  network?: NetworkMode;
   /** Wall-clock limit of the job's process, in seconds. Default: none (the caller enforces its own). */
   timeoutSeconds?: number;
   /**
@@ -99,8 +102,10 @@ export function createJobLauncher(o: JobLauncherOptions): JobLauncher {
       const image = await o.images.resolve(req.image, o.runtime.arch);
       const cancel = new AbortController();
       const signal = opts.signal ? AbortSignal.any([opts.signal, cancel.signal]) : cancel.signal;
-      const taken = o.warmPool?.take(image);
-      const container = taken ?? (await o.runtime.prepare(image, limits, { signal, jobId: req.jobId }));
+      const network = req.network ?? 'none';
+      const taken = o.warmPool?.take(image, network);
+      const container =
+        taken ?? (await o.runtime.prepare(image, limits, { signal, jobId: req.jobId, network }));
       let execution: Awaited<ReturnType<ContainerRuntime['exec']>>;
       try {
         if (req.prepare) await req.prepare(container.rootfs, signal);

@@ -1,4 +1,4 @@
-import type { Limits, NetworkMode } from '../src/index.ts';
+import type { Limits } from '../src/index.ts';
 
 export interface OciSpecOptions {
   /** The container's writable root: a snapshot of the image. */
@@ -12,8 +12,6 @@ export interface OciSpecOptions {
   cgroupsPath: string;
   /** Host path of the static init bind-mounted into the container at /.archway/init. */
   initPath: string;
-  /** `none` only: `egress` needs a network helper that is not part of this runtime yet. */
-  network: NetworkMode;
 }
 
 /** In-container path of the host's static init. */
@@ -55,9 +53,6 @@ export function ociResources(limits: Limits) {
 
 /** The OCI runtime spec (config.json) of one container: unprivileged, isolated, limited. */
 export function createOciSpec(o: OciSpecOptions) {
-  if (o.network !== 'none') {
-    throw new Error(`network mode '${o.network}' is not available in this runtime yet`);
-  }
   const caps = CAPABILITIES;
   return {
     ociVersion: '1.0.2',
@@ -116,6 +111,8 @@ export function createOciSpec(o: OciSpecOptions) {
     linux: {
       uidMappings: [{ containerID: 0, hostID: o.idBase, size: o.idSize }],
       gidMappings: [{ containerID: 0, hostID: o.idBase, size: o.idSize }],
+      // A network namespace of its own in every mode: `none` keeps only lo; for `egress` the host
+      // adds a veth once the container runs (workers/egress-network.ts).
       namespaces: ['pid', 'network', 'ipc', 'uts', 'mount', 'user', 'cgroup'].map((type) => ({ type })),
       cgroupsPath: o.cgroupsPath,
       resources: { devices: [{ allow: false, access: 'rwm' }], ...ociResources(o.limits) },

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { closeSync, constants, openSync } from 'node:fs';
-import { access, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, lchown, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
@@ -23,12 +23,19 @@ import {
   type Limits,
   type Logger,
   limitExclusive,
+  type NetworkMode,
   oomKills,
   runCommand,
   snapshotSubvolume,
   toError,
 } from '../src/index.ts';
 import type { Container, ContainerRuntime, ExecResult, Execution, RuntimeCtl } from './container-runtime.ts';
+import {
+  createEgressNetwork,
+  type EgressNetwork,
+  type EgressNetworkOptions,
+  type NetworkAttachment,
+} from './egress-network.ts';
 import { createOciSpec, createProcessSpec, ociResources } from './oci-spec.ts';
 
 export interface RuncRuntimeOptions {
@@ -46,6 +53,8 @@ export interface RuncRuntimeOptions {
   /** Host uid/gid range container root maps to. */
   idBase: number;
   idSize: number;
+  /** The job network of this host; without it, a container with `network: egress` cannot be made. */
+  egress?: Omit<EgressNetworkOptions, 'logger'> | undefined;
   logger: Logger;
 }
 
@@ -60,6 +69,19 @@ export function runtimeOptionsFrom(config: HostConfig, arch: Arch, logger: Logge
     initPath: config.ARCHWAY_INIT,
     idBase: config.ARCHWAY_UID_BASE,
     idSize: config.ARCHWAY_UID_SIZE,
+    ...(config.ARCHWAY_EGRESS
+      ? {
+          egress: {
+            subnet: config.ARCHWAY_EGRESS_SUBNET,
+            allow: config.ARCHWAY_EGRESS_ALLOW,
+            leasesDir: join(config.ARCHWAY_NET_STATE_DIR, 'leases'),
+            stateDir: config.ARCHWAY_NET_STATE_DIR,
+            aptCacheDir:
+              config.ARCHWAY_APT_CACHE_DIR ?? join(config.ARCHWAY_POOL_PATH, 'cache', 'apt-cacher-ng'),
+            aptCacheBytes: Math.round(config.ARCHWAY_APT_CACHE_GIB * 2 ** 30),
+          },
+        }
+      : {}),
     logger,
   };
 }
@@ -79,6 +101,8 @@ interface ContainerMeta {
   image: { name: string; arch: Arch; digest: string };
   jobId?: string;
   createdAt: string;
+  /** The container's job-network lease, once it has one (egress containers). */
+  netIndex?: number;
 }
 
 interface RuncContainer extends Container {
@@ -117,9 +141,17 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
     );
   }
   const stateRoot = join(o.runDir, ociRuntime);
+  const egress: EgressNetwork | undefined = o.egress
+    ? await createEgressNetwork({ ...o.egress, logger: o.logger })
+    : undefined;
+  const aptHostSettings = egress ? await hostAptSettings() : [];
   await mkdir(stateRoot, { recursive: true, mode: 0o700 });
   const me: Owner = { pid: process.pid, start: await processStart(process.pid) };
   const bundleOf = (id: string) => join(o.poolPath, 'bundles', id);
+  const readMeta = (id: string) =>
+    readFile(join(bundleOf(id), 'meta.json'), 'utf8')
+      .then((t) => JSON.parse(t) as ContainerMeta)
+      .catch(() => undefined);
   const oci = (args: string[], ctl: RuntimeCtl, extra: { log?: string; detached?: boolean } = {}) =>
     runCommand(
       ociRuntime,
@@ -138,6 +170,9 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
     await oci(['delete', '--force', id], { deadline: ctl.deadline }).catch((e: unknown) => {
       if (!/does not exist|not found/i.test(toError(e).message)) errors.push(toError(e));
     });
+    const meta = await readMeta(id);
+    if (meta?.netIndex !== undefined && egress)
+      await egress.detach(id, meta.netIndex).catch((e: unknown) => errors.push(toError(e)));
     for (const dir of ['warm', 'jobs']) {
       const path = join(o.poolPath, dir, id);
       if (!(await exists(path))) continue;
@@ -197,9 +232,21 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
     arch: o.arch,
     emulated: support.emulated,
     ociRuntime,
+    egress: egress !== undefined,
+    packageCacheStats: async () => egress?.cacheStats(),
 
-    async prepare(image: ResolvedImage, limits: Limits, ctl: RuntimeCtl & { jobId?: string }) {
+    async prepare(
+      image: ResolvedImage,
+      limits: Limits,
+      ctl: RuntimeCtl & { jobId?: string; network?: NetworkMode },
+    ) {
       abortIfNeeded(ctl, 'prepare');
+      const network = ctl.network ?? 'none';
+      if (network === 'egress' && !egress)
+        throw new ArchwayError(
+          'EGRESS_UNAVAILABLE',
+          'this node does not give jobs network egress (ARCHWAY_EGRESS=false on the worker)',
+        );
       if (image.arch !== o.arch)
         throw new ArchwayError(
           'ARCH_MISMATCH',
@@ -223,6 +270,11 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
         await writeFile(join(bundle, 'meta.json'), JSON.stringify(meta));
         await snapshotSubvolume(image.path, rootfs, { timeoutMs: remaining(ctl, 30_000) });
         await Promise.all([
+          writeNetworkFiles(rootfs, network, {
+            owner: o.idBase,
+            ...(egress ? { nameserver: egress.serviceAddress, aptProxy: egress.aptProxy } : {}),
+            aptSettings: aptHostSettings,
+          }),
           limitExclusive(rootfs, limits.diskMiB * 1024 * 1024, { timeoutMs: remaining(ctl, 10_000) }),
           runCommand('mkfifo', ['-m', '0600', join(bundle, 'output.fifo')]),
           writeFile(
@@ -236,7 +288,6 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
                 limits,
                 cgroupsPath,
                 initPath: o.initPath,
-                network: 'none',
               }),
             ),
           ),
@@ -260,11 +311,18 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
           );
         });
         const initPid = Number((await readFile(join(bundle, 'init.pid'), 'utf8')).trim());
+        let attachment: NetworkAttachment | undefined;
+        if (network === 'egress' && egress) {
+          attachment = await egress.attach(id, initPid, me);
+          await writeFile(join(bundle, 'meta.json'), JSON.stringify({ ...meta, netIndex: attachment.index }));
+        }
         abortIfNeeded(ctl, 'prepare');
         const c: RuncContainer = {
           id,
           image,
           limits,
+          network,
+          ...(attachment ? { address: attachment.address } : {}),
           readyAt: Date.now(),
           rootfs,
           initPid,
@@ -375,9 +433,7 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
       }
       const removed: string[] = [];
       for (const id of [...ids].filter((i) => i.startsWith(CONTAINER_PREFIX))) {
-        const meta = await readFile(join(bundleOf(id), 'meta.json'), 'utf8')
-          .then((t) => JSON.parse(t) as ContainerMeta)
-          .catch(() => undefined);
+        const meta = await readMeta(id);
         if (meta && (await isAlive(meta.owner))) continue;
         // One leftover that will not go must not keep the node from starting: say so and go on.
         try {
@@ -391,6 +447,11 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
         }
       }
       if (removed.length) o.logger.info({ removed }, 'removed containers left by processes that are gone');
+      await egress
+        ?.reap()
+        .catch((e: unknown) =>
+          o.logger.error({ err: toError(e).message }, 'could not remove leftover job interfaces'),
+        );
       await destroyStaleQgroups(o.poolPath);
       return removed;
     },
@@ -399,9 +460,7 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
       // Every container's record is written before its snapshot is made, so one being made counts too.
       const digests = new Set<string>();
       for (const id of await readdir(join(o.poolPath, 'bundles')).catch(() => [] as string[])) {
-        const meta = await readFile(join(bundleOf(id), 'meta.json'), 'utf8')
-          .then((t) => JSON.parse(t) as ContainerMeta)
-          .catch(() => undefined);
+        const meta = await readMeta(id);
         if (meta?.image.digest) digests.add(meta.image.digest);
       }
       return digests;
@@ -471,4 +530,67 @@ async function destroyStaleQgroups(poolPath: string): Promise<void> {
     const m = line.match(/^(0\/\d+)\s.*<stale>/);
     if (m?.[1]) await runCommand('btrfs', ['qgroup', 'destroy', m[1], poolPath]).catch(() => undefined);
   }
+}
+
+/**
+ * What the host's own apt needs for its mirror (a dated snapshot has expired Release files):
+ * `Acquire::Check-Valid-Until` and `Acquire::Check-Date` when the host turns them off.
+ */
+async function hostAptSettings(): Promise<string[]> {
+  const out = await runCommand('apt-config', ['dump']).catch(() => '');
+  const lines: string[] = [];
+  for (const key of ['Acquire::Check-Valid-Until', 'Acquire::Check-Date']) {
+    if (new RegExp(`^${key} "(false|0|no)";$`, 'm').test(out)) lines.push(`${key} "false";`);
+  }
+  return lines;
+}
+
+/** Shell-safe text of the apt hook that tells a job without network why apt cannot work. */
+const NO_NETWORK_MESSAGE =
+  'archway: this job has no network (network: none), so apt cannot reach a mirror. Ask for it with network: egress (archway submit --network egress; builds from a repository have it unless the operator turned egress off)';
+
+/**
+ * Files the host writes into a container before it starts, by network mode: the resolver (the
+ * host's DNS forwarder for egress, none otherwise) and, in Debian images, apt's settings: the
+ * host's package cache as proxy for egress; an update hook that fails at once, saying why, without.
+ */
+export async function writeNetworkFiles(
+  rootfs: string,
+  network: NetworkMode,
+  o: { owner: number; nameserver?: string; aptProxy?: string; aptSettings: readonly string[] },
+): Promise<void> {
+  const etc = join(rootfs, 'etc');
+  const hasEtc = await access(etc).then(
+    () => true,
+    () => false,
+  );
+  if (!hasEtc) return;
+  const put = async (path: string, text: string) => {
+    // An image's symlink here must not make the host write elsewhere: replace, never follow.
+    await rm(path, { force: true });
+    await writeFile(path, text, { mode: 0o644, flag: 'wx' });
+    await lchown(path, o.owner, o.owner);
+  };
+  await put(
+    join(etc, 'resolv.conf'),
+    network === 'egress' && o.nameserver ? `nameserver ${o.nameserver}\n` : '',
+  );
+  const aptDir = join(etc, 'apt', 'apt.conf.d');
+  const hasApt = await access(aptDir).then(
+    () => true,
+    () => false,
+  );
+  if (!hasApt) return;
+  const conf =
+    network === 'egress'
+      ? [
+          "// Written by archway: this host's package cache, used by every egress job.",
+          ...(o.aptProxy ? [`Acquire::http::Proxy "${o.aptProxy}";`] : []),
+          ...o.aptSettings,
+        ]
+      : [
+          '// Written by archway: this job has no network.',
+          `APT::Update::Pre-Invoke { "echo '${NO_NETWORK_MESSAGE}' >&2; exit 100"; };`,
+        ];
+  await put(join(aptDir, '00archway'), `${conf.join('\n')}\n`);
 }

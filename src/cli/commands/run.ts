@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
-import { parseArch } from '../../domain.ts';
+import { NetworkMode, parseArch } from '../../domain.ts';
 import { InvalidInputError } from '../../errors/invalid-input-error.ts';
 import { createHostContext, createHostLauncher } from '../host-context.ts';
 import { positiveNumber } from '../parse.ts';
@@ -23,9 +23,13 @@ export function registerRun(program: Command, env: Record<string, string | undef
     .option('--pids <n>', 'process and thread limit')
     .option('--disk <MiB>', 'limit on bytes written into the container, in MiB')
     .option('-e, --env <KEY=VALUE...>', 'environment variable for the command')
+    .option('--network <mode>', 'none (only loopback) or egress (outbound only, through the host)', 'none')
     .argument('<command...>', 'the command and its arguments (after --)')
     .action(async (command: string[], opts: Record<string, string | string[] | undefined>) => {
       const arch = parseArch(String(opts.arch));
+      const network = NetworkMode.safeParse(opts.network);
+      if (!network.success)
+        throw new InvalidInputError('--network', `expected none or egress, got '${String(opts.network)}'`);
       const limits = {
         ...(opts.memory !== undefined ? { memoryMiB: positiveNumber('--memory', opts.memory, true) } : {}),
         ...(opts.cpus !== undefined ? { cpus: positiveNumber('--cpus', opts.cpus) } : {}),
@@ -54,6 +58,7 @@ export function registerRun(program: Command, env: Record<string, string | undef
             argv: command,
             env: jobEnv,
             limits,
+            network: network.data,
             ...(timeoutSeconds ? { timeoutSeconds } : {}),
           },
           { signal: stop.signal },
