@@ -68,11 +68,11 @@ export const JobSpec = z
     /** Ends the job when it prints nothing for this long, in seconds. Default 600. */
     silenceTimeoutSeconds: z.int().positive().max(86_400).default(600),
     resources: ResourceLimits.strict().default({}),
-    /** `none` (default): only loopback. `egress` is not served yet and is refused. */
-    network: NetworkMode.default('none').refine(
-      (n) => n === 'none',
-      "network 'egress' is not available yet; use 'none'",
-    ),
+    /**
+     * `none` (default for API jobs): only loopback. `egress`: outbound to the internet with DNS,
+     * never the host, link-local, other jobs or private ranges; builds from a repository get it.
+     */
+    network: NetworkMode.default('none'),
     /** Free-form key/value pairs, for listing (`GET /v1/jobs?label=k=v`). */
     labels: z
       .record(z.string().regex(/^[A-Za-z0-9_./-]{1,63}$/, 'a label key'), z.string().max(255))

@@ -31,6 +31,7 @@ export function jobEnv(
     ARCHWAY_ATTEMPT: String(o.attempt),
     ARCHWAY_ARCH: spec.arch,
     ARCHWAY_NODE: o.node,
+    ARCHWAY_NETWORK: spec.network,
     HOME: '/root',
     LANG: 'C.UTF-8',
     ...spec.env,

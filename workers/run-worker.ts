@@ -57,6 +57,8 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
           runtime,
           images,
           targets: Object.fromEntries((o.warmImages ?? ['busybox']).map((i) => [i, o.warm])),
+          // Egress containers are warm too, network and all: a job with egress starts as fast.
+          networks: runtime.egress ? ['none', 'egress'] : ['none'],
           limits: DEFAULT_LIMITS,
           logger,
         })

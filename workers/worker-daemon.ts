@@ -235,6 +235,7 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
               }
             : {}),
           limits: spec.resources,
+          network: spec.network,
           timeoutSeconds: spec.timeoutSeconds,
         },
         { signal: ctl.signal },
@@ -256,6 +257,7 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
           `[archway] job ${id} on node ${o.nodeId}: ${o.arch}, ${rt.emulated ? `emulated (qemu-user on ${hostname()})` : 'native'}\n` +
           `[archway] image ${job.image.name}@${job.image.digest}\n` +
           `[archway] ${job.warm ? 'warm' : 'cold'} container, launched in ${Date.now() - t0} ms\n` +
+          `[archway] network: ${spec.network === 'egress' ? "egress (outbound only; apt uses this host's package cache)" : 'none (only loopback: no DNS, no downloads; ask for network: egress)'}\n` +
           sourceNote,
       );
       for await (const chunk of job.output) {

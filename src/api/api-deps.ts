@@ -17,4 +17,6 @@ export interface ApiDeps {
   webhookRoutes?: FastifyPluginAsync;
   /** Which `source.git` URLs a submitted job may use. Default: remote https and git URLs only. */
   sourcePolicy?: SourceUrlPolicy;
+  /** Whether jobs may ask for `network: egress` (ARCHWAY_EGRESS). Default true. */
+  egress?: boolean;
 }

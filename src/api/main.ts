@@ -88,11 +88,13 @@ export async function runApi(
           logger,
           publicUrl: () => publicUrl,
           sourcePolicy,
+          egress: config.ARCHWAY_EGRESS,
         })
       : undefined;
   const app = buildApp(config, {
     ...(github ? { webhookRoutes: github.routes } : {}),
     sourcePolicy,
+    egress: config.ARCHWAY_EGRESS,
     redis,
     queue,
     nodes,

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { createImageStore, type ImageStore } from '../../images/index.ts';
 import {
   type Arch,
+  createHostLeases,
   createLogger,
   HostConfig,
   type Logger,
@@ -33,7 +34,8 @@ export const TEST_ENV = {
   ARCHWAY_LOG_LEVEL: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn',
 } as const;
 
-export const testConfig = (): HostConfig => parseConfig(HostConfig, TEST_ENV);
+export const testConfig = (extra: Record<string, string> = {}): HostConfig =>
+  parseConfig(HostConfig, { ...TEST_ENV, ...extra });
 
 export interface TestHost {
   config: HostConfig;
@@ -46,9 +48,9 @@ export interface TestHost {
 
 export async function createTestHost(
   arch: Arch,
-  opts: { warm?: Record<string, number> } = {},
+  opts: { warm?: Record<string, number>; egressAllow?: string[] } = {},
 ): Promise<TestHost> {
-  const config = testConfig();
+  const config = testConfig(opts.egressAllow ? { ARCHWAY_EGRESS_ALLOW: opts.egressAllow.join(',') } : {});
   const logger = createLogger({ name: 'test', level: config.ARCHWAY_LOG_LEVEL });
   const store = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
   const runtime = await createRuncRuntime(runtimeOptionsFrom(config, arch, logger));
@@ -85,6 +87,13 @@ export async function leftovers(): Promise<string[]> {
   for (const dir of ['warm', 'jobs', 'bundles']) {
     for (const name of await readdir(join(c.ARCHWAY_POOL_PATH, dir)).catch(() => [] as string[]))
       found.push(`${dir}/${name}`);
+  }
+  // Job-network leases are host-wide (other suites may hold some): this process's must all be back.
+  for (const [index, lease] of await createHostLeases({
+    dir: join(c.ARCHWAY_NET_STATE_DIR, 'leases'),
+    size: 1,
+  }).list()) {
+    if (lease.owner.pid === process.pid) found.push(`network lease ${index} of ${lease.id}`);
   }
   // Every container process lives in a cgroup under the test parent: none may remain, nor any cgroup.
   const parent = `/sys/fs/cgroup/pids/${c.ARCHWAY_CGROUP_PARENT}`;

@@ -113,6 +113,8 @@ export interface BuildsOptions {
   /** Default of auto-cancel for repos that do not say (`archway: { auto_cancel: ... }`). */
   autoCancel: boolean;
   sourcePolicy: SourceUrlPolicy;
+  /** Whether jobs get `network: egress`; `false` (the operator turned it off) gives them `none`. */
+  egress: boolean;
 }
 
 export interface Builds {
@@ -260,6 +262,8 @@ export function createBuilds(o: BuildsOptions): Builds {
         buildDir: sourceBuildDir(src.path),
       }),
       source: { git: b.cloneUrl, ref: b.ref, sha: b.sha },
+      // Travis jobs had network: builds from a repository get egress unless the operator forbids it.
+      network: o.egress ? 'egress' : 'none',
       labels: {
         repo: b.repo,
         sha: b.sha,

@@ -25,6 +25,8 @@ export interface GitHubServiceOptions {
   publicUrl: () => string;
   /** Which source URLs webhook jobs may use (loopback only in tests). */
   sourcePolicy: SourceUrlPolicy;
+  /** Whether builds' jobs get `network: egress` (as Travis jobs had network). Default true. */
+  egress?: boolean;
   /** Deliveries processed at once. Default 4. */
   concurrency?: number;
   /** First retry delay of a failed GitHub call, in ms (doubles up to retryMaxMs). Default 1000. */
@@ -90,6 +92,7 @@ export function createGitHubService(o: GitHubServiceOptions): GitHubService {
     publicUrl: o.publicUrl,
     autoCancel: o.config.autoCancel,
     sourcePolicy: o.sourcePolicy,
+    egress: o.egress ?? true,
   });
   const reporter: Reporter = createReporter({
     redis: o.redis,

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { createPoolStore, JobNotFoundError } from '../../../queue/index.ts';
-import { checkSourceUrl, JobSpec } from '../../index.ts';
+import { checkSourceUrl, InvalidInputError, JobSpec } from '../../index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 import { CreatedJob, errorResponses, JobList, JobParams, JobView, ListQuery, maskJob } from '../schemas.ts';
 
@@ -36,6 +36,11 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, {
     },
     async (req, reply) => {
       const spec = req.body;
+      if (spec.network === 'egress' && deps.egress === false)
+        throw new InvalidInputError(
+          'network',
+          "egress is turned off on this installation (ARCHWAY_EGRESS=false): use 'none', or ask the operator",
+        );
       // Fetched on a worker's host: only remote https and git URLs (400 naming source.git otherwise).
       if (spec.source) await checkSourceUrl(spec.source.git, deps.sourcePolicy ?? {});
       // A disabled pool (max 0) would never run it: refused (409 POOL_DISABLED) rather than left waiting.
