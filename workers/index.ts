@@ -8,6 +8,13 @@ export type {
   RuntimeCtl,
 } from './container-runtime.ts';
 export {
+  createEgressNetwork,
+  type EgressNetwork,
+  type NetworkAttachment,
+  type PackageCacheStats,
+  packageCacheStats,
+} from './egress-network.ts';
+export {
   createJobLauncher,
   type JobLauncher,
   type JobLauncherOptions,

@@ -15,6 +15,7 @@ import {
   WorkerConfig,
   type WorkerMetrics,
 } from '../src/index.ts';
+import type { PackageCacheStats } from './egress-network.ts';
 import { createJobLauncher } from './job-launcher.ts';
 import { createRuncRuntime, runtimeOptionsFrom } from './runc-runtime.ts';
 import { createSourceFetcher } from './source-fetch.ts';
@@ -133,7 +134,13 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
   await sync?.reportHeld();
   const metricsServer =
     config.ARCHWAY_WORKER_METRICS_PORT > 0
-      ? await serveMetrics(metrics, config.ARCHWAY_WORKER_METRICS_PORT, () => warmPool?.sizes() ?? {}, o.arch)
+      ? await serveMetrics(
+          metrics,
+          config.ARCHWAY_WORKER_METRICS_PORT,
+          () => warmPool?.sizes() ?? {},
+          o.arch,
+          () => runtime.packageCacheStats(),
+        )
       : undefined;
   if (metricsServer) logger.info({ port: config.ARCHWAY_WORKER_METRICS_PORT }, 'metrics on /metrics');
 
@@ -170,6 +177,7 @@ async function serveMetrics(
   port: number,
   warm: () => Record<string, number>,
   arch: Arch,
+  cache: () => Promise<PackageCacheStats | undefined>,
 ): Promise<Server> {
   const server = createServer((req, res) => {
     if (req.url !== '/metrics') {
@@ -177,10 +185,20 @@ async function serveMetrics(
       return;
     }
     for (const [image, n] of Object.entries(warm())) metrics.warmPool.set({ arch, image }, n);
-    metrics.registry.metrics().then(
-      (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
-      (err: unknown) => res.writeHead(500).end(String(err)),
-    );
+    cache()
+      .then((c) => {
+        if (!c) return;
+        metrics.packageCacheFiles.set({ result: 'hit' }, c.hits);
+        metrics.packageCacheFiles.set({ result: 'miss' }, c.misses);
+        metrics.packageCacheBytes.set({ direction: 'from_mirror' }, c.bytesIn);
+        metrics.packageCacheBytes.set({ direction: 'to_jobs' }, c.bytesOut);
+      })
+      .catch(() => undefined)
+      .then(() => metrics.registry.metrics())
+      .then(
+        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+        (err: unknown) => res.writeHead(500).end(String(err)),
+      );
   });
   await new Promise<void>((resolve) => server.listen(port, resolve));
   return server;

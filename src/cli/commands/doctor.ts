@@ -1,5 +1,6 @@
 import { access, readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
+import { packageCacheStats } from '../../../workers/index.ts';
 import { HostConfig, parseConfig } from '../../config.ts';
 import { ARCHES, hostArch } from '../../domain.ts';
 import { archSupport } from '../../host/binfmt.ts';
@@ -139,6 +140,41 @@ async function runChecks(config: HostConfig): Promise<Check[]> {
         `apt-get install qemu-user-static binfmt-support; update-binfmts --enable (${SETUP})`,
       );
     }
+  }
+  // Job egress: the worker sets the network up itself (nftables table, forwarding, the DNS
+  // forwarder and the package cache); what doctor checks is that it can.
+  const egressOn = config.ARCHWAY_EGRESS;
+  for (const [cmd, pkg, what] of [
+    ['nft', 'nftables', 'filters and NATs job egress'],
+    ['dnsmasq', 'dnsmasq-base', "answers jobs' DNS from the host's resolver"],
+    ['apt-cacher-ng', 'apt-cacher-ng', "caches Debian packages for every egress job's apt"],
+  ] as const) {
+    add(
+      cmd,
+      !egressOn || (await hasCommand(cmd)),
+      egressOn ? what : 'not needed: ARCHWAY_EGRESS=false',
+      `apt-get install ${pkg} (${SETUP})`,
+      egressOn,
+    );
+  }
+  if (egressOn) {
+    const stateDir = config.ARCHWAY_NET_STATE_DIR;
+    const pid = Number((await readFile(`${stateDir}/apt-cacher-ng/pid`, 'utf8').catch(() => '')).trim());
+    let running = false;
+    try {
+      if (pid > 0) process.kill(pid, 0);
+      running = pid > 0;
+    } catch {}
+    const stats = running ? await packageCacheStats(`${stateDir}/apt-cacher-ng/log`) : undefined;
+    add(
+      'package cache',
+      running,
+      running && stats
+        ? `apt-cacher-ng running (pid ${pid}): ${stats.hits} hits, ${stats.misses} misses, ${stats.bytesIn} bytes from the mirror, ${stats.bytesOut} to jobs`
+        : 'not running yet: the first worker (or archway up) starts it',
+      'start a worker, or bin/archway up',
+      false,
+    );
   }
   add(
     'redis-server',
