@@ -48,6 +48,8 @@ export interface EgressNetworkOptions {
   aptCacheDir: string;
   /** Most bytes the package cache may hold (a btrfs qgroup limit on its subvolume when it is on btrfs). */
   aptCacheBytes: number;
+  /** The Debian mirror the cache fetches from (ARCHWAY_DEBIAN_MIRROR), whatever mirror a job's sources name. */
+  mirror: string;
   logger: Logger;
 }
 
@@ -392,6 +394,9 @@ async function ensurePackageCache(o: EgressNetworkOptions, service: string, log:
     // Index files are checked against the mirror at most this often: a second job's update is local.
     'ExThreshold=4',
     'VerboseLog=1',
+    // Debian's backends file is filled by debconf, and empty on a non-interactive install:
+    // without a backend every request is a "503 Host not found". The operator's mirror it is.
+    `Remap-debrep=file:deb_mirror*.gz /debian ; ${o.mirror.replace(/\/*$/, '/')}`,
   ];
   if (await runningWith(pidFile, args)) return;
   // Not as root: it serves untrusted jobs. setpriv (util-linux) drops to its own user.

@@ -79,6 +79,7 @@ export function runtimeOptionsFrom(config: HostConfig, arch: Arch, logger: Logge
             aptCacheDir:
               config.ARCHWAY_APT_CACHE_DIR ?? join(config.ARCHWAY_POOL_PATH, 'cache', 'apt-cacher-ng'),
             aptCacheBytes: Math.round(config.ARCHWAY_APT_CACHE_GIB * 2 ** 30),
+            mirror: config.ARCHWAY_DEBIAN_MIRROR,
           },
         }
       : {}),
@@ -586,10 +587,14 @@ export async function writeNetworkFiles(
       ? [
           "// Written by archway: this host's package cache, used by every egress job.",
           ...(o.aptProxy ? [`Acquire::http::Proxy "${o.aptProxy}";`] : []),
+          // A mirror that cannot be reached fails `apt-get update` (by default only a warning, exit 0).
+          'APT::Update::Error-Mode "any";',
           ...o.aptSettings,
         ]
       : [
           '// Written by archway: this job has no network.',
+          // apt retries with a growing delay (7 s in all) before it gives up: nothing to wait for here.
+          'Acquire::Retries "0";',
           `APT::Update::Pre-Invoke { "echo '${NO_NETWORK_MESSAGE}' >&2; exit 100"; };`,
         ];
   await put(join(aptDir, '00archway'), `${conf.join('\n')}\n`);
