@@ -4,8 +4,13 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 need_host=0
-for cmd in btrfs runc mkfs.btrfs zstd mmdebstrap catatonit redis-server busybox; do
+for cmd in btrfs runc mkfs.btrfs zstd mmdebstrap arch-test gpg catatonit redis-server busybox slirp4netns pasta; do
   command -v "$cmd" >/dev/null 2>&1 || need_host=1
+done
+# By path: /usr/sbin is not on a user's PATH. nft, dnsmasq, apt-cacher-ng: network egress for jobs.
+for f in /usr/sbin/nft /usr/sbin/dnsmasq /usr/sbin/apt-cacher-ng /usr/share/containers/seccomp.json \
+  /usr/share/perl5/Dpkg/Vendor/Debian.pm; do
+  [ -e "$f" ] || need_host=1
 done
 [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || need_host=1
 [ "$(cat /proc/sys/kernel/keys/maxkeys 2>/dev/null || echo 0)" -ge 2000 ] || need_host=1

@@ -12,7 +12,10 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-# package -> a command (or file) that proves it is installed
+# package -> a command (or file) that proves it is installed. apt-get below installs with
+# --no-install-recommends, so what mmdebstrap only recommends is listed here by name: arch-test
+# (without it a foreign-arch build stops at once: "install arch-test for foreign architecture
+# support"), gpg and libdpkg-perl (mmdebstrap infers the suite's keyring with them).
 declare -A pkgs=(
   [btrfs-progs]=/usr/bin/btrfs
   [runc]=/usr/sbin/runc
@@ -25,6 +28,15 @@ declare -A pkgs=(
   [redis-server]=/usr/bin/redis-server
   [uidmap]=/usr/bin/newuidmap
   [slirp4netns]=/usr/bin/slirp4netns
+  [arch-test]=/usr/bin/arch-test
+  [gpg]=/usr/bin/gpg
+  [libdpkg-perl]=/usr/share/perl5/Dpkg/Vendor/Debian.pm
+  # network egress for jobs: nft rules, the DNS forwarder, the package cache, seccomp's profile, pasta
+  [nftables]=/usr/sbin/nft
+  [dnsmasq-base]=/usr/sbin/dnsmasq
+  [apt-cacher-ng]=/usr/sbin/apt-cacher-ng
+  [golang-github-containers-common]=/usr/share/containers/seccomp.json
+  [passt]=/usr/bin/pasta
 )
 want=()
 for p in "${!pkgs[@]}"; do

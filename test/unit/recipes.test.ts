@@ -9,11 +9,37 @@ describe('recipes', () => {
   it('ships busybox, debian-bookworm and debian-bookworm-build, all valid', async () => {
     expect(await listRecipes()).toEqual(['busybox', 'debian-bookworm', 'debian-bookworm-build']);
     expect(await loadRecipe('busybox')).toMatchObject({ base: 'busybox', suite: 'bookworm' });
-    expect(await loadRecipe('debian-bookworm-build')).toMatchObject({
-      base: 'debian',
-      variant: 'minbase',
-      packages: ['build-essential', 'git', 'ca-certificates'],
-    });
+    const build = await loadRecipe('debian-bookworm-build');
+    expect(build).toMatchObject({ base: 'debian', variant: 'minbase' });
+    // What Travis's Linux images gave C/C++ and scripting projects (docs/images.md).
+    expect(build.base === 'debian' && build.packages).toEqual(
+      expect.arrayContaining([
+        'build-essential',
+        'clang',
+        'cmake',
+        'autoconf',
+        'automake',
+        'libtool',
+        'pkg-config',
+        'git',
+        'sudo',
+        'curl',
+        'wget',
+        'ca-certificates',
+        'unzip',
+        'xz-utils',
+        'python3',
+        'python3-pip',
+        'python3-venv',
+      ]),
+    );
+    // sudo in both Debian images, with the job's hostname resolvable (no "unable to resolve host").
+    for (const name of ['debian-bookworm', 'debian-bookworm-build']) {
+      const r = await loadRecipe(name);
+      expect(r.base === 'debian' && r.packages).toEqual(
+        expect.arrayContaining(['sudo', 'libnss-myhostname']),
+      );
+    }
   });
   it('refuses a name that is a path', async () => {
     await expect(loadRecipe('../etc/passwd')).rejects.toThrow(InvalidInputError);

@@ -76,7 +76,7 @@ export function conclusionOf(
         r = {
           conclusion: 'failure',
           title: 'Errored: an install phase failed',
-          note: 'A command of `before_install`, `install` or `before_script` failed (exit code 2; Travis calls this errored), so `script` did not run.',
+          note: 'A step of `addons.apt`, `before_install`, `install` or `before_script` failed, or the compiler is not in the image (exit code 2; Travis calls this errored), so `script` did not run.',
         };
       } else {
         r = {

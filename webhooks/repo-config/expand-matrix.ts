@@ -1,4 +1,5 @@
 import type { Arch } from '../../src/index.ts';
+import { type AptAddon, readAddons } from './apt-addon.ts';
 import { type ConditionData, checkCondition, rubyRegex } from './conditions.ts';
 import { ConfigError } from './config-error.ts';
 import {
@@ -85,6 +86,8 @@ export interface ExpandedJob {
   skipReason?: string;
   /** The commands of each phase, language defaults applied; empty when the phase does nothing. */
   phases: Record<Phase, string[]>;
+  /** `addons.apt`: packages installed (and sources added) before `before_install`. */
+  apt?: AptAddon;
 }
 
 /** A job the config describes that is not in this build, and why. */
@@ -656,5 +659,8 @@ function toJob(
   if (cell.name !== undefined) job.name = cell.name;
   if (cell.dist !== undefined) job.dist = cell.dist;
   if (cell.if !== undefined) job.if = cell.if;
+  // Checked by parseConfig already (a bad value is a ConfigError there, at its line).
+  const apt = readAddons(cell.extra.addons, ['addons']).apt;
+  if (apt !== undefined) job.apt = apt;
   return job;
 }

@@ -215,3 +215,37 @@ export const LANGUAGE_OPTION_KEYS: readonly string[] = [
   'with_content_shell',
   'julia_project',
 ];
+
+/** How a job finds out which version of a language its image has. */
+export interface VersionProbe {
+  /** The command the language's jobs run (`python3`). */
+  command: string;
+  /** A shell command that prints the version (its first number is compared). */
+  print: string;
+}
+
+/**
+ * Version keys archway can check against the image, at run time (the job's log header) and in
+ * `config expand` (for images whose recipe says what they provide). Archway installs no language
+ * versions: a value the image does not have is a warning, never a silent pass.
+ */
+export const VERSION_PROBES: Readonly<Record<string, VersionProbe>> = {
+  python: { command: 'python3', print: 'python3 --version 2>&1' },
+  node_js: { command: 'node', print: 'node --version 2>&1' },
+  rvm: { command: 'ruby', print: 'ruby --version 2>&1' },
+  go: { command: 'go', print: 'go version 2>&1' },
+  rust: { command: 'rustc', print: 'rustc --version 2>&1' },
+  php: { command: 'php', print: 'php --version 2>&1' },
+  perl: { command: 'perl', print: `perl -e 'print "$^V\\n"' 2>&1` },
+  jdk: { command: 'java', print: 'java -version 2>&1' },
+};
+
+/** Whether a version a config asks for is one archway can compare: digits and dots (`3.10`, `18`). */
+export function isPlainVersion(v: string): boolean {
+  return /^\d+(\.\d+)*$/.test(v.trim());
+}
+
+/** Whether `have` (`3.11.2`) is a version `want` (`3`, `3.11`, `3.11.2`) names. */
+export function versionMatches(want: string, have: string): boolean {
+  return `${have}.`.startsWith(`${want.trim()}.`);
+}

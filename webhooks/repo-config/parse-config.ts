@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { AddonIssue, readAddons } from './apt-addon.ts';
 import {
   type BranchesConfig,
   describeValue,
@@ -28,10 +29,8 @@ export interface IgnoredKey {
   /** The key's name (`addons`, `services`, `dist`, ...). */
   key: string;
   reason: string;
-  /** Every place it was written (`addons`, `jobs.include[3].addons`). */
+  /** Every place it was written (`services`, `jobs.include[3].services`). */
   paths: string[];
-  /** For `addons`: the apt packages that were asked for and are not installed. */
-  packages?: string[];
 }
 
 /** archway's own settings for a repository: the `archway:` key at the root of the config. */
@@ -63,7 +62,6 @@ export interface ParseConfigOptions {
 }
 
 const REASONS: Readonly<Record<string, string>> = {
-  addons: 'add-ons are not set up',
   services: 'services are not started; start what the job needs in before_install or before_script',
   deploy: 'deployments are not run',
   notifications: 'notifications are not sent; archway reports through GitHub check runs',
@@ -95,26 +93,10 @@ function isMapping(v: YamlValue | undefined): v is { [key: string]: YamlValue } 
   return v !== null && v !== undefined && typeof v === 'object' && !Array.isArray(v);
 }
 
-function strings(v: YamlValue | undefined): string[] {
-  if (v === null || v === undefined) return [];
-  if (Array.isArray(v)) return v.flatMap(strings);
-  if (typeof v === 'object') return [];
-  return [String(v)];
-}
-
-/** The apt packages an `addons:` value asks for. */
-function aptPackages(addons: YamlValue | undefined): string[] {
-  if (!isMapping(addons)) return [];
-  const apt = addons.apt ?? addons.apt_packages;
-  if (Array.isArray(apt) || typeof apt === 'string') return strings(apt);
-  if (isMapping(apt)) return strings(apt.packages);
-  return [];
-}
-
 class Collector {
   readonly #byKey = new Map<string, IgnoredKey>();
 
-  add(key: string, reason: string, path: KeyPath, packages: string[] = []): void {
+  add(key: string, reason: string, path: KeyPath): void {
     const id = `${key}\u0000${reason}`;
     let entry = this.#byKey.get(id);
     if (!entry) {
@@ -122,29 +104,45 @@ class Collector {
       this.#byKey.set(id, entry);
     }
     entry.paths.push(formatKeyPath(path));
-    if (packages.length > 0) entry.packages = [...new Set([...(entry.packages ?? []), ...packages])];
   }
 
   list(): IgnoredKey[] {
-    return [...this.#byKey.values()].map((e) =>
-      e.key === 'addons' && e.packages
-        ? {
-            ...e,
-            reason: `${e.reason}: apt packages ${e.packages.join(', ')} are not installed (add 'apt-get install -y ...' to before_install)`,
-          }
-        : e,
-    );
+    return [...this.#byKey.values()];
   }
 }
 
-/** Lists what an entry sets that archway does not run. */
-function collectIgnored(entry: JobEntry, at: KeyPath, language: string, out: Collector): void {
+/** What a document at hand needs to turn a problem into a ConfigError at its line. */
+interface ErrorSite {
+  source: SourceMap;
+  doc: YamlValue;
+}
+
+/**
+ * Lists what an entry sets that archway does not run. `addons` is read here (its apt part runs:
+ * see apt-addon.ts), so a package name that is not one is a ConfigError at its line.
+ */
+function collectIgnored(
+  entry: JobEntry,
+  at: KeyPath,
+  language: string,
+  out: Collector,
+  site: ErrorSite,
+): void {
   const info = languageInfo(language);
   for (const [key, value] of Object.entries(entry.extra)) {
+    if (key === 'addons') {
+      try {
+        for (const i of readAddons(value, [...at, key]).ignored) out.add(i.key, i.reason, i.path);
+      } catch (e) {
+        if (!(e instanceof AddonIssue)) throw e;
+        throw site.source.error(documentPath(e.path, site.doc), e.detail);
+      }
+      continue;
+    }
     const reason =
       REASONS[key] ??
       (LANGUAGE_OPTION_KEYS.includes(key) ? LANGUAGE_OPTION_REASON : 'not a Travis key; ignored');
-    out.add(key, reason, [...at, key], key === 'addons' ? aptPackages(value) : []);
+    out.add(key, reason, [...at, key]);
   }
   if (entry.dist !== undefined) out.add('dist', REASONS.dist as string, [...at, 'dist']);
   if (entry.osx_image !== undefined && !(entry.os ?? []).includes('osx')) {
@@ -290,14 +288,15 @@ export function parseConfig(text: string, opts: ParseConfigOptions = {}): RepoCo
     );
   }
   const ignored = new Collector();
-  collectIgnored(out.root, [], rootLanguage, ignored);
+  const site: ErrorSite = { source: loaded.source, doc: loaded.value };
+  collectIgnored(out.root, [], rootLanguage, ignored, site);
   const jobs = out.jobs ?? { include: [], exclude: [], allowFailures: [], fastFinish: false, unknown: [] };
   for (const key of jobs.unknown) ignored.add(key, 'not a key of jobs; ignored', [jobsKey, key]);
   jobs.include.forEach((entry, i) => {
     const at: KeyPath = [jobsKey, 'include', i];
     checkSingleValues(entry, at, loaded.source, loaded.value);
     const language = entry.language ?? rootLanguage;
-    collectIgnored(entry, at, language, ignored);
+    collectIgnored(entry, at, language, ignored, site);
     if (entry.language !== undefined && !languageInfo(entry.language)) {
       warnings.push(
         `${formatKeyPath([...at, 'language'])}: language '${entry.language}' is unknown to archway`,

@@ -1,7 +1,8 @@
+import type { AptAddon } from './apt-addon.ts';
 import type { Phase } from './config-schema.ts';
 import type { EnvVar } from './env-vars.ts';
 import type { BuildEvent, ExpandedJob } from './expand-matrix.ts';
-import { versionVariable } from './languages.ts';
+import { VERSION_PROBES, versionVariable } from './languages.ts';
 
 /**
  * The exit code of a job's script: 0 passed; 1 failed (a `script` command failed); 2 errored
@@ -277,6 +278,95 @@ travis_wait() {
   return "$_archway_wait_result"
 }
 
+# archway's own notes in the log: a warning (the job goes on) or an error.
+archway_warn() {
+  printf '%b[archway] warning: %s%b\n' "$ANSI_YELLOW" "$1" "$ANSI_RESET"
+}
+
+# Warns when the image's version of a language is not the one asked for: archway installs none.
+# $1 the version key, $2 the version asked for, $3 its command, $4 what prints its version.
+archway_check_version() {
+  if ! command -v "$3" >/dev/null 2>&1; then
+    archway_warn "$1 $2 was asked for, but this image has no $3: archway does not install language versions"
+    return 0
+  fi
+  _archway_have=$(eval "$4" | sed -n 's/^[^0-9]*\([0-9][0-9.]*\).*/\1/p' | head -n 1)
+  _archway_have=@{_archway_have%.}
+  case "$2" in
+    '' | *[!0-9.]*)
+      archway_warn "$1 $2 was asked for: archway does not install language versions; this image has $3 $_archway_have"
+      return 0
+      ;;
+  esac
+  case "$_archway_have." in
+    "$2".*) ;;
+    *) archway_warn "$1 $2 was asked for, but this image has $3 $_archway_have: archway does not install language versions" ;;
+  esac
+}
+
+# Warns when the compiler in $1 (CC or CXX) is not in the image and addons.apt ($2) does not
+# install it. Its last word counts (CC="ccache gcc" is gcc).
+archway_check_compiler() {
+  eval "_archway_compiler=\$$1"
+  _archway_compiler=@{_archway_compiler##* }
+  case " $2 " in
+    *" $_archway_compiler "*) return 0 ;;
+  esac
+  if ! command -v "$_archway_compiler" >/dev/null 2>&1; then
+    archway_warn "compiler: $_archway_compiler ($1) is not in this image: the job errors when it is announced"
+  fi
+}
+
+# Prints a compiler's version as Travis's header does; a compiler the image lacks errors the job.
+# $1 the variable (CC or CXX).
+archway_announce_compiler() {
+  eval "_archway_compiler=\$$1"
+  _archway_cmd="$_archway_compiler --version"
+  printf '%b$ %s%b\n' "$ANSI_YELLOW" "$_archway_cmd" "$ANSI_RESET"
+  _archway_compiler=@{_archway_compiler##* }
+  if ! command -v "$_archway_compiler" >/dev/null 2>&1; then
+    printf '%b[archway] error: compiler: %s (%s) is not in this image; use a compiler the image has, or an image with it (image: in the config)%b\n' \
+      "$ANSI_RED" "$_archway_compiler" "$1" "$ANSI_RESET"
+    exit 2
+  fi
+  "$_archway_compiler" --version 2>&1 | head -n 1
+}
+
+# Packages apt cannot install from the sources it has: printed after a failed install.
+archway_apt_missing() {
+  _archway_missing=''
+  for _archway_p in "$@"; do
+    _archway_name=@{_archway_p%%=*}
+    _archway_name=@{_archway_name%%/*}
+    if ! apt-cache show --no-all-versions -- "$_archway_name" >/dev/null 2>&1; then
+      _archway_missing="$_archway_missing $_archway_p"
+    fi
+  done
+  if [ -n "$_archway_missing" ]; then
+    printf '\n%baddons.apt: no such package in the apt sources of this image:%s%b\n' "$ANSI_RED" "$_archway_missing" "$ANSI_RESET"
+  fi
+}
+
+# Fetches an apt source's key ($2) into /etc/apt/trusted.gpg.d as archway-addons-$1.asc or .gpg.
+archway_apt_key() {
+  _archway_key=$(mktemp) || return 1
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsSL -o "$_archway_key" "$2"
+  elif command -v wget >/dev/null 2>&1; then
+    wget -q -O "$_archway_key" "$2"
+  else
+    /usr/lib/apt/apt-helper download-file "$2" "$_archway_key"
+  fi || {
+    rm -f "$_archway_key"
+    return 1
+  }
+  if grep -q 'BEGIN PGP PUBLIC KEY BLOCK' "$_archway_key"; then _archway_key_ext=asc; else _archway_key_ext=gpg; fi
+  sudo install -m 0644 "$_archway_key" "/etc/apt/trusted.gpg.d/archway-addons-$1.$_archway_key_ext"
+  _archway_key_status=$?
+  rm -f "$_archway_key"
+  return "$_archway_key_status"
+}
+
 # Ends the job now with the given code (default: the last command's).
 travis_terminate() {
   _archway_terminate_code=$?
@@ -304,6 +394,91 @@ function phaseBlock(phase: Phase, commands: readonly string[], timer: () => stri
     const mode = PHASE_MODE[phase];
     if (mode === 'assert') lines.push(`archway_assert "$_archway_status" ${phase}`);
     else if (mode === 'result') lines.push('archway_result "$_archway_status"');
+  }
+  lines.push('archway_fold_end');
+  return lines;
+}
+
+/**
+ * The log's header, after the variables: a language version or a compiler the image does not
+ * have is a warning here, before any phase (archway installs no language versions).
+ */
+function headerLines(job: ExpandedJob): string[] {
+  const lines: string[] = [];
+  for (const [key, value] of Object.entries(job.versions)) {
+    const probe = VERSION_PROBES[key];
+    if (probe === undefined) continue;
+    lines.push(`archway_check_version ${[key, value, probe.command, probe.print].map(shellQuote).join(' ')}`);
+  }
+  if (job.language === 'c' || job.language === 'cpp') {
+    const vars = job.language === 'cpp' ? ['CC', 'CXX'] : ['CC'];
+    const fromApt = job.apt?.packages ?? [];
+    for (const v of vars) lines.push(`archway_check_compiler ${v} ${shellQuote(fromApt.join(' '))}`);
+  }
+  return lines;
+}
+
+/**
+ * `$CC --version` (and `$CXX --version` for cpp), as Travis's header prints them, after addons.apt
+ * and before before_install: a compiler the image does not have errors the job (exit 2) there,
+ * instead of passing through a `$CC --version | head -1` in the user's script.
+ */
+function announceLines(job: ExpandedJob): string[] {
+  if (job.language === 'c') return ['archway_announce_compiler CC'];
+  if (job.language === 'cpp') return ['archway_announce_compiler CC', 'archway_announce_compiler CXX'];
+  return [];
+}
+
+/** What addons.apt makes the job do before before_install, as Travis's apt add-on did. */
+function aptBlock(apt: AptAddon | undefined, timer: () => string): string[] {
+  if (apt === undefined) return [];
+  // Checked against PACKAGE in apt-addon.ts: plain words, nothing the shell expands.
+  const pkgs = apt.packages.join(' ');
+  const what = apt.packages.length > 0 ? `install ${apt.packages.join(' ')}` : 'run apt-get update';
+  const noNetwork =
+    `addons.apt: this job has no network (network: none), so apt cannot ${what}. ` +
+    'Jobs made from a repository config get network egress unless the operator of this archway ' +
+    'installation has turned egress off: ask them, or use an image that already has the packages (image: in the config).';
+  const step = (cmd: string) => [
+    `_archway_cmd=${shellQuote(cmd)}`,
+    'archway_run',
+    'archway_assert "$_archway_status" addons.apt',
+  ];
+  const lines = [
+    `archway_fold_start apt ${timer()}`,
+    `printf '%bInstalling APT Packages%b\\n' "$ANSI_YELLOW" "$ANSI_RESET"`,
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell parameter expansion, not a template
+    'if [ "${ARCHWAY_NETWORK:-}" = none ]; then',
+    `  printf '%b%s%b\\n' "$ANSI_RED" ${shellQuote(noNetwork)} "$ANSI_RESET"`,
+    '  archway_fold_end',
+    '  exit 2',
+    'fi',
+    'for _archway_need in apt-get sudo; do',
+    '  if ! command -v "$_archway_need" >/dev/null 2>&1; then',
+    `    printf '%baddons.apt: this image has no %s; addons.apt needs a Debian image with apt-get and sudo%b\\n' "$ANSI_RED" "$_archway_need" "$ANSI_RESET"`,
+    '    archway_fold_end',
+    '    exit 2',
+    '  fi',
+    'done',
+  ];
+  apt.sources.forEach((source, i) => {
+    if (source.keyUrl !== undefined)
+      lines.push(...step(`archway_apt_key ${i + 1} ${shellQuote(source.keyUrl)}`));
+    lines.push(
+      ...step(
+        `printf '%s\\n' ${shellQuote(source.sourceline)} | sudo tee -a /etc/apt/sources.list.d/archway-addons.list >/dev/null`,
+      ),
+    );
+  });
+  // Error-Mode=any (apt >= 2.3): a source that fails to update fails the step, not a warning and exit 0.
+  lines.push(...step('sudo -E apt-get -yq -o APT::Update::Error-Mode=any update'));
+  if (apt.packages.length > 0) {
+    lines.push(
+      `_archway_cmd=${shellQuote(`sudo -E apt-get -yq --no-install-suggests --no-install-recommends install ${pkgs}`)}`,
+      'archway_run',
+      `if [ "$_archway_status" -ne 0 ]; then archway_apt_missing ${pkgs}; fi`,
+      'archway_assert "$_archway_status" addons.apt',
+    );
   }
   lines.push('archway_fold_end');
   return lines;
@@ -348,7 +523,10 @@ export function buildJobScript(job: ExpandedJob, ctx: JobScriptContext): string 
     ...env.map(([k, v]) => `export ${k}=${shellQuote(v)}`),
     'export TRAVIS_HOME="$HOME"',
     ...envLines(job.envVars),
+    ...headerLines(job),
     `cd -- "$TRAVIS_BUILD_DIR" || { printf '%bThe build directory %s does not exist.%b\\n' "$ANSI_RED" "$TRAVIS_BUILD_DIR" "$ANSI_RESET"; exit 2; }`,
+    ...aptBlock(job.apt, nextTimer),
+    ...announceLines(job),
     ...phaseBlock('before_install', job.phases.before_install, nextTimer),
     ...phaseBlock('install', job.phases.install, nextTimer),
     ...phaseBlock('before_script', job.phases.before_script, nextTimer),

@@ -76,6 +76,14 @@ function jobBlock(job: ExpandedJob): string {
   ]);
   for (const [k, v] of Object.entries(job.versions)) if (k !== job.version?.key) rows.push([k, v]);
   if (job.compiler !== undefined) rows.push(['compiler', job.compiler]);
+  if (job.apt !== undefined) {
+    const steps = [
+      ...job.apt.sources.map((s) => `add source ${s.sourceline}${s.keyUrl ? ` (key ${s.keyUrl})` : ''}`),
+      'apt-get update',
+      ...(job.apt.packages.length > 0 ? [`apt-get install ${job.apt.packages.join(' ')}`] : []),
+    ];
+    rows.push(['addons.apt', `${steps.join('\n')}\n(before before_install; needs network egress)`]);
+  }
   rows.push(['env', job.env.length > 0 ? job.env.join('\n') : '-']);
   rows.push(['allowed to fail', job.allowFailure ? 'yes' : 'no']);
   rows.push(['skipped', job.skipped ? `yes: ${job.skipReason ?? ''}` : 'no']);

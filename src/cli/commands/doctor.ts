@@ -2,7 +2,7 @@ import { access, readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { packageCacheStats } from '../../../workers/index.ts';
 import { HostConfig, parseConfig } from '../../config.ts';
-import { ARCHES, hostArch } from '../../domain.ts';
+import { ARCH_INFO, ARCHES, hostArch } from '../../domain.ts';
 import { archSupport } from '../../host/binfmt.ts';
 import { cgroupMode } from '../../host/cgroups.ts';
 import { hasCommand, runCommand } from '../../host/run-command.ts';
@@ -123,6 +123,21 @@ async function runChecks(config: HostConfig): Promise<Check[]> {
     'builds the Debian images',
     `apt-get install mmdebstrap (${SETUP})`,
   );
+  // mmdebstrap only recommends these, and setup-host.sh installs without recommends.
+  const archTest = await hasCommand('arch-test');
+  add(
+    'arch-test',
+    archTest,
+    'mmdebstrap needs it to build a Debian image of a foreign arch',
+    `apt-get install arch-test (${SETUP})`,
+  );
+  add(
+    'gpg',
+    await hasCommand('gpg'),
+    "mmdebstrap reads the suite's keyring with it",
+    `apt-get install gpg (${SETUP})`,
+    false,
+  );
   add('zstd', await hasCommand('zstd'), 'compresses published images', `apt-get install zstd (${SETUP})`);
   for (const arch of ARCHES) {
     if (arch === hostArch()) {
@@ -132,6 +147,20 @@ async function runChecks(config: HostConfig): Promise<Check[]> {
     try {
       const s = await archSupport(arch);
       add(`binfmt ${arch}`, true, `emulated through ${s.interpreter ?? 'qemu-user'} (F flag)`, '');
+      // What mmdebstrap itself asks before a foreign build: can this host run the arch's binaries?
+      if (archTest) {
+        const debian = ARCH_INFO[arch].debian;
+        const out = await runCommand('arch-test', [debian]).then(
+          (o) => ({ ok: true, text: o.trim() }),
+          (e: unknown) => ({ ok: false, text: (e as Error).message }),
+        );
+        add(
+          `image build ${arch}`,
+          out.ok,
+          out.ok ? `arch-test ${debian}: ok` : `arch-test ${debian} failed: ${out.text}`,
+          `apt-get install qemu-user-static binfmt-support; update-binfmts --enable (${SETUP})`,
+        );
+      }
     } catch (e) {
       add(
         `binfmt ${arch}`,
