@@ -150,8 +150,10 @@ for (const arch of ARCH_LIST) {
   for (let i = 0; i < RUNS; i++) {
     for (const network of ['none', 'egress'] as const) {
       await warmPool.filled();
-      (samples[`warm ${network}`] ??= []).push(await firstByte(warm, `bw-${network}-${i}`, network, true));
-      (samples[`cold ${network}`] ??= []).push(await firstByte(cold, `bc-${network}-${i}`, network, false));
+      const w = await firstByte(warm, `bw-${network}-${i}`, network, true);
+      const c = await firstByte(cold, `bc-${network}-${i}`, network, false);
+      samples[`warm ${network}`] = [...(samples[`warm ${network}`] ?? []), w];
+      samples[`cold ${network}`] = [...(samples[`cold ${network}`] ?? []), c];
     }
   }
   for (const [key, s] of Object.entries(samples).sort()) {
