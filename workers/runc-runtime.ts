@@ -29,7 +29,8 @@ import {
   toError,
 } from '../src/index.ts';
 import type { Container, ContainerRuntime, ExecResult, Execution, RuntimeCtl } from './container-runtime.ts';
-import { createOciSpec, createProcessSpec, ociResources } from './oci-spec.ts';
+import { CAPABILITIES, createOciSpec, createProcessSpec, ociResources } from './oci-spec.ts';
+import { seccompFor } from './seccomp-profile.ts';
 
 export interface RuncRuntimeOptions {
   arch: Arch;
@@ -46,6 +47,8 @@ export interface RuncRuntimeOptions {
   /** Host uid/gid range container root maps to. */
   idBase: number;
   idSize: number;
+  /** Docker-format seccomp profile every container's filter is made from; `false`: none (the launch benchmark's baseline only). */
+  seccompProfile: string | false;
   logger: Logger;
 }
 
@@ -60,6 +63,7 @@ export function runtimeOptionsFrom(config: HostConfig, arch: Arch, logger: Logge
     initPath: config.ARCHWAY_INIT,
     idBase: config.ARCHWAY_UID_BASE,
     idSize: config.ARCHWAY_UID_SIZE,
+    seccompProfile: config.ARCHWAY_SECCOMP_PROFILE,
     logger,
   };
 }
@@ -116,6 +120,8 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
       'apt-get install catatonit, or set ARCHWAY_INIT',
     );
   }
+  // Read and compiled here, once: a missing or broken profile stops the worker at start, naming the file.
+  const seccomp = o.seccompProfile === false ? undefined : await seccompFor(o.seccompProfile, CAPABILITIES);
   const stateRoot = join(o.runDir, ociRuntime);
   await mkdir(stateRoot, { recursive: true, mode: 0o700 });
   const me: Owner = { pid: process.pid, start: await processStart(process.pid) };
@@ -237,6 +243,7 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
                 cgroupsPath,
                 initPath: o.initPath,
                 network: 'none',
+                seccomp,
               }),
             ),
           ),

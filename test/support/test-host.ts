@@ -46,12 +46,16 @@ export interface TestHost {
 
 export async function createTestHost(
   arch: Arch,
-  opts: { warm?: Record<string, number> } = {},
+  /** seccompProfile: another profile file, or false for none (a probe's control run). */
+  opts: { warm?: Record<string, number>; seccompProfile?: string | false } = {},
 ): Promise<TestHost> {
   const config = testConfig();
   const logger = createLogger({ name: 'test', level: config.ARCHWAY_LOG_LEVEL });
   const store = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
-  const runtime = await createRuncRuntime(runtimeOptionsFrom(config, arch, logger));
+  const runtime = await createRuncRuntime({
+    ...runtimeOptionsFrom(config, arch, logger),
+    ...(opts.seccompProfile !== undefined ? { seccompProfile: opts.seccompProfile } : {}),
+  });
   const warmPool = opts.warm
     ? createWarmPool({
         runtime,

@@ -10,6 +10,7 @@ const spec = createOciSpec({
   cgroupsPath: '/archway/aw-x',
   initPath: '/usr/bin/catatonit',
   network: 'none',
+  seccomp: undefined,
 });
 
 describe('the OCI spec', () => {
@@ -50,6 +51,7 @@ describe('the OCI spec', () => {
         cgroupsPath: '/c',
         initPath: '/i',
         network: 'egress',
+        seccomp: undefined,
       }),
     ).toThrow(/egress/);
   });
