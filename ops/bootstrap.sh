@@ -4,10 +4,11 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 need_host=0
-for cmd in btrfs runc mkfs.btrfs zstd mmdebstrap catatonit redis-server busybox; do
+for cmd in btrfs runc mkfs.btrfs zstd mmdebstrap catatonit redis-server busybox aarch64-linux-gnu-gcc s390x-linux-gnu-gcc powerpc64le-linux-gnu-gcc; do
   command -v "$cmd" >/dev/null 2>&1 || need_host=1
 done
 [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || need_host=1
+[ -e /usr/share/containers/seccomp.json ] || need_host=1
 [ "$(cat /proc/sys/kernel/keys/maxkeys 2>/dev/null || echo 0)" -ge 2000 ] || need_host=1
 if [ "$need_host" = 1 ]; then
   if [ "$(id -u)" = 0 ]; then
