@@ -183,9 +183,9 @@ export function compileSeccompProfile(p: SeccompProfile, o: CompileOptions): Oci
     kept.push({
       names,
       action: s.action,
-      ...(s.action === 'SCMP_ACT_ERRNO' || s.action === 'SCMP_ACT_TRACE'
-        ? { errnoRet: s.errnoRet ?? EPERM }
-        : {}),
+      // Docker's default errno for an ERRNO rule without one is EPERM; TRACE keeps what it is given.
+      ...(s.action === 'SCMP_ACT_ERRNO' ? { errnoRet: s.errnoRet ?? EPERM } : {}),
+      ...(s.action === 'SCMP_ACT_TRACE' && s.errnoRet != null ? { errnoRet: s.errnoRet } : {}),
       ...(s.args?.length ? { args: s.args.map(ociArg) } : {}),
     });
   }
