@@ -307,7 +307,7 @@ export async function loadSeccompProfile(path: string): Promise<SeccompProfile> 
       `the seccomp profile ${path} ${code === 'ENOENT' ? 'is missing' : `cannot be read (${code ?? String(e)})`}`,
       path === DEFAULT_SECCOMP_PROFILE
         ? PACKAGE_FIX
-        : `point ARCHWAY_SECCOMP_PROFILE at a readable profile, or unset it for ${DEFAULT_SECCOMP_PROFILE} (${PACKAGE_FIX})`,
+        : `point ARCHWAY_SECCOMP_PROFILE at a readable profile, or unset it to use ${DEFAULT_SECCOMP_PROFILE} from golang-github-containers-common`,
     );
   }
   const bad = (why: string) =>
