@@ -31,15 +31,27 @@ declare -A pkgs=(
   [arch-test]=/usr/bin/arch-test
   [gpg]=/usr/bin/gpg
   [libdpkg-perl]=/usr/share/perl5/Dpkg/Vendor/Debian.pm
-  # network egress for jobs: nft rules, the DNS forwarder, the package cache, seccomp's profile, pasta
+  # network egress for jobs: nft rules, the DNS forwarder, the package cache; the seccomp
+  # profile every container's filter is made from (ARCHWAY_SECCOMP_PROFILE); pasta
   [nftables]=/usr/sbin/nft
   [dnsmasq-base]=/usr/sbin/dnsmasq
   [apt-cacher-ng]=/usr/sbin/apt-cacher-ng
   [golang-github-containers-common]=/usr/share/containers/seccomp.json
   [passt]=/usr/bin/pasta
 )
+# Only the test suite needs these: the seccomp probe is cross-compiled, static, for each arch.
+declare -A test_pkgs=(
+  [gcc]=/usr/bin/x86_64-linux-gnu-gcc
+  [libc6-dev]=/usr/include/x86_64-linux-gnu/sys/syscall.h
+  [gcc-aarch64-linux-gnu]=/usr/bin/aarch64-linux-gnu-gcc
+  [libc6-dev-arm64-cross]=/usr/aarch64-linux-gnu/lib/libc.a
+  [gcc-powerpc64le-linux-gnu]=/usr/bin/powerpc64le-linux-gnu-gcc
+  [libc6-dev-ppc64el-cross]=/usr/powerpc64le-linux-gnu/lib/libc.a
+  [gcc-s390x-linux-gnu]=/usr/bin/s390x-linux-gnu-gcc
+  [libc6-dev-s390x-cross]=/usr/s390x-linux-gnu/lib/libc.a
+)
 want=()
-for p in "${!pkgs[@]}"; do
+for p in "${!pkgs[@]}" "${!test_pkgs[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
     want+=("$p")
   fi
@@ -57,6 +69,9 @@ if ((${#want[@]})); then
 fi
 for p in "${!pkgs[@]}"; do
   [ -e "${pkgs[$p]}" ] || missing+=("package $p (apt-get install $p)")
+done
+for p in "${!test_pkgs[@]}"; do
+  [ -e "${test_pkgs[$p]}" ] || say "not installed (only the tests need it): $p"
 done
 
 # binfmt_misc: mount it, enable the qemu-user interpreters. Debian's qemu-user-static registers

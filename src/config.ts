@@ -62,6 +62,14 @@ export const HostConfig = z.object({
     .string()
     .regex(/^[a-z0-9][a-z0-9_.-]*$/, 'a cgroup name such as archway')
     .default('archway'),
+  /**
+   * Docker-format seccomp profile that every container's filter is made from (archway's denials
+   * are added on top of it). Default: Debian's containers-common profile.
+   */
+  ARCHWAY_SECCOMP_PROFILE: z
+    .string()
+    .startsWith('/', 'an absolute path')
+    .default('/usr/share/containers/seccomp.json'),
   /** Static init (from the host) that warm containers idle in. */
   ARCHWAY_INIT: z.string().startsWith('/', 'an absolute path').default('/usr/bin/catatonit'),
   /** Directory of the blob store that `images publish` writes (`sha256/<hex>` files). Default `<pool>/blobs`. */

@@ -23,6 +23,7 @@ export {
   type LaunchRequest,
 } from './job-launcher.ts';
 export { jobEnv, scriptArgv, shellQuote } from './job-script.ts';
+export { CAPABILITIES } from './oci-spec.ts';
 export { type RunWorkerOptions, runWorker } from './run-worker.ts';
 export {
   CONTAINER_PREFIX,
@@ -30,6 +31,14 @@ export {
   type RuncRuntimeOptions,
   runtimeOptionsFrom,
 } from './runc-runtime.ts';
+export {
+  compileSeccompProfile,
+  DEFAULT_SECCOMP_PROFILE,
+  loadSeccompProfile,
+  type OciSeccomp,
+  SeccompProfile,
+  seccompFor,
+} from './seccomp-profile.ts';
 export {
   createSourceFetcher,
   type PlacedSource,

@@ -1,4 +1,5 @@
 import type { Limits } from '../src/index.ts';
+import type { OciSeccomp } from './seccomp-profile.ts';
 
 export interface OciSpecOptions {
   /** The container's writable root: a snapshot of the image. */
@@ -12,6 +13,8 @@ export interface OciSpecOptions {
   cgroupsPath: string;
   /** Host path of the static init bind-mounted into the container at /.archway/init. */
   initPath: string;
+  /** The container's seccomp filter (seccomp-profile.ts); undefined only in the launch benchmark's baseline. */
+  seccomp: OciSeccomp | undefined;
 }
 
 /** In-container path of the host's static init. */
@@ -64,7 +67,8 @@ export function createOciSpec(o: OciSpecOptions) {
       env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
       cwd: '/',
       capabilities: { bounding: caps, effective: caps, permitted: caps },
-      noNewPrivileges: false,
+      // No setuid or file-capability gain past this point; it also lets runc load the filter last.
+      noNewPrivileges: true,
     },
     root: { path: o.rootfs, readonly: false },
     hostname: o.hostname,
@@ -129,6 +133,8 @@ export function createOciSpec(o: OciSpecOptions) {
         '/proc/scsi',
       ],
       readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+      // runc applies it to the init and to every exec'd process.
+      ...(o.seccomp ? { seccomp: o.seccomp } : {}),
     },
   };
 }
@@ -153,6 +159,6 @@ export function createProcessSpec(o: ProcessSpecOptions) {
     env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
     cwd: o.cwd,
     capabilities: { bounding: CAPABILITIES, effective: CAPABILITIES, permitted: CAPABILITIES },
-    noNewPrivileges: false,
+    noNewPrivileges: true,
   };
 }

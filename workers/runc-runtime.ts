@@ -36,7 +36,8 @@ import {
   type EgressNetworkOptions,
   type NetworkAttachment,
 } from './egress-network.ts';
-import { createOciSpec, createProcessSpec, ociResources } from './oci-spec.ts';
+import { CAPABILITIES, createOciSpec, createProcessSpec, ociResources } from './oci-spec.ts';
+import { seccompFor } from './seccomp-profile.ts';
 
 export interface RuncRuntimeOptions {
   arch: Arch;
@@ -55,6 +56,8 @@ export interface RuncRuntimeOptions {
   idSize: number;
   /** The job network of this host; without it, a container with `network: egress` cannot be made. */
   egress?: Omit<EgressNetworkOptions, 'logger'> | undefined;
+  /** Docker-format seccomp profile every container's filter is made from; `false`: none (the launch benchmark's baseline only). */
+  seccompProfile: string | false;
   logger: Logger;
 }
 
@@ -83,6 +86,7 @@ export function runtimeOptionsFrom(config: HostConfig, arch: Arch, logger: Logge
           },
         }
       : {}),
+    seccompProfile: config.ARCHWAY_SECCOMP_PROFILE,
     logger,
   };
 }
@@ -141,6 +145,8 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
       'apt-get install catatonit, or set ARCHWAY_INIT',
     );
   }
+  // Read and compiled here, once: a missing or broken profile stops the worker at start, naming the file.
+  const seccomp = o.seccompProfile === false ? undefined : await seccompFor(o.seccompProfile, CAPABILITIES);
   const stateRoot = join(o.runDir, ociRuntime);
   const egress: EgressNetwork | undefined = o.egress
     ? await createEgressNetwork({ ...o.egress, logger: o.logger })
@@ -289,6 +295,7 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
                 limits,
                 cgroupsPath,
                 initPath: o.initPath,
+                seccomp,
               }),
             ),
           ),

@@ -3,6 +3,9 @@
  * cost of the disk limit; and the sustained launch-and-destroy rate with 4 slots.
  *
  *   npm run bench:launch            (as root; ARCHWAY_BENCH_RUNS=50, ARCHWAY_BENCH_SECONDS=60)
+ *   ARCHWAY_BENCH_SECCOMP=compare npm run bench:launch
+ *                                   the launch table with and without the seccomp filter, side by
+ *                                   side (and what compiling the profile costs); nothing else
  *
  * Prints a markdown section; docs/benchmarks.md holds the last one taken on the reference machine.
  */
@@ -23,10 +26,13 @@ import {
   snapshotSubvolume,
 } from '../../src/index.ts';
 import {
+  CAPABILITIES,
+  compileSeccompProfile,
   createJobLauncher,
   createRuncRuntime,
   createWarmPool,
   type JobLauncher,
+  loadSeccompProfile,
   runtimeOptionsFrom,
 } from '../../workers/index.ts';
 import { machine, ms, summarize } from './stats.ts';
@@ -42,13 +48,14 @@ const RUNS = Number(env.ARCHWAY_BENCH_RUNS ?? 50);
 const SECONDS = Number(env.ARCHWAY_BENCH_SECONDS ?? 60);
 const ARCH_LIST = (env.ARCHWAY_BENCH_ARCHES?.split(',') ?? [...ARCHES]) as Arch[];
 const LIMITS = { cpus: 1, memoryMiB: 256, pids: 256, diskMiB: 1024 };
+const COMPARE_SECCOMP = env.ARCHWAY_BENCH_SECCOMP === 'compare';
 
 const config = parseConfig(HostConfig, env);
 const logger = createLogger({ name: 'bench', level: config.ARCHWAY_LOG_LEVEL });
 await ensurePool({ path: config.ARCHWAY_POOL_PATH, loopSizeGiB: 16, logger });
 const store = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
 
-async function runtimeFor(arch: Arch) {
+async function runtimeFor(arch: Arch, seccomp = true) {
   try {
     await store.resolve('busybox', arch);
   } catch (e) {
@@ -61,7 +68,10 @@ async function runtimeFor(arch: Arch) {
       logger,
     });
   }
-  const runtime = await createRuncRuntime(runtimeOptionsFrom(config, arch, logger));
+  const runtime = await createRuncRuntime({
+    ...runtimeOptionsFrom(config, arch, logger),
+    ...(seccomp ? {} : { seccompProfile: false as const }),
+  });
   await runtime.reap({});
   return runtime;
 }
@@ -91,10 +101,17 @@ say(`### Launch (host runtime), ${new Date().toISOString().slice(0, 10)}`);
 say();
 say(`Machine: ${await machine()}. ${RUNS} launches per row; job = \`echo x\` in busybox; milliseconds.`);
 say();
-say('| arch | start | min | p50 | p90 | p99 | max |');
-say('| --- | --- | --- | --- | --- | --- | --- |');
-for (const arch of ARCH_LIST) {
-  const runtime = await runtimeFor(arch);
+say(`| arch | start |${COMPARE_SECCOMP ? ' seccomp |' : ''} min | p50 | p90 | p99 | max |`);
+say(`| --- | --- |${COMPARE_SECCOMP ? ' --- |' : ''} --- | --- | --- | --- | --- |`);
+for (const [arch, seccomp] of ARCH_LIST.flatMap((a) =>
+  COMPARE_SECCOMP
+    ? ([
+        [a, true],
+        [a, false],
+      ] as const)
+    : ([[a, true]] as const),
+)) {
+  const runtime = await runtimeFor(arch, seccomp);
   const cold = createJobLauncher({ runtime, images: store, logger });
   const coldSamples: number[] = [];
   await firstByte(cold, `bench-warmup-${arch}`, false);
@@ -123,13 +140,35 @@ for (const arch of ARCH_LIST) {
   ] as const) {
     const s = summarize(samples);
     say(
-      `| ${arch}${runtime.emulated ? ' (emulated)' : ''} | ${start} | ${ms(s.min)} | ${ms(s.p50)} | ${ms(s.p90)} | ${ms(s.p99)} | ${ms(s.max)} |`,
+      `| ${arch}${runtime.emulated ? ' (emulated)' : ''} | ${start} |${COMPARE_SECCOMP ? ` ${seccomp ? 'on' : 'off'} |` : ''} ${ms(s.min)} | ${ms(s.p50)} | ${ms(s.p90)} | ${ms(s.p99)} | ${ms(s.max)} |`,
     );
   }
 }
 
+if (COMPARE_SECCOMP) {
+  // Once per worker process: reading the profile and compiling it for this host.
+  const samples: number[] = [];
+  let bytes = 0;
+  for (let i = 0; i < RUNS; i++) {
+    const t = performance.now();
+    const profile = await loadSeccompProfile(config.ARCHWAY_SECCOMP_PROFILE);
+    const filter = compileSeccompProfile(profile, {
+      hostArch: 'amd64',
+      capabilities: CAPABILITIES,
+      kernel: '6.1',
+    });
+    samples.push(performance.now() - t);
+    bytes = JSON.stringify(filter).length;
+  }
+  const c = summarize(samples);
+  say();
+  say(
+    `Profile: reading and compiling ${config.ARCHWAY_SECCOMP_PROFILE} takes p50 ${ms(c.p50)} ms (max ${ms(c.max)}), once per worker process; the filter adds ${(bytes / 1024).toFixed(1)} KiB to each container's config.json.`,
+  );
+}
+
 // What the disk limit costs a cold launch: the qgroup limit call after the snapshot.
-{
+if (!COMPARE_SECCOMP) {
   const runtime = await runtimeFor('amd64');
   const image = await store.resolve('busybox', runtime.arch);
   const plain: number[] = [];
@@ -155,7 +194,7 @@ for (const arch of ARCH_LIST) {
 }
 
 // Sustained launch-and-destroy rate: 4 slots, each launching `true` back to back, warm pool of 4.
-{
+if (!COMPARE_SECCOMP) {
   const runtime = await runtimeFor('amd64');
   const warmPool = createWarmPool({
     runtime,

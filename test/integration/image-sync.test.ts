@@ -171,6 +171,7 @@ beforeAll(async () => {
     initPath: c.ARCHWAY_INIT,
     idBase: c.ARCHWAY_UID_BASE,
     idSize: c.ARCHWAY_UID_SIZE,
+    seccompProfile: c.ARCHWAY_SECCOMP_PROFILE,
     logger,
   });
   launcher = createJobLauncher({ runtime, images: syncStore, logger });

@@ -48,12 +48,16 @@ export interface TestHost {
 
 export async function createTestHost(
   arch: Arch,
-  opts: { warm?: Record<string, number>; egressAllow?: string[] } = {},
+  /** seccompProfile: another profile file, or false for none (a probe's control run). */
+  opts: { warm?: Record<string, number>; egressAllow?: string[]; seccompProfile?: string | false } = {},
 ): Promise<TestHost> {
   const config = testConfig(opts.egressAllow ? { ARCHWAY_EGRESS_ALLOW: opts.egressAllow.join(',') } : {});
   const logger = createLogger({ name: 'test', level: config.ARCHWAY_LOG_LEVEL });
   const store = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
-  const runtime = await createRuncRuntime(runtimeOptionsFrom(config, arch, logger));
+  const runtime = await createRuncRuntime({
+    ...runtimeOptionsFrom(config, arch, logger),
+    ...(opts.seccompProfile !== undefined ? { seccompProfile: opts.seccompProfile } : {}),
+  });
   const warmPool = opts.warm
     ? createWarmPool({
         runtime,

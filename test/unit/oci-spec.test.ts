@@ -9,6 +9,7 @@ const spec = createOciSpec({
   limits: { cpus: 1.5, memoryMiB: 512, pids: 100, diskMiB: 1024 },
   cgroupsPath: '/archway/aw-x',
   initPath: '/usr/bin/catatonit',
+  seccomp: undefined,
 });
 
 describe('the OCI spec', () => {

@@ -1,6 +1,6 @@
 import { access, readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { packageCacheStats } from '../../../workers/index.ts';
+import { CAPABILITIES, packageCacheStats, seccompFor } from '../../../workers/index.ts';
 import { HostConfig, parseConfig } from '../../config.ts';
 import { ARCH_INFO, ARCHES, hostArch } from '../../domain.ts';
 import { archSupport } from '../../host/binfmt.ts';
@@ -66,6 +66,24 @@ async function runChecks(config: HostConfig): Promise<Check[]> {
     runcVersion.split('\n')[0] || 'runc not found',
     `apt-get install runc (${SETUP})`,
   );
+  // runc built without libseccomp refuses every container that has a filter: say it here.
+  const libseccomp = runcVersion.match(/^libseccomp: (\S+)/m)?.[1];
+  try {
+    const filter = await seccompFor(config.ARCHWAY_SECCOMP_PROFILE, CAPABILITIES);
+    add(
+      'seccomp',
+      libseccomp !== undefined,
+      `${config.ARCHWAY_SECCOMP_PROFILE}: ${filter.syscalls.length} rules for ${filter.architectures.join(', ')}; runc ${libseccomp ? `has libseccomp ${libseccomp}` : 'was built without libseccomp'}`,
+      "a runc built with libseccomp (Debian's is)",
+    );
+  } catch (e) {
+    add(
+      'seccomp',
+      false,
+      ((e as Error).message.split('; fix:')[0] ?? '').trim(),
+      (e as { fix?: string }).fix ?? `apt-get install golang-github-containers-common (${SETUP})`,
+    );
+  }
   const crun = await hasCommand('crun');
   const mode = await cgroupMode();
   add(
