@@ -12,9 +12,15 @@ export interface ShiftResult {
  * Shifts every owner in the tree at `root` by `base` (uid 0 -> base, 1000 -> base+1000), so a
  * container whose root maps to `base` sees the files as its own and a snapshot needs no chown.
  * chown clears setuid/setgid bits and drops file capabilities, so both are put back afterwards;
- * capabilities are rewritten with rootid = base (v3), valid in the container's namespace only.
+ * capabilities are rewritten with rootid = `capRootId` (v3; default `base`: the host uid of the
+ * container root that will run them), valid in that container's namespace only.
  */
-export async function shiftOwners(root: string, base: number, signal?: AbortSignal): Promise<ShiftResult> {
+export async function shiftOwners(
+  root: string,
+  base: number,
+  signal?: AbortSignal,
+  capRootId = base,
+): Promise<ShiftResult> {
   const caps = await readCapabilities(root);
   const seen = new Set<string>(); // dev:ino, so hard links are shifted once
   let files = 0;
@@ -35,7 +41,7 @@ export async function shiftOwners(root: string, base: number, signal?: AbortSign
     }
   };
   await visit(root);
-  for (const [file, cap] of caps) await runCommand('setcap', ['-n', String(base), cap, file]);
+  for (const [file, cap] of caps) await runCommand('setcap', ['-n', String(capRootId), cap, file]);
   return { files, bytes };
 }
 
