@@ -14,6 +14,8 @@ export interface OciSpecOptions {
   initPath: string;
   /** `none` only: `egress` needs a network helper that is not part of this runtime yet. */
   network: NetworkMode;
+  /** A user namespace to join (already mapped as idBase/idSize say) instead of runc making one. */
+  userNamespace?: string;
 }
 
 /** In-container path of the host's static init. */
@@ -116,7 +118,9 @@ export function createOciSpec(o: OciSpecOptions) {
     linux: {
       uidMappings: [{ containerID: 0, hostID: o.idBase, size: o.idSize }],
       gidMappings: [{ containerID: 0, hostID: o.idBase, size: o.idSize }],
-      namespaces: ['pid', 'network', 'ipc', 'uts', 'mount', 'user', 'cgroup'].map((type) => ({ type })),
+      namespaces: ['pid', 'network', 'ipc', 'uts', 'mount', 'user', 'cgroup'].map((type) =>
+        type === 'user' && o.userNamespace ? { type, path: o.userNamespace } : { type },
+      ),
       cgroupsPath: o.cgroupsPath,
       resources: { devices: [{ allow: false, access: 'rwm' }], ...ociResources(o.limits) },
       maskedPaths: [

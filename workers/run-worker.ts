@@ -91,7 +91,6 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
     version: o.version,
     source: createSourceFetcher({
       poolPath: config.ARCHWAY_POOL_PATH,
-      idBase: config.ARCHWAY_UID_BASE,
       allowLoopback: config.ARCHWAY_ALLOW_LOOPBACK_SOURCES,
       redis,
       keys,

@@ -38,6 +38,7 @@ import {
   createJobLauncher,
   createRuncRuntime,
   type JobLauncher,
+  runtimeOptionsFrom,
 } from '../../workers/index.ts';
 import { makeVersion, removeImage } from '../support/image-versions.ts';
 import { startRedis, type TestRedis } from '../support/redis-server.ts';
@@ -163,15 +164,9 @@ beforeAll(async () => {
   syncStore = createImageStore({ poolPath: SYNC_POOL });
   const c = testConfig();
   runtime = await createRuncRuntime({
-    arch: ARCH,
+    ...runtimeOptionsFrom(c, ARCH, logger),
     poolPath: SYNC_POOL,
     runDir: SYNC_RUN_DIR,
-    ociRuntime: c.ARCHWAY_OCI_RUNTIME,
-    cgroupParent: c.ARCHWAY_CGROUP_PARENT,
-    initPath: c.ARCHWAY_INIT,
-    idBase: c.ARCHWAY_UID_BASE,
-    idSize: c.ARCHWAY_UID_SIZE,
-    logger,
   });
   launcher = createJobLauncher({ runtime, images: syncStore, logger });
   // Each test image starts as busybox's current version, copied under its own name.
