@@ -39,7 +39,8 @@ export const TEST_ENV = {
   ARCHWAY_LOG_LEVEL: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn',
 } as const;
 
-export const testConfig = (): HostConfig => parseConfig(HostConfig, TEST_ENV);
+export const testConfig = (env: Record<string, string> = {}): HostConfig =>
+  parseConfig(HostConfig, { ...TEST_ENV, ...env });
 
 export interface TestHost {
   config: HostConfig;
@@ -52,9 +53,9 @@ export interface TestHost {
 
 export async function createTestHost(
   arch: Arch,
-  opts: { warm?: Record<string, number> } = {},
+  opts: { warm?: Record<string, number>; env?: Record<string, string> } = {},
 ): Promise<TestHost> {
-  const config = testConfig();
+  const config = testConfig(opts.env);
   const logger = createLogger({ name: 'test', level: config.ARCHWAY_LOG_LEVEL });
   const store = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
   const runtime = await createRuncRuntime(runtimeOptionsFrom(config, arch, logger));
