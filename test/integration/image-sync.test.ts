@@ -11,6 +11,7 @@ import {
   createImageStore,
   createSyncAgent,
   type ImageStore,
+  imageForRange,
   publishImage,
   type SyncAgent,
   type SyncAgentEvents,
@@ -240,7 +241,11 @@ describe('image sync', () => {
     const held1 = await syncStore.resolve(name, ARCH);
     expect(held1.digest).toBe(v1.digest);
     expect(await runCommand('btrfs', ['property', 'get', '-ts', held1.path, 'ro'])).toBe('ro=true');
-    expect((await stat(join(held1.path, 'bin/busybox'))).uid).toBe(100000);
+    expect((await stat(join(held1.path, 'bin/busybox'))).uid).toBe(testConfig().ARCHWAY_UID_BASE);
+    // A container of uid range 1 made v1's copy for that range; it must go with v1.
+    const { ARCHWAY_UID_BASE: base, ARCHWAY_UID_SIZE: size } = testConfig();
+    const copy = await imageForRange(held1, { index: 1, shift: size, hostId: base + size });
+    expect((await stat(join(copy, 'bin/busybox'))).uid).toBe(base + size);
 
     // A job runs on v1 while v2 arrives.
     const job = await launcher.launch({
@@ -279,6 +284,7 @@ describe('image sync', () => {
     expect(await removed).toMatchObject({ digest: v1.digest });
     expect(await exists(join(dir, v1.digest))).toBe(false);
     expect(await exists(join(dir, `${v1.digest}.json`))).toBe(false);
+    expect(await exists(join(dir, `${v1.digest}.ranges`))).toBe(false);
 
     await eventually(
       async () =>
