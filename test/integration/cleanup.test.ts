@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AbortedError } from '../../src/index.ts';
+import { AbortedError, createHostLeases, processAlive } from '../../src/index.ts';
 import {
   collect,
   createTestHost,
@@ -9,6 +9,7 @@ import {
   leftovers,
   TEST_ENV,
   type TestHost,
+  testConfig,
 } from '../support/test-host.ts';
 
 const hosts: TestHost[] = [];
@@ -105,8 +106,19 @@ describe('nothing is left behind', () => {
     await new Promise((r) => child.once('exit', r));
     // Still there: nobody has cleaned up yet.
     expect((await readdir(`${TEST_ENV.ARCHWAY_POOL_PATH}/jobs`)).length).toBe(1);
+    // The orphan keeps its uid range: its lease names its init, which lives on.
+    const config = testConfig();
+    const leases = createHostLeases({ dir: config.ARCHWAY_UID_LEASE_DIR, size: config.ARCHWAY_UID_RANGES });
+    const childs = async () => [...(await leases.list()).values()].filter((l) => l.owner.pid === child.pid);
+    const [lease] = await childs();
+    expect(lease?.init).toBeDefined();
+    expect(await processAlive(lease?.init ?? { pid: 0, start: '' })).toBe(true);
+    // A lease whose taker died before its container ran (no init) is garbage, whatever its pool.
+    const ghost = await leases.acquire({ id: 'aw-ghost', owner: { pid: 2 ** 22 + 1, start: '0' } });
     const h = await host();
     const removed = await h.runtime.reap({});
     expect(removed).toHaveLength(1);
+    expect(await childs()).toEqual([]);
+    expect((await leases.list()).get(ghost)?.id).not.toBe('aw-ghost');
   });
 });
