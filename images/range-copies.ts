@@ -30,7 +30,7 @@ const MAKING_PREFIX = '.making-';
  * version with every owner shifted by `range.shift` more, made once (a btrfs snapshot, then a
  * chown pass: metadata only, the data stays shared) and kept until the version is removed.
  */
-export async function imageForRange(image: ResolvedImage, range: IdRange): Promise<string> {
+export async function imageForRange(image: Pick<ResolvedImage, 'path'>, range: IdRange): Promise<string> {
   if (range.index === 0) return image.path;
   const ranges = `${image.path}${RANGES_SUFFIX}`;
   const path = join(ranges, String(range.index));

@@ -18,6 +18,7 @@ import {
 import { createJobLauncher } from './job-launcher.ts';
 import { createRuncRuntime, runtimeOptionsFrom } from './runc-runtime.ts';
 import { createSourceFetcher } from './source-fetch.ts';
+import { idRangeOf } from './user-namespace.ts';
 import { createWarmPool } from './warm-pool.ts';
 import { createWorkerDaemon } from './worker-daemon.ts';
 
@@ -112,6 +113,15 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
         token: config.ARCHWAY_SYNC_TOKEN,
         logger,
         inUse: () => runtime.imagesInUse(),
+        idRange: (k) =>
+          idRangeOf(
+            {
+              base: config.ARCHWAY_UID_BASE,
+              size: config.ARCHWAY_UID_SIZE,
+              count: config.ARCHWAY_UID_RANGES,
+            },
+            k,
+          ),
         onSwitch: (image) => warmPool?.dropStale(image),
         report: (held) => createNodeRegistry(redis, keys).setImages(nodeId, held),
       })

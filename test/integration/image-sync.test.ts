@@ -13,6 +13,7 @@ import {
   type ImageStore,
   imageForRange,
   publishImage,
+  rangeCopiesOf,
   type SyncAgent,
   type SyncAgentEvents,
 } from '../../images/index.ts';
@@ -89,6 +90,10 @@ function startAgent(o: { nodeId?: string } = {}): SyncAgent {
     token: SYNC_TOKEN,
     logger,
     inUse: () => runtime.imagesInUse(),
+    idRange: (k) => {
+      const { ARCHWAY_UID_BASE: base, ARCHWAY_UID_SIZE: size } = testConfig();
+      return { index: k, shift: k * size, hostId: base + k * size };
+    },
     retireAfterMs: 300,
     blockMs: 1000,
     ...(o.nodeId ? { report: (held) => nodes.setImages(o.nodeId as string, held) } : {}),
@@ -273,6 +278,9 @@ describe('image sync', () => {
     const dir = syncStore.dirOf(name, ARCH);
     expect(await readlink(join(dir, 'current'))).toBe(v2.digest);
     const held2 = await syncStore.resolve(name, ARCH);
+    // v2 came with its copy for the range v1 had one for, made before it became current.
+    expect(await rangeCopiesOf(held2.path)).toEqual([1]);
+    expect((await stat(join(`${held2.path}.ranges`, '1', 'bin/busybox'))).uid).toBe(base + size);
     expect(await readFile(join(held2.path, 'etc/archway-v2'), 'utf8')).toBe('the second version\n');
     expect((await stat(join(held2.path, 'usr/share/v2/data.bin'))).size).toBe(256 * 1024);
 
