@@ -96,8 +96,12 @@ if [ -e /proc/sys/fs/binfmt_misc/register ]; then
   done
 fi
 
-# runc gives every container a session keyring owned by its root's host uid, and all containers
-# share that uid: the default of 200 keys per user runs out under load ("disk quota exceeded").
+# runc gives every container (and every exec) a session keyring owned by its root's host uid.
+# Each container has a uid range of its own, so these are per-container quotas; 200 keys / 20 kB
+# (the defaults) are tight for a job that uses the keyring itself, so raise them.
+# inotify, fanotify and namespace counts need nothing here: each container's user namespace is
+# owned by its own root uid, so the kernel charges them to that uid (fs.inotify.max_user_* per
+# container), never to host root, and archway sets user.max_* inside (ARCHWAY_CONTAINER_MAX_*).
 want_keys=20000
 if [ "$(cat /proc/sys/kernel/keys/maxkeys 2>/dev/null || echo 0)" -lt "$want_keys" ]; then
   printf 'kernel.keys.maxkeys = %s\nkernel.keys.maxbytes = 2000000\n' "$want_keys" > /etc/sysctl.d/90-archway.conf

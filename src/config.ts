@@ -53,6 +53,24 @@ export const HostConfig = z.object({
   ARCHWAY_UID_BASE: int(100000),
   /** How many uids/gids each container gets, from the base. */
   ARCHWAY_UID_SIZE: int(65536, 1024),
+  /**
+   * How many uid/gid ranges a host hands out: container root of range k maps to base + k * size,
+   * so no two running containers share a kernel uid (and its key quota and ucounts). At most this
+   * many containers (warm ones included) run on a host at once, across every worker of it.
+   */
+  ARCHWAY_UID_RANGES: int(64),
+  /** Directory of the uid range leases: one per host (kernel uids are host-wide), whatever the pool. */
+  ARCHWAY_UID_LEASE_DIR: z.string().startsWith('/', 'an absolute path').default('/run/archway-leases/uid'),
+  /** `user.max_inotify_instances` in each container's user namespace (per uid in the container). */
+  ARCHWAY_CONTAINER_MAX_INOTIFY_INSTANCES: int(128, 0),
+  /** `user.max_inotify_watches` in each container's user namespace (per uid in the container). */
+  ARCHWAY_CONTAINER_MAX_INOTIFY_WATCHES: int(8192, 0),
+  /** `user.max_fanotify_groups` in each container's user namespace (per uid in the container). */
+  ARCHWAY_CONTAINER_MAX_FANOTIFY_GROUPS: int(16, 0),
+  /** `user.max_fanotify_marks` in each container's user namespace (per uid in the container). */
+  ARCHWAY_CONTAINER_MAX_FANOTIFY_MARKS: int(8192, 0),
+  /** Every `user.max_*_namespaces` in each container's user namespace: how many nested namespaces of each kind. */
+  ARCHWAY_CONTAINER_MAX_NAMESPACES: int(64, 0),
   /** OCI runtime: runc, crun, or auto (crun where the host's cgroups are unified v2, else runc). */
   ARCHWAY_OCI_RUNTIME: z.enum(['auto', 'runc', 'crun']).default('auto'),
   /** Directory for the OCI runtime's state (a tmpfs, so a reboot forgets containers). */

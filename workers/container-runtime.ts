@@ -29,6 +29,11 @@ export interface Container {
    * the exec (the job's source) is what the job sees.
    */
   readonly rootfs: string;
+  /**
+   * Host uid and gid of the container's root (its uid range's first id): what the host makes the
+   * owner of files it places in `rootfs`. No two running containers of a host share it.
+   */
+  readonly idBase: number;
 }
 
 /** The job's process inside a container. */

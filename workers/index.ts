@@ -46,5 +46,14 @@ export {
   type SourceFetcherOptions,
 } from './source-fetch.ts';
 export { SourceFetchError } from './source-fetch-error.ts';
+export {
+  createUserNamespace,
+  type IdRangeLayout,
+  idRangeLayoutProblem,
+  idRangeOf,
+  limitUcounts,
+  type UcountLimits,
+  ucountSysctls,
+} from './user-namespace.ts';
 export { createWarmPool, type WarmPool, type WarmPoolOptions } from './warm-pool.ts';
 export { createWorkerDaemon, type WorkerDaemon, type WorkerDaemonOptions } from './worker-daemon.ts';

@@ -30,10 +30,11 @@ export interface LaunchRequest {
   timeoutSeconds?: number;
   /**
    * Runs on the host once the job has its container and before its process starts, with the
-   * host path of the container's root filesystem: where the worker places the job's source.
-   * When it throws, the container is destroyed and launch() throws that error.
+   * host path of the container's root filesystem: where the worker places the job's source. `idBase`
+   * is the host uid/gid of the container's root: what placed files must be owned by. When it
+   * throws, the container is destroyed and launch() throws that error.
    */
-  prepare?: (rootfs: string, signal: AbortSignal) => Promise<void>;
+  prepare?: (rootfs: string, signal: AbortSignal, idBase: number) => Promise<void>;
 }
 
 export type LaunchEndReason = 'timeout' | 'oom' | 'canceled';
@@ -108,7 +109,7 @@ export function createJobLauncher(o: JobLauncherOptions): JobLauncher {
         taken ?? (await o.runtime.prepare(image, limits, { signal, jobId: req.jobId, network }));
       let execution: Awaited<ReturnType<ContainerRuntime['exec']>>;
       try {
-        if (req.prepare) await req.prepare(container.rootfs, signal);
+        if (req.prepare) await req.prepare(container.rootfs, signal, container.idBase);
         execution = await o.runtime.exec(
           container,
           { jobId: req.jobId, argv: req.argv, env: req.env ?? {}, cwd: req.cwd ?? '/', limits },

@@ -15,6 +15,8 @@ export interface OciSpecOptions {
   initPath: string;
   /** The container's seccomp filter (seccomp-profile.ts); undefined only in the launch benchmark's baseline. */
   seccomp: OciSeccomp | undefined;
+  /** A user namespace to join (already mapped as idBase/idSize say) instead of runc making one. */
+  userNamespace?: string;
 }
 
 /** In-container path of the host's static init. */
@@ -115,9 +117,9 @@ export function createOciSpec(o: OciSpecOptions) {
     linux: {
       uidMappings: [{ containerID: 0, hostID: o.idBase, size: o.idSize }],
       gidMappings: [{ containerID: 0, hostID: o.idBase, size: o.idSize }],
-      // A network namespace of its own in every mode: `none` keeps only lo; for `egress` the host
-      // adds a veth once the container runs (workers/egress-network.ts).
-      namespaces: ['pid', 'network', 'ipc', 'uts', 'mount', 'user', 'cgroup'].map((type) => ({ type })),
+      namespaces: ['pid', 'network', 'ipc', 'uts', 'mount', 'user', 'cgroup'].map((type) =>
+        type === 'user' && o.userNamespace ? { type, path: o.userNamespace } : { type },
+      ),
       cgroupsPath: o.cgroupsPath,
       resources: { devices: [{ allow: false, access: 'rwm' }], ...ociResources(o.limits) },
       maskedPaths: [

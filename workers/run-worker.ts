@@ -19,6 +19,7 @@ import type { PackageCacheStats } from './egress-network.ts';
 import { createJobLauncher } from './job-launcher.ts';
 import { createRuncRuntime, runtimeOptionsFrom } from './runc-runtime.ts';
 import { createSourceFetcher } from './source-fetch.ts';
+import { idRangeOf } from './user-namespace.ts';
 import { createWarmPool } from './warm-pool.ts';
 import { createWorkerDaemon } from './worker-daemon.ts';
 
@@ -94,7 +95,6 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
     version: o.version,
     source: createSourceFetcher({
       poolPath: config.ARCHWAY_POOL_PATH,
-      idBase: config.ARCHWAY_UID_BASE,
       allowLoopback: config.ARCHWAY_ALLOW_LOOPBACK_SOURCES,
       redis,
       keys,
@@ -116,6 +116,15 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
         token: config.ARCHWAY_SYNC_TOKEN,
         logger,
         inUse: () => runtime.imagesInUse(),
+        idRange: (k) =>
+          idRangeOf(
+            {
+              base: config.ARCHWAY_UID_BASE,
+              size: config.ARCHWAY_UID_SIZE,
+              count: config.ARCHWAY_UID_RANGES,
+            },
+            k,
+          ),
         onSwitch: (image) => warmPool?.dropStale(image),
         report: (held) => createNodeRegistry(redis, keys).setImages(nodeId, held),
       })

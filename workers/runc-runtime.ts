@@ -6,7 +6,7 @@ import { access, lchown, mkdir, readdir, readFile, rm, writeFile } from 'node:fs
 import { Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
-import type { ResolvedImage } from '../images/index.ts';
+import { imageForRange, type ResolvedImage } from '../images/index.ts';
 import {
   AbortedError,
   type Arch,
@@ -14,17 +14,21 @@ import {
   archSupport,
   type CgroupMode,
   cgroupMode,
+  createHostLeases,
   deleteSubvolume,
   HOST_ENV,
   HostCommandError,
   type HostConfig,
   HostRequirementError,
   hasCommand,
+  InvalidInputError,
   type Limits,
   type Logger,
   limitExclusive,
   type NetworkMode,
   oomKills,
+  processAlive,
+  processIdentity,
   runCommand,
   snapshotSubvolume,
   toError,
@@ -38,6 +42,13 @@ import {
 } from './egress-network.ts';
 import { CAPABILITIES, createOciSpec, createProcessSpec, ociResources } from './oci-spec.ts';
 import { seccompFor } from './seccomp-profile.ts';
+import {
+  createUserNamespace,
+  idRangeLayoutProblem,
+  idRangeOf,
+  limitUcounts,
+  type UcountLimits,
+} from './user-namespace.ts';
 
 export interface RuncRuntimeOptions {
   arch: Arch;
@@ -51,13 +62,19 @@ export interface RuncRuntimeOptions {
   cgroupParent: string;
   /** Host path of the static init containers idle in (catatonit). */
   initPath: string;
-  /** Host uid/gid range container root maps to. */
+  /** Host uid/gid of range 0 (where images are stored shifted) and the size of every range. */
   idBase: number;
   idSize: number;
   /** The job network of this host; without it, a container with `network: egress` cannot be made. */
   egress?: Omit<EgressNetworkOptions, 'logger'> | undefined;
   /** Docker-format seccomp profile every container's filter is made from; `false`: none (the launch benchmark's baseline only). */
   seccompProfile: string | false;
+  /** How many uid ranges the host has: container root of range k maps to idBase + k * idSize. */
+  idRanges: number;
+  /** Lease directory of the uid ranges: one per host, shared by every process that makes containers. */
+  idLeaseDir: string;
+  /** Per-uid limits set in each container's user namespace. */
+  ucounts: UcountLimits;
   logger: Logger;
 }
 
@@ -87,6 +104,15 @@ export function runtimeOptionsFrom(config: HostConfig, arch: Arch, logger: Logge
         }
       : {}),
     seccompProfile: config.ARCHWAY_SECCOMP_PROFILE,
+    idRanges: config.ARCHWAY_UID_RANGES,
+    idLeaseDir: config.ARCHWAY_UID_LEASE_DIR,
+    ucounts: {
+      inotifyInstances: config.ARCHWAY_CONTAINER_MAX_INOTIFY_INSTANCES,
+      inotifyWatches: config.ARCHWAY_CONTAINER_MAX_INOTIFY_WATCHES,
+      fanotifyGroups: config.ARCHWAY_CONTAINER_MAX_FANOTIFY_GROUPS,
+      fanotifyMarks: config.ARCHWAY_CONTAINER_MAX_FANOTIFY_MARKS,
+      namespaces: config.ARCHWAY_CONTAINER_MAX_NAMESPACES,
+    },
     logger,
   };
 }
@@ -108,6 +134,8 @@ interface ContainerMeta {
   createdAt: string;
   /** The container's job-network lease, once it has one (egress containers). */
   netIndex?: number;
+  /** The uid range leased to the container (released once its processes are gone). */
+  uidRange?: number;
 }
 
 interface RuncContainer extends Container {
@@ -121,6 +149,10 @@ interface RuncContainer extends Container {
  * One instance serves one arch; several can share a pool, and reap only what dead processes left.
  */
 export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<ContainerRuntime> {
+  const layout = { base: o.idBase, size: o.idSize, count: o.idRanges };
+  const layoutProblem = idRangeLayoutProblem(layout);
+  if (layoutProblem) throw new InvalidInputError('ARCHWAY_UID_RANGES', layoutProblem);
+  const leases = createHostLeases({ dir: o.idLeaseDir, size: o.idRanges });
   const support = await archSupport(o.arch);
   const mode = await cgroupMode();
   const ociRuntime =
@@ -173,12 +205,15 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
 
   async function destroyById(id: string, ctl: RuntimeCtl): Promise<void> {
     const errors: Error[] = [];
-    // Order: processes first (they hold the snapshot busy), then the snapshot, then the bundle.
+    const meta = await readMeta(id);
+    // Order: processes first (they hold the snapshot busy), then the snapshot, then the bundle,
+    // then the uid range, once no process of the container can hold it.
     await oci(['delete', '--force', id], { deadline: ctl.deadline }).catch((e: unknown) => {
       if (!/does not exist|not found/i.test(toError(e).message)) errors.push(toError(e));
     });
-    const meta = await readMeta(id);
-    if (meta?.netIndex !== undefined && egress)
+    const processesGone = errors.length === 0;
+    // The veth went with the container's network namespace; this removes a straggler and gives the address back.
+    if (processesGone && meta?.netIndex !== undefined && egress)
       await egress.detach(id, meta.netIndex).catch((e: unknown) => errors.push(toError(e)));
     for (const dir of ['warm', 'jobs']) {
       const path = join(o.poolPath, dir, id);
@@ -189,6 +224,8 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
       });
     }
     await rm(bundleOf(id), { recursive: true, force: true }).catch((e: unknown) => errors.push(toError(e)));
+    if (processesGone && meta?.uidRange !== undefined)
+      await leases.release(meta.uidRange, id).catch((e: unknown) => errors.push(toError(e)));
     if (errors.length)
       throw new AggregateError(
         errors,
@@ -265,20 +302,29 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
       const bundle = bundleOf(id);
       const rootfs = rootfsOf({ id });
       const cgroupsPath = `/${o.cgroupParent}/${id}`;
+      let rangeIndex: number | undefined;
+      let userns: { path: string; close(): void } | undefined;
       try {
-        // The owner record goes first, so a concurrent reap by another process never sees an ownerless container.
+        // The uid range first (no two live containers of the host share one), then the owner
+        // record with it, so a concurrent reap by another process never sees an ownerless container.
+        rangeIndex = await leases.acquire({ id, owner: me });
+        const range = idRangeOf(layout, rangeIndex);
         await mkdir(bundle, { recursive: true, mode: 0o700 });
         const meta: ContainerMeta = {
           owner: me,
           image: { name: image.name, arch: image.arch, digest: image.digest },
           ...(ctl.jobId ? { jobId: ctl.jobId } : {}),
           createdAt: new Date().toISOString(),
+          uidRange: rangeIndex,
         };
         await writeFile(join(bundle, 'meta.json'), JSON.stringify(meta));
-        await snapshotSubvolume(image.path, rootfs, { timeoutMs: remaining(ctl, 30_000) });
+        // The image with its owners in this range: made once per (version, range), then a snapshot as before.
+        const source = await imageForRange(image, range);
+        await snapshotSubvolume(source, rootfs, { timeoutMs: remaining(ctl, 30_000) });
+        userns = await createUserNamespace(range.hostId, o.idSize, remaining(ctl, 10_000));
         await Promise.all([
           writeNetworkFiles(rootfs, network, {
-            owner: o.idBase,
+            owner: range.hostId,
             ...(egress ? { nameserver: egress.serviceAddress, aptProxy: egress.aptProxy } : {}),
             aptSettings: aptHostSettings,
           }),
@@ -290,8 +336,9 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
               createOciSpec({
                 rootfs,
                 hostname: id,
-                idBase: o.idBase,
+                idBase: range.hostId,
                 idSize: o.idSize,
+                userNamespace: userns.path,
                 limits,
                 cgroupsPath,
                 initPath: o.initPath,
@@ -318,12 +365,17 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
             why || toError(e).message,
           );
         });
+        userns.close();
         const initPid = Number((await readFile(join(bundle, 'init.pid'), 'utf8')).trim());
         let attachment: NetworkAttachment | undefined;
         if (network === 'egress' && egress) {
           attachment = await egress.attach(id, initPid, me);
           await writeFile(join(bundle, 'meta.json'), JSON.stringify({ ...meta, netIndex: attachment.index }));
         }
+        // The lease outlives this process while the container runs (an orphan keeps its range).
+        const init = await processIdentity(initPid);
+        if (init) await leases.update(rangeIndex, { id, owner: me, init });
+        await limitUcounts(initPid, o.ucounts, remaining(ctl, 10_000));
         abortIfNeeded(ctl, 'prepare');
         const c: RuncContainer = {
           id,
@@ -333,15 +385,23 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
           ...(attachment ? { address: attachment.address } : {}),
           readyAt: Date.now(),
           rootfs,
+          idBase: range.hostId,
           initPid,
           cgroupsPath,
           execed: false,
         };
         return c;
       } catch (e) {
-        await destroyById(id, {}).catch((err: unknown) =>
-          o.logger.error({ err, id }, 'cleanup of a half-made container failed'),
+        userns?.close();
+        const cleaned = await destroyById(id, {}).then(
+          () => true,
+          (err: unknown) => {
+            o.logger.error({ err, id }, 'cleanup of a half-made container failed');
+            return false;
+          },
         );
+        // The range may have been taken before the record naming it was written: give it back here.
+        if (cleaned && rangeIndex !== undefined) await leases.release(rangeIndex, id).catch(() => undefined);
         if (ctl.signal?.aborted) throw new AbortedError('prepare', ctl.signal.reason);
         throw e;
       }
@@ -460,6 +520,12 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
         .catch((e: unknown) =>
           o.logger.error({ err: toError(e).message }, 'could not remove leftover job interfaces'),
         );
+      // uid ranges whose taker and container are both gone (their pool may be another one).
+      for (const [index, holder] of await leases.list()) {
+        const alive =
+          (await processAlive(holder.owner)) || (holder.init ? await processAlive(holder.init) : false);
+        if (!alive) await leases.release(index, holder.id);
+      }
       await destroyStaleQgroups(o.poolPath);
       return removed;
     },

@@ -24,8 +24,6 @@ const SourceCredential = z.object({ host: z.string(), token: z.string().min(1) }
 export interface SourceFetcherOptions {
   /** The btrfs pool: mirrors live in `<pool>/cache/git/<host>/<path>.git`. */
   poolPath: string;
-  /** Host uid and gid of container root: the placed tree is owned by it. */
-  idBase: number;
   /** Allow sources on this host's loopback (and plain http to them); for tests. Default false. */
   allowLoopback?: boolean;
   /** Where a job's short-lived credential is read from (`keys.sourceCredential(jobId)`). */
@@ -56,6 +54,8 @@ export interface SourceFetcher {
     jobId: string;
     source: NonNullable<JobSpec['source']>;
     rootfs: string;
+    /** Host uid and gid of the container's root: the placed tree is owned by it. */
+    idBase: number;
     signal: AbortSignal;
   }): Promise<PlacedSource>;
 }
@@ -108,7 +108,7 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
   }
 
   /** Makes each directory of `rel` under `root`, refusing a symlink on the way (it could point out of the container). */
-  async function makeDirs(root: string, rel: string): Promise<string> {
+  async function makeDirs(root: string, rel: string, idBase: number): Promise<string> {
     let cur = root;
     for (const part of rel.split('/').filter(Boolean)) {
       cur = join(cur, part);
@@ -120,7 +120,7 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
       }
       if (!st) {
         await mkdir(cur, { mode: 0o755 });
-        await runCommand('chown', ['-h', `${o.idBase}:${o.idBase}`, cur]);
+        await runCommand('chown', ['-h', `${idBase}:${idBase}`, cur]);
       }
     }
     return cur;
@@ -130,7 +130,7 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
     buildDirOf(source) {
       return sourceBuildDir(parseSourceUrl(source.git, policy).path);
     },
-    async place({ jobId, source, rootfs, signal }) {
+    async place({ jobId, source, rootfs, idBase, signal }) {
       const src = await checkSourceUrl(source.git, policy);
       const mirror = mirrorOf(src);
       const buildDir = sourceBuildDir(src.path);
@@ -211,7 +211,7 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
       }
       const fetchMs = Math.round(performance.now() - t0);
       const t1 = performance.now();
-      const dest = await makeDirs(rootfs, buildDir);
+      const dest = await makeDirs(rootfs, buildDir, idBase);
       const archive = execa('git', ['--git-dir', mirror, 'archive', '--format=tar', sha], {
         env: gitEnv(policy.allowLoopback),
         extendEnv: false,
@@ -237,7 +237,7 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
           { infra: true },
         );
       }
-      await runCommand('chown', ['-R', '-h', `${o.idBase}:${o.idBase}`, dest], { signal });
+      await runCommand('chown', ['-R', '-h', `${idBase}:${idBase}`, dest], { signal });
       const placeMs = Math.round(performance.now() - t1);
       o.logger.debug({ job: jobId, mirror, sha, mirrorHit, fetchMs, placeMs }, 'source placed');
       return { buildDir, sha, mirrorHit, fetchMs, placeMs };

@@ -228,8 +228,8 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
           cwd: source && fetcher ? fetcher.buildDirOf(source) : '/root',
           ...(source && fetcher
             ? {
-                prepare: async (rootfs: string, signal: AbortSignal) => {
-                  const p = await fetcher.place({ jobId: id, source, rootfs, signal });
+                prepare: async (rootfs: string, signal: AbortSignal, idBase: number) => {
+                  const p = await fetcher.place({ jobId: id, source, rootfs, idBase, signal });
                   sourceNote = `[archway] source ${source.git} at ${p.sha}: ${p.mirrorHit ? "in this host's mirror" : `fetched in ${p.fetchMs} ms`}, placed at ${p.buildDir} in ${p.placeMs} ms\n`;
                 },
               }

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AbortedError, createHostLeases, runCommand } from '../../src/index.ts';
+import { AbortedError, createHostLeases, processAlive, runCommand } from '../../src/index.ts';
 import {
   collect,
   createTestHost,
@@ -121,16 +121,27 @@ describe.each(['none', 'egress'] as const)('nothing is left behind, network %s',
     await new Promise((r) => child.once('exit', r));
     // Still there: nobody has cleaned up yet.
     expect((await readdir(`${TEST_ENV.ARCHWAY_POOL_PATH}/jobs`)).length).toBe(1);
+    // The orphan keeps its uid range: its lease names its init, which lives on.
+    const config = testConfig();
+    const leases = createHostLeases({ dir: config.ARCHWAY_UID_LEASE_DIR, size: config.ARCHWAY_UID_RANGES });
+    const childs = async () => [...(await leases.list()).values()].filter((l) => l.owner.pid === child.pid);
+    const [lease] = await childs();
+    expect(lease?.init).toBeDefined();
+    expect(await processAlive(lease?.init ?? { pid: 0, start: '' })).toBe(true);
+    // A lease whose taker died before its container ran (no init) is garbage, whatever its pool.
+    const ghost = await leases.acquire({ id: 'aw-ghost', owner: { pid: 2 ** 22 + 1, start: '0' } });
     const h = await host();
     const removed = await h.runtime.reap({});
     expect(removed).toHaveLength(1);
     // The job's veth went with its netns, and its address lease is back.
     const links = await runCommand('ip', ['-o', 'link', 'show']);
-    const leases = await createHostLeases({
-      dir: `${testConfig().ARCHWAY_NET_STATE_DIR}/leases`,
+    const netLeases = await createHostLeases({
+      dir: `${config.ARCHWAY_NET_STATE_DIR}/leases`,
       size: 1,
     }).list();
-    for (const [i, l] of leases) if (l.owner.pid === child.pid) expect(links).not.toContain(`awn${i}:`);
-    expect([...leases.values()].filter((l) => l.owner.pid === child.pid)).toEqual([]);
+    for (const [i, l] of netLeases) if (l.owner.pid === child.pid) expect(links).not.toContain(`awn${i}:`);
+    expect([...netLeases.values()].filter((l) => l.owner.pid === child.pid)).toEqual([]);
+    expect(await childs()).toEqual([]);
+    expect((await leases.list()).get(ghost)?.id).not.toBe('aw-ghost');
   });
 });

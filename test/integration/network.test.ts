@@ -185,7 +185,7 @@ wget -q -O- http://deb.debian.org/debian/dists/bookworm/Release | head -1`,
   });
 
   it('the operator allow list opens a private range, and only that one', async () => {
-    const allowed = await createTestHost('amd64', { egressAllow: ['10.200.0.0/24'] });
+    const allowed = await createTestHost('amd64', { env: { ARCHWAY_EGRESS_ALLOW: '10.200.0.0/24' } });
     try {
       const r = collect(
         await allowed.launcher.launch({

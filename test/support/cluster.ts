@@ -81,7 +81,6 @@ export async function startCluster(): Promise<TestCluster> {
         // Tests fetch sources from a git server on the loopback (test/support/fake-github.ts).
         source: createSourceFetcher({
           poolPath: host.config.ARCHWAY_POOL_PATH,
-          idBase: host.config.ARCHWAY_UID_BASE,
           allowLoopback: true,
           redis: client,
           keys,

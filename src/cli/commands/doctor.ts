@@ -1,6 +1,6 @@
 import { access, readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { CAPABILITIES, packageCacheStats, seccompFor } from '../../../workers/index.ts';
+import { CAPABILITIES, idRangeLayoutProblem, packageCacheStats, seccompFor } from '../../../workers/index.ts';
 import { HostConfig, parseConfig } from '../../config.ts';
 import { ARCH_INFO, ARCHES, hostArch } from '../../domain.ts';
 import { archSupport } from '../../host/binfmt.ts';
@@ -108,15 +108,48 @@ async function runChecks(config: HostConfig): Promise<Check[]> {
   add(
     'kernel keys',
     maxKeys >= 2000,
-    `kernel.keys.maxkeys = ${maxKeys} (every container's session keyring counts against its root's host uid)`,
+    `kernel.keys.maxkeys = ${maxKeys} per container (each has its own root uid; runc makes a session keyring per container and exec)`,
     'sysctl -w kernel.keys.maxkeys=20000 kernel.keys.maxbytes=2000000 (ops/setup-host.sh does it)',
   );
-  const idRange = `${config.ARCHWAY_UID_BASE}-${config.ARCHWAY_UID_BASE + config.ARCHWAY_UID_SIZE - 1}`;
+  const { ARCHWAY_UID_BASE: base, ARCHWAY_UID_SIZE: size, ARCHWAY_UID_RANGES: ranges } = config;
+  const end = base + ranges * size;
+  const layout = idRangeLayoutProblem({ base, size, count: ranges });
   add(
-    'id range',
-    config.ARCHWAY_UID_BASE > 0,
-    `container root maps to host uids ${idRange}`,
-    'set ARCHWAY_UID_BASE to an unused range',
+    'id ranges',
+    base > 0 && !layout,
+    layout ??
+      `${ranges} ranges of ${size} ids: container root maps to host uids ${base}, ${base + size}, ... (up to ${end - 1})`,
+    `lower ARCHWAY_UID_BASE, ARCHWAY_UID_RANGES or ARCHWAY_UID_SIZE so that base + ranges * size <= ${2 ** 32 - 1}`,
+  );
+  // Users given subordinate ids (rootless podman, Debian's adduser) or real accounts in archway's
+  // ranges would share kernel uids, and so quotas and file access, with jobs.
+  const clashes = await idClashes(base, end);
+  add(
+    'id ranges unused',
+    clashes.length === 0,
+    clashes.length
+      ? `host ids in archway's ranges: ${clashes.slice(0, 3).join('; ')}`
+      : `no account, /etc/subuid or /etc/subgid entry in ${base}-${end - 1}`,
+    `set ARCHWAY_UID_BASE past them (for example ${Math.ceil((await highestSubId()) / 65536 + 1) * 65536}), or move those entries`,
+  );
+  const userns = await runCommand('setpriv', [
+    `--reuid=${base}`,
+    `--regid=${base}`,
+    '--clear-groups',
+    'unshare',
+    '--user',
+    'true',
+  ]).then(
+    () => '',
+    (e: unknown) => (e as Error).message,
+  );
+  add(
+    'unprivileged user namespaces',
+    userns === '',
+    userns
+      ? `a process as uid ${base} cannot make a user namespace: ${userns}`
+      : "made by each container's own root uid, so the container's inotify and namespace counts are its own",
+    'allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 on older Debian kernels; kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu)',
   );
   const memCgroup =
     mode === 'v2'
@@ -230,6 +263,41 @@ async function runChecks(config: HostConfig): Promise<Check[]> {
     `apt-get install redis-server (${SETUP})`,
   );
   return checks;
+}
+
+/** Accounts and subordinate id entries that fall in [start, end). */
+async function idClashes(start: number, end: number): Promise<string[]> {
+  const out: string[] = [];
+  for (const file of ['/etc/subuid', '/etc/subgid']) {
+    for (const line of (await readFile(file, 'utf8').catch(() => '')).split('\n')) {
+      const [name, first, count] = line.trim().split(':');
+      const a = Number(first);
+      const n = Number(count);
+      if (!name || !Number.isInteger(a) || !Number.isInteger(n)) continue;
+      if (a < end && a + n > start) out.push(`${file} ${name}:${a}:${n}`);
+    }
+  }
+  for (const file of ['/etc/passwd', '/etc/group']) {
+    for (const line of (await readFile(file, 'utf8').catch(() => '')).split('\n')) {
+      const [name, , id] = line.split(':');
+      const n = Number(id);
+      if (name && Number.isInteger(n) && n >= start && n < end) out.push(`${file} ${name} (${n})`);
+    }
+  }
+  return out;
+}
+
+/** The first id past every /etc/subuid and /etc/subgid entry. */
+async function highestSubId(): Promise<number> {
+  let top = 0;
+  for (const file of ['/etc/subuid', '/etc/subgid']) {
+    for (const line of (await readFile(file, 'utf8').catch(() => '')).split('\n')) {
+      const [, first, count] = line.trim().split(':');
+      const end = Number(first) + Number(count);
+      if (Number.isFinite(end)) top = Math.max(top, end);
+    }
+  }
+  return top;
 }
 
 async function exists(p: string): Promise<boolean> {
