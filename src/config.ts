@@ -3,6 +3,25 @@ import { InvalidInputError } from './errors/invalid-input-error.ts';
 
 const int = (def: number, min = 1) => z.coerce.number().int().min(min).default(def);
 
+/** Pool size a loop-backed pool gets when ARCHWAY_POOL_SIZE_GIB is unset, in GiB. */
+export const DEFAULT_POOL_SIZE_GIB = 64;
+
+/**
+ * The operator's ceilings: the most one job may ask for. Unset, each is derived from the host the
+ * process runs on (src/host/ceilings.ts): the API refuses a job over them with a 400, and a worker
+ * fails one that reaches it over its own host's.
+ */
+const CeilingSettings = {
+  /** Most CPUs one job may ask for. Default: this host's CPU count. */
+  ARCHWAY_MAX_CPUS: z.coerce.number().min(0.01).max(256).optional(),
+  /** Most memory one job may ask for, in MiB. Default: this host's memory. */
+  ARCHWAY_MAX_MEMORY_MIB: z.coerce.number().int().min(16).optional(),
+  /** Most processes and threads one job may ask for. Default: an eighth of kernel.pid_max. */
+  ARCHWAY_MAX_PIDS: z.coerce.number().int().min(16).optional(),
+  /** Most disk one job may ask for, in MiB. Default: a quarter of the pool's size. */
+  ARCHWAY_MAX_DISK_MIB: z.coerce.number().int().min(1).optional(),
+};
+
 /**
  * What a host process (the worker, `archway run`, `archway images`) reads from the environment.
  * Every variable is listed with its default in docs/configuration.md.
@@ -11,7 +30,7 @@ export const HostConfig = z.object({
   /** Where the btrfs pool lives (images, warm and job snapshots, bundles, caches). */
   ARCHWAY_POOL_PATH: z.string().startsWith('/', 'an absolute path').default('/var/lib/archway'),
   /** Size of the sparse loop-backed btrfs file made when the pool path is not on btrfs, in GiB. */
-  ARCHWAY_POOL_SIZE_GIB: int(64),
+  ARCHWAY_POOL_SIZE_GIB: int(DEFAULT_POOL_SIZE_GIB),
   /** First host uid/gid that container root maps to. */
   ARCHWAY_UID_BASE: int(100000),
   /** How many uids/gids each container gets, from the base. */
@@ -33,6 +52,7 @@ export const HostConfig = z.object({
   ARCHWAY_DEBIAN_MIRROR: z.url().default('http://deb.debian.org/debian'),
   /** pino log level. */
   ARCHWAY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  ...CeilingSettings,
 });
 export type HostConfig = z.infer<typeof HostConfig>;
 
@@ -207,6 +227,7 @@ export const ApiConfig = z
     ARCHWAY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     ...GitHubSettings,
     ...ALLOW_LOOPBACK_SOURCES,
+    ...CeilingSettings,
   })
   .transform((c, ctx) => {
     const tokens = [

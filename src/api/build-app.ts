@@ -8,7 +8,7 @@ import {
   validatorCompiler,
   type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
-import { type ApiConfig, blobDirOf } from '../index.ts';
+import { type ApiConfig, blobDirOf, ceilingsSet, DEFAULT_POOL_SIZE_GIB, hostCeilings } from '../index.ts';
 import type { ApiDeps } from './api-deps.ts';
 import { createAuthHook, createTokenVerifier } from './auth.ts';
 import { createErrorHandler, notFoundHandler } from './error-handler.ts';
@@ -51,6 +51,13 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
   app.setErrorHandler(createErrorHandler({ bodyLimit: config.ARCHWAY_BODY_LIMIT_BYTES }));
   app.setNotFoundHandler(notFoundHandler);
   app.decorateRequest('clientId', '');
+
+  // The most one job may ask for: the operator's ARCHWAY_MAX_*, else this host's own measure.
+  const ceilings = hostCeilings({
+    poolPath: config.ARCHWAY_POOL_PATH,
+    poolSizeGiB: DEFAULT_POOL_SIZE_GIB,
+    set: ceilingsSet(config),
+  });
 
   const follows = new Set<AbortController>();
   app.addHook('preClose', async () => {
@@ -98,7 +105,7 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
   app.register(
     async (v1) => {
       v1.addHook('onRequest', createAuthHook(createTokenVerifier(config.tokens)));
-      await v1.register(jobRoutes, { deps });
+      await v1.register(jobRoutes, { deps, ceilings });
       await v1.register(logRoutes, { deps, follows });
       await v1.register(nodeRoutes, { deps });
       await v1.register(imageRoutes, { deps, blobDir: blobDirOf(config) });

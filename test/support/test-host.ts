@@ -3,8 +3,11 @@ import { join } from 'node:path';
 import { createImageStore, type ImageStore } from '../../images/index.ts';
 import {
   type Arch,
+  ceilingsSet,
   createLogger,
   HostConfig,
+  hostCeilings,
+  type Limits,
   type Logger,
   parseConfig,
   runCommand,
@@ -46,7 +49,7 @@ export interface TestHost {
 
 export async function createTestHost(
   arch: Arch,
-  opts: { warm?: Record<string, number> } = {},
+  opts: { warm?: Record<string, number>; ceilings?: Partial<Limits> } = {},
 ): Promise<TestHost> {
   const config = testConfig();
   const logger = createLogger({ name: 'test', level: config.ARCHWAY_LOG_LEVEL });
@@ -61,7 +64,18 @@ export async function createTestHost(
         logger,
       })
     : undefined;
-  const launcher = createJobLauncher({ runtime, images: store, logger, ...(warmPool ? { warmPool } : {}) });
+  const ceilings = hostCeilings({
+    poolPath: config.ARCHWAY_POOL_PATH,
+    poolSizeGiB: config.ARCHWAY_POOL_SIZE_GIB,
+    set: { ...ceilingsSet(config), ...opts.ceilings },
+  });
+  const launcher = createJobLauncher({
+    runtime,
+    images: store,
+    logger,
+    ceilings,
+    ...(warmPool ? { warmPool } : {}),
+  });
   warmPool?.start();
   return { config, logger, store, runtime, launcher, warmPool };
 }
