@@ -21,6 +21,7 @@ export {
 export {
   createJobStore,
   type JobStore,
+  type JobStoreOptions,
   type ListFilter,
   type TransitionOptions,
   type TransitionResult,
@@ -67,6 +68,12 @@ export {
   type ScalerReport,
   validatePoolSettings,
 } from './pool-store.ts';
+export {
+  createRetentionSweep,
+  type RetentionSweep,
+  type RetentionSweepOptions,
+  SWEEP_INTERVAL_MS,
+} from './retention-sweep.ts';
 export {
   createStallWatch,
   LOCK_DURATION_MS,
