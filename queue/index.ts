@@ -26,7 +26,15 @@ export {
   type TransitionOptions,
   type TransitionResult,
 } from './job-store.ts';
-export { type FollowOptions, followLog, type LogChunk, readLog } from './log-reader.ts';
+export {
+  compareLogIds,
+  type LogChunk,
+  type LogPage,
+  lastLogId,
+  readLog,
+  readLogBlocking,
+  readLogPage,
+} from './log-reader.ts';
 export {
   appendLogNote,
   createLogWriter,

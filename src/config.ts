@@ -218,6 +218,10 @@ export const ApiConfig = z
       .int()
       .positive()
       .default(2 * 1024 * 1024),
+    /** Most followers of one job's log (`follow=1` or SSE) this API serves at once; more get a 429. */
+    ARCHWAY_LOG_FOLLOWERS_PER_JOB: int(100),
+    /** Most log followers this API serves at once, over all jobs; more get a 429. */
+    ARCHWAY_LOG_FOLLOWERS_MAX: int(1000),
     /** The pool whose `blobs/` directory the API serves image blobs from (when ARCHWAY_BLOB_DIR is unset). */
     ARCHWAY_POOL_PATH: z.string().startsWith('/', 'an absolute path').default('/var/lib/archway'),
     /** Directory of the image blob store the API serves. Default `<pool>/blobs`. */
