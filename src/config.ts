@@ -139,6 +139,8 @@ const GitHubSettings = {
   ARCHWAY_GITHUB_API_URL: z.url().default('https://api.github.com'),
   /** Whether a new push to a branch or pull request cancels the older build (a repo's `.archway.yml` may say otherwise). */
   ARCHWAY_GITHUB_AUTO_CANCEL: z.stringbool().default(true),
+  /** Most MiB of webhook bodies held at once before their signatures are checked; past it, 503. */
+  ARCHWAY_GITHUB_WEBHOOK_MEMORY_MIB: int(100),
 };
 
 /** The GitHub App's settings, when it is configured. */
@@ -150,6 +152,8 @@ export interface GitHubConfig {
   webhookSecrets: string[];
   apiUrl: string;
   autoCancel: boolean;
+  /** Most bytes of webhook bodies held at once (ARCHWAY_GITHUB_WEBHOOK_MEMORY_MIB). */
+  webhookMemoryBytes: number;
 }
 
 function githubConfig(
@@ -159,6 +163,7 @@ function githubConfig(
     ARCHWAY_GITHUB_WEBHOOK_SECRET?: string | undefined;
     ARCHWAY_GITHUB_API_URL: string;
     ARCHWAY_GITHUB_AUTO_CANCEL: boolean;
+    ARCHWAY_GITHUB_WEBHOOK_MEMORY_MIB: number;
   },
   ctx: z.RefinementCtx,
 ): GitHubConfig | undefined {
@@ -191,6 +196,7 @@ function githubConfig(
     webhookSecrets: secrets,
     apiUrl: c.ARCHWAY_GITHUB_API_URL,
     autoCancel: c.ARCHWAY_GITHUB_AUTO_CANCEL,
+    webhookMemoryBytes: c.ARCHWAY_GITHUB_WEBHOOK_MEMORY_MIB * 1024 * 1024,
   };
 }
 
