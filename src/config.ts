@@ -40,6 +40,25 @@ const EgressSettings = {
   ARCHWAY_APT_CACHE_GIB: z.coerce.number().positive().default(4),
 };
 
+/** Pool size a loop-backed pool gets when ARCHWAY_POOL_SIZE_GIB is unset, in GiB. */
+export const DEFAULT_POOL_SIZE_GIB = 64;
+
+/**
+ * The operator's ceilings: the most one job may ask for. Unset, each is derived from the host the
+ * process runs on (src/host/ceilings.ts): the API refuses a job over them with a 400, and a worker
+ * fails one that reaches it over its own host's.
+ */
+const CeilingSettings = {
+  /** Most CPUs one job may ask for. Default: this host's CPU count. */
+  ARCHWAY_MAX_CPUS: z.coerce.number().min(0.01).max(256).optional(),
+  /** Most memory one job may ask for, in MiB. Default: this host's memory. */
+  ARCHWAY_MAX_MEMORY_MIB: z.coerce.number().int().min(16).optional(),
+  /** Most processes and threads one job may ask for. Default: an eighth of kernel.pid_max. */
+  ARCHWAY_MAX_PIDS: z.coerce.number().int().min(16).optional(),
+  /** Most disk one job may ask for, in MiB. Default: a quarter of the pool's size. */
+  ARCHWAY_MAX_DISK_MIB: z.coerce.number().int().min(1).optional(),
+};
+
 /**
  * What a host process (the worker, `archway run`, `archway images`) reads from the environment.
  * Every variable is listed with its default in docs/configuration.md.
@@ -48,7 +67,7 @@ export const HostConfig = z.object({
   /** Where the btrfs pool lives (images, warm and job snapshots, bundles, caches). */
   ARCHWAY_POOL_PATH: z.string().startsWith('/', 'an absolute path').default('/var/lib/archway'),
   /** Size of the sparse loop-backed btrfs file made when the pool path is not on btrfs, in GiB. */
-  ARCHWAY_POOL_SIZE_GIB: int(64),
+  ARCHWAY_POOL_SIZE_GIB: int(DEFAULT_POOL_SIZE_GIB),
   /** First host uid/gid that container root maps to. */
   ARCHWAY_UID_BASE: int(100000),
   /** How many uids/gids each container gets, from the base. */
@@ -97,6 +116,7 @@ export const HostConfig = z.object({
   /** pino log level. */
   ARCHWAY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   ...EgressSettings,
+  ...CeilingSettings,
 });
 export type HostConfig = z.infer<typeof HostConfig>;
 
@@ -183,6 +203,8 @@ const GitHubSettings = {
   ARCHWAY_GITHUB_API_URL: z.url().default('https://api.github.com'),
   /** Whether a new push to a branch or pull request cancels the older build (a repo's `.archway.yml` may say otherwise). */
   ARCHWAY_GITHUB_AUTO_CANCEL: z.stringbool().default(true),
+  /** Most MiB of webhook bodies held at once before their signatures are checked; past it, 503. */
+  ARCHWAY_GITHUB_WEBHOOK_MEMORY_MIB: int(100),
 };
 
 /** The GitHub App's settings, when it is configured. */
@@ -194,6 +216,8 @@ export interface GitHubConfig {
   webhookSecrets: string[];
   apiUrl: string;
   autoCancel: boolean;
+  /** Most bytes of webhook bodies held at once (ARCHWAY_GITHUB_WEBHOOK_MEMORY_MIB). */
+  webhookMemoryBytes: number;
 }
 
 function githubConfig(
@@ -203,6 +227,7 @@ function githubConfig(
     ARCHWAY_GITHUB_WEBHOOK_SECRET?: string | undefined;
     ARCHWAY_GITHUB_API_URL: string;
     ARCHWAY_GITHUB_AUTO_CANCEL: boolean;
+    ARCHWAY_GITHUB_WEBHOOK_MEMORY_MIB: number;
   },
   ctx: z.RefinementCtx,
 ): GitHubConfig | undefined {
@@ -235,6 +260,7 @@ function githubConfig(
     webhookSecrets: secrets,
     apiUrl: c.ARCHWAY_GITHUB_API_URL,
     autoCancel: c.ARCHWAY_GITHUB_AUTO_CANCEL,
+    webhookMemoryBytes: c.ARCHWAY_GITHUB_WEBHOOK_MEMORY_MIB * 1024 * 1024,
   };
 }
 
@@ -262,6 +288,10 @@ export const ApiConfig = z
       .int()
       .positive()
       .default(2 * 1024 * 1024),
+    /** Most followers of one job's log (`follow=1` or SSE) this API serves at once; more get a 429. */
+    ARCHWAY_LOG_FOLLOWERS_PER_JOB: int(100),
+    /** Most log followers this API serves at once, over all jobs; more get a 429. */
+    ARCHWAY_LOG_FOLLOWERS_MAX: int(1000),
     /** The pool whose `blobs/` directory the API serves image blobs from (when ARCHWAY_BLOB_DIR is unset). */
     ARCHWAY_POOL_PATH: z.string().startsWith('/', 'an absolute path').default('/var/lib/archway'),
     /** Directory of the image blob store the API serves. Default `<pool>/blobs`. */
@@ -272,6 +302,7 @@ export const ApiConfig = z
     ...GitHubSettings,
     ...ALLOW_LOOPBACK_SOURCES,
     ARCHWAY_EGRESS: EgressSettings.ARCHWAY_EGRESS,
+    ...CeilingSettings,
   })
   .transform((c, ctx) => {
     const tokens = [

@@ -4,6 +4,7 @@ export * from './domain.ts';
 export * from './errors/index.ts';
 export * from './host/binfmt.ts';
 export * from './host/btrfs.ts';
+export * from './host/ceilings.ts';
 export * from './host/cgroups.ts';
 export * from './host/host-leases.ts';
 export * from './host/pool-mount.ts';

@@ -22,7 +22,14 @@ export {
   type LaunchedJob,
   type LaunchRequest,
 } from './job-launcher.ts';
-export { jobEnv, scriptArgv, shellQuote } from './job-script.ts';
+export {
+  jobEnv,
+  SCRIPT_ARGV,
+  SCRIPT_IN_CONTAINER,
+  scriptText,
+  shellQuote,
+  writeScript,
+} from './job-script.ts';
 export { CAPABILITIES } from './oci-spec.ts';
 export { type RunWorkerOptions, runWorker } from './run-worker.ts';
 export {

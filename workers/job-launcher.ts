@@ -3,11 +3,14 @@ import PQueue from 'p-queue';
 import type { ImageStore, ResolvedImage } from '../images/index.ts';
 import {
   AbortedError,
+  type Ceilings,
+  checkCeilings,
   DEFAULT_LIMITS,
   InvalidInputError,
   JobId,
   type Limits,
   type Logger,
+  limitsWithin,
   type NetworkMode,
   ResourceLimits,
   toError,
@@ -68,6 +71,12 @@ export interface JobLauncherOptions {
   images: ImageStore;
   /** Warm containers to take from; without one every launch is cold. */
   warmPool?: WarmPool;
+  /**
+   * This host's ceilings (hostCeilings): a launch over one is refused with an InvalidInputError
+   * naming the limit, and a job that asks for nothing gets the defaults lowered to them.
+   * Default: the schema's maxima only.
+   */
+  ceilings?: Ceilings;
   logger: Logger;
 }
 
@@ -99,7 +108,7 @@ export function createJobLauncher(o: JobLauncherOptions): JobLauncher {
     runtime: o.runtime,
     async launch(req, opts = {}) {
       const started = performance.now();
-      const limits = validate(req);
+      const limits = validate(req, o.ceilings);
       const image = await o.images.resolve(req.image, o.runtime.arch);
       const cancel = new AbortController();
       const signal = opts.signal ? AbortSignal.any([opts.signal, cancel.signal]) : cancel.signal;
@@ -189,7 +198,7 @@ export function createJobLauncher(o: JobLauncherOptions): JobLauncher {
   };
 }
 
-function validate(req: LaunchRequest): Limits {
+function validate(req: LaunchRequest, ceilings: Ceilings | undefined): Limits {
   const id = JobId.safeParse(req.jobId);
   if (!id.success) throw new InvalidInputError('jobId', id.error.issues[0]?.message ?? 'invalid');
   if (req.argv.length === 0 || req.argv[0] === '')
@@ -209,11 +218,7 @@ function validate(req: LaunchRequest): Limits {
     throw new InvalidInputError('cwd', 'must be an absolute path');
   const env = Object.keys(req.env ?? {}).find((k) => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(k));
   if (env !== undefined) throw new InvalidInputError(`env.${env}`, 'not a valid variable name');
-  const l = limits.data;
-  return {
-    cpus: l.cpus ?? DEFAULT_LIMITS.cpus,
-    memoryMiB: l.memoryMiB ?? DEFAULT_LIMITS.memoryMiB,
-    pids: l.pids ?? DEFAULT_LIMITS.pids,
-    diskMiB: l.diskMiB ?? DEFAULT_LIMITS.diskMiB,
-  };
+  if (!ceilings) return limitsWithin(limits.data, DEFAULT_LIMITS);
+  checkCeilings(limits.data, ceilings, { field: (k) => `limits.${k}`, where: "this node's" });
+  return limitsWithin(limits.data, ceilings);
 }

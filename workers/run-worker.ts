@@ -5,12 +5,14 @@ import { createImageCatalog, createJobQueue, createNodeRegistry } from '../queue
 import {
   type Arch,
   assertNoEviction,
+  ceilingsSet,
   createKeys,
   createLogger,
   createRedis,
   createWorkerMetrics,
-  DEFAULT_LIMITS,
   ensurePool,
+  hostCeilings,
+  limitsWithin,
   parseConfig,
   WorkerConfig,
   type WorkerMetrics,
@@ -49,6 +51,13 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
   await assertNoEviction(redis);
   await ensurePool({ path: config.ARCHWAY_POOL_PATH, loopSizeGiB: config.ARCHWAY_POOL_SIZE_GIB, logger });
   const images = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
+  // This host's own ceilings: a job that reached it over them fails as its own mistake.
+  const ceilings = hostCeilings({
+    poolPath: config.ARCHWAY_POOL_PATH,
+    poolSizeGiB: config.ARCHWAY_POOL_SIZE_GIB,
+    set: ceilingsSet(config),
+  });
+  logger.info({ ceilings }, 'ceilings of one job on this node');
   const runtime = await createRuncRuntime(runtimeOptionsFrom(config, o.arch, logger));
   const reaped = await runtime.reap({});
   if (reaped.length)
@@ -61,11 +70,17 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
           targets: Object.fromEntries((o.warmImages ?? ['busybox']).map((i) => [i, o.warm])),
           // Egress containers are warm too, network and all: a job with egress starts as fast.
           networks: runtime.egress ? ['none', 'egress'] : ['none'],
-          limits: DEFAULT_LIMITS,
+          limits: limitsWithin({}, ceilings),
           logger,
         })
       : undefined;
-  const launcher = createJobLauncher({ runtime, images, logger, ...(warmPool ? { warmPool } : {}) });
+  const launcher = createJobLauncher({
+    runtime,
+    images,
+    logger,
+    ceilings,
+    ...(warmPool ? { warmPool } : {}),
+  });
   const keys = createKeys(config.ARCHWAY_REDIS_PREFIX);
   const queue = createJobQueue({
     redis,

@@ -1,4 +1,10 @@
-import { createJobQueue, createNodeRegistry, createStallWatch, MAX_ATTEMPTS } from '../../queue/index.ts';
+import {
+  createJobQueue,
+  createNodeRegistry,
+  createRetentionSweep,
+  createStallWatch,
+  MAX_ATTEMPTS,
+} from '../../queue/index.ts';
 import { createGitHubService, loadPrivateKey } from '../../webhooks/index.ts';
 import {
   ApiConfig,
@@ -123,6 +129,9 @@ export async function runApi(
     logger,
   });
   await stallWatch.start();
+  // Finished jobs leave Redis with their logs: records, secrets and index entries alike.
+  const retention = createRetentionSweep({ store: queue.store, logger });
+  retention.start();
   await github?.start();
 
   // Order: the HTTP server first (no new requests; open follows are ended), then the queue, then
@@ -136,6 +145,7 @@ export async function runApi(
       ['http server', () => app.close()],
       ['github app', async () => github?.close()],
       ['stall watch', () => stallWatch.close()],
+      ['retention sweep', () => retention.close()],
       ['queue', () => queue.close()],
       ['redis', () => redis.quit()],
     ],

@@ -84,6 +84,7 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   409: 'Conflict: the Idempotency-Key was used with another body, or the job has already finished',
   413: 'The body is larger than ARCHWAY_BODY_LIMIT_BYTES',
   415: 'The body is not JSON',
+  429: 'Too many followers of this log, or of logs on this API (TOO_MANY_FOLLOWERS): read it without following, or retry later',
 };
 
 /** Error responses for a route's schema (so they appear in the OpenAPI document). */

@@ -3,9 +3,12 @@ import { join } from 'node:path';
 import { createImageStore, type ImageStore } from '../../images/index.ts';
 import {
   type Arch,
+  ceilingsSet,
   createHostLeases,
   createLogger,
   HostConfig,
+  hostCeilings,
+  type Limits,
   type Logger,
   parseConfig,
   runCommand,
@@ -55,9 +58,14 @@ export async function createTestHost(
   arch: Arch,
   /**
    * env: settings over the test ones (ARCHWAY_EGRESS_ALLOW, say); seccompProfile: another
-   * profile file, or false for none (a probe's control run).
+   * profile file, or false for none (a probe's control run); ceilings: the operator's maxima.
    */
-  opts: { warm?: Record<string, number>; env?: Record<string, string>; seccompProfile?: string | false } = {},
+  opts: {
+    warm?: Record<string, number>;
+    env?: Record<string, string>;
+    seccompProfile?: string | false;
+    ceilings?: Partial<Limits>;
+  } = {},
 ): Promise<TestHost> {
   const config = testConfig(opts.env);
   const logger = createLogger({ name: 'test', level: config.ARCHWAY_LOG_LEVEL });
@@ -75,7 +83,18 @@ export async function createTestHost(
         logger,
       })
     : undefined;
-  const launcher = createJobLauncher({ runtime, images: store, logger, ...(warmPool ? { warmPool } : {}) });
+  const ceilings = hostCeilings({
+    poolPath: config.ARCHWAY_POOL_PATH,
+    poolSizeGiB: config.ARCHWAY_POOL_SIZE_GIB,
+    set: { ...ceilingsSet(config), ...opts.ceilings },
+  });
+  const launcher = createJobLauncher({
+    runtime,
+    images: store,
+    logger,
+    ceilings,
+    ...(warmPool ? { warmPool } : {}),
+  });
   warmPool?.start();
   return { config, logger, store, runtime, launcher, warmPool };
 }

@@ -124,6 +124,7 @@ export function createGitHubService(o: GitHubServiceOptions): GitHubService {
     redis: o.redis,
     keys: o.keys,
     enqueue,
+    memoryLimitBytes: o.config.webhookMemoryBytes,
   });
 
   let worker: Worker | undefined;

@@ -1,14 +1,17 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { createPoolStore, JobNotFoundError } from '../../../queue/index.ts';
-import { checkSourceUrl, InvalidInputError, JobSpec } from '../../index.ts';
+import { type Ceilings, checkCeilings, checkSourceUrl, InvalidInputError, JobSpec } from '../../index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 import { CreatedJob, errorResponses, JobList, JobParams, JobView, ListQuery, maskJob } from '../schemas.ts';
 
 const security = [{ bearer: [] }];
 
 /** Submit, read, list and cancel jobs (under /v1). */
-export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, { deps }) => {
+export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps; ceilings: Ceilings }> = async (
+  app,
+  { deps, ceilings },
+) => {
   const { queue, nodes } = deps;
   const pools = createPoolStore(deps.redis, deps.keys);
 
@@ -41,6 +44,8 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, {
           'network',
           "egress is turned off on this installation (ARCHWAY_EGRESS=false): use 'none', or ask the operator",
         );
+      // Over an operator's ceiling: 400 naming the field, the ceiling and its setting.
+      checkCeilings(spec.resources, ceilings);
       // Fetched on a worker's host: only remote https and git URLs (400 naming source.git otherwise).
       if (spec.source) await checkSourceUrl(spec.source.git, deps.sourcePolicy ?? {});
       // A disabled pool (max 0) would never run it: refused (409 POOL_DISABLED) rather than left waiting.

@@ -1,11 +1,14 @@
-import { access, readFile } from 'node:fs/promises';
+import { access, readFile, statfs } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { CAPABILITIES, idRangeLayoutProblem, packageCacheStats, seccompFor } from '../../../workers/index.ts';
 import { HostConfig, parseConfig } from '../../config.ts';
 import { ARCH_INFO, ARCHES, hostArch } from '../../domain.ts';
 import { archSupport } from '../../host/binfmt.ts';
+import { isBtrfs } from '../../host/btrfs.ts';
+import { ceilingsSet, hostCeilings, limitsWithin } from '../../host/ceilings.ts';
 import { cgroupMode } from '../../host/cgroups.ts';
 import { hasCommand, runCommand } from '../../host/run-command.ts';
+import { positiveNumber } from '../parse.ts';
 
 interface Check {
   name: string;
@@ -21,9 +24,11 @@ export function registerDoctor(program: Command, env: Record<string, string | un
   program
     .command('doctor')
     .description('check that this host can run archway workers')
-    .action(async () => {
+    .option('--slots <n>', 'job slots of all the workers this host runs together (the disk check)', '2')
+    .action(async (opts: { slots: string }) => {
       const config = parseConfig(HostConfig, env);
-      const checks = await runChecks(config);
+      const slots = positiveNumber('--slots', opts.slots, true);
+      const checks = await runChecks(config, slots);
       const width = Math.max(...checks.map((c) => c.name.length));
       for (const c of checks) {
         const status = c.ok ? 'ok     ' : c.required ? 'missing' : 'absent ';
@@ -41,7 +46,7 @@ export function registerDoctor(program: Command, env: Record<string, string | un
 
 const SETUP = 'bash ops/setup-host.sh';
 
-async function runChecks(config: HostConfig): Promise<Check[]> {
+async function runChecks(config: HostConfig, slots: number): Promise<Check[]> {
   const checks: Check[] = [];
   const add = (name: string, ok: boolean, detail: string, fix: string, required = true) =>
     checks.push({ name, ok, detail, fix, required });
@@ -256,6 +261,32 @@ async function runChecks(config: HostConfig): Promise<Check[]> {
       false,
     );
   }
+  const ceilings = hostCeilings({
+    poolPath: config.ARCHWAY_POOL_PATH,
+    poolSizeGiB: config.ARCHWAY_POOL_SIZE_GIB,
+    set: ceilingsSet(config),
+  });
+  add(
+    'ceilings',
+    true,
+    `one job may ask for at most ${ceilings.cpus} CPUs, ${ceilings.memoryMiB} MiB of memory, ${ceilings.pids} pids, ${ceilings.diskMiB} MiB of disk`,
+    '',
+  );
+  // Every slot may fill its default disk at once: the pool must have that room, or jobs get ENOSPC.
+  const MiB = 1024 * 1024;
+  const pool = (await isBtrfs(config.ARCHWAY_POOL_PATH))
+    ? await statfs(config.ARCHWAY_POOL_PATH).then((s) => ({
+        mib: Math.floor((s.bavail * s.bsize) / MiB),
+        what: 'free in the pool',
+      }))
+    : { mib: config.ARCHWAY_POOL_SIZE_GIB * 1024, what: 'in the pool it makes (ARCHWAY_POOL_SIZE_GIB)' };
+  const disk = limitsWithin({}, ceilings).diskMiB;
+  add(
+    'pool room',
+    disk * slots <= pool.mib,
+    `${slots} slots x ${disk} MiB of default disk = ${disk * slots} MiB; ${pool.mib} MiB ${pool.what}`,
+    'a larger pool (ARCHWAY_POOL_SIZE_GIB, or more room on its filesystem), fewer slots, or a lower ARCHWAY_MAX_DISK_MIB (the default disk is lowered to it)',
+  );
   add(
     'redis-server',
     await hasCommand('redis-server'),
