@@ -68,6 +68,14 @@ export {
   validatePoolSettings,
 } from './pool-store.ts';
 export {
+  compileSecrets,
+  createSecretMasker,
+  maskSecrets,
+  type SecretAutomaton,
+  type SecretMasker,
+  stripAnsi,
+} from './secret-masker.ts';
+export {
   createStallWatch,
   LOCK_DURATION_MS,
   STALLED_INTERVAL_MS,
