@@ -169,6 +169,23 @@ describe('worker nodes', () => {
     expect(log).not.toContain('abcd1234');
   });
 
+  it('ends a job when its script exits although a background process keeps the output open', async () => {
+    const id = await c.submit({
+      arch: 'amd64',
+      image: 'busybox',
+      script: '(sleep 1000 &); echo started',
+      timeoutSeconds: 30,
+    });
+    const job = await c.waitFinal(id, 20_000);
+    expect(job).toMatchObject({ state: 'passed', exitCode: 0 });
+    expect(job.reason).toBeUndefined();
+    const log = await c.log(id);
+    expect(log).toContain('\nstarted\n');
+    expect(log).toMatch(/\n\[archway\] exited with 0\n$/);
+    // The background sleep went with the container: no process of any test container runs it.
+    await eventually(async () => !(await containerCommands()).includes('sleep 1000'), 'the sleep to end');
+  });
+
   it('cancel reaches a job in every phase within a second', async () => {
     // queued: no worker serves the arch's queue yet? all do; stop it before it starts by canceling at once
     const busy = await c.submit({ arch: 'ppc64le', image: 'busybox', script: 'sleep 60' });
