@@ -16,6 +16,7 @@ export {
   type LaunchRequest,
 } from './job-launcher.ts';
 export { jobEnv, scriptArgv, shellQuote } from './job-script.ts';
+export { ORPHAN_WATCH_STEP_S, type OrphanWatchOptions, startOrphanWatch } from './orphan-watch.ts';
 export { type RunWorkerOptions, runWorker } from './run-worker.ts';
 export {
   CONTAINER_PREFIX,

@@ -30,6 +30,7 @@ import {
 } from '../src/index.ts';
 import type { Container, ContainerRuntime, ExecResult, Execution, RuntimeCtl } from './container-runtime.ts';
 import { createOciSpec, createProcessSpec, ociResources } from './oci-spec.ts';
+import { startOrphanWatch } from './orphan-watch.ts';
 
 export interface RuncRuntimeOptions {
   arch: Arch;
@@ -339,6 +340,11 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
         proc.once('error', () => resolve({ code: 255, signal: null }));
       });
       closeSync(writeFd);
+      // Should this process die, the job's deadline still holds (docs/architecture.md, Orphans).
+      if (req.killAt !== undefined) {
+        const initStart = await processStart(c.initPid).catch(() => '');
+        if (initStart) startOrphanWatch({ initPid: c.initPid, initStart, killAt: req.killAt });
+      }
       const output = new Socket({ fd: readFd, readable: true, writable: false });
       const ended = once(output, 'end').then(
         () => undefined,
