@@ -196,6 +196,7 @@ export function createSecretMasker(a: SecretAutomaton): SecretMasker {
   let visState = 0;
   let visCount = 0;
   let ansi = GROUND;
+  let lastHidden = -1; // raw position of the last byte of an escape sequence
   // Masked runs [start, end) not taken yet, in order, disjoint.
   const starts: number[] = [];
   const ends: number[] = [];
@@ -226,21 +227,26 @@ export function createSecretMasker(a: SecretAutomaton): SecretMasker {
     write(data) {
       if (data.length === 0) return;
       chunks.push(data);
-      const { out } = a;
+      const { out, depth } = a;
       for (let i = 0; i < data.length; i++, pos++) {
         const b = data[i] as number;
+        const prev = rawState;
         rawState = step(a, rawState, b);
         const hit = out[rawState] as number;
         if (hit > 0) cover(pos + 1 - hit, pos + 1);
-        const t = ansiStep(ansi, b);
+        const t = ansi === GROUND && b !== 0x1b ? 1 : ansiStep(ansi, b);
         ansi = t >> 1;
         if (t & 1) {
           visibleAt[visCount % ring] = pos;
           visCount++;
-          visState = step(a, visState, b);
-          const vhit = out[visState] as number;
-          if (vhit > 0) cover(visibleAt[(visCount - vhit) % ring] as number, pos + 1);
-        }
+          // In step with the raw pass (same state, no hidden byte in its string): same result.
+          if (visState === prev && pos - (depth[prev] as number) > lastHidden) visState = rawState;
+          else {
+            visState = step(a, visState, b);
+            const vhit = out[visState] as number;
+            if (vhit > 0) cover(visibleAt[(visCount - vhit) % ring] as number, pos + 1);
+          }
+        } else lastHidden = pos;
       }
     },
     take(final) {
