@@ -93,6 +93,7 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
       poolPath: config.ARCHWAY_POOL_PATH,
       idBase: config.ARCHWAY_UID_BASE,
       allowLoopback: config.ARCHWAY_ALLOW_LOOPBACK_SOURCES,
+      allow: config.ARCHWAY_SOURCE_ALLOW,
       redis,
       keys,
       logger,

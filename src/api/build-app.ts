@@ -51,6 +51,7 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
   app.setErrorHandler(createErrorHandler({ bodyLimit: config.ARCHWAY_BODY_LIMIT_BYTES }));
   app.setNotFoundHandler(notFoundHandler);
   app.decorateRequest('clientId', '');
+  app.decorateRequest('clientAdmin', false);
 
   const follows = new Set<AbortController>();
   app.addHook('preClose', async () => {
