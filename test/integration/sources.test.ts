@@ -175,6 +175,20 @@ describe('source fetch: where it connects', () => {
     expect(await readFile(tree, 'utf8')).toBe('hi\n');
   });
 
+  it('pins https and http fetches too: curl connects to the checked address', async () => {
+    const repo = await gh.createRepo('acme/pinned-http', { private: false });
+    const sha = await repo.commit({ 'b.txt': 'pinned\n' });
+    // ip6-localhost is a loopback name this host's resolver does not know (no /etc/hosts entry):
+    // the fetch works only through the address the fetcher resolved and checked.
+    const port = new URL(gh.url).port;
+    const f = fetcher({ resolve: async () => [{ address: '127.0.0.1' }] });
+    const placed = await place(f, 'j-pin-http', `http://ip6-localhost:${port}/acme/pinned-http.git`, sha);
+    expect(placed.sha).toBe(sha);
+    expect(await readFile(join(work, 'rootfs-j-pin-http', 'root/build/acme/pinned-http/b.txt'), 'utf8')).toBe(
+      'pinned\n',
+    );
+  });
+
   it('an operator allow-list lets a private git server through, by CIDR or by name', async () => {
     const sha = await daemonRepo('allowed');
     // 127.0.0.1 stands in for the private server; the resolver says where it "is".
