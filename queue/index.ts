@@ -83,6 +83,14 @@ export {
   SWEEP_INTERVAL_MS,
 } from './retention-sweep.ts';
 export {
+  compileSecrets,
+  createSecretMasker,
+  maskSecrets,
+  type SecretAutomaton,
+  type SecretMasker,
+  stripAnsi,
+} from './secret-masker.ts';
+export {
   createStallWatch,
   LOCK_DURATION_MS,
   STALLED_INTERVAL_MS,

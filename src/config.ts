@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { InvalidInputError } from './errors/invalid-input-error.ts';
+import { allowEntryError } from './source-url.ts';
 
 const int = (def: number, min = 1) => z.coerce.number().int().min(min).default(def);
 
@@ -264,10 +265,33 @@ function githubConfig(
   };
 }
 
-/** Sources on the host's loopback: for tests with a local git server only. */
+/** Which git servers sources may come from, beyond the public internet. */
 const ALLOW_LOOPBACK_SOURCES = {
   /** Allow `source.git` URLs on this host's loopback (and plain http to them). For tests only. */
   ARCHWAY_ALLOW_LOOPBACK_SOURCES: z.stringbool().default(false),
+  /**
+   * Private git servers `source.git` may name, comma-separated: CIDRs (`10.20.0.0/16`,
+   * `fd12:3456::/48`), addresses, host names (`git.corp.example`, `*.corp.example`). Sources on
+   * private, link-local, multicast and reserved addresses are refused unless listed here (loopback
+   * and unspecified addresses always are). Default: none.
+   */
+  ARCHWAY_SOURCE_ALLOW: z
+    .string()
+    .default('')
+    .transform((v, ctx) => {
+      const entries = v
+        .split(',')
+        .map((e) => e.trim())
+        .filter(Boolean);
+      for (const e of entries) {
+        const why = allowEntryError(e);
+        if (why) {
+          ctx.addIssue({ code: 'custom', message: `${why} (comma-separated CIDRs, addresses, host names)` });
+          return z.NEVER;
+        }
+      }
+      return entries;
+    }),
 };
 
 /** The API process. */

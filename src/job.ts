@@ -153,6 +153,12 @@ export const Attempt = z.object({
 export type Attempt = z.infer<typeof Attempt>;
 
 /** A job as stored and served: the spec plus what happened to it. */
+/**
+ * The label a job of a private repository carries (`visibility=private`, set by the GitHub App
+ * from the webhook's `repository.private`): its source URL and sha are shown to admin tokens only.
+ */
+export const VISIBILITY_LABEL = 'visibility';
+
 export const JobRecord = z.object({
   id: z.string(),
   arch: z.enum(ARCHES),

@@ -45,6 +45,11 @@ export interface ExecRequest {
   /** Working directory inside the container; must exist. */
   cwd: string;
   limits: Limits;
+  /**
+   * Epoch ms at which the container is killed even if this process is gone by then (a watcher
+   * outside it enforces it). Default: none.
+   */
+  killAt?: number;
 }
 
 export interface ExecResult {

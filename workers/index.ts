@@ -31,6 +31,7 @@ export {
   writeScript,
 } from './job-script.ts';
 export { CAPABILITIES } from './oci-spec.ts';
+export { ORPHAN_WATCH_STEP_S, type OrphanWatchOptions, startOrphanWatch } from './orphan-watch.ts';
 export { type RunWorkerOptions, runWorker } from './run-worker.ts';
 export {
   CONTAINER_PREFIX,

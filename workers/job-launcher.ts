@@ -40,6 +40,9 @@ export interface LaunchRequest {
   prepare?: (rootfs: string, signal: AbortSignal, idBase: number) => Promise<void>;
 }
 
+/** How long after a job's timeout its container is killed when the launcher's process is gone. */
+export const ORPHAN_KILL_AFTER_MS = 2_000;
+
 export type LaunchEndReason = 'timeout' | 'oom' | 'canceled';
 
 export interface JobOutcome {
@@ -121,7 +124,17 @@ export function createJobLauncher(o: JobLauncherOptions): JobLauncher {
         if (req.prepare) await req.prepare(container.rootfs, signal, container.idBase);
         execution = await o.runtime.exec(
           container,
-          { jobId: req.jobId, argv: req.argv, env: req.env ?? {}, cwd: req.cwd ?? '/', limits },
+          {
+            jobId: req.jobId,
+            argv: req.argv,
+            env: req.env ?? {},
+            cwd: req.cwd ?? '/',
+            limits,
+            // A little after this launcher's own timer, which ends the job with its reason first.
+            ...(req.timeoutSeconds
+              ? { killAt: Date.now() + req.timeoutSeconds * 1000 + ORPHAN_KILL_AFTER_MS }
+              : {}),
+          },
           { signal },
         );
       } catch (e) {

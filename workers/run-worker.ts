@@ -111,6 +111,7 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
     source: createSourceFetcher({
       poolPath: config.ARCHWAY_POOL_PATH,
       allowLoopback: config.ARCHWAY_ALLOW_LOOPBACK_SOURCES,
+      allow: config.ARCHWAY_SOURCE_ALLOW,
       redis,
       keys,
       logger,

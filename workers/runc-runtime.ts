@@ -41,6 +41,7 @@ import {
   type NetworkAttachment,
 } from './egress-network.ts';
 import { CAPABILITIES, createOciSpec, createProcessSpec, ociResources } from './oci-spec.ts';
+import { startOrphanWatch } from './orphan-watch.ts';
 import { seccompFor } from './seccomp-profile.ts';
 import {
   createUserNamespace,
@@ -119,7 +120,10 @@ export function runtimeOptionsFrom(config: HostConfig, arch: Arch, logger: Logge
 
 /** Every container archway makes has an id with this prefix; nothing else is touched. */
 export const CONTAINER_PREFIX = 'aw-';
+/** How long output may go on after the job's process exited before the container is killed. */
 const GRACE_FOR_OUTPUT_MS = 100;
+/** How often a running job's process is checked for its exit (see exec). */
+const PROCESS_POLL_MS = 20;
 
 interface Owner {
   pid: number;
@@ -435,6 +439,7 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
       const readFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
       const writeFd = openSync(fifo, constants.O_WRONLY);
       const execLog = join(bundle, 'exec.log');
+      const execPid = join(bundle, 'exec.pid');
       const proc = spawn(
         ociRuntime,
         [
@@ -445,6 +450,8 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
           '--log-format',
           'json',
           'exec',
+          '--pid-file',
+          execPid,
           '--process',
           processFile,
           c.id,
@@ -459,12 +466,28 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
         proc.once('error', () => resolve({ code: 255, signal: null }));
       });
       closeSync(writeFd);
+      // Should this process die, the job's deadline still holds (docs/architecture.md, Orphans).
+      if (req.killAt !== undefined) {
+        const initStart = await processStart(c.initPid).catch(() => '');
+        if (initStart) startOrphanWatch({ initPid: c.initPid, initStart, killAt: req.killAt });
+      }
       const output = new Socket({ fd: readFd, readable: true, writable: false });
       const ended = once(output, 'end').then(
         () => undefined,
         () => undefined,
       );
+      // runc exec copies the output through pipes of its own and exits only at their end, so a
+      // background process that keeps them open would hold it (and the job) until the timeout:
+      // the script's end is seen on its pid instead, and runc then exits with its status.
+      const scriptEnded = processEnded(execPid, exited);
       const done = (async (): Promise<ExecResult> => {
+        if ((await Promise.race([exited.then(() => 'runc'), scriptEnded])) !== 'runc') {
+          const grace = await Promise.race([
+            ended.then(() => true),
+            sleep(GRACE_FOR_OUTPUT_MS).then(() => false),
+          ]);
+          if (!grace) await runtime.kill(c, {}).catch(() => undefined);
+        }
         const r = await exited;
         let exitCode = r.code ?? (r.signal ? 128 + signalNumber(r.signal) : 255);
         // Processes the job left in the background still hold the pipe: the job is over, so end them.
@@ -575,6 +598,33 @@ async function isAlive(owner: Owner): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/**
+ * Resolves when the process whose pid runc writes to `pidFile` has exited (gone, or a zombie its
+ * parent has not reaped yet), or when `stop` settles first. Polls: a non-child has no exit event.
+ */
+async function processEnded(pidFile: string, stop: Promise<unknown>): Promise<'script'> {
+  let stopped = false;
+  void stop.then(() => {
+    stopped = true;
+  });
+  let who: Owner | undefined;
+  while (!stopped) {
+    if (!who) {
+      const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+      if (pid > 0) who = { pid, start: await processStart(pid).catch(() => '') };
+    }
+    if (who && (who.start === '' || !(await isRunning(who)))) return 'script';
+    await sleep(PROCESS_POLL_MS);
+  }
+  return new Promise<never>(() => {});
+}
+
+async function isRunning(p: Owner): Promise<boolean> {
+  const stat = await readFile(`/proc/${p.pid}/stat`, 'utf8').catch(() => '');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return fields[19] === p.start && fields[0] !== 'Z' && fields[0] !== 'X';
 }
 
 async function lastRuncError(logFile: string): Promise<string> {

@@ -1,18 +1,22 @@
-import { lstat, mkdir } from 'node:fs/promises';
+import { lstat, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import {
   AbortedError,
+  type CheckedSourceUrl,
   checkSourceUrl,
   HOST_ENV,
   HostCommandError,
+  InvalidInputError,
   type JobSpec,
   type Keys,
   type Logger,
   parseSourceUrl,
   runCommand,
+  type SourceResolver,
   type SourceUrl,
   sourceBuildDir,
 } from '../src/index.ts';
@@ -26,6 +30,10 @@ export interface SourceFetcherOptions {
   poolPath: string;
   /** Allow sources on this host's loopback (and plain http to them); for tests. Default false. */
   allowLoopback?: boolean;
+  /** The operator's allow-list of private git servers (ARCHWAY_SOURCE_ALLOW). Default none. */
+  allow?: readonly string[];
+  /** How host names are resolved at connect time. Default: the system's resolver. */
+  resolve?: SourceResolver;
   /** Where a job's short-lived credential is read from (`keys.sourceCredential(jobId)`). */
   redis: Redis;
   keys: Keys;
@@ -69,7 +77,7 @@ const GIT_TIMEOUT_MS = 10 * 60_000;
  * (never in argv, a URL, the mirror's config or the log) and never enters the container.
  */
 export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
-  const policy = { allowLoopback: o.allowLoopback ?? false };
+  const policy = { allowLoopback: o.allowLoopback ?? false, allow: o.allow ?? [] };
 
   function mirrorOf(src: SourceUrl): string {
     return join(o.poolPath, 'cache', 'git', src.host.replace(/:/g, '_'), `${src.path}.git`);
@@ -78,7 +86,7 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
   /** git with an explicit environment (see gitEnv); `auth` adds the Authorization header for one host. */
   function git(args: string[], signal: AbortSignal, auth?: [string, string]) {
     return runCommand('git', args, {
-      env: gitEnv(policy.allowLoopback, auth),
+      env: gitEnv(policy.allowLoopback, auth ? [auth] : []),
       signal,
       timeoutMs: GIT_TIMEOUT_MS,
       label: `git ${args.find((a) => !a.startsWith('-') && !a.startsWith('/')) ?? ''}`.trim(),
@@ -131,7 +139,13 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
       return sourceBuildDir(parseSourceUrl(source.git, policy).path);
     },
     async place({ jobId, source, rootfs, idBase, signal }) {
-      const src = await checkSourceUrl(source.git, policy);
+      // Resolved and checked again here, at connect time, and git connects to exactly the checked
+      // address: a name that resolved to a public address at submission may not now (DNS rebinding).
+      const src = await checkSourceUrl(source.git, policy, 'source.git', o.resolve).catch((e: unknown) => {
+        if (e instanceof InvalidInputError) throw new SourceFetchError(e.message, { infra: false, cause: e });
+        throw e;
+      });
+      const pin = pinTo(src);
       const mirror = mirrorOf(src);
       const buildDir = sourceBuildDir(src.path);
       const t0 = performance.now();
@@ -147,9 +161,13 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
             `Authorization: Basic ${Buffer.from(`x-access-token:${token}`).toString('base64')}`,
           ]
         : undefined;
+      const remoteEnv = gitEnv(policy.allowLoopback, [...pin.config, ...(auth ? [auth] : [])]);
       // One fetch at a time per mirror, across processes (the workers of each arch share the pool).
       const fetchUnderLock = async (refspec: string) => {
         const what = refspec.replace(/^\+/, '').split(':')[0];
+        // What a credential fetches may be private: the mirror is no longer known to be public
+        // (cleared before the fetch, so a commit it brings is never seen with the old record).
+        if (token) await writeAccess(mirror, 'unknown');
         await runCommand(
           'flock',
           [
@@ -163,10 +181,10 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
             '--quiet',
             '--no-tags',
             '--no-write-fetch-head',
-            src.url.href,
+            pin.url,
             refspec,
           ],
-          { env: gitEnv(policy.allowLoopback, auth), signal, timeoutMs: GIT_TIMEOUT_MS, label: 'git fetch' },
+          { env: remoteEnv, signal, timeoutMs: GIT_TIMEOUT_MS, label: 'git fetch' },
         ).catch((e: unknown) => {
           if (e instanceof HostCommandError) {
             throw new SourceFetchError(`fetching ${what} from ${src.url.href}: ${e.message}`, {
@@ -176,6 +194,8 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
           }
           throw e;
         });
+        // Fetched with no credential: anyone may read the repository.
+        if (!token) await writeAccess(mirror, 'public');
       };
       if (!(await exists(join(mirror, 'HEAD')))) {
         await runCommand('flock', ['-w', '600', lock, 'git', 'init', '--bare', '--quiet', mirror], {
@@ -185,6 +205,26 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
       }
       if (sha && (await hasCommit(mirror, sha, signal))) {
         mirrorHit = true;
+        // A job without a credential gets a commit from the mirror only if the repository is
+        // public: recorded by an anonymous fetch, or proven now by an anonymous ls-remote. A
+        // webhook job's commit of a private repository is never served to an API job.
+        if (!token && (await readAccess(mirror)) !== 'public') {
+          try {
+            await runCommand('git', ['ls-remote', '--quiet', pin.url, 'HEAD'], {
+              env: remoteEnv,
+              signal,
+              timeoutMs: GIT_TIMEOUT_MS,
+              label: 'git ls-remote',
+            });
+          } catch (e) {
+            if (e instanceof AbortedError) throw e;
+            throw new SourceFetchError(
+              `${src.url.href} cannot be read without a credential, and this job holds none for it: its commits in this host's mirror are not served to it`,
+              { infra: false, cause: e },
+            );
+          }
+          await writeAccess(mirror, 'public');
+        }
       } else {
         if (source.ref) {
           const ref = source.ref.startsWith('refs/') ? source.ref : `refs/heads/${source.ref}`;
@@ -247,10 +287,11 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
 
 /**
  * git's environment: no user or system config, no prompts, no hooks, only the transports archway
- * fetches with (no ext::, file:// or ssh through a submodule or a redirect), and the optional
- * Authorization header for one host, given as config in the environment (never in argv).
+ * fetches with (no ext::, file:// or ssh through a submodule or a redirect), no redirects, and
+ * `extra` (the address pin, the Authorization header for one host), given as config in the
+ * environment (never in argv).
  */
-function gitEnv(allowLoopback: boolean, auth?: [string, string]): Record<string, string> {
+function gitEnv(allowLoopback: boolean, extra: [string, string][] = []): Record<string, string> {
   const config: [string, string][] = [
     ['protocol.allow', 'never'],
     ['protocol.https.allow', 'always'],
@@ -259,7 +300,9 @@ function gitEnv(allowLoopback: boolean, auth?: [string, string]): Record<string,
     ['credential.helper', ''],
     ['core.hooksPath', '/dev/null'],
     ['gc.auto', '0'],
-    ...(auth ? [auth] : []),
+    // A redirect would send git to a host nobody checked (and resolved without the pin).
+    ['http.followRedirects', 'false'],
+    ...extra,
   ];
   const env: Record<string, string> = {
     ...HOST_ENV,
@@ -281,4 +324,38 @@ async function exists(path: string): Promise<boolean> {
     () => true,
     () => false,
   );
+}
+
+/**
+ * How git connects to the checked address and no other: https (and http, for loopback tests)
+ * through curl's resolve pin for the URL's host and port, so TLS still checks the name; git://
+ * by the address itself in the URL (its protocol names the host only as a virtual-host hint).
+ */
+function pinTo(src: CheckedSourceUrl): { url: string; config: [string, string][] } {
+  const addr = src.addresses[0] as string;
+  const literal = isIP(addr) === 6 ? `[${addr}]` : addr;
+  const u = src.url;
+  if (u.protocol === 'git:') {
+    const pinned = new URL(u.href);
+    pinned.hostname = literal;
+    return { url: pinned.href, config: [] };
+  }
+  const port = u.port || (u.protocol === 'https:' ? '443' : '80');
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  return { url: u.href, config: [['http.curloptResolve', `${host}:${port}:${literal}`]] };
+}
+
+type MirrorAccess = 'public' | 'unknown';
+const ACCESS_FILE = 'archway-access';
+
+/** Whether the mirror's repository was public when last fetched (see place()). */
+async function readAccess(mirror: string): Promise<MirrorAccess> {
+  const t = await readFile(join(mirror, ACCESS_FILE), 'utf8').catch(() => '');
+  return t.trim() === 'public' ? 'public' : 'unknown';
+}
+
+async function writeAccess(mirror: string, access: MirrorAccess): Promise<void> {
+  const tmp = join(mirror, `${ACCESS_FILE}.${process.pid}.${Math.random().toString(36).slice(2)}`);
+  await writeFile(tmp, `${access}\n`, { mode: 0o600 });
+  await rename(tmp, join(mirror, ACCESS_FILE));
 }

@@ -59,6 +59,7 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
   app.setErrorHandler(createErrorHandler({ bodyLimit: config.ARCHWAY_BODY_LIMIT_BYTES }));
   app.setNotFoundHandler(notFoundHandler);
   app.decorateRequest('clientId', '');
+  app.decorateRequest('clientAdmin', false);
 
   // The most one job may ask for: the operator's ARCHWAY_MAX_*, else this host's own measure.
   const ceilings = hostCeilings({

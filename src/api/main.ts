@@ -76,7 +76,10 @@ export async function runApi(
     logRetentionSeconds: Math.round(config.ARCHWAY_LOG_RETENTION_DAYS * 86_400),
   });
   const nodes = createNodeRegistry(redis, keys);
-  const sourcePolicy = { allowLoopback: config.ARCHWAY_ALLOW_LOOPBACK_SOURCES };
+  const sourcePolicy = {
+    allowLoopback: config.ARCHWAY_ALLOW_LOOPBACK_SOURCES,
+    allow: config.ARCHWAY_SOURCE_ALLOW,
+  };
   let publicUrl = config.ARCHWAY_PUBLIC_URL ?? '';
   // The GitHub App runs in the API process: its route, the delivery worker, the reporter, the check run sync.
   const github =

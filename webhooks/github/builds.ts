@@ -12,6 +12,7 @@ import {
   type SourceUrlPolicy,
   sourceBuildDir,
   toError,
+  VISIBILITY_LABEL,
 } from '../../src/index.ts';
 import {
   type BuildEvent,
@@ -69,6 +70,8 @@ export const BuildRecord = z.object({
   sha: z.string(),
   /** Where the source is fetched from (a fork's clone URL for its pull requests). */
   cloneUrl: z.string(),
+  /** The repository is private (GitHub's `repository.private`): its jobs' sources are shown to admin tokens only. */
+  private: z.boolean().default(false),
   ref: z.string(),
   /** Whether the workers get an installation token for the source (not for forks). */
   credential: z.boolean(),
@@ -93,6 +96,8 @@ export interface BuildInput {
   installationId: number;
   sha: string;
   cloneUrl: string;
+  /** GitHub's `repository.private`. Default false. */
+  private?: boolean;
   ref: string;
   event: BuildEvent;
   /** `push:<branch>` / `pr:<n>`; none for tags. */
@@ -272,6 +277,7 @@ export function createBuilds(o: BuildsOptions): Builds {
         job_number: job.number,
         stage: job.stage,
         event: (b.event as { type?: string }).type ?? 'push',
+        ...(b.private ? { [VISIBILITY_LABEL]: 'private' } : {}),
       },
     });
   }
@@ -464,6 +470,7 @@ export function createBuilds(o: BuildsOptions): Builds {
         installationId: input.installationId,
         sha: input.sha,
         cloneUrl: input.cloneUrl,
+        private: input.private ?? false,
         ref: input.ref,
         credential: !input.fork,
         event: input.event as unknown as Record<string, unknown>,
@@ -702,6 +709,7 @@ export function createBuilds(o: BuildsOptions): Builds {
         installationId: last.installationId,
         sha: last.sha,
         cloneUrl: last.cloneUrl,
+        private: last.private,
         ref: last.ref,
         event: last.event as unknown as BuildEvent,
         scope: last.scope,

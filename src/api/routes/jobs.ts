@@ -62,7 +62,7 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps; ceilings: Ceiling
       return reply
         .code(created ? 201 : 200)
         .header('location', `/v1/jobs/${job.id}`)
-        .send({ job: maskJob(job), warnings: created ? warnings : job.warnings });
+        .send({ job: maskJob(job, { admin: req.clientAdmin }), warnings: created ? warnings : job.warnings });
     },
   );
 
@@ -81,7 +81,7 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps; ceilings: Ceiling
     async (req) => {
       const job = await queue.get(req.params.id);
       if (!job) throw new JobNotFoundError(req.params.id);
-      return maskJob(job);
+      return maskJob(job, { admin: req.clientAdmin });
     },
   );
 
@@ -106,7 +106,7 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps; ceilings: Ceiling
         ...(q.label ? { label: q.label } : {}),
         ...(q.cursor ? { before: Number(q.cursor) } : {}),
       });
-      const jobs = page.jobs.map(maskJob);
+      const jobs = page.jobs.map((j) => maskJob(j, { admin: req.clientAdmin }));
       return page.next === undefined ? { jobs } : { jobs, next: String(page.next) };
     },
   );
@@ -127,7 +127,7 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps; ceilings: Ceiling
     },
     async (req, reply) => {
       const job = await queue.cancel(req.params.id);
-      return reply.code(202).send(maskJob(job));
+      return reply.code(202).send(maskJob(job, { admin: req.clientAdmin }));
     },
   );
 };

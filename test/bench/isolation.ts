@@ -1,0 +1,143 @@
+/**
+ * Costs of two isolation pieces of issue 9:
+ * - the secret masker: automaton build time and size, and throughput over job output, with 1, 10
+ *   and 100 secrets of 64 KiB, on ordinary coloured log text and on the worst case (output that
+ *   is a near-miss of a secret at every byte);
+ * - the orphan watcher a job's exec starts: time to start it, and its memory (PSS of the sh and
+ *   its sleep).
+ *
+ *   npm run bench:isolation          (ARCHWAY_BENCH_RUNS=7; the watcher part needs Linux /proc)
+ *
+ * Prints a markdown section; docs/benchmarks.md holds the last one taken on the reference machine.
+ */
+
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
+import { compileSecrets, createSecretMasker, type SecretAutomaton } from '../../queue/index.ts';
+import { startOrphanWatch } from '../../workers/index.ts';
+import { machine, ms, summarize } from './stats.ts';
+
+const RUNS = Number(process.env.ARCHWAY_BENCH_RUNS ?? 7);
+const OUTPUT_MB = 32;
+
+function automatonBytes(a: SecretAutomaton): number {
+  return (
+    a.edge.byteLength +
+    a.chain.byteLength +
+    a.fail.byteLength +
+    a.out.byteLength +
+    a.depth.byteLength +
+    a.root.byteLength +
+    a.extra.size * 16
+  );
+}
+
+/** Coloured build-log lines, with one of the secrets printed now and then. */
+function ordinaryOutput(secrets: string[]): Buffer {
+  const lines: string[] = [];
+  let size = 0;
+  for (let i = 0; size < OUTPUT_MB * 1e6; i++) {
+    const l =
+      i % 5000 === 0
+        ? `token: ${secrets[i % secrets.length]}\n`
+        : `\x1b[32m  CC\x1b[0m  src/module-${i}.o -O2 -Wall -Wextra -fPIC -DVERSION=${i}\n`;
+    lines.push(l);
+    size += l.length;
+  }
+  return Buffer.from(lines.join(''));
+}
+
+function maskRun(a: SecretAutomaton, data: Buffer): number {
+  const m = createSecretMasker(a);
+  const t0 = performance.now();
+  // As the log writer feeds it: pipe reads of 64 KiB, a take per 16 KiB chunk.
+  for (let i = 0; i < data.length; i += 65_536) {
+    m.write(data.subarray(i, i + 65_536));
+    m.take(false);
+  }
+  m.take(true);
+  return performance.now() - t0;
+}
+
+async function pss(pid: number): Promise<number> {
+  const t = await readFile(`/proc/${pid}/smaps_rollup`, 'utf8').catch(() => '');
+  return Number(/^Pss:\s+(\d+) kB/m.exec(t)?.[1] ?? 0);
+}
+
+async function children(pid: number): Promise<number[]> {
+  const t = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '');
+  return t.split(' ').filter(Boolean).map(Number);
+}
+
+async function main(): Promise<void> {
+  const out: string[] = [];
+  out.push(`Machine: ${await machine()}. ${RUNS} runs per row; milliseconds unless said.`, '');
+  out.push(
+    `### Masker (${OUTPUT_MB} MB of output per run)`,
+    '',
+    '| secrets of 64 KiB | build ms | automaton MiB | output | p50 ms | min | max | MB/s at p50 |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- |',
+  );
+  for (const count of [1, 10, 100]) {
+    const secrets = Array.from({ length: count }, () => randomBytes(48 * 1024).toString('base64'));
+    const b0 = performance.now();
+    const a = compileSecrets(secrets);
+    const buildMs = performance.now() - b0;
+    // Worst case: every byte extends a near-miss of the first secret, which the output never completes.
+    const first = secrets[0] as string;
+    const nearMiss = Buffer.from(
+      `${first.slice(0, -1)}#\n`.repeat(Math.ceil((OUTPUT_MB * 1e6) / first.length)),
+    );
+    for (const [name, data] of [
+      ['coloured log', ordinaryOutput(secrets)],
+      ['near-misses', nearMiss],
+    ] as const) {
+      const s = summarize(Array.from({ length: RUNS }, () => maskRun(a, data)));
+      out.push(
+        `| ${count} | ${ms(buildMs)} | ${(automatonBytes(a) / 2 ** 20).toFixed(1)} | ${name} | ${ms(s.p50)} | ${ms(s.min)} | ${ms(s.max)} | ${(data.length / 1e6 / (s.p50 / 1000)).toFixed(0)} |`,
+      );
+    }
+  }
+
+  // The orphan watcher: started per exec against a live process standing in for a container's init.
+  const init = spawn('sleep', ['600'], { stdio: 'ignore' });
+  const initPid = init.pid as number;
+  const stat = await readFile(`/proc/${initPid}/stat`, 'utf8');
+  const initStart = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
+  const startMs: number[] = [];
+  const pssKb: number[] = [];
+  const watchers: number[] = [];
+  for (let i = 0; i < RUNS * 3; i++) {
+    const t0 = performance.now();
+    const pid = startOrphanWatch({ initPid, initStart, killAt: Date.now() + 3_600_000 });
+    startMs.push(performance.now() - t0);
+    if (pid) watchers.push(pid);
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  for (const w of watchers) {
+    let kb = await pss(w);
+    for (const c of await children(w)) kb += await pss(c);
+    pssKb.push(kb);
+  }
+  for (const w of watchers) {
+    for (const c of await children(w)) process.kill(c, 'SIGKILL');
+    process.kill(w, 'SIGKILL');
+  }
+  init.kill('SIGKILL');
+  const st = summarize(startMs);
+  const sm = summarize(pssKb);
+  out.push(
+    '',
+    `### Orphan watcher (${startMs.length} watchers)`,
+    '',
+    '| what | p50 | min | max |',
+    '| --- | --- | --- | --- |',
+    `| start (spawn, in the worker's event loop), ms | ${ms(st.p50)} | ${ms(st.min)} | ${ms(st.max)} |`,
+    `| memory per container (PSS of sh + sleep), KiB | ${sm.p50} | ${sm.min} | ${sm.max} |`,
+  );
+  console.log(out.join('\n'));
+}
+
+await main();
