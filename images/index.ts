@@ -1,6 +1,13 @@
 /** Images: recipes, the builder, the store of built versions on this host, publishing and the sync agent. */
 export { blobPath, hasBlob, writeBlob } from './blob-store.ts';
 export { type BuildImageOptions, buildImage } from './build-image.ts';
+export {
+  type BuildProgress,
+  createProgressPrinter,
+  formatBuildProgress,
+  MmdebstrapProgress,
+  type ProgressPrinterOptions,
+} from './build-progress.ts';
 export { blobUrl, type DownloadBlobOptions, downloadBlob } from './download-blob.ts';
 export {
   createImageStore,
