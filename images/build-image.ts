@@ -190,13 +190,19 @@ async function populateBusybox(
   for (const [f, text] of Object.entries(files)) await writeFile(join(root, f), text);
 }
 
-/** What every Debian image gets in /etc: netbase's hosts (minbase has no netbase), and no resolver. */
+/**
+ * What every Debian image gets in /etc: netbase's hosts (minbase has no netbase), no resolver, and
+ * an apt-get update that fails when a fetch does.
+ */
 const DEBIAN_ETC: Record<string, string> = {
   // Without it `localhost` does not resolve (nsswitch: files dns), and jobs' test servers need it.
   hosts:
     '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\nff02::1\t\tip6-allnodes\nff02::2\t\tip6-allrouters\n',
   // mmdebstrap copies the build host's resolv.conf in; jobs have no network, and the host's must not leak.
   'resolv.conf': '',
+  // apt-get update warns and exits 0 when a source cannot be fetched, and the job goes on to fail
+  // later with "Unable to locate package"; with this (apt >= 2.3) it exits 100 where it failed.
+  'apt/apt.conf.d/90archway-update-errors': 'APT::Update::Error-Mode "any";\n',
 };
 
 /** The hook directories shipped in Debian's mmdebstrap package. */
