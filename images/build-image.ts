@@ -1,8 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, mkdir, readdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { execa } from 'execa';
 import {
+  AbortedError,
   ARCH_INFO,
   type Arch,
   archSupport,
@@ -16,6 +18,7 @@ import {
   setReadonly,
 } from '../src/index.ts';
 import { fetchDebianPackage } from './apt-fetch.ts';
+import { type BuildProgress, MmdebstrapProgress } from './build-progress.ts';
 import type { ImageStore, ResolvedImage } from './image-store.ts';
 import { loadRecipe, RECIPES_DIR, type Recipe } from './recipe.ts';
 import { shiftOwners } from './shift-owners.ts';
@@ -32,6 +35,53 @@ export interface BuildImageOptions {
   signal?: AbortSignal | undefined;
   /** Where recipes are read from. Default: the ones shipped in images/recipes. */
   recipesDir?: string;
+  /**
+   * Called as the build moves: each phase's start, its counters (packages fetched and set up,
+   * bytes) and its end. Default: none (the logger still gets the start and end of the build).
+   */
+  onProgress?: ((p: BuildProgress) => void) | undefined;
+}
+
+/** Reports the phases of one build to `onProgress`, closing each before the next starts. */
+class PhaseReporter {
+  #phase: string | undefined;
+  #detail: string | undefined;
+  readonly #started = Date.now();
+  constructor(
+    readonly image: string,
+    readonly arch: Arch,
+    readonly onProgress: ((p: BuildProgress) => void) | undefined,
+  ) {}
+
+  #emit(phase: string, detail: string | undefined, phaseDone: boolean): void {
+    const p: BuildProgress = {
+      image: this.image,
+      arch: this.arch,
+      phase,
+      elapsedMs: Date.now() - this.#started,
+    };
+    if (detail !== undefined) p.detail = detail;
+    if (phaseDone) p.phaseDone = true;
+    this.onProgress?.(p);
+  }
+
+  phase(name: string): void {
+    this.end();
+    this.#phase = name;
+    this.#detail = undefined;
+    this.#emit(name, undefined, false);
+  }
+
+  step(detail: string | undefined): void {
+    if (this.#phase === undefined || detail === undefined) return;
+    this.#detail = detail;
+    this.#emit(this.#phase, detail, false);
+  }
+
+  end(): void {
+    if (this.#phase !== undefined) this.#emit(this.#phase, this.#detail, true);
+    this.#phase = undefined;
+  }
 }
 
 /**
@@ -47,13 +97,22 @@ export async function buildImage(name: string, arch: Arch, o: BuildImageOptions)
   await mkdir(dir, { recursive: true });
   const staging = join(dir, `.build-${randomBytes(6).toString('hex')}`);
   const started = Date.now();
+  const progress = new PhaseReporter(recipe.name, arch, o.onProgress);
   await createSubvolume(staging);
   try {
-    if (recipe.base === 'busybox') await populateBusybox(staging, recipe, arch, o);
-    else await populateDebian(staging, recipe, arch, o);
+    if (recipe.base === 'busybox') {
+      progress.phase('fetching busybox-static');
+      await populateBusybox(staging, recipe, arch, o);
+    } else {
+      progress.phase('starting mmdebstrap');
+      await populateDebian(staging, recipe, arch, o, progress);
+    }
+    progress.phase('shifting owners');
     const { bytes } = await shiftOwners(staging, o.idBase, o.signal);
     await setReadonly(staging, true);
+    progress.phase('computing the digest (btrfs send)');
     const digest = await sendDigest(staging, o.signal);
+    progress.end();
     const final = join(dir, digest);
     if (await isSubvolume(final)) {
       await deleteSubvolume(staging);
@@ -131,13 +190,19 @@ async function populateBusybox(
   for (const [f, text] of Object.entries(files)) await writeFile(join(root, f), text);
 }
 
-/** What every Debian image gets in /etc: netbase's hosts (minbase has no netbase), and no resolver. */
+/**
+ * What every Debian image gets in /etc: netbase's hosts (minbase has no netbase), no resolver, and
+ * an apt-get update that fails when a fetch does.
+ */
 const DEBIAN_ETC: Record<string, string> = {
   // Without it `localhost` does not resolve (nsswitch: files dns), and jobs' test servers need it.
   hosts:
     '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\nff02::1\t\tip6-allnodes\nff02::2\t\tip6-allrouters\n',
   // mmdebstrap copies the build host's resolv.conf in; jobs have no network, and the host's must not leak.
   'resolv.conf': '',
+  // apt-get update warns and exits 0 when a source cannot be fetched, and the job goes on to fail
+  // later with "Unable to locate package"; with this (apt >= 2.3) it exits 100 where it failed.
+  'apt/apt.conf.d/90archway-update-errors': 'APT::Update::Error-Mode "any";\n',
 };
 
 /** The hook directories shipped in Debian's mmdebstrap package. */
@@ -148,12 +213,15 @@ async function populateDebian(
   recipe: Recipe & { base: 'debian' },
   arch: Arch,
   o: BuildImageOptions,
+  progress: PhaseReporter,
 ): Promise<void> {
   const cache = join(o.cacheDir, 'debs', recipe.suite, ARCH_INFO[arch].debian);
   await mkdir(cache, { recursive: true });
   const cachedBefore = await countDebs(cache);
   const started = Date.now();
   const args = [
+    // apt's and dpkg's own lines (Get:, Need to get, Setting up): what the progress counts.
+    '--verbose',
     '--mode=root',
     `--variant=${recipe.variant}`,
     `--architectures=${ARCH_INFO[arch].debian}`,
@@ -173,7 +241,12 @@ async function populateDebian(
     root,
     o.mirror,
   ];
-  await runCommand('mmdebstrap', args, { signal: o.signal, timeoutMs: 3600_000 });
+  const tracker = new MmdebstrapProgress();
+  await runMmdebstrap(args, o.signal, (line) => {
+    const what = tracker.feed(line);
+    if (what === 'phase' && tracker.phase !== undefined) progress.phase(tracker.phase);
+    else if (what === 'step') progress.step(tracker.detail());
+  });
   for (const [name, text] of Object.entries(DEBIAN_ETC)) {
     const file = join(root, 'etc', name);
     // Unlink first: writing through a symlink left by a package would land outside the image.
@@ -191,6 +264,51 @@ async function populateDebian(
     },
     'debian root populated',
   );
+}
+
+/** Lines of mmdebstrap's output an error message quotes. */
+const ERROR_TAIL_LINES = 40;
+
+/**
+ * Runs mmdebstrap, handing each line of its output (stdout and stderr together) to `onLine`;
+ * a failure throws HostCommandError with the last lines, where mmdebstrap and apt say why.
+ */
+async function runMmdebstrap(
+  args: readonly string[],
+  signal: AbortSignal | undefined,
+  onLine: (line: string) => void,
+): Promise<void> {
+  const proc = execa('mmdebstrap', args, {
+    env: HOST_ENV,
+    extendEnv: false,
+    stdin: 'ignore',
+    all: true,
+    buffer: false,
+    reject: false,
+    timeout: 3600_000,
+    forceKillAfterDelay: 2000,
+    ...(signal ? { cancelSignal: signal } : {}),
+  });
+  const tail: string[] = [];
+  const lines = createInterface({ input: proc.all, crlfDelay: Number.POSITIVE_INFINITY });
+  lines.on('line', (line) => {
+    tail.push(line);
+    if (tail.length > ERROR_TAIL_LINES) tail.shift();
+    onLine(line);
+  });
+  const result = await proc;
+  if (result.isCanceled) throw new AbortedError('mmdebstrap', signal?.reason);
+  if (result.failed) {
+    const why = result.timedOut
+      ? 'timed out after 3600 s'
+      : tail.join('\n') || (result.shortMessage ?? 'failed');
+    throw new HostCommandError(`mmdebstrap ${recipeLabel(args)}`, result.exitCode, why);
+  }
+}
+
+/** The suite and target of an mmdebstrap command line, for its error. */
+function recipeLabel(args: readonly string[]): string {
+  return args.slice(-3, -1).join(' ');
 }
 
 async function countDebs(dir: string): Promise<number> {

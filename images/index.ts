@@ -1,6 +1,13 @@
 /** Images: recipes, the builder, the store of built versions on this host, publishing and the sync agent. */
 export { blobPath, hasBlob, writeBlob } from './blob-store.ts';
 export { type BuildImageOptions, buildImage } from './build-image.ts';
+export {
+  type BuildProgress,
+  createProgressPrinter,
+  formatBuildProgress,
+  MmdebstrapProgress,
+  type ProgressPrinterOptions,
+} from './build-progress.ts';
 export { blobUrl, type DownloadBlobOptions, downloadBlob } from './download-blob.ts';
 export {
   createImageStore,
@@ -11,7 +18,7 @@ export {
 } from './image-store.ts';
 export { type PublishImageOptions, type PublishResult, publishImage } from './publish-image.ts';
 export { type IdRange, imageForRange, rangeCopiesOf, removeRangeCopies } from './range-copies.ts';
-export { listRecipes, loadRecipe, RECIPES_DIR, Recipe } from './recipe.ts';
+export { listRecipes, loadRecipe, RECIPES_DIR, Recipe, RecipeProvides } from './recipe.ts';
 export {
   createSyncAgent,
   type SyncAgent,

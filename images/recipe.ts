@@ -7,6 +7,22 @@ import { ImageName, ImageNotFoundError, InvalidInputError } from '../src/index.t
 const DebianPackage = z.string().regex(/^[a-z0-9][a-z0-9+.-]+$/, 'a Debian package name');
 const Suite = z.string().regex(/^[a-z][a-z0-9-]*$/, 'a Debian suite name such as bookworm');
 
+const Command = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9+._-]*$/, 'a command name');
+
+/**
+ * What an image provides that a repository config may ask for by name: commands (compilers,
+ * language runtimes) and the version of each language (by Travis version key: `python`, `perl`).
+ * `config expand` warns about a `compiler:` or a version the image does not have; the system
+ * suite checks that the built image has every command listed.
+ */
+export const RecipeProvides = z
+  .object({
+    commands: z.array(Command).default([]),
+    versions: z.record(z.string(), z.string().regex(/^\d+(\.\d+)*$/, 'a version such as 3.11.2')).default({}),
+  })
+  .strict();
+export type RecipeProvides = z.infer<typeof RecipeProvides>;
+
 /** An image recipe: a small declarative file in images/recipes/, so adding an image needs no code. */
 export const Recipe = z.discriminatedUnion('base', [
   z.object({
@@ -15,6 +31,7 @@ export const Recipe = z.discriminatedUnion('base', [
     /** Debian's busybox-static package of the arch, with its applets linked. */
     base: z.literal('busybox'),
     suite: Suite,
+    provides: RecipeProvides.optional(),
   }),
   z.object({
     name: ImageName,
@@ -34,6 +51,7 @@ export const Recipe = z.discriminatedUnion('base', [
       'standard',
     ]),
     packages: z.array(DebianPackage).default([]),
+    provides: RecipeProvides.optional(),
   }),
 ]);
 export type Recipe = z.infer<typeof Recipe>;

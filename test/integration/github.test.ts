@@ -298,7 +298,7 @@ describe('builds from GitHub', () => {
       '.archway.yml': `language: shell
 image: busybox
 os: [linux, osx]
-addons: { apt: { packages: [curl] } }
+services: [docker]
 script: echo test stage
 jobs:
   include:
@@ -315,7 +315,7 @@ jobs:
     const deploy = runs.find((r) => r.name.includes('deploy /'));
     expect(test?.conclusion).toBe('success');
     expect(deploy?.conclusion).toBe('success');
-    expect(test?.output.summary).toContain('`addons`');
+    expect(test?.output.summary).toContain('`services`');
     const jobs = await jobsOf(sha);
     const t = jobs.find((j) => j.labels.stage === 'test');
     const d = jobs.find((j) => j.labels.stage === 'deploy');

@@ -15,6 +15,7 @@ import { type EnvVar, envForConditions, envString } from './env-vars.ts';
 import { COMPILER_LANGUAGES, DEFAULT_LANGUAGE, languageInfo } from './languages.ts';
 import type { YamlValue } from './load-yaml.ts';
 import type { IgnoredKey, RepoConfig, RepoSettings } from './parse-config.ts';
+import { type ImageToolchain, toolchainWarnings } from './toolchain-check.ts';
 
 /** The kinds of event a build starts from, as Travis names them (`type` in conditions). */
 export const EVENT_TYPES = ['push', 'pull_request', 'cron', 'api'] as const;
@@ -49,6 +50,12 @@ export interface ExpandOptions {
   buildNumber?: number | string;
   /** The image of jobs that name none with `image:`. Default `debian-bookworm-build`. */
   defaultImage?: string;
+  /**
+   * What images provide (from their recipes): a job asking for a compiler or language version its
+   * image lacks gets a warning. Default: none known, no such warnings (the job's log header still
+   * checks when it runs).
+   */
+  toolchains?: Readonly<Record<string, ImageToolchain>>;
 }
 
 /** The image a job runs in when its config names none. */
@@ -536,6 +543,7 @@ export function expandMatrix(config: RepoConfig, event: BuildEvent, opts: Expand
       defaultImage,
     }),
   );
+  if (opts.toolchains !== undefined) base.warnings.push(...toolchainWarnings(jobs, opts.toolchains));
   return { ...base, runs: true, jobs, dropped, stages: stages.map((s) => s.name) };
 }
 

@@ -3,6 +3,7 @@
  * CI's expansion rules. Pure: no I/O, no clock, no Redis.
  */
 
+export type { AptAddon, AptSource } from './apt-addon.ts';
 export {
   type ConditionData,
   type ConditionNode,
@@ -56,3 +57,4 @@ export {
   shellQuote,
   travisEnv,
 } from './phases.ts';
+export { type ImageToolchain, toolchainWarnings } from './toolchain-check.ts';

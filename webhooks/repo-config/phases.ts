@@ -51,7 +51,7 @@ export function defaultBuildDir(repo: string | undefined): string {
 }
 
 /** `CC` and `CXX` as Travis sets them for a c or cpp job (`gcc-9` -> `gcc-9` / `g++-9`). */
-function compilerVars(language: string, compiler: string): [string, string][] {
+export function compilerVars(language: string, compiler: string): [string, string][] {
   const c = compiler.toLowerCase();
   let cc = compiler;
   let cxx = 'g++';

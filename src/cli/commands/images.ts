@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { buildImage, publishImage } from '../../../images/index.ts';
+import { buildImage, createProgressPrinter, publishImage } from '../../../images/index.ts';
 import { createImageCatalog } from '../../../queue/index.ts';
 import { blobDirOf, PublishConfig, parseConfig } from '../../config.ts';
 import { ARCHES, type Arch, parseArch } from '../../domain.ts';
@@ -59,6 +59,11 @@ export function registerImages(program: Command, env: Record<string, string | un
       const ctx = await createHostContext(env, 'images');
       const stop = new AbortController();
       process.once('SIGINT', () => stop.abort(new Error('interrupted')));
+      // A live line on a terminal, a line per phase in a log; on stderr, so stdout is the result.
+      const printer = createProgressPrinter({
+        tty: process.stderr.isTTY === true,
+        write: (text) => process.stderr.write(text),
+      });
       // One at a time: builds of one suite share the package cache and apt lists.
       for (const arch of arches) {
         const img = await buildImage(name, arch, {
@@ -68,7 +73,8 @@ export function registerImages(program: Command, env: Record<string, string | un
           mirror: ctx.config.ARCHWAY_DEBIAN_MIRROR,
           logger: ctx.logger,
           signal: stop.signal,
-        });
+          onProgress: printer.update,
+        }).finally(() => printer.end());
         process.stdout.write(
           `built ${img.name} for ${img.arch}: ${img.digest} (${formatBytes(img.sizeBytes)})\n`,
         );
