@@ -306,6 +306,14 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
         readFile(join(bundle, 'meta.json'), 'utf8').then((m) =>
           writeFile(join(bundle, 'meta.json'), JSON.stringify({ ...JSON.parse(m), jobId: req.jobId })),
         ),
+        // Should this process die, the job's deadline still holds (docs/architecture.md, Orphans).
+        // Started here, while the steps above wait on their commands, not on the launch's path.
+        req.killAt !== undefined
+          ? processStart(c.initPid).then((initStart) => {
+              if (req.killAt !== undefined)
+                startOrphanWatch({ initPid: c.initPid, initStart, killAt: req.killAt });
+            })
+          : undefined,
       ]);
       abortIfNeeded(ctl, 'exec');
       // One FIFO for both stdout and stderr: the kernel keeps the two in the order they were written.
@@ -340,11 +348,6 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
         proc.once('error', () => resolve({ code: 255, signal: null }));
       });
       closeSync(writeFd);
-      // Should this process die, the job's deadline still holds (docs/architecture.md, Orphans).
-      if (req.killAt !== undefined) {
-        const initStart = await processStart(c.initPid).catch(() => '');
-        if (initStart) startOrphanWatch({ initPid: c.initPid, initStart, killAt: req.killAt });
-      }
       const output = new Socket({ fd: readFd, readable: true, writable: false });
       const ended = once(output, 'end').then(
         () => undefined,
