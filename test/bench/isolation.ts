@@ -201,6 +201,24 @@ async function launchCost(): Promise<string[]> {
     await job.result;
     if (i >= 2) samples[kind].push(first); // the first pair warms up
   }
+  // A script that leaves a process holding its output: the job's duration (exec -> end) against
+  // a plain one; the difference is the 100 ms grace plus seeing the exit (a 20 ms poll).
+  const durations: Record<'background' | 'plain', number[]> = { background: [], plain: [] };
+  for (let i = 0; i < 2 * Math.min(n, 20); i++) {
+    const kind = i % 2 === 0 ? 'background' : 'plain';
+    await warmPool.filled();
+    const job = await launcher.launch({
+      jobId: `bench-bg-${i}`,
+      image: 'busybox',
+      argv: ['/bin/sh', '-c', kind === 'background' ? '(sleep 1000 &); echo started' : 'echo started'],
+      limits,
+      timeoutSeconds: 600,
+    });
+    job.output.resume();
+    const r = await job.result;
+    if (r.exitCode !== 0 || r.reason) throw new Error(`bench-bg-${i}: exit ${r.exitCode} ${r.reason ?? ''}`);
+    durations[kind].push(r.durationMs);
+  }
   await launcher.close();
   const lines = [
     `### Launch with and without the orphan watcher (amd64, warm, ${n} launches each, alternating; ms)`,
@@ -212,6 +230,19 @@ async function launchCost(): Promise<string[]> {
     const s = summarize(samples[kind]);
     lines.push(
       `| ${kind === 'with' ? '600 s (watcher started)' : 'none (no watcher)'} | ${ms(s.min)} | ${ms(s.p50)} | ${ms(s.p90)} | ${ms(s.max)} |`,
+    );
+  }
+  lines.push(
+    '',
+    `### A job that leaves a background process holding its output (amd64, warm, ${durations.plain.length} each; ms from exec to the job's end)`,
+    '',
+    '| script | min | p50 | p90 | max |',
+    '| --- | --- | --- | --- | --- |',
+  );
+  for (const kind of ['background', 'plain'] as const) {
+    const s = summarize(durations[kind]);
+    lines.push(
+      `| ${kind === 'background' ? '`(sleep 1000 &); echo started`' : '`echo started`'} | ${ms(s.min)} | ${ms(s.p50)} | ${ms(s.p90)} | ${ms(s.max)} |`,
     );
   }
   return lines;
