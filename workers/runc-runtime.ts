@@ -144,6 +144,8 @@ interface ContainerMeta {
 
 interface RuncContainer extends Container {
   readonly initPid: number;
+  /** Start time of the init (see Owner.start): tells it apart from a later process with its pid. */
+  readonly initStart: string;
   readonly cgroupsPath: string;
   execed: boolean;
 }
@@ -380,6 +382,7 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
         const init = await processIdentity(initPid);
         if (init) await leases.update(rangeIndex, { id, owner: me, init });
         await limitUcounts(initPid, o.ucounts, remaining(ctl, 10_000));
+        const initStart = await processStart(initPid);
         abortIfNeeded(ctl, 'prepare');
         const c: RuncContainer = {
           id,
@@ -391,6 +394,7 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
           rootfs,
           idBase: range.hostId,
           initPid,
+          initStart,
           cgroupsPath,
           execed: false,
         };
@@ -432,6 +436,11 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
         readFile(join(bundle, 'meta.json'), 'utf8').then((m) =>
           writeFile(join(bundle, 'meta.json'), JSON.stringify({ ...JSON.parse(m), jobId: req.jobId })),
         ),
+        // Should this process die, the job's deadline still holds (docs/architecture.md, Orphans).
+        // Started here, while the steps above wait on their commands, not on the launch's path.
+        req.killAt !== undefined
+          ? startOrphanWatch({ initPid: c.initPid, initStart: c.initStart, killAt: req.killAt })
+          : undefined,
       ]);
       abortIfNeeded(ctl, 'exec');
       // One FIFO for both stdout and stderr: the kernel keeps the two in the order they were written.
@@ -466,11 +475,6 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
         proc.once('error', () => resolve({ code: 255, signal: null }));
       });
       closeSync(writeFd);
-      // Should this process die, the job's deadline still holds (docs/architecture.md, Orphans).
-      if (req.killAt !== undefined) {
-        const initStart = await processStart(c.initPid).catch(() => '');
-        if (initStart) startOrphanWatch({ initPid: c.initPid, initStart, killAt: req.killAt });
-      }
       const output = new Socket({ fd: readFd, readable: true, writable: false });
       const ended = once(output, 'end').then(
         () => undefined,
@@ -486,7 +490,9 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
             ended.then(() => true),
             sleep(GRACE_FOR_OUTPUT_MS).then(() => false),
           ]);
-          if (!grace) await runtime.kill(c, {}).catch(() => undefined);
+          // SIGKILL to the container's init ends its pid namespace at once, without a `runc kill`
+          // to start (tens of ms on a busy host); runc's kill is the fallback.
+          if (!grace && !(await killInit(c))) await runtime.kill(c, {}).catch(() => undefined);
         }
         const r = await exited;
         let exitCode = r.code ?? (r.signal ? 128 + signalNumber(r.signal) : 255);
@@ -595,6 +601,17 @@ async function processStart(pid: number): Promise<string> {
 async function isAlive(owner: Owner): Promise<boolean> {
   try {
     return (await processStart(owner.pid)) === owner.start;
+  } catch {
+    return false;
+  }
+}
+
+/** SIGKILLs the container's init if it is still the process it was; false when it could not. */
+async function killInit(c: RuncContainer): Promise<boolean> {
+  if ((await processStart(c.initPid).catch(() => '')) !== c.initStart) return false;
+  try {
+    process.kill(c.initPid, 'SIGKILL');
+    return true;
   } catch {
     return false;
   }

@@ -165,15 +165,22 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
       // One fetch at a time per mirror, across processes (the workers of each arch share the pool).
       const fetchUnderLock = async (refspec: string) => {
         const what = refspec.replace(/^\+/, '').split(':')[0];
-        // What a credential fetches may be private: the mirror is no longer known to be public
-        // (cleared before the fetch, so a commit it brings is never seen with the old record).
-        if (token) await writeAccess(mirror, 'unknown');
+        // The mirror's access record changes under the same lock as the fetch: what a credential
+        // fetches may be private, so the record is cleared before it; a fetch with no credential
+        // proves anyone may read the repository, so it says public after it.
         await runCommand(
           'flock',
           [
             '-w',
             '600',
             lock,
+            'sh',
+            '-c',
+            RECORD_AROUND,
+            'archway-fetch',
+            token ? 'unknown' : '',
+            token ? '' : 'public',
+            join(mirror, ACCESS_FILE),
             'git',
             '--git-dir',
             mirror,
@@ -194,8 +201,6 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
           }
           throw e;
         });
-        // Fetched with no credential: anyone may read the repository.
-        if (!token) await writeAccess(mirror, 'public');
       };
       if (!(await exists(join(mirror, 'HEAD')))) {
         await runCommand('flock', ['-w', '600', lock, 'git', 'init', '--bare', '--quiet', mirror], {
@@ -347,6 +352,12 @@ function pinTo(src: CheckedSourceUrl): { url: string; config: [string, string][]
 
 type MirrorAccess = 'public' | 'unknown';
 const ACCESS_FILE = 'archway-access';
+
+/** Writes $1 (if set) to the file $3, runs the rest, then writes $2 (if set) when it succeeded. */
+const RECORD_AROUND = `pre=$1 post=$2 file=$3; shift 3
+[ -z "$pre" ] || printf '%s\\n' "$pre" > "$file" || exit 1
+"$@" || exit $?
+[ -z "$post" ] || printf '%s\\n' "$post" > "$file"`;
 
 /** Whether the mirror's repository was public when last fetched (see place()). */
 async function readAccess(mirror: string): Promise<MirrorAccess> {

@@ -6,7 +6,11 @@
  * - the orphan watcher a job's exec starts: time to start it, and its memory (PSS of the sh and
  *   its sleep).
  *
- *   npm run bench:isolation          (ARCHWAY_BENCH_RUNS=7; the watcher part needs Linux /proc)
+ * - the launch cost of that watcher: warm launches on amd64 (launch -> first output byte) with a
+ *   job timeout (a watcher is started) and without, alternating (as root; a pool of its own,
+ *   ARCHWAY_POOL_PATH, default /var/lib/archway-bench).
+ *
+ *   npm run bench:isolation          (ARCHWAY_BENCH_RUNS=7, ARCHWAY_BENCH_LAUNCHES=40)
  *
  * Prints a markdown section; docs/benchmarks.md holds the last one taken on the reference machine.
  */
@@ -14,9 +18,18 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { buildImage, createImageStore } from '../../images/index.ts';
 import { compileSecrets, createSecretMasker, type SecretAutomaton } from '../../queue/index.ts';
-import { startOrphanWatch } from '../../workers/index.ts';
+import { createLogger, ensurePool, HostConfig, ImageNotFoundError, parseConfig } from '../../src/index.ts';
+import {
+  createJobLauncher,
+  createRuncRuntime,
+  createWarmPool,
+  runtimeOptionsFrom,
+  startOrphanWatch,
+} from '../../workers/index.ts';
 import { machine, ms, summarize } from './stats.ts';
 
 const RUNS = Number(process.env.ARCHWAY_BENCH_RUNS ?? 7);
@@ -137,7 +150,102 @@ async function main(): Promise<void> {
     `| start (spawn, in the worker's event loop), ms | ${ms(st.p50)} | ${ms(st.min)} | ${ms(st.max)} |`,
     `| memory per container (PSS of sh + sleep), KiB | ${sm.p50} | ${sm.min} | ${sm.max} |`,
   );
+  if (process.getuid?.() === 0) out.push('', ...(await launchCost()));
   console.log(out.join('\n'));
+}
+
+/** Warm launches with and without a job timeout (the watcher), alternating. */
+async function launchCost(): Promise<string[]> {
+  const env: Record<string, string | undefined> = {
+    ARCHWAY_POOL_PATH: '/var/lib/archway-bench',
+    ARCHWAY_RUN_DIR: '/run/archway-bench',
+    ARCHWAY_CGROUP_PARENT: 'archway-bench',
+    ARCHWAY_LOG_LEVEL: 'warn',
+    ...process.env,
+  };
+  const n = Number(env.ARCHWAY_BENCH_LAUNCHES ?? 40);
+  const config = parseConfig(HostConfig, env);
+  const logger = createLogger({ name: 'bench', level: config.ARCHWAY_LOG_LEVEL });
+  await ensurePool({ path: config.ARCHWAY_POOL_PATH, loopSizeGiB: 16, logger });
+  const store = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
+  await store.resolve('busybox', 'amd64').catch(async (e: unknown) => {
+    if (!(e instanceof ImageNotFoundError)) throw e;
+    await buildImage('busybox', 'amd64', {
+      store,
+      cacheDir: join(config.ARCHWAY_POOL_PATH, 'cache'),
+      idBase: config.ARCHWAY_UID_BASE,
+      mirror: config.ARCHWAY_DEBIAN_MIRROR,
+      logger,
+    });
+  });
+  const runtime = await createRuncRuntime(runtimeOptionsFrom(config, 'amd64', logger));
+  await runtime.reap({});
+  const limits = { cpus: 1, memoryMiB: 256, pids: 256, diskMiB: 1024 };
+  const warmPool = createWarmPool({ runtime, images: store, targets: { busybox: 2 }, limits, logger });
+  const launcher = createJobLauncher({ runtime, images: store, logger, warmPool });
+  warmPool.start();
+  const samples: Record<'with' | 'without', number[]> = { with: [], without: [] };
+  for (let i = 0; i < 2 * n + 2; i++) {
+    const kind = i % 2 === 0 ? 'with' : 'without';
+    await warmPool.filled();
+    const t0 = performance.now();
+    const job = await launcher.launch({
+      jobId: `bench-watch-${i}`,
+      image: 'busybox',
+      argv: ['echo', 'x'],
+      limits,
+      ...(kind === 'with' ? { timeoutSeconds: 600 } : {}),
+    });
+    const first = await new Promise<number>((r) => job.output.once('data', () => r(performance.now() - t0)));
+    job.output.resume();
+    await job.result;
+    if (i >= 2) samples[kind].push(first); // the first pair warms up
+  }
+  // A script that leaves a process holding its output: the job's duration (exec -> end) against
+  // a plain one; the difference is the 100 ms grace plus seeing the exit (a 20 ms poll).
+  const durations: Record<'background' | 'plain', number[]> = { background: [], plain: [] };
+  for (let i = 0; i < 2 * Math.min(n, 20); i++) {
+    const kind = i % 2 === 0 ? 'background' : 'plain';
+    await warmPool.filled();
+    const job = await launcher.launch({
+      jobId: `bench-bg-${i}`,
+      image: 'busybox',
+      argv: ['/bin/sh', '-c', kind === 'background' ? '(sleep 1000 &); echo started' : 'echo started'],
+      limits,
+      timeoutSeconds: 600,
+    });
+    job.output.resume();
+    const r = await job.result;
+    if (r.exitCode !== 0 || r.reason) throw new Error(`bench-bg-${i}: exit ${r.exitCode} ${r.reason ?? ''}`);
+    durations[kind].push(r.durationMs);
+  }
+  await launcher.close();
+  const lines = [
+    `### Launch with and without the orphan watcher (amd64, warm, ${n} launches each, alternating; ms)`,
+    '',
+    '| job timeout | min | p50 | p90 | max |',
+    '| --- | --- | --- | --- | --- |',
+  ];
+  for (const kind of ['with', 'without'] as const) {
+    const s = summarize(samples[kind]);
+    lines.push(
+      `| ${kind === 'with' ? '600 s (watcher started)' : 'none (no watcher)'} | ${ms(s.min)} | ${ms(s.p50)} | ${ms(s.p90)} | ${ms(s.max)} |`,
+    );
+  }
+  lines.push(
+    '',
+    `### A job that leaves a background process holding its output (amd64, warm, ${durations.plain.length} each; ms from exec to the job's end)`,
+    '',
+    '| script | min | p50 | p90 | max |',
+    '| --- | --- | --- | --- | --- |',
+  );
+  for (const kind of ['background', 'plain'] as const) {
+    const s = summarize(durations[kind]);
+    lines.push(
+      `| ${kind === 'background' ? '`(sleep 1000 &); echo started`' : '`echo started`'} | ${ms(s.min)} | ${ms(s.p50)} | ${ms(s.p90)} | ${ms(s.max)} |`,
+    );
+  }
+  return lines;
 }
 
 await main();
