@@ -2,7 +2,7 @@ import { copyFile, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { rangeCopiesOf } from '../../images/index.ts';
+import { imageForRange, rangeCopiesOf } from '../../images/index.ts';
 import { runCommand } from '../../src/index.ts';
 import type { LaunchedJob } from '../../workers/index.ts';
 import { makeVersion, removeImage } from '../support/image-versions.ts';
@@ -275,6 +275,12 @@ describe('a uid range per container', () => {
           new RegExp(`cap_net_raw=ep \\[rootid=${base + k * size}\\]`),
         );
       }
+      // Two makers of one (version, range) at once (two workers of a host): one copy, no leftovers.
+      const range = { index: 7, shift: 7 * size, hostId: base + 7 * size };
+      const [p1, p2] = await Promise.all([imageForRange(v1, range), imageForRange(v1, range)]);
+      expect(p1).toBe(p2);
+      expect((await stat(join(p1, 'suid'))).uid).toBe(base + 7 * size);
+      expect((await readdir(`${v1.path}.ranges`)).sort()).toEqual([...copies.map(String), '7'].sort());
       for (const j of jobs) j.cancel();
       await Promise.all(jobs.map((j) => j.result));
       // A new version replaces it; removing the old one takes its copies too.
