@@ -237,6 +237,19 @@ for (const arch of ARCH_LIST) {
     await removeRangeCopies(big);
     await deleteSubvolume(big);
   }
+  // A real Debian image, when the pool holds one (ARCHWAY_TEST_DEBIAN=1 integration runs build it).
+  const debian = await store.resolve('debian-bookworm-build', 'amd64').catch(() => undefined);
+  if (debian) {
+    const samples: number[] = [];
+    for (let i = 0; i < Math.min(RUNS, 5); i++) {
+      await removeRangeCopies(debian.path);
+      const t = performance.now();
+      await imageForRange(debian, idRangeOf(layout, 1));
+      samples.push(performance.now() - t);
+    }
+    await removeRangeCopies(debian.path);
+    row(`range copy of debian-bookworm-build (${await fileCount(debian.path)} files)`, 'amd64', samples);
+  }
   const userns: number[] = [];
   for (let i = 0; i < RUNS; i++) {
     const t = performance.now();

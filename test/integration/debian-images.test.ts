@@ -64,4 +64,32 @@ describe.skipIf(process.env.ARCHWAY_TEST_DEBIAN !== '1')(`${IMAGE} (amd64)`, () 
     expect(mode).toBe('-rwsr-xr-x');
     expect(status).toMatch(/^nobody L /);
   });
+
+  it("keeps setuid working in a uid range other than the image's own (its shifted copy)", async () => {
+    // A container taken first holds a range; the next gets a higher one (the lowest free), never range 0.
+    const h = await host();
+    const holder = await h.launcher.launch({ jobId: 'debian-holder', image: IMAGE, argv: ['sleep', '60'] });
+    holder.output.resume();
+    try {
+      const job = await h.launcher.launch({
+        jobId: 'debian-setuid-range',
+        image: IMAGE,
+        argv: [
+          'sh',
+          '-c',
+          'stat -c "%u %A" /usr/bin/passwd; setpriv --reuid=65534 --regid=65534 --clear-groups passwd -S nobody; cat /proc/self/uid_map',
+        ],
+      });
+      const r = await collect(job);
+      expect(r.exitCode).toBe(0);
+      const [mode, status, map] = r.output.trim().split('\n');
+      expect(mode).toBe('0 -rwsr-xr-x');
+      expect(status).toMatch(/^nobody L /);
+      const hostId = Number(map?.trim().split(/\s+/)[1]);
+      expect(hostId).toBeGreaterThan(h.config.ARCHWAY_UID_BASE);
+    } finally {
+      holder.cancel();
+      await holder.result;
+    }
+  });
 });
