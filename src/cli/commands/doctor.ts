@@ -1,6 +1,6 @@
 import { access, readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { idRangeLayoutProblem } from '../../../workers/index.ts';
+import { idRangeLayoutProblem, MAX_ID } from '../../../workers/index.ts';
 import { HostConfig, parseConfig } from '../../config.ts';
 import { ARCHES, hostArch } from '../../domain.ts';
 import { archSupport } from '../../host/binfmt.ts';
@@ -101,7 +101,7 @@ async function runChecks(config: HostConfig): Promise<Check[]> {
     base > 0 && !layout,
     layout ??
       `${ranges} ranges of ${size} ids: container root maps to host uids ${base}, ${base + size}, ... (up to ${end - 1})`,
-    `lower ARCHWAY_UID_BASE, ARCHWAY_UID_RANGES or ARCHWAY_UID_SIZE so that base + ranges * size <= ${2 ** 32 - 1}`,
+    `lower ARCHWAY_UID_BASE, ARCHWAY_UID_RANGES or ARCHWAY_UID_SIZE so that base + ranges * size - 1 <= ${MAX_ID}`,
   );
   // Users given subordinate ids (rootless podman, Debian's adduser) or real accounts in archway's
   // ranges would share kernel uids, and so quotas and file access, with jobs.
