@@ -131,6 +131,9 @@ describe('a uid range per container', () => {
   // The hog runs natively: qemu-user answers add_key/keyctl with ENOSYS, so an emulated job holds
   // no keys; but runc makes a session keyring for every container of any arch, as the victims show.
   it("does not let a job holding keys up to its quota make another job's container fail, on either arch", async () => {
+    // A warm container made before the hog: only its exec (a session keyring too) comes after.
+    const warm = await createTestHost('amd64', { env: ENV, warm: { busybox: 1 } });
+    await warm.warmPool?.filled();
     const hog = await amd64.launcher.launch({
       jobId: 'keyhog',
       image: 'busybox',
@@ -146,7 +149,7 @@ describe('a uid range per container', () => {
     expect(Number(keyId)).toBeGreaterThan(0);
 
     // runc joins a new session keyring for every container and exec: with a shared uid, these failed.
-    const [same, emulated, reader] = await Promise.all([
+    const [same, emulated, reader, warmExec] = await Promise.all([
       amd64.launcher.launch({ jobId: 'keys-victim', image: 'busybox', argv: ['echo', 'fine'] }).then(collect),
       arm64.launcher
         .launch({ jobId: 'keys-victim-arm', image: 'busybox', argv: ['echo', 'fine'] })
@@ -159,9 +162,17 @@ describe('a uid range per container', () => {
           prepare: withProbe,
         })
         .then(collect),
+      warm.launcher
+        .launch({ jobId: 'keys-victim-warm', image: 'busybox', argv: ['echo', 'fine'] })
+        .then(async (j) => {
+          expect(j.warm).toBe(true);
+          return collect(j);
+        }),
     ]);
+    await warm.launcher.close();
     expect(same).toMatchObject({ exitCode: 0, output: 'fine\n' });
     expect(emulated).toMatchObject({ exitCode: 0, output: 'fine\n' });
+    expect(warmExec).toMatchObject({ exitCode: 0, output: 'fine\n' });
     // Another job's key is neither visible nor readable (it was with one uid for every job).
     expect(reader.exitCode).toBe(0);
     expect(reader.output).toContain('describe: Permission denied');
