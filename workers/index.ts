@@ -60,6 +60,7 @@ export {
   idRangeLayoutProblem,
   idRangeOf,
   limitUcounts,
+  MAX_ID,
   type UcountLimits,
   ucountSysctls,
 } from './user-namespace.ts';

@@ -313,21 +313,28 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
       try {
         // The uid range first (no two live containers of the host share one), then the owner
         // record with it, so a concurrent reap by another process never sees an ownerless container.
-        rangeIndex = await leases.acquire({ id, owner: me });
-        const range = idRangeOf(layout, rangeIndex);
+        const index = await leases.acquire({ id, owner: me });
+        rangeIndex = index;
+        const range = idRangeOf(layout, index);
         await mkdir(bundle, { recursive: true, mode: 0o700 });
         const meta: ContainerMeta = {
           owner: me,
           image: { name: image.name, arch: image.arch, digest: image.digest },
           ...(ctl.jobId ? { jobId: ctl.jobId } : {}),
           createdAt: new Date().toISOString(),
-          uidRange: rangeIndex,
+          uidRange: index,
         };
         await writeFile(join(bundle, 'meta.json'), JSON.stringify(meta));
-        // The image with its owners in this range: made once per (version, range), then a snapshot as before.
-        const source = await imageForRange(image, range);
-        await snapshotSubvolume(source, rootfs, { timeoutMs: remaining(ctl, 30_000) });
-        userns = await createUserNamespace(range.hostId, o.idSize, remaining(ctl, 10_000));
+        // The user namespace (a few ms) is made while the image of this range is snapshotted: its
+        // copy made once per (version, range), then a snapshot as before.
+        const nsMade = createUserNamespace(range.hostId, o.idSize, remaining(ctl, 10_000));
+        try {
+          const source = await imageForRange(image, range);
+          await snapshotSubvolume(source, rootfs, { timeoutMs: remaining(ctl, 30_000) });
+        } finally {
+          userns = await nsMade.catch(() => undefined);
+        }
+        if (!userns) userns = await nsMade;
         await Promise.all([
           writeNetworkFiles(rootfs, network, {
             owner: range.hostId,
@@ -379,9 +386,12 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
           await writeFile(join(bundle, 'meta.json'), JSON.stringify({ ...meta, netIndex: attachment.index }));
         }
         // The lease outlives this process while the container runs (an orphan keeps its range).
-        const init = await processIdentity(initPid);
-        if (init) await leases.update(rangeIndex, { id, owner: me, init });
-        await limitUcounts(initPid, o.ucounts, remaining(ctl, 10_000));
+        await Promise.all([
+          processIdentity(initPid).then((init) =>
+            init ? leases.update(index, { id, owner: me, init }) : undefined,
+          ),
+          limitUcounts(initPid, o.ucounts, remaining(ctl, 10_000)),
+        ]);
         const initStart = await processStart(initPid);
         abortIfNeeded(ctl, 'prepare');
         const c: RuncContainer = {

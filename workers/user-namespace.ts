@@ -17,12 +17,16 @@ export function idRangeOf(layout: IdRangeLayout, index: number): IdRange {
   return { index, shift, hostId: layout.base + shift };
 }
 
-/** Why a layout cannot be used, or undefined when it can: every range must hold valid kernel uids (below 2^32 - 1). */
+/** The largest uid a container's root can have: Node starts processes only as int32 uids. */
+export const MAX_ID = 2 ** 31 - 1;
+
+/** Why a layout cannot be used, or undefined when it can: every id of every range must be at most MAX_ID. */
 export function idRangeLayoutProblem(layout: IdRangeLayout): string | undefined {
   const last = layout.base + layout.count * layout.size - 1;
-  // (uid_t)-1 is "no change" to chown and setuid: never a real id.
-  if (last >= 2 ** 32 - 1)
-    return `ARCHWAY_UID_BASE + ARCHWAY_UID_RANGES * ARCHWAY_UID_SIZE - 1 = ${last} is past the largest uid (4294967294)`;
+  // The kernel takes uids up to 2^32 - 2, but the namespace holder is spawned as the range's root
+  // uid, and Node's spawn() accepts int32 uids only.
+  if (last > MAX_ID)
+    return `ARCHWAY_UID_BASE + ARCHWAY_UID_RANGES * ARCHWAY_UID_SIZE - 1 = ${last} is past the largest uid archway can use (${MAX_ID})`;
   return undefined;
 }
 
@@ -105,6 +109,11 @@ export async function createUserNamespace(
   let exited = false;
   holder.once('exit', () => {
     exited = true;
+  });
+  // Without a listener, a holder that cannot start (no unshare on PATH) would crash the process.
+  holder.once('error', (err) => {
+    exited = true;
+    stderr ||= err.message;
   });
   const close = () => {
     holder.stdin?.destroy();

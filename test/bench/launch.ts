@@ -12,7 +12,8 @@
  * Prints a markdown section; docs/benchmarks.md holds the last one taken on the reference machine.
  */
 
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdir, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { buildImage, createImageStore, imageForRange, removeRangeCopies } from '../../images/index.ts';
@@ -275,6 +276,67 @@ if (!COMPARE_SECCOMP) {
     row(`range copy of a tree of ${await fileCount(big)} files`, 'any', samples);
     await removeRangeCopies(big);
     await deleteSubvolume(big);
+  }
+  // A real Debian image, when the pool holds one (ARCHWAY_TEST_DEBIAN=1 integration runs build it).
+  const debian = await store.resolve('debian-bookworm-build', 'amd64').catch(() => undefined);
+  if (debian) {
+    const samples: number[] = [];
+    for (let i = 0; i < Math.min(RUNS, 5); i++) {
+      await removeRangeCopies(debian.path);
+      const t = performance.now();
+      await imageForRange(debian, idRangeOf(layout, 1));
+      samples.push(performance.now() - t);
+    }
+    await removeRangeCopies(debian.path);
+    row(`range copy of debian-bookworm-build (${await fileCount(debian.path)} files)`, 'amd64', samples);
+  }
+  // The alternative to range copies: an idmapped mount of the version per container (kernel
+  // mount_setattr(MOUNT_ATTR_IDMAP); runc 1.1.5 cannot make one, so a helper of our own would,
+  // test/bench/idmap-mount.c). What it would cost each container: the mount, and its umount.
+  {
+    const helper = join(config.ARCHWAY_POOL_PATH, 'jobs', 'bench-idmap-mount');
+    await runCommand('gcc', ['-static', '-O2', '-o', helper, join(import.meta.dirname, 'idmap-mount.c')]);
+    const range = idRangeOf(layout, 1);
+    // A namespace that maps the stored ids (range 0) to range 1's: the mount's idmapping.
+    const mapper = spawn('unshare', ['--user', '--', 'cat'], { stdio: ['pipe', 'ignore', 'ignore'] });
+    const nsPath = `/proc/${mapper.pid}/ns/user`;
+    const mine = await readlink('/proc/self/ns/user');
+    while ((await readlink(nsPath).catch(() => mine)) === mine) await new Promise((r) => setTimeout(r, 1));
+    const map = `${layout.base} ${range.hostId} ${layout.size}\n`;
+    await writeFile(`/proc/${mapper.pid}/uid_map`, map);
+    await writeFile(`/proc/${mapper.pid}/gid_map`, map);
+    const image = await store.resolve('busybox', 'amd64');
+    const snap = join(config.ARCHWAY_POOL_PATH, 'jobs', 'bench-idmap-snap');
+    const target = join(config.ARCHWAY_POOL_PATH, 'jobs', 'bench-idmap-target');
+    await snapshotSubvolume(image.path, snap);
+    await mkdir(target, { recursive: true });
+    const mounts: number[] = [];
+    const umounts: number[] = [];
+    try {
+      for (let i = 0; i < RUNS; i++) {
+        let t = performance.now();
+        await runCommand(helper, [snap, target, nsPath]);
+        mounts.push(performance.now() - t);
+        if (i === 0 && (await stat(join(target, 'bin/busybox'))).uid !== range.hostId)
+          throw new Error('the idmapped mount does not show range 1 as the owner');
+        t = performance.now();
+        await runCommand('umount', [target]);
+        umounts.push(performance.now() - t);
+      }
+    } finally {
+      mapper.stdin?.destroy();
+      mapper.kill('SIGKILL');
+      await runCommand('umount', [target]).catch(() => undefined);
+      await rm(target, { recursive: true, force: true });
+      await rm(helper, { force: true });
+      await deleteSubvolume(snap);
+    }
+    row(
+      'idmapped mount of a snapshot instead (helper exec + open_tree + mount_setattr + move_mount; not used)',
+      'any',
+      mounts,
+    );
+    row('its umount at destroy (not used)', 'any', umounts);
   }
   const userns: number[] = [];
   for (let i = 0; i < RUNS; i++) {

@@ -457,6 +457,8 @@ describe('image sync', () => {
         ARCHWAY_POOL_PATH: SYNC_POOL,
         ARCHWAY_RUN_DIR: SYNC_RUN_DIR,
         ARCHWAY_CGROUP_PARENT: c.ARCHWAY_CGROUP_PARENT,
+        ARCHWAY_UID_BASE: String(c.ARCHWAY_UID_BASE),
+        ARCHWAY_UID_LEASE_DIR: c.ARCHWAY_UID_LEASE_DIR,
         ARCHWAY_NODE_ID: `sync-worker-${tag}`,
         ARCHWAY_API_URL: apiUrl,
         ARCHWAY_SYNC_TOKEN: SYNC_TOKEN,

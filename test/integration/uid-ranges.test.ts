@@ -2,7 +2,7 @@ import { copyFile, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { rangeCopiesOf } from '../../images/index.ts';
+import { imageForRange, rangeCopiesOf } from '../../images/index.ts';
 import { runCommand } from '../../src/index.ts';
 import type { LaunchedJob } from '../../workers/index.ts';
 import { makeVersion, removeImage } from '../support/image-versions.ts';
@@ -20,18 +20,19 @@ const PER_UID_INOTIFY = 8;
 const ENV = { ARCHWAY_CONTAINER_MAX_INOTIFY_INSTANCES: String(PER_UID_INOTIFY) };
 
 let probe: string;
+/** The same for arm64 (gcc-aarch64-linux-gnu), run through qemu-user like any arm64 job here. */
+let probeArm64: string;
 let scratch: string;
 let amd64: TestHost;
 let arm64: TestHost;
 beforeAll(async () => {
   scratch = await mkdtemp(join(tmpdir(), 'quota-probe-'));
   probe = join(scratch, 'quota-probe');
-  await runCommand('gcc', [
-    '-static',
-    '-O2',
-    '-o',
-    probe,
-    join(import.meta.dirname, '../fixtures/probes/quota-probe.c'),
+  const source = join(import.meta.dirname, '../fixtures/probes/quota-probe.c');
+  probeArm64 = join(scratch, 'quota-probe-arm64');
+  await Promise.all([
+    runCommand('gcc', ['-static', '-O2', '-o', probe, source]),
+    runCommand('aarch64-linux-gnu-gcc', ['-static', '-O2', '-o', probeArm64, source]),
   ]);
   amd64 = await createTestHost('amd64', { env: ENV });
   arm64 = await createTestHost('arm64', { env: ENV });
@@ -49,6 +50,7 @@ afterAll(async () => {
 
 /** Puts the probe at /quota-probe in the container, as the worker places a job's source. */
 const withProbe = async (rootfs: string) => copyFile(probe, join(rootfs, 'quota-probe'));
+const withArm64Probe = async (rootfs: string) => copyFile(probeArm64, join(rootfs, 'quota-probe'));
 
 /** A job's output so far, read as it comes. */
 function follow(job: LaunchedJob): { text: () => string } {
@@ -126,10 +128,15 @@ describe('a uid range per container', () => {
     }
   });
 
+  // The hog runs natively: qemu-user answers add_key/keyctl with ENOSYS, so an emulated job holds
+  // no keys; but runc makes a session keyring for every container of any arch, as the victims show.
   it("does not let a job holding keys up to its quota make another job's container fail, on either arch", async () => {
     // The seccomp filter denies the keyring calls to jobs (docs/security.md); the uid range must hold
     // even where a profile allows them, so the hog and the reader run without one.
     const unfiltered = await createTestHost('amd64', { env: ENV, seccompProfile: false });
+    // A warm container made before the hog: only its exec (a session keyring too) comes after.
+    const warm = await createTestHost('amd64', { env: ENV, warm: { busybox: 1 } });
+    await warm.warmPool?.filled();
     const hog = await unfiltered.launcher.launch({
       jobId: 'keyhog',
       image: 'busybox',
@@ -145,7 +152,7 @@ describe('a uid range per container', () => {
     expect(Number(keyId)).toBeGreaterThan(0);
 
     // runc joins a new session keyring for every container and exec: with a shared uid, these failed.
-    const [same, emulated, reader] = await Promise.all([
+    const [same, emulated, reader, warmExec] = await Promise.all([
       amd64.launcher.launch({ jobId: 'keys-victim', image: 'busybox', argv: ['echo', 'fine'] }).then(collect),
       arm64.launcher
         .launch({ jobId: 'keys-victim-arm', image: 'busybox', argv: ['echo', 'fine'] })
@@ -158,9 +165,17 @@ describe('a uid range per container', () => {
           prepare: withProbe,
         })
         .then(collect),
+      warm.launcher
+        .launch({ jobId: 'keys-victim-warm', image: 'busybox', argv: ['echo', 'fine'] })
+        .then(async (j) => {
+          expect(j.warm).toBe(true);
+          return collect(j);
+        }),
     ]);
+    await warm.launcher.close();
     expect(same).toMatchObject({ exitCode: 0, output: 'fine\n' });
     expect(emulated).toMatchObject({ exitCode: 0, output: 'fine\n' });
+    expect(warmExec).toMatchObject({ exitCode: 0, output: 'fine\n' });
     // Another job's key is neither visible nor readable (it was with one uid for every job).
     expect(reader.exitCode).toBe(0);
     expect(reader.output).toContain('describe: Permission denied');
@@ -192,15 +207,25 @@ describe('a uid range per container', () => {
     // Host root (this test process runs as root) still gets an instance: run the probe on the host.
     expect(await runCommand(probe, ['inotify-one'])).toBe('inotify-one: ok');
     // So does another job, on this arch and the emulated one.
-    const other = await collect(
-      await amd64.launcher.launch({
-        jobId: 'inotify-other',
-        image: 'busybox',
-        argv: ['/quota-probe', 'inotify-one'],
-        prepare: withProbe,
-      }),
-    );
-    expect(other).toMatchObject({ exitCode: 0, output: 'inotify-one: ok\n' });
+    const others = await Promise.all([
+      amd64.launcher
+        .launch({
+          jobId: 'inotify-other',
+          image: 'busybox',
+          argv: ['/quota-probe', 'inotify-one'],
+          prepare: withProbe,
+        })
+        .then(collect),
+      arm64.launcher
+        .launch({
+          jobId: 'inotify-other-arm',
+          image: 'busybox',
+          argv: ['/quota-probe', 'inotify-one'],
+          prepare: withArm64Probe,
+        })
+        .then(collect),
+    ]);
+    for (const other of others) expect(other).toMatchObject({ exitCode: 0, output: 'inotify-one: ok\n' });
     hog.cancel();
     expect((await hog.result).reason).toBe('canceled');
   });
@@ -265,6 +290,12 @@ describe('a uid range per container', () => {
           new RegExp(`cap_net_raw=ep \\[rootid=${base + k * size}\\]`),
         );
       }
+      // Two makers of one (version, range) at once (two workers of a host): one copy, no leftovers.
+      const range = { index: 7, shift: 7 * size, hostId: base + 7 * size };
+      const [p1, p2] = await Promise.all([imageForRange(v1, range), imageForRange(v1, range)]);
+      expect(p1).toBe(p2);
+      expect((await stat(join(p1, 'suid'))).uid).toBe(base + 7 * size);
+      expect((await readdir(`${v1.path}.ranges`)).sort()).toEqual([...copies.map(String), '7'].sort());
       for (const j of jobs) j.cancel();
       await Promise.all(jobs.map((j) => j.result));
       // A new version replaces it; removing the old one takes its copies too.

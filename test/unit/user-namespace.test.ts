@@ -9,11 +9,11 @@ describe('uid ranges', () => {
     expect(idRangeOf(layout, 3)).toEqual({ index: 3, shift: 196608, hostId: 296608 });
   });
 
-  it('refuses a layout whose last id is not a valid kernel uid', () => {
+  it('refuses a layout whose last id is past 2^31 - 1 (what Node can spawn a process as)', () => {
     expect(idRangeLayoutProblem({ base: 100000, size: 65536, count: 64 })).toBeUndefined();
-    // 65535 ranges of 65536 from 65536 end at 2^32 - 1 exactly: (uid_t)-1 is not an id.
-    expect(idRangeLayoutProblem({ base: 65536, size: 65536, count: 65535 })).toMatch(/past the largest uid/);
-    expect(idRangeLayoutProblem({ base: 65536, size: 65536, count: 65534 })).toBeUndefined();
+    // 32767 ranges of 65536 from 65536 end at 2^31 - 1 exactly; one more is too many.
+    expect(idRangeLayoutProblem({ base: 65536, size: 65536, count: 32767 })).toBeUndefined();
+    expect(idRangeLayoutProblem({ base: 65536, size: 65536, count: 32768 })).toMatch(/past the largest uid/);
   });
 
   it('sets every per-user-namespace count archway bounds', () => {

@@ -1,6 +1,12 @@
 import { access, readFile, statfs } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { CAPABILITIES, idRangeLayoutProblem, packageCacheStats, seccompFor } from '../../../workers/index.ts';
+import {
+  CAPABILITIES,
+  idRangeLayoutProblem,
+  MAX_ID,
+  packageCacheStats,
+  seccompFor,
+} from '../../../workers/index.ts';
 import { HostConfig, parseConfig } from '../../config.ts';
 import { ARCH_INFO, ARCHES, hostArch } from '../../domain.ts';
 import { archSupport } from '../../host/binfmt.ts';
@@ -124,7 +130,7 @@ async function runChecks(config: HostConfig, slots: number): Promise<Check[]> {
     base > 0 && !layout,
     layout ??
       `${ranges} ranges of ${size} ids: container root maps to host uids ${base}, ${base + size}, ... (up to ${end - 1})`,
-    `lower ARCHWAY_UID_BASE, ARCHWAY_UID_RANGES or ARCHWAY_UID_SIZE so that base + ranges * size <= ${2 ** 32 - 1}`,
+    `lower ARCHWAY_UID_BASE, ARCHWAY_UID_RANGES or ARCHWAY_UID_SIZE so that base + ranges * size - 1 <= ${MAX_ID}`,
   );
   // Users given subordinate ids (rootless podman, Debian's adduser) or real accounts in archway's
   // ranges would share kernel uids, and so quotas and file access, with jobs.
