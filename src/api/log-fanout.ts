@@ -108,6 +108,7 @@ export function createLogFanout(o: LogFanoutOptions): LogFanout {
       let position = await lastLogId(o.redis, o.keys, jobId);
       r.ringStart = position;
       notify(r);
+      if (r.stopped) return;
       r.conn = o.createBlockingRedis();
       while (!r.stopped && !r.ended) {
         let page: LogPage = await readLogBlocking(r.conn, o.keys, jobId, position, {
