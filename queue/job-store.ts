@@ -3,6 +3,7 @@ import { z } from 'zod';
 import {
   type Arch,
   type Attempt,
+  FINAL_STATES,
   InvalidInputError,
   JOB_STATES,
   JobRecord,
@@ -103,6 +104,11 @@ export interface JobStore {
    * every index entry (all, state, arch, labels). Returns their ids. Their logs expire by themselves.
    */
   sweepExpired(now?: number, limit?: number): Promise<string[]>;
+  /**
+   * Gives the finished jobs that have no expiry yet (finished before records expired) their
+   * expiry, from their end, and drops the secrets from their stored spec. Returns how many.
+   */
+  backfillRetention(): Promise<number>;
 }
 
 export interface JobStoreOptions {
@@ -247,6 +253,31 @@ export function createJobStore(redis: Redis, keys: Keys, so: JobStoreOptions): J
         await m.exec();
       }
       return ids;
+    },
+    async backfillRetention() {
+      let adopted = 0;
+      for (const state of FINAL_STATES) {
+        for (let start = 0; ; start += 500) {
+          const ids = await redis.zrange(keys.jobsByState(state), start, start + 499);
+          if (ids.length === 0) break;
+          const scores = (await redis.call('ZMSCORE', keys.jobsExpiry, ...ids)) as (string | null)[];
+          for (const [i, id] of ids.entries()) {
+            if (scores[i] !== null) continue;
+            const [finishedAt, spec] = await redis.hmget(keys.job(id), 'finishedAt', 'spec');
+            const parsed = JSON.parse(spec ?? '{}') as { secrets?: Record<string, string> };
+            const names = Object.fromEntries(Object.keys(parsed.secrets ?? {}).map((k) => [k, MASK]));
+            const end = Date.parse(finishedAt ?? '') || Date.now();
+            await redis
+              .multi()
+              .hset(keys.job(id), 'spec', JSON.stringify({ ...parsed, secrets: names }))
+              .hdel(keys.job(id), 'secrets')
+              .zadd(keys.jobsExpiry, end + Math.round(so.retentionSeconds * 1000), id)
+              .exec();
+            adopted++;
+          }
+        }
+      }
+      return adopted;
     },
     async list(filter) {
       const sets: string[] = [keys.jobsAll];

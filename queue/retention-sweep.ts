@@ -29,7 +29,14 @@ export function createRetentionSweep(o: RetentionSweepOptions): RetentionSweep {
   let running: Promise<number> | undefined;
   let closed: Promise<void> | undefined;
 
+  let backfilled = false;
   async function sweep(): Promise<number> {
+    if (!backfilled) {
+      // Once per process: jobs that finished before records expired get their expiry now.
+      const n = await o.store.backfillRetention();
+      if (n > 0) o.logger.info({ jobs: n }, 'gave finished jobs from before retention their expiry');
+      backfilled = true;
+    }
     let total = 0;
     for (;;) {
       const ids = await o.store.sweepExpired(Date.now(), 500);

@@ -120,6 +120,18 @@ export const JobSpec = z
 export type JobSpec = z.output<typeof JobSpec>;
 export type JobSpecInput = z.input<typeof JobSpec>;
 
+/**
+ * A job spec as stored and served: JobSpec without the intake's size bounds (script, env,
+ * secrets, labels), so that a record written before a bound existed still reads, and is still
+ * served and swept. Everything that enters goes through JobSpec.
+ */
+export const StoredJobSpec = JobSpec.extend({
+  script: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+  env: z.record(EnvName, z.string()).default({}),
+  secrets: z.record(EnvName, z.string().min(1)).default({}),
+  labels: z.record(z.string(), z.string()).default({}),
+});
+
 export const JOB_STATES = ['queued', 'running', 'passed', 'failed', 'errored', 'canceled'] as const;
 export const JobState = z.enum(JOB_STATES);
 export type JobState = z.infer<typeof JobState>;
@@ -166,7 +178,7 @@ export const JobRecord = z.object({
   state: JobState,
   reason: EndReason.optional(),
   exitCode: z.int().optional(),
-  spec: JobSpec,
+  spec: StoredJobSpec,
   labels: z.record(z.string(), z.string()),
   createdAt: z.string(),
   startedAt: z.string().optional(),

@@ -1,3 +1,4 @@
+import { statfs } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { hostname } from 'node:os';
 import { createImageStore, createSyncAgent } from '../images/index.ts';
@@ -58,6 +59,15 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
     set: ceilingsSet(config),
   });
   logger.info({ ceilings }, 'ceilings of one job on this node');
+  // Every slot may fill its default disk at once; the pool is shared with the other arches' nodes.
+  const room = await statfs(config.ARCHWAY_POOL_PATH);
+  const need = limitsWithin({}, ceilings).diskMiB * o.slots;
+  const free = Math.floor((room.bavail * room.bsize) / 2 ** 20);
+  if (need > free)
+    logger.warn(
+      { slots: o.slots, defaultDiskMiB: need / o.slots, freeMiB: free },
+      'the default disk of every slot does not fit the free space of the pool: jobs may fail with ENOSPC (see bin/archway doctor --slots)',
+    );
   const runtime = await createRuncRuntime(runtimeOptionsFrom(config, o.arch, logger));
   const reaped = await runtime.reap({});
   if (reaped.length)

@@ -9,10 +9,13 @@ import {
 } from '../../queue/index.ts';
 import { ArchwayError, type Keys, toError } from '../index.ts';
 
-/** Entries one pull of a follower reads from Redis (16 KiB chunks: at most 512 KiB held per follower). */
-const PAGE = 32;
-/** Bytes of recent chunks a job's reader keeps for the followers that are caught up. */
-const RING_BYTES = 1024 * 1024;
+/**
+ * Entries one pull of a follower reads from Redis: chunks are at most 16 KiB, so a follower whose
+ * client stops reading holds at most 256 KiB (1000 followers, the default cap: 250 MiB at worst).
+ */
+const PAGE = 16;
+/** Bytes of recent chunks a job's reader keeps for the followers that are caught up (one reader per followed job). */
+const RING_BYTES = 256 * 1024;
 /** How long the reader blocks before it asks whether the job has finished. */
 const BLOCK_MS = 1000;
 
@@ -108,6 +111,7 @@ export function createLogFanout(o: LogFanoutOptions): LogFanout {
       let position = await lastLogId(o.redis, o.keys, jobId);
       r.ringStart = position;
       notify(r);
+      if (r.stopped) return;
       r.conn = o.createBlockingRedis();
       while (!r.stopped && !r.ended) {
         let page: LogPage = await readLogBlocking(r.conn, o.keys, jobId, position, {

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { MASK } from '../../queue/index.ts';
-import { Arch, ArchInput, JobId, JobRecord, JobSpec, JobState, VISIBILITY_LABEL } from '../index.ts';
+import { Arch, ArchInput, JobId, JobRecord, JobState, StoredJobSpec, VISIBILITY_LABEL } from '../index.ts';
 
 /** The API's named schemas (components of the OpenAPI document): a registry of its own, not zod's global one. */
 export const apiSchemas = z.registry<{ id: string }>();
@@ -11,7 +11,7 @@ export const apiSchemas = z.registry<{ id: string }>();
  */
 export const JobView = JobRecord.extend({
   // The request schema's arch is a transform (aliases), which a response cannot be encoded through.
-  spec: JobSpec.extend({ arch: Arch }),
+  spec: StoredJobSpec.extend({ arch: Arch }),
 }).register(apiSchemas, { id: 'Job' });
 export type JobView = z.infer<typeof JobView>;
 

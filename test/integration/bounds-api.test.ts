@@ -17,7 +17,7 @@ import {
   parseConfig,
 } from '../../src/index.ts';
 import { startRedis, type TestRedis } from '../support/redis-server.ts';
-import { leftovers, TEST_ENV } from '../support/test-host.ts';
+import { eventually, leftovers, TEST_ENV } from '../support/test-host.ts';
 
 // Issue 9: ceilings, kernel minima, labels and script sizes are refused at the API with a 400 naming the field.
 const TOKEN = `admin-${randomBytes(12).toString('hex')}`;
@@ -227,6 +227,34 @@ describe('the CLI on a host', () => {
     expect(under.stderr).toContain('--memory: at least 16 MiB');
     expect(await leftovers()).toEqual([]);
   });
+
+  it('a worker whose slots of default disk do not fit the pool says so at start', async () => {
+    const worker = execa('bin/archway', ['worker', '--arch', 'amd64', '--slots', '40', '--warm', '0'], {
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        ...TEST_ENV,
+        ARCHWAY_LOG_LEVEL: 'info',
+        REDIS_URL: server.url,
+        ARCHWAY_REDIS_PREFIX: `w${keys.prefix}`,
+      },
+      extendEnv: false,
+      reject: false,
+    });
+    let err = '';
+    worker.stderr?.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    await eventually(
+      () => err.includes('node ready') || worker.exitCode !== null,
+      'the worker to start',
+      60_000,
+    );
+    worker.kill('SIGTERM');
+    await worker;
+    expect(err).toContain('the default disk of every slot does not fit the free space of the pool');
+    expect(err).toMatch(/"slots":40,"defaultDiskMiB":4096/);
+    expect(await leftovers()).toEqual([]);
+  }, 90_000);
 
   it('doctor says when the default disk times the slots does not fit the pool', async () => {
     const fits = await archway(['doctor', '--slots', '2']);

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MAX_SCRIPT_BYTES } from '../../src/index.ts';
+import { MAX_SCRIPT_BYTES, MIN_LIMITS } from '../../src/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { leftovers } from '../support/test-host.ts';
 
@@ -64,6 +64,21 @@ describe('scripts that fit', () => {
     const log = await c.log(id);
     expect(job, log).toMatchObject({ state: 'passed' });
     expect(log).toContain('\n0:0 644\nstat\n');
+  });
+});
+
+describe('the kernel minima', () => {
+  it('a job at every minimum still starts and runs its script, under qemu too', async () => {
+    const id = await c.submit({
+      arch: 'arm64',
+      image: 'busybox',
+      script: 'ls / | wc -l; echo "ran at the minima"',
+      resources: { ...MIN_LIMITS },
+    });
+    const job = await c.waitFinal(id, 120_000);
+    const log = await c.log(id);
+    expect(job, log).toMatchObject({ state: 'passed', exitCode: 0 });
+    expect(log).toContain('ran at the minima\n');
   });
 });
 

@@ -91,7 +91,7 @@ interface Follower {
 }
 
 /** Opens one SSE follow of its own (no shared agent: one TCP connection each). */
-function follow(id: string): Promise<Follower | { status: number; body: string }> {
+function follow(id: string): Promise<Follower | { status: number; body: string; retryAfter?: string }> {
   return new Promise((resolve, reject) => {
     const req = request(`${base}/v1/jobs/${id}/log`, {
       agent: false,
@@ -105,7 +105,9 @@ function follow(id: string): Promise<Follower | { status: number; body: string }
         res.on('data', (d: string) => {
           body += d;
         });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, body, retryAfter: String(res.headers['retry-after']) }),
+        );
         return;
       }
       const chunks: string[] = [];
@@ -211,7 +213,7 @@ describe('log followers share one reader per job', () => {
     const b = await runningJob();
     const onA = (await Promise.all(Array.from({ length: FOLLOWERS }, () => follow(a.id)))) as Follower[];
     const more = await follow(a.id);
-    expect(more).toMatchObject({ status: 429 });
+    expect(more).toMatchObject({ status: 429, retryAfter: '10' });
     expect(JSON.parse((more as { body: string }).body).error).toEqual({
       code: 'TOO_MANY_FOLLOWERS',
       message: `job ${a.id} already has ${FOLLOWERS} log followers (ARCHWAY_LOG_FOLLOWERS_PER_JOB); read the log without following, or try again later`,

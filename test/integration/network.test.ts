@@ -1,13 +1,20 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runCommand } from '../../src/index.ts';
 import { startRedis, type TestRedis } from '../support/redis-server.ts';
-import { collect, createTestHost, eventually, leftovers, type TestHost } from '../support/test-host.ts';
+import {
+  collect,
+  createTestHost,
+  eventually,
+  leftovers,
+  type TestHost,
+  testConfig,
+} from '../support/test-host.ts';
 
 /**
  * Job egress, against real listeners: on the host (bound to every address), in a namespace this
@@ -218,6 +225,19 @@ wget -q -O- http://deb.debian.org/debian/dists/bookworm/Release | head -1`,
       'lo',
       '0',
     ]);
+  });
+
+  it('the DNS forwarder and the package cache outlive the runtime that started them, and a new one reuses them', async () => {
+    const state = testConfig().ARCHWAY_NET_STATE_DIR;
+    const pids = async () => [
+      (await readFile(join(state, 'dnsmasq.pid'), 'utf8')).trim(),
+      (await readFile(join(state, 'apt-cacher-ng', 'pid'), 'utf8')).trim(),
+    ];
+    const before = await pids();
+    await h.launcher.close();
+    h = await createTestHost('amd64');
+    expect(await pids()).toEqual(before);
+    for (const pid of before) expect(() => process.kill(Number(pid), 0)).not.toThrow();
   });
 
   it("removes the container's interface and gives its address back when the job ends", async () => {

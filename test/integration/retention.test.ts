@@ -158,6 +158,51 @@ describe('finished jobs expire with their logs, index entries included', () => {
     expect(await c.client.exists(c.keys.job(waiting))).toBe(1);
   });
 
+  it('jobs that finished before records expired are given their expiry, and lose their secrets', async () => {
+    /** Makes a finished job as records were written before: secrets in the spec, no expiry, any number of labels. */
+    const oldStyle = async (finishedAt: number) => {
+      const id = await submitTo(short, {
+        arch: 'arm64',
+        image: 'busybox',
+        script: 'true',
+        secrets: { K: SECRET },
+      });
+      await short.cancel(id);
+      const spec = JSON.parse((await c.client.hget(c.keys.job(id), 'spec')) ?? '{}');
+      const labels = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`l${i}`, 'v']));
+      await c.client
+        .multi()
+        .hset(c.keys.job(id), {
+          spec: JSON.stringify({ ...spec, secrets: { K: SECRET }, labels }),
+          labels: JSON.stringify(labels),
+          finishedAt: new Date(finishedAt).toISOString(),
+        })
+        .zrem(c.keys.jobsExpiry, id)
+        .exec();
+      return id;
+    };
+    const long = await oldStyle(Date.now() - 3_600_000);
+    const recentEnd = Date.now() + 60_000;
+    const recent = await oldStyle(recentEnd);
+    expect(await rawRecord(recent)).toContain(SECRET);
+    // Such a record still reads (40 labels is over today's cap) and is listed.
+    expect((await c.queue.get(recent))?.labels).toHaveProperty('l39');
+    expect((await list('state=canceled&limit=100')).map((j) => j.id)).toContain(recent);
+
+    const sweep = createRetentionSweep({
+      store: short.store,
+      logger: createLogger({ name: 't', level: 'silent' }),
+    });
+    await sweep.sweep();
+    await sweep.close();
+    // The one that ended an hour ago was past its retention: gone. The other now has its expiry.
+    expect(await c.client.exists(c.keys.job(long))).toBe(0);
+    expect(await rawRecord(recent)).not.toContain(SECRET);
+    expect((await c.queue.get(recent))?.spec.secrets).toEqual({ K: '[secure]' });
+    // Its end plus the retention (1 s here).
+    expect(Number(await c.client.zscore(c.keys.jobsExpiry, recent))).toBe(recentEnd + 1000);
+  });
+
   it('a job that ran is given its expiry when it ends, from the retention setting', async () => {
     const id = await c.submit({ arch: 'amd64', image: 'busybox', script: 'echo ran' });
     const job = await c.waitFinal(id);

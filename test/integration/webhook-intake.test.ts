@@ -103,6 +103,30 @@ function post(bytes: number, headers: Record<string, string>): Promise<{ status:
   });
 }
 
+/** Sends `bytes` of a body, then nothing more (never ends it): a slow or stalled client. */
+function stall(bytes: number, headers: Record<string, string>): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${url}/webhooks/github`, {
+      method: 'POST',
+      agent: false,
+      headers: { 'content-type': 'application/json', 'x-github-event': 'push', ...headers },
+    });
+    req.on('error', reject);
+    req.on('response', (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        body += d;
+      });
+      res.on('end', () => {
+        resolve({ status: res.statusCode ?? 0, body });
+        req.destroy();
+      });
+    });
+    req.write(Buffer.alloc(bytes, 'b'));
+  });
+}
+
 const fakeSignature = () => `sha256=${randomBytes(32).toString('hex')}`;
 
 describe('POST /webhooks/github under a flood', () => {
@@ -152,6 +176,31 @@ describe('POST /webhooks/github under a flood', () => {
       body: Buffer.alloc(BIG + 1),
     });
     expect(announced.status).toBe(413);
+  }, 60_000);
+
+  it('bodies that stall are cut at 10 s (408, GitHub waits no longer) and free their share of the memory limit', async () => {
+    // 30 clients send 1 MiB each and then nothing: 30 of the 32 MiB the API may hold.
+    const stalled = Array.from({ length: 30 }, () => stall(MiB, { 'x-hub-signature-256': fakeSignature() }));
+    const results = await Promise.all(stalled);
+    expect(results.map((r) => r.status)).toEqual(Array(30).fill(408));
+    expect(JSON.parse(results[0]?.body ?? '{}').error.code).toBe('BODY_TIMEOUT');
+    // Their share is free again: a signed 20 MiB delivery fits (30 + 20 MiB would not).
+    const all = examples as unknown as { name: string; examples: Record<string, unknown>[] }[];
+    const large = JSON.stringify({
+      ...all.find((e) => e.name === 'push')?.examples[0],
+      padding: 'p'.repeat(20 * MiB),
+    });
+    const res = await fetch(`${url}/webhooks/github`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'x-github-event': 'push',
+        'x-github-delivery': randomUUID(),
+        'x-hub-signature-256': await new Webhooks({ secret: SECRET }).sign(large),
+      },
+      body: large,
+    });
+    expect(res.status).toBe(202);
   }, 60_000);
 
   it('a real payload signed with the secret is still taken (202), and the memory it held is free again', async () => {

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -278,7 +278,10 @@ script:
   const script = () => buildJobScript(job(yaml), { event: push, jobId: 'j', buildDir: dir });
 
   it('moves to bash where the image has it, as Travis runs jobs in bash', () => {
-    const r = spawnSync('/bin/sh', ['-c', script()], {
+    // As the worker runs it: from its file (workers/job-script.ts), which bash then re-reads.
+    const file = join(dir, 'script.sh');
+    writeFileSync(file, script());
+    const r = spawnSync('/bin/sh', [file], {
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir },
       encoding: 'utf8',
     });

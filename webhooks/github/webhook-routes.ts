@@ -29,6 +29,11 @@ export interface WebhookRoutesOptions {
    * it is refused with 503 (GitHub lets the App redeliver it). Default 100 MiB.
    */
   memoryLimitBytes?: number;
+  /**
+   * Longest a body may take to arrive, in ms: GitHub gives up on a delivery after 10 s, so a
+   * slower body is not GitHub's, and must not hold its share of `memoryLimitBytes`. Default 10 s.
+   */
+  bodyTimeoutMs?: number;
 }
 
 const DELIVERY_ID = /^[A-Za-z0-9-]{1,100}$/;
@@ -45,6 +50,14 @@ class PayloadTooLargeError extends ArchwayError {
   constructor(limit: number) {
     super('BODY_TOO_LARGE', `the payload is larger than ${limit} bytes (GitHub caps payloads at 25 MB)`, {
       httpStatus: 413,
+    });
+  }
+}
+
+class BodyTimeoutError extends ArchwayError {
+  constructor(ms: number) {
+    super('BODY_TIMEOUT', `the payload did not arrive within ${ms} ms (GitHub waits 10 s for an answer)`, {
+      httpStatus: 408,
     });
   }
 }
@@ -73,6 +86,7 @@ export function createWebhookRoutes(o: WebhookRoutesOptions): FastifyPluginAsync
   const ttl = o.dedupTtlSeconds ?? 7 * 86_400;
   const bodyLimit = o.bodyLimit ?? 25 * 1024 * 1024;
   const memoryLimit = o.memoryLimitBytes ?? 100 * 1024 * 1024;
+  const bodyTimeoutMs = o.bodyTimeoutMs ?? 10_000;
   /** Bytes of webhook bodies held now, and what each request holds of them. */
   let held = 0;
   const holds = new WeakMap<FastifyRequest, number>();
@@ -103,9 +117,11 @@ export function createWebhookRoutes(o: WebhookRoutesOptions): FastifyPluginAsync
       const chunks: Buffer[] = [];
       let size = 0;
       let finished = false;
+      const timer = setTimeout(() => fail(new BodyTimeoutError(bodyTimeoutMs)), bodyTimeoutMs);
       const fail = (e: Error) => {
         if (finished) return;
         finished = true;
+        clearTimeout(timer);
         payload.removeAllListeners('data');
         payload.resume(); // the rest is read and dropped, never held
         chunks.length = 0;
@@ -126,6 +142,7 @@ export function createWebhookRoutes(o: WebhookRoutesOptions): FastifyPluginAsync
       payload.on('end', () => {
         if (finished) return;
         finished = true;
+        clearTimeout(timer);
         const body: ReceivedBody = {
           raw: Buffer.concat(chunks, size),
           digests: hmacs.map((h) => h.digest()),

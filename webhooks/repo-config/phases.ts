@@ -556,7 +556,9 @@ export function buildJobScript(job: ExpandedJob, ctx: JobScriptContext): string 
   if (ctx.preferBash === false) return body;
   return [
     '# Travis runs jobs in bash: so does archway where the image has bash; elsewhere this runs as POSIX sh.',
-    `if [ -z "\${BASH_VERSION:-}" ] && command -v bash >/dev/null 2>&1; then exec bash -c ${shellQuote(body)} archway-job; fi`,
+    // The worker runs the script from its file: bash re-reads that file (never argv, which the kernel caps at 128 KiB).
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: shell syntax
+    'if [ -z "${BASH_VERSION:-}" ] && [ -f "$0" ] && command -v bash >/dev/null 2>&1; then exec bash "$0"; fi',
     body,
   ].join('\n');
 }

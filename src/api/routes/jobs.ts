@@ -22,7 +22,7 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps; ceilings: Ceiling
       schema: {
         summary: 'Submit a job',
         description:
-          'Writes the job and queues it for its arch. With an Idempotency-Key, a retried request returns the first job (200) instead of making another; the same key with a different body is a 409. An arch with no live worker is accepted, and `warnings` says so; an arch whose pool is disabled (max 0) is refused with 409 POOL_DISABLED.',
+          "Writes the job and queues it for its arch. With an Idempotency-Key, a retried request returns the first job (200) instead of making another; the same key with a different body is a 409. An arch with no live worker is accepted, and `warnings` says so; an arch whose pool is disabled (max 0) is refused with 409 POOL_DISABLED. A resource over the operator's ceiling (ARCHWAY_MAX_CPUS, _MEMORY_MIB, _PIDS, _DISK_MIB) or under what the kernel can apply is a 400 naming the field and the limit.",
         tags: ['jobs'],
         security,
         headers: z

@@ -84,8 +84,10 @@ export const logRoutes: FastifyPluginAsyncZod<LogRoutesOptions> = async (app, { 
           .send(chunks.map((c) => c.text).join(''));
       }
 
-      // Over a cap: 429 before anything is streamed.
+      // Over a cap: 429 (with a Retry-After) before anything is streamed.
+      reply.header('retry-after', '10');
       const follower = fanout.join(id);
+      reply.removeHeader('retry-after');
       // A stream of our own: fastify's stream handling would hold the headers until the first chunk.
       reply.hijack();
       const res = reply.raw;
