@@ -4,20 +4,22 @@ import { allowEntryError } from './source-url.ts';
 
 const int = (def: number, min = 1) => z.coerce.number().int().min(min).default(def);
 
-const cidrList = z
-  .string()
-  .default('')
-  .transform((s) =>
-    s
-      .split(',')
-      .map((v) => v.trim())
-      .filter(Boolean),
-  )
-  .pipe(
-    z.array(
-      z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'IPv4 CIDRs such as 10.1.2.0/24, comma-separated'),
-    ),
-  );
+/** A comma-separated list (blanks dropped), each item checked by `item`. */
+const commaList = (item: z.ZodString) =>
+  z
+    .string()
+    .default('')
+    .transform((s) =>
+      s
+        .split(',')
+        .map((v) => v.trim())
+        .filter(Boolean),
+    )
+    .pipe(z.array(item));
+
+const cidrList = commaList(
+  z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'IPv4 CIDRs such as 10.1.2.0/24, comma-separated'),
+);
 
 /** Job egress (a network namespace per container, a veth to the host, nftables), shared by every host process. */
 const EgressSettings = {
@@ -382,16 +384,9 @@ export const ScalerConfig = z
     /** Longest the `exec` command may run before it is killed, in seconds. */
     ARCHWAY_SCALER_EXEC_TIMEOUT_SECONDS: seconds(300, 1),
     /** Names of variables of the scaler's environment passed on to the `exec` command (comma-separated), besides PATH and HOME. */
-    ARCHWAY_SCALER_EXEC_PASS_ENV: z
-      .string()
-      .default('')
-      .transform((s) =>
-        s
-          .split(',')
-          .map((v) => v.trim())
-          .filter(Boolean),
-      )
-      .pipe(z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'variable names, comma-separated'))),
+    ARCHWAY_SCALER_EXEC_PASS_ENV: commaList(
+      z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'variable names, comma-separated'),
+    ),
     /** Arches the scaler looks after (comma-separated, aliases accepted), or `all`. */
     ARCHWAY_SCALER_ARCHES: z.string().default('all'),
     /** Seconds between two passes over the pools. */

@@ -212,6 +212,7 @@ describe('egress reaches nothing of the host', () => {
     ];
     const script = [
       // A job's gateway is the host end of its /30: its own address minus one.
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansions, not a template
       'a=$(hostname -I | cut -d" " -f1); gw=${a%.*}.$(( ${a##*.} - 1 ))',
       ...targets.map(
         (t) =>
