@@ -17,7 +17,7 @@ export {
   type ResolvedImage,
 } from './image-store.ts';
 export { type PublishImageOptions, type PublishResult, publishImage } from './publish-image.ts';
-export { listRecipes, loadRecipe, RECIPES_DIR, Recipe, RecipeProvides } from './recipe.ts';
+export { listRecipes, loadRecipe, RECIPES_DIR, Recipe, RecipeProvides, recipeToolchains } from './recipe.ts';
 export {
   createSyncAgent,
   type SyncAgent,

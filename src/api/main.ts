@@ -1,3 +1,4 @@
+import { recipeToolchains } from '../../images/index.ts';
 import { createJobQueue, createNodeRegistry, createStallWatch, MAX_ATTEMPTS } from '../../queue/index.ts';
 import { createGitHubService, loadPrivateKey } from '../../webhooks/index.ts';
 import {
@@ -88,6 +89,8 @@ export async function runApi(
           logger,
           publicUrl: () => publicUrl,
           sourcePolicy,
+          // The shipped recipes' provides: check runs warn about a compiler or version an image lacks.
+          toolchains: await recipeToolchains(),
         })
       : undefined;
   const app = buildApp(config, {
