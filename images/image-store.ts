@@ -13,6 +13,7 @@ import {
   InvalidInputError,
   isSubvolume,
 } from '../src/index.ts';
+import { removeRangeCopies } from './range-copies.ts';
 
 /** What is recorded of one built version of an image for one arch. */
 export const ImageVersion = z.object({
@@ -49,7 +50,7 @@ export interface ImageStore {
   commit(version: ImageVersion): Promise<ResolvedImage>;
   /**
    * Removes a version that is not current: its record first (so it stops resolving), then its
-   * subvolume. Containers already made from it are snapshots of their own and are not affected.
+   * shifted copies (one per uid range that used it) and its subvolume. Containers already made from it are snapshots of their own and are not affected.
    */
   remove(name: string, arch: Arch, digest: string): Promise<void>;
 }
@@ -132,6 +133,7 @@ export function createImageStore(opts: ImageStoreOptions): ImageStore {
         });
       const dir = dirOf(name, arch);
       await rm(join(dir, `${digest}.json`), { force: true });
+      await removeRangeCopies(join(dir, digest));
       if (await isSubvolume(join(dir, digest))) await deleteSubvolume(join(dir, digest));
     },
   };

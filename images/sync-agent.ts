@@ -14,6 +14,7 @@ import {
 } from '../src/index.ts';
 import { downloadBlob } from './download-blob.ts';
 import type { ImageStore, ResolvedImage } from './image-store.ts';
+import { type IdRange, imageForRange, rangeCopiesOf, removeRangeCopies } from './range-copies.ts';
 import { removeStaging, STAGING_PREFIX, verifyAndReceive } from './verify-and-receive.ts';
 
 export type SyncKind = 'full' | 'incremental';
@@ -47,6 +48,12 @@ export interface SyncAgentOptions {
    * version is kept after a switch until it leaves this set. Default: none in use.
    */
   inUse?: () => Promise<ReadonlySet<string>>;
+  /**
+   * The host's uid range `index` (the worker's layout). With it, a new version gets its copies for
+   * the uid ranges the version it replaces had, before it becomes current, so no launch waits for
+   * one. Default: none made ahead (each is made when a container of its range first needs it).
+   */
+  idRange?: (index: number) => IdRange;
   /** Called once a new version is current (the worker drops warm containers of the old one). */
   onSwitch?: (image: ResolvedImage) => void | Promise<void>;
   /** Where the list of held versions goes after every change (the node's record). */
@@ -184,6 +191,7 @@ export function createSyncAgent(o: SyncAgentOptions): SyncAgent {
       logged.add(err);
       throw err;
     }
+    await copyRangesAhead(entry.name, entry.digest);
     const image = await o.store.commit({
       name: entry.name,
       arch: o.arch,
@@ -207,6 +215,33 @@ export function createSyncAgent(o: SyncAgentOptions): SyncAgent {
       await o.onSwitch?.(image);
     } catch (e) {
       log.warn({ ...what, err: toError(e).message }, 'image sync: the switch hook failed');
+    }
+  }
+
+  /** The received version's copies for every uid range the current version has one for. */
+  async function copyRangesAhead(name: string, digest: string): Promise<void> {
+    if (!o.idRange) return;
+    const current = await o.store.resolve(name, o.arch).catch(() => undefined);
+    if (!current || current.digest === digest) return;
+    const ranges = await rangeCopiesOf(current.path);
+    if (ranges.length === 0) return;
+    const path = join(o.store.dirOf(name, o.arch), digest);
+    const t0 = Date.now();
+    try {
+      for (const k of ranges) {
+        if (closing.signal.aborted) return;
+        await imageForRange({ path }, o.idRange(k));
+      }
+      log.info(
+        { image: name, arch: o.arch, digest, ranges, ms: Date.now() - t0 },
+        'image sync: made the uid range copies the replaced version had',
+      );
+    } catch (e) {
+      // Not fatal: a container of that range makes its copy when it needs it.
+      log.warn(
+        { image: name, digest, err: toError(e).message },
+        'image sync: making uid range copies failed',
+      );
     }
   }
 
@@ -303,11 +338,20 @@ export function createSyncAgent(o: SyncAgentOptions): SyncAgent {
     for (const e of await o.catalog.list()) if (e.arch === o.arch) enqueue(e.name);
   }
 
-  /** Staging directories of processes that are gone (a crash mid-receive). */
+  /** Staging directories of processes that are gone (a crash mid-receive), and range copies of versions not held. */
   async function removeStaleStaging(): Promise<void> {
     for (const name of await readdir(o.store.root).catch(() => [] as string[])) {
       const dir = o.store.dirOf(name, o.arch);
       for (const entry of await readdir(dir).catch(() => [] as string[])) {
+        const version = entry.endsWith('.ranges') ? entry.slice(0, -'.ranges'.length) : undefined;
+        if (version && !(await holds(name, version))) {
+          await removeRangeCopies(join(dir, version));
+          log.info(
+            { image: name, digest: version },
+            'image sync: removed uid range copies of a version not held',
+          );
+          continue;
+        }
         if (!entry.startsWith(STAGING_PREFIX)) continue;
         const pid = Number(entry.slice(STAGING_PREFIX.length).split('-')[0]);
         if (pid === process.pid || isAlive(pid)) continue;

@@ -4,7 +4,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 need_host=0
-for cmd in btrfs runc mkfs.btrfs zstd mmdebstrap arch-test gpg catatonit redis-server busybox slirp4netns pasta; do
+for cmd in btrfs runc mkfs.btrfs zstd mmdebstrap arch-test gpg catatonit redis-server busybox slirp4netns pasta aarch64-linux-gnu-gcc s390x-linux-gnu-gcc powerpc64le-linux-gnu-gcc; do
   command -v "$cmd" >/dev/null 2>&1 || need_host=1
 done
 # By path: /usr/sbin is not on a user's PATH. nft, dnsmasq, apt-cacher-ng: network egress for jobs.
@@ -13,6 +13,7 @@ for f in /usr/sbin/nft /usr/sbin/dnsmasq /usr/sbin/apt-cacher-ng /usr/share/cont
   [ -e "$f" ] || need_host=1
 done
 [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || need_host=1
+[ -e /usr/share/containers/seccomp.json ] || need_host=1
 [ "$(cat /proc/sys/kernel/keys/maxkeys 2>/dev/null || echo 0)" -ge 2000 ] || need_host=1
 if [ "$need_host" = 1 ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -31,15 +31,27 @@ declare -A pkgs=(
   [arch-test]=/usr/bin/arch-test
   [gpg]=/usr/bin/gpg
   [libdpkg-perl]=/usr/share/perl5/Dpkg/Vendor/Debian.pm
-  # network egress for jobs: nft rules, the DNS forwarder, the package cache, seccomp's profile, pasta
+  # network egress for jobs: nft rules, the DNS forwarder, the package cache; the seccomp
+  # profile every container's filter is made from (ARCHWAY_SECCOMP_PROFILE); pasta
   [nftables]=/usr/sbin/nft
   [dnsmasq-base]=/usr/sbin/dnsmasq
   [apt-cacher-ng]=/usr/sbin/apt-cacher-ng
   [golang-github-containers-common]=/usr/share/containers/seccomp.json
   [passt]=/usr/bin/pasta
 )
+# Only the test suite needs these: the seccomp probe is cross-compiled, static, for each arch.
+declare -A test_pkgs=(
+  [gcc]=/usr/bin/x86_64-linux-gnu-gcc
+  [libc6-dev]=/usr/include/x86_64-linux-gnu/sys/syscall.h
+  [gcc-aarch64-linux-gnu]=/usr/bin/aarch64-linux-gnu-gcc
+  [libc6-dev-arm64-cross]=/usr/aarch64-linux-gnu/lib/libc.a
+  [gcc-powerpc64le-linux-gnu]=/usr/bin/powerpc64le-linux-gnu-gcc
+  [libc6-dev-ppc64el-cross]=/usr/powerpc64le-linux-gnu/lib/libc.a
+  [gcc-s390x-linux-gnu]=/usr/bin/s390x-linux-gnu-gcc
+  [libc6-dev-s390x-cross]=/usr/s390x-linux-gnu/lib/libc.a
+)
 want=()
-for p in "${!pkgs[@]}"; do
+for p in "${!pkgs[@]}" "${!test_pkgs[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
     want+=("$p")
   fi
@@ -57,6 +69,9 @@ if ((${#want[@]})); then
 fi
 for p in "${!pkgs[@]}"; do
   [ -e "${pkgs[$p]}" ] || missing+=("package $p (apt-get install $p)")
+done
+for p in "${!test_pkgs[@]}"; do
+  [ -e "${test_pkgs[$p]}" ] || say "not installed (only the tests need it): $p"
 done
 
 # binfmt_misc: mount it, enable the qemu-user interpreters. Debian's qemu-user-static registers
@@ -81,8 +96,12 @@ if [ -e /proc/sys/fs/binfmt_misc/register ]; then
   done
 fi
 
-# runc gives every container a session keyring owned by its root's host uid, and all containers
-# share that uid: the default of 200 keys per user runs out under load ("disk quota exceeded").
+# runc gives every container (and every exec) a session keyring owned by its root's host uid.
+# Each container has a uid range of its own, so these are per-container quotas; 200 keys / 20 kB
+# (the defaults) are tight for a job that uses the keyring itself, so raise them.
+# inotify, fanotify and namespace counts need nothing here: each container's user namespace is
+# owned by its own root uid, so the kernel charges them to that uid (fs.inotify.max_user_* per
+# container), never to host root, and archway sets user.max_* inside (ARCHWAY_CONTAINER_MAX_*).
 want_keys=20000
 if [ "$(cat /proc/sys/kernel/keys/maxkeys 2>/dev/null || echo 0)" -lt "$want_keys" ]; then
   printf 'kernel.keys.maxkeys = %s\nkernel.keys.maxbytes = 2000000\n' "$want_keys" > /etc/sysctl.d/90-archway.conf

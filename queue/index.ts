@@ -21,11 +21,20 @@ export {
 export {
   createJobStore,
   type JobStore,
+  type JobStoreOptions,
   type ListFilter,
   type TransitionOptions,
   type TransitionResult,
 } from './job-store.ts';
-export { type FollowOptions, followLog, type LogChunk, readLog } from './log-reader.ts';
+export {
+  compareLogIds,
+  type LogChunk,
+  type LogPage,
+  lastLogId,
+  readLog,
+  readLogBlocking,
+  readLogPage,
+} from './log-reader.ts';
 export {
   appendLogNote,
   createLogWriter,
@@ -67,6 +76,20 @@ export {
   type ScalerReport,
   validatePoolSettings,
 } from './pool-store.ts';
+export {
+  createRetentionSweep,
+  type RetentionSweep,
+  type RetentionSweepOptions,
+  SWEEP_INTERVAL_MS,
+} from './retention-sweep.ts';
+export {
+  compileSecrets,
+  createSecretMasker,
+  maskSecrets,
+  type SecretAutomaton,
+  type SecretMasker,
+  stripAnsi,
+} from './secret-masker.ts';
 export {
   createStallWatch,
   LOCK_DURATION_MS,

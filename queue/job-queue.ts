@@ -19,7 +19,7 @@ export interface JobQueueOptions {
   /** A normal (non-blocking) connection. */
   redis: Redis;
   keys: Keys;
-  /** How long a finished job's log is kept, in seconds. */
+  /** How long a finished job's log and record are kept, in seconds. */
   logRetentionSeconds: number;
   /** Told about connection errors of the BullMQ queues (they reconnect by themselves). */
   onError?: (err: Error) => void;
@@ -83,7 +83,7 @@ export class JobFinishedError extends ArchwayError {
 }
 
 export function createJobQueue(o: JobQueueOptions): JobQueue {
-  const store = createJobStore(o.redis, o.keys);
+  const store = createJobStore(o.redis, o.keys, { retentionSeconds: o.logRetentionSeconds });
   const queues = new Map<Arch, Queue>();
   const queueOf = (arch: Arch) => {
     let q = queues.get(arch);

@@ -1,5 +1,7 @@
 import type { Redis } from 'ioredis';
+import { z } from 'zod';
 import {
+  type Arch,
   type Attempt,
   InvalidInputError,
   JOB_STATES,
@@ -9,13 +11,14 @@ import {
   type Keys,
   TRANSITIONS,
 } from '../src/index.ts';
+import { MASK } from './log-writer.ts';
 
 /** Length the events stream is trimmed to (approximately). */
 const EVENTS_MAXLEN = 100_000;
 
-// KEYS: job hash, events stream, then one sorted set per state in JOB_STATES order.
+// KEYS: job hash, events stream, one sorted set per state in JOB_STATES order, then the expiry set.
 // ARGV: id, to, allowed-from (comma list), expected attempt ('' = any), take a new attempt ('1'/'0'),
-//       fields to set (JSON object; JSON null deletes), now (ms), events maxlen.
+//       fields to set (JSON object; JSON null deletes), now (ms), events maxlen, retention (ms).
 const TRANSITION_LUA = `
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {'missing', ''} end
@@ -35,6 +38,11 @@ local score = redis.call('HGET', KEYS[1], 'createdMs') or ARGV[7]
 for i, s in ipairs(states) do
   if s == cur then redis.call('ZREM', KEYS[2 + i], ARGV[1]) end
   if s == ARGV[2] then redis.call('ZADD', KEYS[2 + i], score, ARGV[1]) end
+end
+if ARGV[2] == 'passed' or ARGV[2] == 'failed' or ARGV[2] == 'errored' or ARGV[2] == 'canceled' then
+  -- Final: no attempt needs the secrets any more, and the record expires with its log.
+  redis.call('HDEL', KEYS[1], 'secrets')
+  redis.call('ZADD', KEYS[#KEYS], tonumber(ARGV[7]) + tonumber(ARGV[9]), ARGV[1])
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'job', ARGV[1], 'from', cur, 'to', ARGV[2], 'attempt', attempt,
   'reason', fields['reason'] ~= nil and fields['reason'] ~= cjson.null and fields['reason'] or '')
@@ -90,10 +98,20 @@ export interface JobStore {
   /** Sets the durable cancel flag (and its reason, read by the job's worker) and tells the workers. */
   requestCancel(id: string, reason?: 'canceled' | 'superseded'): Promise<void>;
   list(filter: ListFilter): Promise<{ jobs: JobRecord[]; next?: number }>;
+  /**
+   * Removes the finished jobs whose retention has passed (at most `limit`): their records and
+   * every index entry (all, state, arch, labels). Returns their ids. Their logs expire by themselves.
+   */
+  sweepExpired(now?: number, limit?: number): Promise<string[]>;
 }
 
-export function createJobStore(redis: Redis, keys: Keys): JobStore {
-  redis.defineCommand('awTransition', { numberOfKeys: 2 + JOB_STATES.length, lua: TRANSITION_LUA });
+export interface JobStoreOptions {
+  /** How long a finished job's record is kept (as its log is), in seconds. */
+  retentionSeconds: number;
+}
+
+export function createJobStore(redis: Redis, keys: Keys, so: JobStoreOptions): JobStore {
+  redis.defineCommand('awTransition', { numberOfKeys: 3 + JOB_STATES.length, lua: TRANSITION_LUA });
   redis.defineCommand('awCreate', { lua: CREATE_LUA });
   const r = redis as Redis & {
     awTransition(...args: (string | number)[]): Promise<string[]>;
@@ -103,6 +121,9 @@ export function createJobStore(redis: Redis, keys: Keys): JobStore {
   async function get(id: string): Promise<JobRecord | undefined> {
     const h = await redis.hgetall(keys.job(id));
     if (!h.state) return undefined;
+    // The secrets live beside the spec until the job is final (then only their names are left).
+    const spec = JSON.parse(h.spec ?? '{}') as Record<string, unknown>;
+    if (h.secrets) spec.secrets = JSON.parse(h.secrets);
     const parsed = JobRecord.safeParse({
       id,
       arch: h.arch,
@@ -110,7 +131,7 @@ export function createJobStore(redis: Redis, keys: Keys): JobStore {
       state: h.state,
       reason: h.reason || undefined,
       exitCode: h.exitCode ? Number(h.exitCode) : undefined,
-      spec: JSON.parse(h.spec ?? '{}'),
+      spec,
       labels: JSON.parse(h.labels ?? '{}'),
       createdAt: h.createdAt,
       startedAt: h.startedAt || undefined,
@@ -132,11 +153,14 @@ export function createJobStore(redis: Redis, keys: Keys): JobStore {
   return {
     async create(id, spec, extra) {
       const now = Date.now();
+      const names = Object.fromEntries(Object.keys(spec.secrets).map((k) => [k, MASK]));
       const fields = {
         state: 'queued',
         arch: spec.arch,
         image: spec.image,
-        spec: JSON.stringify(spec),
+        // Secret values in a field of their own, deleted when the job is final: never in clear text after it.
+        spec: JSON.stringify({ ...spec, secrets: names }),
+        ...(Object.keys(names).length > 0 ? { secrets: JSON.stringify(spec.secrets) } : {}),
         labels: JSON.stringify(spec.labels),
         createdAt: new Date(now).toISOString(),
         createdMs: String(now),
@@ -172,6 +196,7 @@ export function createJobStore(redis: Redis, keys: Keys): JobStore {
         keys.job(id),
         keys.events,
         ...keys.allStateKeys(),
+        keys.jobsExpiry,
         id,
         to,
         from.join(','),
@@ -180,6 +205,7 @@ export function createJobStore(redis: Redis, keys: Keys): JobStore {
         JSON.stringify(opts.fields ?? {}),
         Date.now(),
         EVENTS_MAXLEN,
+        Math.round(so.retentionSeconds * 1000),
       );
       const [status, state, attempt] = reply;
       if (status === 'ok') return { ok: true, from: state as JobState, attempt: Number(attempt) };
@@ -205,6 +231,22 @@ export function createJobStore(redis: Redis, keys: Keys): JobStore {
     async requestCancel(id, reason = 'canceled') {
       await redis.hset(keys.job(id), 'cancelRequested', '1', 'cancelReason', reason);
       await redis.publish(keys.cancelChannel, id);
+    },
+    async sweepExpired(now = Date.now(), limit = 500) {
+      const ids = await redis.zrangebyscore(keys.jobsExpiry, '-inf', now, 'LIMIT', 0, limit);
+      for (const id of ids) {
+        // A final job no longer changes: what its record says is what its index entries are.
+        const [arch, labels] = await redis.hmget(keys.job(id), 'arch', 'labels');
+        const parsed = LabelsField.safeParse(JSON.parse(labels ?? '{}'));
+        const m = redis.multi().del(keys.job(id)).zrem(keys.jobsAll, id);
+        for (const s of JOB_STATES) m.zrem(keys.jobsByState(s), id);
+        if (arch) m.zrem(keys.jobsByArch(arch as Arch), id);
+        for (const [k, v] of Object.entries(parsed.success ? parsed.data : {}))
+          m.zrem(keys.jobsByLabel(k, v), id);
+        m.zrem(keys.jobsExpiry, id);
+        await m.exec();
+      }
+      return ids;
     },
     async list(filter) {
       const sets: string[] = [keys.jobsAll];
@@ -253,6 +295,8 @@ export function createJobStore(redis: Redis, keys: Keys): JobStore {
     },
   };
 }
+
+const LabelsField = z.record(z.string(), z.string());
 
 function chunkPairs(flat: string[]): [string, string][] {
   const out: [string, string][] = [];

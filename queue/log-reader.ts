@@ -21,44 +21,72 @@ export async function readLog(
   return toChunks(entries);
 }
 
-export interface FollowOptions {
-  after?: string | undefined;
-  signal: AbortSignal;
-  /** Asked when nothing arrives for a while: true when the job has finished (so the log will not grow). */
-  isFinished: () => Promise<boolean>;
+/** Entries of a log read in one go: its chunks, whether the end marker was among them, and the last entry's id. */
+export interface LogPage {
+  chunks: LogChunk[];
+  ended: boolean;
+  /** Id of the last entry read (a chunk or the end marker): where the next read starts. */
+  last?: string;
+}
+
+/** At most `count` entries after `after` (exclusive; default from the start), without blocking. */
+export async function readLogPage(
+  redis: Redis,
+  keys: Keys,
+  jobId: string,
+  after: string | undefined,
+  count: number,
+): Promise<LogPage> {
+  const entries = (await redis.xrange(
+    keys.log(jobId),
+    after && after !== '0-0' ? `(${after}` : '-',
+    '+',
+    'COUNT',
+    count,
+  )) as [string, string[]][];
+  return toPage(entries);
 }
 
 /**
- * Yields a job's log as it is written, until its end marker (or, for a job that ended without
- * one, until it is finished and nothing more arrives). `blocking` must be a connection of its own.
+ * Waits up to `blockMs` for entries after `after` and returns at most `count` of them (none when
+ * the wait ends empty). `blocking` must be a connection of its own.
  */
-export async function* followLog(
+export async function readLogBlocking(
   blocking: Redis,
   keys: Keys,
   jobId: string,
-  o: FollowOptions,
-): AsyncGenerator<LogChunk> {
-  const key = keys.log(jobId);
-  let last = o.after ?? '0-0';
-  while (!o.signal.aborted) {
-    const reply = (await blocking.xread('COUNT', 500, 'BLOCK', 1000, 'STREAMS', key, last)) as
-      | [string, [string, string[]][]][]
-      | null;
-    const entries = reply?.[0]?.[1] ?? [];
-    if (entries.length === 0) {
-      if (await o.isFinished()) {
-        // One last look: the end marker may have landed between the read and the check.
-        const rest = await readLog(blocking, keys, jobId, last === '0-0' ? undefined : last);
-        for (const c of rest.chunks) yield c;
-        return;
-      }
-      continue;
-    }
-    const { chunks, ended } = toChunks(entries);
-    for (const c of chunks) yield c;
-    if (ended) return;
-    last = entries.at(-1)?.[0] ?? last;
-  }
+  after: string,
+  o: { blockMs: number; count: number },
+): Promise<LogPage> {
+  const reply = (await blocking.xread(
+    'COUNT',
+    o.count,
+    'BLOCK',
+    o.blockMs,
+    'STREAMS',
+    keys.log(jobId),
+    after,
+  )) as [string, [string, string[]][]][] | null;
+  return toPage(reply?.[0]?.[1] ?? []);
+}
+
+/** The id of the newest entry of a job's log, or `0-0` when it has none. */
+export async function lastLogId(redis: Redis, keys: Keys, jobId: string): Promise<string> {
+  const last = (await redis.xrevrange(keys.log(jobId), '+', '-', 'COUNT', 1)) as [string, string[]][];
+  return last[0]?.[0] ?? '0-0';
+}
+
+/** Orders two stream entry ids (`<ms>-<seq>`): negative when a is older. */
+export function compareLogIds(a: string, b: string): number {
+  const [am = 0, as = 0] = a.split('-').map(Number);
+  const [bm = 0, bs = 0] = b.split('-').map(Number);
+  return am === bm ? as - bs : am - bm;
+}
+
+function toPage(entries: [string, string[]][]): LogPage {
+  const { chunks, ended } = toChunks(entries);
+  const last = entries.at(-1)?.[0];
+  return last === undefined ? { chunks, ended } : { chunks, ended, last };
 }
 
 function toChunks(entries: [string, string[]][]): { chunks: LogChunk[]; ended: boolean } {

@@ -1,12 +1,13 @@
-import { StringDecoder } from 'node:string_decoder';
 import type { Redis } from 'ioredis';
 import type { Keys } from '../src/index.ts';
+import { compileSecrets, createSecretMasker, MASK } from './secret-masker.ts';
+
+export { MASK };
 
 /** Largest log chunk (one stream entry), in bytes. */
 export const MAX_CHUNK_BYTES = 16 * 1024;
 /** Longest a byte waits before it is flushed to the stream. */
 export const FLUSH_MS = 50;
-export const MASK = '[secure]';
 
 export interface LogWriterOptions {
   redis: Redis;
@@ -14,7 +15,10 @@ export interface LogWriterOptions {
   jobId: string;
   /** Bytes of job output the log keeps; what comes after is dropped and `onLimit` is called once. */
   limitBytes: number;
-  /** Values replaced by [secure] wherever they appear, also across chunk boundaries. */
+  /**
+   * Values replaced by [secure] wherever they appear, also across chunk boundaries and when split
+   * by terminal escape sequences; time linear in the output whatever their number and length.
+   */
   secrets: readonly string[];
   onLimit: () => void;
 }
@@ -36,29 +40,19 @@ export interface LogWriter {
  */
 export function createLogWriter(o: LogWriterOptions): LogWriter {
   const key = o.keys.log(o.jobId);
-  const secrets = [...new Set(o.secrets.filter((s) => s.length > 0))].sort((a, b) => b.length - a.length);
-  // Without secrets the bytes go through untouched (the fast path: no decoding or re-encoding).
-  const decoder = secrets.length ? new StringDecoder('utf8') : undefined;
-  let text = ''; // held text, when masking
+  // Without secrets the bytes go through untouched (the fast path: no automaton).
+  const masker = o.secrets.some((s) => s.length > 0)
+    ? createSecretMasker(compileSecrets(o.secrets))
+    : undefined;
   let held: Buffer[] = []; // held bytes, when not masking
   let heldBytes = 0;
+  /** Bytes written since the last flush: what fills a chunk (the masker's held-back tail does not). */
+  let fresh = 0;
   let bytes = 0;
   let limited = false;
   let timer: NodeJS.Timeout | undefined;
   let chain: Promise<unknown> = Promise.resolve();
   let inFlight = 0;
-
-  const mask = (t: string) => secrets.reduce((acc, s) => acc.split(s).join(MASK), t);
-
-  /** Length of `t` that cannot be the start of a secret still arriving. */
-  function safeLength(t: string): number {
-    const longest = secrets[0]?.length ?? 0;
-    for (let k = Math.min(longest - 1, t.length); k > 0; k--) {
-      const tail = t.slice(t.length - k);
-      if (secrets.some((s) => s.startsWith(tail))) return t.length - k;
-    }
-    return t.length;
-  }
 
   function append(entries: (Buffer | string)[]): void {
     if (entries.length === 0) return;
@@ -75,14 +69,8 @@ export function createLogWriter(o: LogWriterOptions): LogWriter {
 
   /** What may leave now: all of it when final, else up to a point that splits no character or secret. */
   function take(final: boolean): Buffer {
-    if (decoder) {
-      if (final) text += decoder.end();
-      const masked = mask(text);
-      const cut = final ? masked.length : safeLength(masked);
-      // The held-back tail may be the start of a secret: it is masked once the rest arrives.
-      text = masked.slice(cut);
-      return Buffer.from(masked.slice(0, cut));
-    }
+    // The masker holds back a tail that may be the start of a secret: it is masked once the rest arrives.
+    if (masker) return masker.take(final);
     const all = held.length === 1 ? (held[0] as Buffer) : Buffer.concat(held, heldBytes);
     const cut = final ? all.length : utf8Boundary(all);
     held = cut < all.length ? [all.subarray(cut)] : [];
@@ -93,6 +81,7 @@ export function createLogWriter(o: LogWriterOptions): LogWriter {
   function flush(final: boolean): void {
     clearTimeout(timer);
     timer = undefined;
+    fresh = 0;
     let out = take(final);
     if (out.length === 0 || limited) return;
     if (bytes + out.length > o.limitBytes) {
@@ -107,13 +96,13 @@ export function createLogWriter(o: LogWriterOptions): LogWriter {
   return {
     async write(data) {
       if (limited) return;
-      if (decoder) text += decoder.write(data);
+      if (masker) masker.write(data);
       else {
         held.push(data);
         heldBytes += data.length;
       }
-      const size = decoder ? text.length : heldBytes;
-      if (size >= MAX_CHUNK_BYTES) flush(false);
+      fresh += data.length;
+      if (fresh >= MAX_CHUNK_BYTES) flush(false);
       else timer ??= setTimeout(() => flush(false), FLUSH_MS);
       // Hold the job's pipe while more than 1 MiB waits for Redis: memory stays bounded.
       if (inFlight > 1024 * 1024) await chain.catch(() => undefined);

@@ -1,7 +1,64 @@
 import { z } from 'zod';
 import { InvalidInputError } from './errors/invalid-input-error.ts';
+import { allowEntryError } from './source-url.ts';
 
 const int = (def: number, min = 1) => z.coerce.number().int().min(min).default(def);
+
+const cidrList = z
+  .string()
+  .default('')
+  .transform((s) =>
+    s
+      .split(',')
+      .map((v) => v.trim())
+      .filter(Boolean),
+  )
+  .pipe(
+    z.array(
+      z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'IPv4 CIDRs such as 10.1.2.0/24, comma-separated'),
+    ),
+  );
+
+/** Job egress (a network namespace per container, a veth to the host, nftables), shared by every host process. */
+const EgressSettings = {
+  /**
+   * Whether jobs may have `network: egress`. On the API: `false` refuses such jobs (400) and builds
+   * from repositories get `none`. On a worker: `false` makes no job network (egress jobs fail).
+   */
+  ARCHWAY_EGRESS: z.stringbool().default(true),
+  /** IPv4 block of job addresses: a /30 per container; its first address is the host's service address (DNS, package cache). */
+  ARCHWAY_EGRESS_SUBNET: z
+    .string()
+    .regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'an IPv4 CIDR such as 10.89.0.0/16')
+    .default('10.89.0.0/16'),
+  /** Private CIDRs egress jobs may reach anyway (a private mirror or git server), comma-separated. Default none. */
+  ARCHWAY_EGRESS_ALLOW: cidrList,
+  /** Host-wide state of the job network (leases, DNS forwarder, package cache): one per host, whatever the pool. */
+  ARCHWAY_NET_STATE_DIR: z.string().startsWith('/', 'an absolute path').default('/run/archway-net'),
+  /** Where the package cache keeps its files. Default `<pool>/cache/apt-cacher-ng`. */
+  ARCHWAY_APT_CACHE_DIR: z.string().startsWith('/', 'an absolute path').optional(),
+  /** Most the package cache may hold, in GiB. */
+  ARCHWAY_APT_CACHE_GIB: z.coerce.number().positive().default(4),
+};
+
+/** Pool size a loop-backed pool gets when ARCHWAY_POOL_SIZE_GIB is unset, in GiB. */
+export const DEFAULT_POOL_SIZE_GIB = 64;
+
+/**
+ * The operator's ceilings: the most one job may ask for. Unset, each is derived from the host the
+ * process runs on (src/host/ceilings.ts): the API refuses a job over them with a 400, and a worker
+ * fails one that reaches it over its own host's.
+ */
+const CeilingSettings = {
+  /** Most CPUs one job may ask for. Default: this host's CPU count. */
+  ARCHWAY_MAX_CPUS: z.coerce.number().min(0.01).max(256).optional(),
+  /** Most memory one job may ask for, in MiB. Default: this host's memory. */
+  ARCHWAY_MAX_MEMORY_MIB: z.coerce.number().int().min(16).optional(),
+  /** Most processes and threads one job may ask for. Default: an eighth of kernel.pid_max. */
+  ARCHWAY_MAX_PIDS: z.coerce.number().int().min(16).optional(),
+  /** Most disk one job may ask for, in MiB. Default: a quarter of the pool's size. */
+  ARCHWAY_MAX_DISK_MIB: z.coerce.number().int().min(1).optional(),
+};
 
 /**
  * What a host process (the worker, `archway run`, `archway images`) reads from the environment.
@@ -11,11 +68,29 @@ export const HostConfig = z.object({
   /** Where the btrfs pool lives (images, warm and job snapshots, bundles, caches). */
   ARCHWAY_POOL_PATH: z.string().startsWith('/', 'an absolute path').default('/var/lib/archway'),
   /** Size of the sparse loop-backed btrfs file made when the pool path is not on btrfs, in GiB. */
-  ARCHWAY_POOL_SIZE_GIB: int(64),
+  ARCHWAY_POOL_SIZE_GIB: int(DEFAULT_POOL_SIZE_GIB),
   /** First host uid/gid that container root maps to. */
   ARCHWAY_UID_BASE: int(100000),
   /** How many uids/gids each container gets, from the base. */
   ARCHWAY_UID_SIZE: int(65536, 1024),
+  /**
+   * How many uid/gid ranges a host hands out: container root of range k maps to base + k * size,
+   * so no two running containers share a kernel uid (and its key quota and ucounts). At most this
+   * many containers (warm ones included) run on a host at once, across every worker of it.
+   */
+  ARCHWAY_UID_RANGES: int(64),
+  /** Directory of the uid range leases: one per host (kernel uids are host-wide), whatever the pool. */
+  ARCHWAY_UID_LEASE_DIR: z.string().startsWith('/', 'an absolute path').default('/run/archway-leases/uid'),
+  /** `user.max_inotify_instances` in each container's user namespace (per uid in the container). */
+  ARCHWAY_CONTAINER_MAX_INOTIFY_INSTANCES: int(128, 0),
+  /** `user.max_inotify_watches` in each container's user namespace (per uid in the container). */
+  ARCHWAY_CONTAINER_MAX_INOTIFY_WATCHES: int(8192, 0),
+  /** `user.max_fanotify_groups` in each container's user namespace (per uid in the container). */
+  ARCHWAY_CONTAINER_MAX_FANOTIFY_GROUPS: int(16, 0),
+  /** `user.max_fanotify_marks` in each container's user namespace (per uid in the container). */
+  ARCHWAY_CONTAINER_MAX_FANOTIFY_MARKS: int(8192, 0),
+  /** Every `user.max_*_namespaces` in each container's user namespace: how many nested namespaces of each kind. */
+  ARCHWAY_CONTAINER_MAX_NAMESPACES: int(64, 0),
   /** OCI runtime: runc, crun, or auto (crun where the host's cgroups are unified v2, else runc). */
   ARCHWAY_OCI_RUNTIME: z.enum(['auto', 'runc', 'crun']).default('auto'),
   /** Directory for the OCI runtime's state (a tmpfs, so a reboot forgets containers). */
@@ -25,6 +100,14 @@ export const HostConfig = z.object({
     .string()
     .regex(/^[a-z0-9][a-z0-9_.-]*$/, 'a cgroup name such as archway')
     .default('archway'),
+  /**
+   * Docker-format seccomp profile that every container's filter is made from (archway's denials
+   * are added on top of it). Default: Debian's containers-common profile.
+   */
+  ARCHWAY_SECCOMP_PROFILE: z
+    .string()
+    .startsWith('/', 'an absolute path')
+    .default('/usr/share/containers/seccomp.json'),
   /** Static init (from the host) that warm containers idle in. */
   ARCHWAY_INIT: z.string().startsWith('/', 'an absolute path').default('/usr/bin/catatonit'),
   /** Directory of the blob store that `images publish` writes (`sha256/<hex>` files). Default `<pool>/blobs`. */
@@ -33,6 +116,8 @@ export const HostConfig = z.object({
   ARCHWAY_DEBIAN_MIRROR: z.url().default('http://deb.debian.org/debian'),
   /** pino log level. */
   ARCHWAY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  ...EgressSettings,
+  ...CeilingSettings,
 });
 export type HostConfig = z.infer<typeof HostConfig>;
 
@@ -119,6 +204,8 @@ const GitHubSettings = {
   ARCHWAY_GITHUB_API_URL: z.url().default('https://api.github.com'),
   /** Whether a new push to a branch or pull request cancels the older build (a repo's `.archway.yml` may say otherwise). */
   ARCHWAY_GITHUB_AUTO_CANCEL: z.stringbool().default(true),
+  /** Most MiB of webhook bodies held at once before their signatures are checked; past it, 503. */
+  ARCHWAY_GITHUB_WEBHOOK_MEMORY_MIB: int(100),
 };
 
 /** The GitHub App's settings, when it is configured. */
@@ -130,6 +217,8 @@ export interface GitHubConfig {
   webhookSecrets: string[];
   apiUrl: string;
   autoCancel: boolean;
+  /** Most bytes of webhook bodies held at once (ARCHWAY_GITHUB_WEBHOOK_MEMORY_MIB). */
+  webhookMemoryBytes: number;
 }
 
 function githubConfig(
@@ -139,6 +228,7 @@ function githubConfig(
     ARCHWAY_GITHUB_WEBHOOK_SECRET?: string | undefined;
     ARCHWAY_GITHUB_API_URL: string;
     ARCHWAY_GITHUB_AUTO_CANCEL: boolean;
+    ARCHWAY_GITHUB_WEBHOOK_MEMORY_MIB: number;
   },
   ctx: z.RefinementCtx,
 ): GitHubConfig | undefined {
@@ -171,13 +261,37 @@ function githubConfig(
     webhookSecrets: secrets,
     apiUrl: c.ARCHWAY_GITHUB_API_URL,
     autoCancel: c.ARCHWAY_GITHUB_AUTO_CANCEL,
+    webhookMemoryBytes: c.ARCHWAY_GITHUB_WEBHOOK_MEMORY_MIB * 1024 * 1024,
   };
 }
 
-/** Sources on the host's loopback: for tests with a local git server only. */
+/** Which git servers sources may come from, beyond the public internet. */
 const ALLOW_LOOPBACK_SOURCES = {
   /** Allow `source.git` URLs on this host's loopback (and plain http to them). For tests only. */
   ARCHWAY_ALLOW_LOOPBACK_SOURCES: z.stringbool().default(false),
+  /**
+   * Private git servers `source.git` may name, comma-separated: CIDRs (`10.20.0.0/16`,
+   * `fd12:3456::/48`), addresses, host names (`git.corp.example`, `*.corp.example`). Sources on
+   * private, link-local, multicast and reserved addresses are refused unless listed here (loopback
+   * and unspecified addresses always are). Default: none.
+   */
+  ARCHWAY_SOURCE_ALLOW: z
+    .string()
+    .default('')
+    .transform((v, ctx) => {
+      const entries = v
+        .split(',')
+        .map((e) => e.trim())
+        .filter(Boolean);
+      for (const e of entries) {
+        const why = allowEntryError(e);
+        if (why) {
+          ctx.addIssue({ code: 'custom', message: `${why} (comma-separated CIDRs, addresses, host names)` });
+          return z.NEVER;
+        }
+      }
+      return entries;
+    }),
 };
 
 /** The API process. */
@@ -198,6 +312,10 @@ export const ApiConfig = z
       .int()
       .positive()
       .default(2 * 1024 * 1024),
+    /** Most followers of one job's log (`follow=1` or SSE) this API serves at once; more get a 429. */
+    ARCHWAY_LOG_FOLLOWERS_PER_JOB: int(100),
+    /** Most log followers this API serves at once, over all jobs; more get a 429. */
+    ARCHWAY_LOG_FOLLOWERS_MAX: int(1000),
     /** The pool whose `blobs/` directory the API serves image blobs from (when ARCHWAY_BLOB_DIR is unset). */
     ARCHWAY_POOL_PATH: z.string().startsWith('/', 'an absolute path').default('/var/lib/archway'),
     /** Directory of the image blob store the API serves. Default `<pool>/blobs`. */
@@ -207,6 +325,8 @@ export const ApiConfig = z
     ARCHWAY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     ...GitHubSettings,
     ...ALLOW_LOOPBACK_SOURCES,
+    ARCHWAY_EGRESS: EgressSettings.ARCHWAY_EGRESS,
+    ...CeilingSettings,
   })
   .transform((c, ctx) => {
     const tokens = [

@@ -99,23 +99,47 @@ export const ImageRef = z.string().transform((s, ctx) => {
 });
 export type ImageRef = z.output<typeof ImageRef>;
 
-/** Limits of one job's container. Every value must be positive; absent ones take the defaults below. */
+/**
+ * The smallest limits the kernel can apply to a container that still starts (measured with runc
+ * 1.1 on arm64 through qemu-user, the hungriest case): below 16 MiB runc cannot set the memory
+ * limit or the emulated shell is OOM-killed; runc's own init threads count against pids; the
+ * CFS quota cannot be under 1 ms per 100 ms period.
+ */
+export const MIN_LIMITS = { cpus: 0.01, memoryMiB: 16, pids: 16, diskMiB: 1 } as const;
+
+/** Limits of one job's container. Absent ones take the defaults below; each is bounded by the operator's ceiling. */
 export const ResourceLimits = z.object({
   /** CPUs the job may use (cgroup cpu quota). Default 2. */
-  cpus: z.number().positive().max(256).optional(),
+  cpus: z
+    .number()
+    .min(MIN_LIMITS.cpus, 'at least 0.01 (the smallest CPU quota the kernel takes: 1 ms per 100 ms)')
+    .max(256)
+    .optional(),
   /** Memory in MiB, swap included. Default 2048. */
-  memoryMiB: z.int().positive().max(1_048_576).optional(),
+  memoryMiB: z
+    .int()
+    .min(MIN_LIMITS.memoryMiB, 'at least 16 MiB (a container cannot start with less)')
+    .max(1_048_576)
+    .optional(),
   /** Maximum number of processes and threads. Default 1024. */
-  pids: z.int().positive().max(4_194_304).optional(),
-  /** Bytes the job may write into its snapshot, in MiB (btrfs qgroup). Default 10240. */
-  diskMiB: z.int().positive().max(16_777_216).optional(),
+  pids: z
+    .int()
+    .min(MIN_LIMITS.pids, "at least 16 (the runtime's own threads count against it)")
+    .max(4_194_304)
+    .optional(),
+  /** Bytes the job may write into its snapshot, in MiB (btrfs qgroup). Default 4096. */
+  diskMiB: z.int().min(MIN_LIMITS.diskMiB, 'at least 1 MiB').max(16_777_216).optional(),
 });
 export type ResourceLimits = z.infer<typeof ResourceLimits>;
 
 /** Resource limits with every value set. */
 export type Limits = { [K in keyof ResourceLimits]-?: NonNullable<ResourceLimits[K]> };
 
-export const DEFAULT_LIMITS: Limits = { cpus: 2, memoryMiB: 2048, pids: 1024, diskMiB: 10240 };
+/**
+ * What a job gets when it does not ask (or less, where the operator's ceiling is lower). 4 GiB of
+ * disk, so that the default 2 slots of each of the 4 arches (32 GiB) fit the default 64 GiB pool.
+ */
+export const DEFAULT_LIMITS: Limits = { cpus: 2, memoryMiB: 2048, pids: 1024, diskMiB: 4096 };
 
 /** Why a job ended other than by its script's own exit. */
 export const EndReason = z.enum([

@@ -31,6 +31,25 @@ export const ArchInput = z.string().transform((s, ctx): Arch => {
   }
 });
 
+/** Most labels one job may carry: each is an index key in Redis. */
+export const MAX_LABELS = 32;
+
+/**
+ * Largest script, in bytes (a string, or a list's commands together). The script reaches the
+ * container as a file, not argv, so it is not bound by the kernel's 128 KiB per argument.
+ */
+export const MAX_SCRIPT_BYTES = 1_048_576;
+
+/**
+ * Largest env, and largest secrets, in bytes (names, values and `=`): both are the exec's
+ * environment, which the kernel bounds together with argv (ARG_MAX: a quarter of the 8 MiB stack).
+ */
+export const MAX_ENV_BYTES = 256 * 1024;
+
+const envBytes = (r: Record<string, string>) =>
+  Object.entries(r).reduce((n, [k, v]) => n + Buffer.byteLength(k) + Buffer.byteLength(v) + 2, 0);
+const envFits = (r: Record<string, string>) => envBytes(r) <= MAX_ENV_BYTES;
+
 /**
  * What a user submits: the only definition of a job (the API's OpenAPI is generated from it).
  * Unknown fields are refused, so a typo never silently drops a setting.
@@ -45,12 +64,28 @@ export const JobSpec = z
       .refine((s) => ImageRef.safeParse(s).success, 'an image name, or name@sha256:<64 hex digits>'),
     /** A shell script, or a list of commands run in order, stopping at the first that fails. */
     script: z.union([
-      z.string().min(1).max(1_048_576),
-      z.array(z.string().min(1).max(65_536)).min(1).max(1000),
+      z
+        .string()
+        .min(1)
+        .refine((s) => Buffer.byteLength(s) <= MAX_SCRIPT_BYTES, `at most ${MAX_SCRIPT_BYTES} bytes`),
+      z
+        .array(z.string().min(1).max(65_536))
+        .min(1)
+        .max(1000)
+        .refine(
+          (l) => l.reduce((n, c) => n + Buffer.byteLength(c) + 1, 0) <= MAX_SCRIPT_BYTES,
+          `at most ${MAX_SCRIPT_BYTES} bytes of commands together`,
+        ),
     ]),
-    env: z.record(EnvName, z.string().max(65_536)).default({}),
+    env: z
+      .record(EnvName, z.string().max(65_536))
+      .default({})
+      .refine(envFits, `at most ${MAX_ENV_BYTES} bytes of names and values together`),
     /** Like env, but their values are replaced by [secure] wherever they appear in the log. */
-    secrets: z.record(EnvName, z.string().min(1).max(65_536)).default({}),
+    secrets: z
+      .record(EnvName, z.string().min(1).max(65_536))
+      .default({})
+      .refine(envFits, `at most ${MAX_ENV_BYTES} bytes of names and values together`),
     /** Where the job's source comes from (fetched on the host side). */
     source: z
       .object({
@@ -68,15 +103,16 @@ export const JobSpec = z
     /** Ends the job when it prints nothing for this long, in seconds. Default 600. */
     silenceTimeoutSeconds: z.int().positive().max(86_400).default(600),
     resources: ResourceLimits.strict().default({}),
-    /** `none` (default): only loopback. `egress` is not served yet and is refused. */
-    network: NetworkMode.default('none').refine(
-      (n) => n === 'none',
-      "network 'egress' is not available yet; use 'none'",
-    ),
+    /**
+     * `none` (default for API jobs): only loopback. `egress`: outbound to the internet with DNS,
+     * never the host, link-local, other jobs or private ranges; builds from a repository get it.
+     */
+    network: NetworkMode.default('none'),
     /** Free-form key/value pairs, for listing (`GET /v1/jobs?label=k=v`). */
     labels: z
       .record(z.string().regex(/^[A-Za-z0-9_./-]{1,63}$/, 'a label key'), z.string().max(255))
-      .default({}),
+      .default({})
+      .refine((l) => Object.keys(l).length <= MAX_LABELS, `at most ${MAX_LABELS} labels per job`),
     /** 1 (first) to 10 (last). Default 5. */
     priority: z.int().min(1).max(10).default(5),
   })
@@ -117,6 +153,12 @@ export const Attempt = z.object({
 export type Attempt = z.infer<typeof Attempt>;
 
 /** A job as stored and served: the spec plus what happened to it. */
+/**
+ * The label a job of a private repository carries (`visibility=private`, set by the GitHub App
+ * from the webhook's `repository.private`): its source URL and sha are shown to admin tokens only.
+ */
+export const VISIBILITY_LABEL = 'visibility';
+
 export const JobRecord = z.object({
   id: z.string(),
   arch: z.enum(ARCHES),

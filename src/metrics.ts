@@ -60,6 +60,18 @@ export function createWorkerMetrics(labels: { node: string; arch: string }) {
       labelNames: ['arch', 'image', 'kind'] as const,
       registers: [registry],
     }),
+    packageCacheFiles: new Gauge({
+      name: `${P}package_cache_files`,
+      help: "Files the host's package cache (apt-cacher-ng) served from its store (hit) or fetched from the mirror (miss), since it started",
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
+    packageCacheBytes: new Gauge({
+      name: `${P}package_cache_bytes`,
+      help: "Bytes the host's package cache fetched from the mirror (from_mirror) and served to jobs (to_jobs), since it started",
+      labelNames: ['direction'] as const,
+      registers: [registry],
+    }),
     imageSyncRejected: new Counter({
       name: `${P}image_sync_rejected_total`,
       help: 'Blobs rejected by image sync (corrupt, truncated, or a failed receive)',

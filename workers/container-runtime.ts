@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { ResolvedImage } from '../images/index.ts';
-import type { Arch, Limits } from '../src/index.ts';
+import type { Arch, Limits, NetworkMode } from '../src/index.ts';
+import type { PackageCacheStats } from './egress-network.ts';
 
 /**
  * Every runtime call takes one: `signal` cancels it, `deadline` (epoch ms) bounds it. A call that
@@ -19,11 +20,20 @@ export interface Container {
   readonly limits: Limits;
   /** Epoch ms when it became ready. */
   readonly readyAt: number;
+  /** `none`: only loopback. `egress`: its own veth to the host, outbound only, set up before any job. */
+  readonly network: NetworkMode;
+  /** Its address on the job network (egress only). */
+  readonly address?: string;
   /**
    * Host path of its root filesystem (the writable snapshot). What the host writes there before
    * the exec (the job's source) is what the job sees.
    */
   readonly rootfs: string;
+  /**
+   * Host uid and gid of the container's root (its uid range's first id): what the host makes the
+   * owner of files it places in `rootfs`. No two running containers of a host share it.
+   */
+  readonly idBase: number;
 }
 
 /** The job's process inside a container. */
@@ -35,6 +45,11 @@ export interface ExecRequest {
   /** Working directory inside the container; must exist. */
   cwd: string;
   limits: Limits;
+  /**
+   * Epoch ms at which the container is killed even if this process is gone by then (a watcher
+   * outside it enforces it). Default: none.
+   */
+  killAt?: number;
 }
 
 export interface ExecResult {
@@ -58,11 +73,20 @@ export interface ContainerRuntime {
   readonly emulated: boolean;
   /** The OCI runtime binary in use. */
   readonly ociRuntime: 'runc' | 'crun';
+  /** Whether this runtime can make `egress` containers (the host's job network is set up). */
+  readonly egress: boolean;
+  /** The host package cache's counters; undefined without egress. */
+  packageCacheStats(): Promise<PackageCacheStats | undefined>;
   /**
-   * Snapshot the image and start a container idling in the host's static init. With `jobId` the
-   * container is made for that job (a cold start); without, it is a warm container for whichever comes.
+   * Snapshot the image and start a container idling in the host's static init, with its network
+   * (`none` by default) ready. With `jobId` the container is made for that job (a cold start);
+   * without, it is a warm container for whichever comes.
    */
-  prepare(image: ResolvedImage, limits: Limits, ctl: RuntimeCtl & { jobId?: string }): Promise<Container>;
+  prepare(
+    image: ResolvedImage,
+    limits: Limits,
+    ctl: RuntimeCtl & { jobId?: string; network?: NetworkMode },
+  ): Promise<Container>;
   /** Start the job's process in a prepared container. A container takes one exec in its life. */
   exec(container: Container, req: ExecRequest, ctl: RuntimeCtl): Promise<Execution>;
   /** SIGKILL every process in the container (its exec ends with 137). */

@@ -8,6 +8,13 @@ export type {
   RuntimeCtl,
 } from './container-runtime.ts';
 export {
+  createEgressNetwork,
+  type EgressNetwork,
+  type NetworkAttachment,
+  type PackageCacheStats,
+  packageCacheStats,
+} from './egress-network.ts';
+export {
   createJobLauncher,
   type JobLauncher,
   type JobLauncherOptions,
@@ -15,7 +22,16 @@ export {
   type LaunchedJob,
   type LaunchRequest,
 } from './job-launcher.ts';
-export { jobEnv, scriptArgv, shellQuote } from './job-script.ts';
+export {
+  jobEnv,
+  SCRIPT_ARGV,
+  SCRIPT_IN_CONTAINER,
+  scriptText,
+  shellQuote,
+  writeScript,
+} from './job-script.ts';
+export { CAPABILITIES } from './oci-spec.ts';
+export { ORPHAN_WATCH_STEP_S, type OrphanWatchOptions, startOrphanWatch } from './orphan-watch.ts';
 export { type RunWorkerOptions, runWorker } from './run-worker.ts';
 export {
   CONTAINER_PREFIX,
@@ -24,11 +40,28 @@ export {
   runtimeOptionsFrom,
 } from './runc-runtime.ts';
 export {
+  compileSeccompProfile,
+  DEFAULT_SECCOMP_PROFILE,
+  loadSeccompProfile,
+  type OciSeccomp,
+  SeccompProfile,
+  seccompFor,
+} from './seccomp-profile.ts';
+export {
   createSourceFetcher,
   type PlacedSource,
   type SourceFetcher,
   type SourceFetcherOptions,
 } from './source-fetch.ts';
 export { SourceFetchError } from './source-fetch-error.ts';
+export {
+  createUserNamespace,
+  type IdRangeLayout,
+  idRangeLayoutProblem,
+  idRangeOf,
+  limitUcounts,
+  type UcountLimits,
+  ucountSysctls,
+} from './user-namespace.ts';
 export { createWarmPool, type WarmPool, type WarmPoolOptions } from './warm-pool.ts';
 export { createWorkerDaemon, type WorkerDaemon, type WorkerDaemonOptions } from './worker-daemon.ts';

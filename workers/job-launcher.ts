@@ -3,11 +3,15 @@ import PQueue from 'p-queue';
 import type { ImageStore, ResolvedImage } from '../images/index.ts';
 import {
   AbortedError,
+  type Ceilings,
+  checkCeilings,
   DEFAULT_LIMITS,
   InvalidInputError,
   JobId,
   type Limits,
   type Logger,
+  limitsWithin,
+  type NetworkMode,
   ResourceLimits,
   toError,
 } from '../src/index.ts';
@@ -23,15 +27,21 @@ export interface LaunchRequest {
   /** Working directory in the container. Default `/`. */
   cwd?: string;
   limits?: ResourceLimits;
+  /** `none` (default): only loopback. `egress`: outbound network, ready before the job starts. */
+  network?: NetworkMode;
   /** Wall-clock limit of the job's process, in seconds. Default: none (the caller enforces its own). */
   timeoutSeconds?: number;
   /**
    * Runs on the host once the job has its container and before its process starts, with the
-   * host path of the container's root filesystem: where the worker places the job's source.
-   * When it throws, the container is destroyed and launch() throws that error.
+   * host path of the container's root filesystem: where the worker places the job's source. `idBase`
+   * is the host uid/gid of the container's root: what placed files must be owned by. When it
+   * throws, the container is destroyed and launch() throws that error.
    */
-  prepare?: (rootfs: string, signal: AbortSignal) => Promise<void>;
+  prepare?: (rootfs: string, signal: AbortSignal, idBase: number) => Promise<void>;
 }
+
+/** How long after a job's timeout its container is killed when the launcher's process is gone. */
+export const ORPHAN_KILL_AFTER_MS = 2_000;
 
 export type LaunchEndReason = 'timeout' | 'oom' | 'canceled';
 
@@ -64,6 +74,12 @@ export interface JobLauncherOptions {
   images: ImageStore;
   /** Warm containers to take from; without one every launch is cold. */
   warmPool?: WarmPool;
+  /**
+   * This host's ceilings (hostCeilings): a launch over one is refused with an InvalidInputError
+   * naming the limit, and a job that asks for nothing gets the defaults lowered to them.
+   * Default: the schema's maxima only.
+   */
+  ceilings?: Ceilings;
   logger: Logger;
 }
 
@@ -95,18 +111,30 @@ export function createJobLauncher(o: JobLauncherOptions): JobLauncher {
     runtime: o.runtime,
     async launch(req, opts = {}) {
       const started = performance.now();
-      const limits = validate(req);
+      const limits = validate(req, o.ceilings);
       const image = await o.images.resolve(req.image, o.runtime.arch);
       const cancel = new AbortController();
       const signal = opts.signal ? AbortSignal.any([opts.signal, cancel.signal]) : cancel.signal;
-      const taken = o.warmPool?.take(image);
-      const container = taken ?? (await o.runtime.prepare(image, limits, { signal, jobId: req.jobId }));
+      const network = req.network ?? 'none';
+      const taken = o.warmPool?.take(image, network);
+      const container =
+        taken ?? (await o.runtime.prepare(image, limits, { signal, jobId: req.jobId, network }));
       let execution: Awaited<ReturnType<ContainerRuntime['exec']>>;
       try {
-        if (req.prepare) await req.prepare(container.rootfs, signal);
+        if (req.prepare) await req.prepare(container.rootfs, signal, container.idBase);
         execution = await o.runtime.exec(
           container,
-          { jobId: req.jobId, argv: req.argv, env: req.env ?? {}, cwd: req.cwd ?? '/', limits },
+          {
+            jobId: req.jobId,
+            argv: req.argv,
+            env: req.env ?? {},
+            cwd: req.cwd ?? '/',
+            limits,
+            // A little after this launcher's own timer, which ends the job with its reason first.
+            ...(req.timeoutSeconds
+              ? { killAt: Date.now() + req.timeoutSeconds * 1000 + ORPHAN_KILL_AFTER_MS }
+              : {}),
+          },
           { signal },
         );
       } catch (e) {
@@ -183,7 +211,7 @@ export function createJobLauncher(o: JobLauncherOptions): JobLauncher {
   };
 }
 
-function validate(req: LaunchRequest): Limits {
+function validate(req: LaunchRequest, ceilings: Ceilings | undefined): Limits {
   const id = JobId.safeParse(req.jobId);
   if (!id.success) throw new InvalidInputError('jobId', id.error.issues[0]?.message ?? 'invalid');
   if (req.argv.length === 0 || req.argv[0] === '')
@@ -203,11 +231,7 @@ function validate(req: LaunchRequest): Limits {
     throw new InvalidInputError('cwd', 'must be an absolute path');
   const env = Object.keys(req.env ?? {}).find((k) => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(k));
   if (env !== undefined) throw new InvalidInputError(`env.${env}`, 'not a valid variable name');
-  const l = limits.data;
-  return {
-    cpus: l.cpus ?? DEFAULT_LIMITS.cpus,
-    memoryMiB: l.memoryMiB ?? DEFAULT_LIMITS.memoryMiB,
-    pids: l.pids ?? DEFAULT_LIMITS.pids,
-    diskMiB: l.diskMiB ?? DEFAULT_LIMITS.diskMiB,
-  };
+  if (!ceilings) return limitsWithin(limits.data, DEFAULT_LIMITS);
+  checkCeilings(limits.data, ceilings, { field: (k) => `limits.${k}`, where: "this node's" });
+  return limitsWithin(limits.data, ceilings);
 }

@@ -1,4 +1,5 @@
-import type { Limits, NetworkMode } from '../src/index.ts';
+import type { Limits } from '../src/index.ts';
+import type { OciSeccomp } from './seccomp-profile.ts';
 
 export interface OciSpecOptions {
   /** The container's writable root: a snapshot of the image. */
@@ -12,8 +13,10 @@ export interface OciSpecOptions {
   cgroupsPath: string;
   /** Host path of the static init bind-mounted into the container at /.archway/init. */
   initPath: string;
-  /** `none` only: `egress` needs a network helper that is not part of this runtime yet. */
-  network: NetworkMode;
+  /** The container's seccomp filter (seccomp-profile.ts); undefined only in the launch benchmark's baseline. */
+  seccomp: OciSeccomp | undefined;
+  /** A user namespace to join (already mapped as idBase/idSize say) instead of runc making one. */
+  userNamespace?: string;
 }
 
 /** In-container path of the host's static init. */
@@ -55,9 +58,6 @@ export function ociResources(limits: Limits) {
 
 /** The OCI runtime spec (config.json) of one container: unprivileged, isolated, limited. */
 export function createOciSpec(o: OciSpecOptions) {
-  if (o.network !== 'none') {
-    throw new Error(`network mode '${o.network}' is not available in this runtime yet`);
-  }
   const caps = CAPABILITIES;
   return {
     ociVersion: '1.0.2',
@@ -69,7 +69,8 @@ export function createOciSpec(o: OciSpecOptions) {
       env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
       cwd: '/',
       capabilities: { bounding: caps, effective: caps, permitted: caps },
-      noNewPrivileges: false,
+      // No setuid or file-capability gain past this point; it also lets runc load the filter last.
+      noNewPrivileges: true,
     },
     root: { path: o.rootfs, readonly: false },
     hostname: o.hostname,
@@ -116,7 +117,9 @@ export function createOciSpec(o: OciSpecOptions) {
     linux: {
       uidMappings: [{ containerID: 0, hostID: o.idBase, size: o.idSize }],
       gidMappings: [{ containerID: 0, hostID: o.idBase, size: o.idSize }],
-      namespaces: ['pid', 'network', 'ipc', 'uts', 'mount', 'user', 'cgroup'].map((type) => ({ type })),
+      namespaces: ['pid', 'network', 'ipc', 'uts', 'mount', 'user', 'cgroup'].map((type) =>
+        type === 'user' && o.userNamespace ? { type, path: o.userNamespace } : { type },
+      ),
       cgroupsPath: o.cgroupsPath,
       resources: { devices: [{ allow: false, access: 'rwm' }], ...ociResources(o.limits) },
       maskedPaths: [
@@ -132,6 +135,8 @@ export function createOciSpec(o: OciSpecOptions) {
         '/proc/scsi',
       ],
       readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+      // runc applies it to the init and to every exec'd process.
+      ...(o.seccomp ? { seccomp: o.seccomp } : {}),
     },
   };
 }
@@ -156,6 +161,6 @@ export function createProcessSpec(o: ProcessSpecOptions) {
     env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
     cwd: o.cwd,
     capabilities: { bounding: CAPABILITIES, effective: CAPABILITIES, permitted: CAPABILITIES },
-    noNewPrivileges: false,
+    noNewPrivileges: true,
   };
 }

@@ -5,19 +5,23 @@ import { createImageCatalog, createJobQueue, createNodeRegistry } from '../queue
 import {
   type Arch,
   assertNoEviction,
+  ceilingsSet,
   createKeys,
   createLogger,
   createRedis,
   createWorkerMetrics,
-  DEFAULT_LIMITS,
   ensurePool,
+  hostCeilings,
+  limitsWithin,
   parseConfig,
   WorkerConfig,
   type WorkerMetrics,
 } from '../src/index.ts';
+import type { PackageCacheStats } from './egress-network.ts';
 import { createJobLauncher } from './job-launcher.ts';
 import { createRuncRuntime, runtimeOptionsFrom } from './runc-runtime.ts';
 import { createSourceFetcher } from './source-fetch.ts';
+import { idRangeOf } from './user-namespace.ts';
 import { createWarmPool } from './warm-pool.ts';
 import { createWorkerDaemon } from './worker-daemon.ts';
 
@@ -47,6 +51,13 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
   await assertNoEviction(redis);
   await ensurePool({ path: config.ARCHWAY_POOL_PATH, loopSizeGiB: config.ARCHWAY_POOL_SIZE_GIB, logger });
   const images = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
+  // This host's own ceilings: a job that reached it over them fails as its own mistake.
+  const ceilings = hostCeilings({
+    poolPath: config.ARCHWAY_POOL_PATH,
+    poolSizeGiB: config.ARCHWAY_POOL_SIZE_GIB,
+    set: ceilingsSet(config),
+  });
+  logger.info({ ceilings }, 'ceilings of one job on this node');
   const runtime = await createRuncRuntime(runtimeOptionsFrom(config, o.arch, logger));
   const reaped = await runtime.reap({});
   if (reaped.length)
@@ -57,11 +68,19 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
           runtime,
           images,
           targets: Object.fromEntries((o.warmImages ?? ['busybox']).map((i) => [i, o.warm])),
-          limits: DEFAULT_LIMITS,
+          // Egress containers are warm too, network and all: a job with egress starts as fast.
+          networks: runtime.egress ? ['none', 'egress'] : ['none'],
+          limits: limitsWithin({}, ceilings),
           logger,
         })
       : undefined;
-  const launcher = createJobLauncher({ runtime, images, logger, ...(warmPool ? { warmPool } : {}) });
+  const launcher = createJobLauncher({
+    runtime,
+    images,
+    logger,
+    ceilings,
+    ...(warmPool ? { warmPool } : {}),
+  });
   const keys = createKeys(config.ARCHWAY_REDIS_PREFIX);
   const queue = createJobQueue({
     redis,
@@ -91,8 +110,8 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
     version: o.version,
     source: createSourceFetcher({
       poolPath: config.ARCHWAY_POOL_PATH,
-      idBase: config.ARCHWAY_UID_BASE,
       allowLoopback: config.ARCHWAY_ALLOW_LOOPBACK_SOURCES,
+      allow: config.ARCHWAY_SOURCE_ALLOW,
       redis,
       keys,
       logger,
@@ -113,6 +132,15 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
         token: config.ARCHWAY_SYNC_TOKEN,
         logger,
         inUse: () => runtime.imagesInUse(),
+        idRange: (k) =>
+          idRangeOf(
+            {
+              base: config.ARCHWAY_UID_BASE,
+              size: config.ARCHWAY_UID_SIZE,
+              count: config.ARCHWAY_UID_RANGES,
+            },
+            k,
+          ),
         onSwitch: (image) => warmPool?.dropStale(image),
         report: (held) => createNodeRegistry(redis, keys).setImages(nodeId, held),
       })
@@ -131,7 +159,13 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
   await sync?.reportHeld();
   const metricsServer =
     config.ARCHWAY_WORKER_METRICS_PORT > 0
-      ? await serveMetrics(metrics, config.ARCHWAY_WORKER_METRICS_PORT, () => warmPool?.sizes() ?? {}, o.arch)
+      ? await serveMetrics(
+          metrics,
+          config.ARCHWAY_WORKER_METRICS_PORT,
+          () => warmPool?.sizes() ?? {},
+          o.arch,
+          () => runtime.packageCacheStats(),
+        )
       : undefined;
   if (metricsServer) logger.info({ port: config.ARCHWAY_WORKER_METRICS_PORT }, 'metrics on /metrics');
 
@@ -168,6 +202,7 @@ async function serveMetrics(
   port: number,
   warm: () => Record<string, number>,
   arch: Arch,
+  cache: () => Promise<PackageCacheStats | undefined>,
 ): Promise<Server> {
   const server = createServer((req, res) => {
     if (req.url !== '/metrics') {
@@ -175,10 +210,20 @@ async function serveMetrics(
       return;
     }
     for (const [image, n] of Object.entries(warm())) metrics.warmPool.set({ arch, image }, n);
-    metrics.registry.metrics().then(
-      (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
-      (err: unknown) => res.writeHead(500).end(String(err)),
-    );
+    cache()
+      .then((c) => {
+        if (!c) return;
+        metrics.packageCacheFiles.set({ result: 'hit' }, c.hits);
+        metrics.packageCacheFiles.set({ result: 'miss' }, c.misses);
+        metrics.packageCacheBytes.set({ direction: 'from_mirror' }, c.bytesIn);
+        metrics.packageCacheBytes.set({ direction: 'to_jobs' }, c.bytesOut);
+      })
+      .catch(() => undefined)
+      .then(() => metrics.registry.metrics())
+      .then(
+        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+        (err: unknown) => res.writeHead(500).end(String(err)),
+      );
   });
   await new Promise<void>((resolve) => server.listen(port, resolve));
   return server;

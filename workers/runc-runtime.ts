@@ -2,11 +2,11 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { closeSync, constants, openSync } from 'node:fs';
-import { access, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, lchown, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
-import type { ResolvedImage } from '../images/index.ts';
+import { imageForRange, type ResolvedImage } from '../images/index.ts';
 import {
   AbortedError,
   type Arch,
@@ -14,22 +14,42 @@ import {
   archSupport,
   type CgroupMode,
   cgroupMode,
+  createHostLeases,
   deleteSubvolume,
   HOST_ENV,
   HostCommandError,
   type HostConfig,
   HostRequirementError,
   hasCommand,
+  InvalidInputError,
   type Limits,
   type Logger,
   limitExclusive,
+  type NetworkMode,
   oomKills,
+  processAlive,
+  processIdentity,
   runCommand,
   snapshotSubvolume,
   toError,
 } from '../src/index.ts';
 import type { Container, ContainerRuntime, ExecResult, Execution, RuntimeCtl } from './container-runtime.ts';
-import { createOciSpec, createProcessSpec, ociResources } from './oci-spec.ts';
+import {
+  createEgressNetwork,
+  type EgressNetwork,
+  type EgressNetworkOptions,
+  type NetworkAttachment,
+} from './egress-network.ts';
+import { CAPABILITIES, createOciSpec, createProcessSpec, ociResources } from './oci-spec.ts';
+import { startOrphanWatch } from './orphan-watch.ts';
+import { seccompFor } from './seccomp-profile.ts';
+import {
+  createUserNamespace,
+  idRangeLayoutProblem,
+  idRangeOf,
+  limitUcounts,
+  type UcountLimits,
+} from './user-namespace.ts';
 
 export interface RuncRuntimeOptions {
   arch: Arch;
@@ -43,9 +63,19 @@ export interface RuncRuntimeOptions {
   cgroupParent: string;
   /** Host path of the static init containers idle in (catatonit). */
   initPath: string;
-  /** Host uid/gid range container root maps to. */
+  /** Host uid/gid of range 0 (where images are stored shifted) and the size of every range. */
   idBase: number;
   idSize: number;
+  /** The job network of this host; without it, a container with `network: egress` cannot be made. */
+  egress?: Omit<EgressNetworkOptions, 'logger'> | undefined;
+  /** Docker-format seccomp profile every container's filter is made from; `false`: none (the launch benchmark's baseline only). */
+  seccompProfile: string | false;
+  /** How many uid ranges the host has: container root of range k maps to idBase + k * idSize. */
+  idRanges: number;
+  /** Lease directory of the uid ranges: one per host, shared by every process that makes containers. */
+  idLeaseDir: string;
+  /** Per-uid limits set in each container's user namespace. */
+  ucounts: UcountLimits;
   logger: Logger;
 }
 
@@ -60,13 +90,40 @@ export function runtimeOptionsFrom(config: HostConfig, arch: Arch, logger: Logge
     initPath: config.ARCHWAY_INIT,
     idBase: config.ARCHWAY_UID_BASE,
     idSize: config.ARCHWAY_UID_SIZE,
+    ...(config.ARCHWAY_EGRESS
+      ? {
+          egress: {
+            subnet: config.ARCHWAY_EGRESS_SUBNET,
+            allow: config.ARCHWAY_EGRESS_ALLOW,
+            leasesDir: join(config.ARCHWAY_NET_STATE_DIR, 'leases'),
+            stateDir: config.ARCHWAY_NET_STATE_DIR,
+            aptCacheDir:
+              config.ARCHWAY_APT_CACHE_DIR ?? join(config.ARCHWAY_POOL_PATH, 'cache', 'apt-cacher-ng'),
+            aptCacheBytes: Math.round(config.ARCHWAY_APT_CACHE_GIB * 2 ** 30),
+            mirror: config.ARCHWAY_DEBIAN_MIRROR,
+          },
+        }
+      : {}),
+    seccompProfile: config.ARCHWAY_SECCOMP_PROFILE,
+    idRanges: config.ARCHWAY_UID_RANGES,
+    idLeaseDir: config.ARCHWAY_UID_LEASE_DIR,
+    ucounts: {
+      inotifyInstances: config.ARCHWAY_CONTAINER_MAX_INOTIFY_INSTANCES,
+      inotifyWatches: config.ARCHWAY_CONTAINER_MAX_INOTIFY_WATCHES,
+      fanotifyGroups: config.ARCHWAY_CONTAINER_MAX_FANOTIFY_GROUPS,
+      fanotifyMarks: config.ARCHWAY_CONTAINER_MAX_FANOTIFY_MARKS,
+      namespaces: config.ARCHWAY_CONTAINER_MAX_NAMESPACES,
+    },
     logger,
   };
 }
 
 /** Every container archway makes has an id with this prefix; nothing else is touched. */
 export const CONTAINER_PREFIX = 'aw-';
+/** How long output may go on after the job's process exited before the container is killed. */
 const GRACE_FOR_OUTPUT_MS = 100;
+/** How often a running job's process is checked for its exit (see exec). */
+const PROCESS_POLL_MS = 20;
 
 interface Owner {
   pid: number;
@@ -79,10 +136,16 @@ interface ContainerMeta {
   image: { name: string; arch: Arch; digest: string };
   jobId?: string;
   createdAt: string;
+  /** The container's job-network lease, once it has one (egress containers). */
+  netIndex?: number;
+  /** The uid range leased to the container (released once its processes are gone). */
+  uidRange?: number;
 }
 
 interface RuncContainer extends Container {
   readonly initPid: number;
+  /** Start time of the init (see Owner.start): tells it apart from a later process with its pid. */
+  readonly initStart: string;
   readonly cgroupsPath: string;
   execed: boolean;
 }
@@ -92,6 +155,10 @@ interface RuncContainer extends Container {
  * One instance serves one arch; several can share a pool, and reap only what dead processes left.
  */
 export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<ContainerRuntime> {
+  const layout = { base: o.idBase, size: o.idSize, count: o.idRanges };
+  const layoutProblem = idRangeLayoutProblem(layout);
+  if (layoutProblem) throw new InvalidInputError('ARCHWAY_UID_RANGES', layoutProblem);
+  const leases = createHostLeases({ dir: o.idLeaseDir, size: o.idRanges });
   const support = await archSupport(o.arch);
   const mode = await cgroupMode();
   const ociRuntime =
@@ -116,10 +183,20 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
       'apt-get install catatonit, or set ARCHWAY_INIT',
     );
   }
+  // Read and compiled here, once: a missing or broken profile stops the worker at start, naming the file.
+  const seccomp = o.seccompProfile === false ? undefined : await seccompFor(o.seccompProfile, CAPABILITIES);
   const stateRoot = join(o.runDir, ociRuntime);
+  const egress: EgressNetwork | undefined = o.egress
+    ? await createEgressNetwork({ ...o.egress, logger: o.logger })
+    : undefined;
+  const aptHostSettings = egress ? await hostAptSettings() : [];
   await mkdir(stateRoot, { recursive: true, mode: 0o700 });
   const me: Owner = { pid: process.pid, start: await processStart(process.pid) };
   const bundleOf = (id: string) => join(o.poolPath, 'bundles', id);
+  const readMeta = (id: string) =>
+    readFile(join(bundleOf(id), 'meta.json'), 'utf8')
+      .then((t) => JSON.parse(t) as ContainerMeta)
+      .catch(() => undefined);
   const oci = (args: string[], ctl: RuntimeCtl, extra: { log?: string; detached?: boolean } = {}) =>
     runCommand(
       ociRuntime,
@@ -134,10 +211,16 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
 
   async function destroyById(id: string, ctl: RuntimeCtl): Promise<void> {
     const errors: Error[] = [];
-    // Order: processes first (they hold the snapshot busy), then the snapshot, then the bundle.
+    const meta = await readMeta(id);
+    // Order: processes first (they hold the snapshot busy), then the snapshot, then the bundle,
+    // then the uid range, once no process of the container can hold it.
     await oci(['delete', '--force', id], { deadline: ctl.deadline }).catch((e: unknown) => {
       if (!/does not exist|not found/i.test(toError(e).message)) errors.push(toError(e));
     });
+    const processesGone = errors.length === 0;
+    // The veth went with the container's network namespace; this removes a straggler and gives the address back.
+    if (processesGone && meta?.netIndex !== undefined && egress)
+      await egress.detach(id, meta.netIndex).catch((e: unknown) => errors.push(toError(e)));
     for (const dir of ['warm', 'jobs']) {
       const path = join(o.poolPath, dir, id);
       if (!(await exists(path))) continue;
@@ -147,6 +230,8 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
       });
     }
     await rm(bundleOf(id), { recursive: true, force: true }).catch((e: unknown) => errors.push(toError(e)));
+    if (processesGone && meta?.uidRange !== undefined)
+      await leases.release(meta.uidRange, id).catch((e: unknown) => errors.push(toError(e)));
     if (errors.length)
       throw new AggregateError(
         errors,
@@ -197,9 +282,21 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
     arch: o.arch,
     emulated: support.emulated,
     ociRuntime,
+    egress: egress !== undefined,
+    packageCacheStats: async () => egress?.cacheStats(),
 
-    async prepare(image: ResolvedImage, limits: Limits, ctl: RuntimeCtl & { jobId?: string }) {
+    async prepare(
+      image: ResolvedImage,
+      limits: Limits,
+      ctl: RuntimeCtl & { jobId?: string; network?: NetworkMode },
+    ) {
       abortIfNeeded(ctl, 'prepare');
+      const network = ctl.network ?? 'none';
+      if (network === 'egress' && !egress)
+        throw new ArchwayError(
+          'EGRESS_UNAVAILABLE',
+          'this node does not give jobs network egress (ARCHWAY_EGRESS=false on the worker)',
+        );
       if (image.arch !== o.arch)
         throw new ArchwayError(
           'ARCH_MISMATCH',
@@ -211,18 +308,32 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
       const bundle = bundleOf(id);
       const rootfs = rootfsOf({ id });
       const cgroupsPath = `/${o.cgroupParent}/${id}`;
+      let rangeIndex: number | undefined;
+      let userns: { path: string; close(): void } | undefined;
       try {
-        // The owner record goes first, so a concurrent reap by another process never sees an ownerless container.
+        // The uid range first (no two live containers of the host share one), then the owner
+        // record with it, so a concurrent reap by another process never sees an ownerless container.
+        rangeIndex = await leases.acquire({ id, owner: me });
+        const range = idRangeOf(layout, rangeIndex);
         await mkdir(bundle, { recursive: true, mode: 0o700 });
         const meta: ContainerMeta = {
           owner: me,
           image: { name: image.name, arch: image.arch, digest: image.digest },
           ...(ctl.jobId ? { jobId: ctl.jobId } : {}),
           createdAt: new Date().toISOString(),
+          uidRange: rangeIndex,
         };
         await writeFile(join(bundle, 'meta.json'), JSON.stringify(meta));
-        await snapshotSubvolume(image.path, rootfs, { timeoutMs: remaining(ctl, 30_000) });
+        // The image with its owners in this range: made once per (version, range), then a snapshot as before.
+        const source = await imageForRange(image, range);
+        await snapshotSubvolume(source, rootfs, { timeoutMs: remaining(ctl, 30_000) });
+        userns = await createUserNamespace(range.hostId, o.idSize, remaining(ctl, 10_000));
         await Promise.all([
+          writeNetworkFiles(rootfs, network, {
+            owner: range.hostId,
+            ...(egress ? { nameserver: egress.serviceAddress, aptProxy: egress.aptProxy } : {}),
+            aptSettings: aptHostSettings,
+          }),
           limitExclusive(rootfs, limits.diskMiB * 1024 * 1024, { timeoutMs: remaining(ctl, 10_000) }),
           runCommand('mkfifo', ['-m', '0600', join(bundle, 'output.fifo')]),
           writeFile(
@@ -231,12 +342,13 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
               createOciSpec({
                 rootfs,
                 hostname: id,
-                idBase: o.idBase,
+                idBase: range.hostId,
                 idSize: o.idSize,
+                userNamespace: userns.path,
                 limits,
                 cgroupsPath,
                 initPath: o.initPath,
-                network: 'none',
+                seccomp,
               }),
             ),
           ),
@@ -259,23 +371,45 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
             why || toError(e).message,
           );
         });
+        userns.close();
         const initPid = Number((await readFile(join(bundle, 'init.pid'), 'utf8')).trim());
+        let attachment: NetworkAttachment | undefined;
+        if (network === 'egress' && egress) {
+          attachment = await egress.attach(id, initPid, me);
+          await writeFile(join(bundle, 'meta.json'), JSON.stringify({ ...meta, netIndex: attachment.index }));
+        }
+        // The lease outlives this process while the container runs (an orphan keeps its range).
+        const init = await processIdentity(initPid);
+        if (init) await leases.update(rangeIndex, { id, owner: me, init });
+        await limitUcounts(initPid, o.ucounts, remaining(ctl, 10_000));
+        const initStart = await processStart(initPid);
         abortIfNeeded(ctl, 'prepare');
         const c: RuncContainer = {
           id,
           image,
           limits,
+          network,
+          ...(attachment ? { address: attachment.address } : {}),
           readyAt: Date.now(),
           rootfs,
+          idBase: range.hostId,
           initPid,
+          initStart,
           cgroupsPath,
           execed: false,
         };
         return c;
       } catch (e) {
-        await destroyById(id, {}).catch((err: unknown) =>
-          o.logger.error({ err, id }, 'cleanup of a half-made container failed'),
+        userns?.close();
+        const cleaned = await destroyById(id, {}).then(
+          () => true,
+          (err: unknown) => {
+            o.logger.error({ err, id }, 'cleanup of a half-made container failed');
+            return false;
+          },
         );
+        // The range may have been taken before the record naming it was written: give it back here.
+        if (cleaned && rangeIndex !== undefined) await leases.release(rangeIndex, id).catch(() => undefined);
         if (ctl.signal?.aborted) throw new AbortedError('prepare', ctl.signal.reason);
         throw e;
       }
@@ -302,6 +436,11 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
         readFile(join(bundle, 'meta.json'), 'utf8').then((m) =>
           writeFile(join(bundle, 'meta.json'), JSON.stringify({ ...JSON.parse(m), jobId: req.jobId })),
         ),
+        // Should this process die, the job's deadline still holds (docs/architecture.md, Orphans).
+        // Started here, while the steps above wait on their commands, not on the launch's path.
+        req.killAt !== undefined
+          ? startOrphanWatch({ initPid: c.initPid, initStart: c.initStart, killAt: req.killAt })
+          : undefined,
       ]);
       abortIfNeeded(ctl, 'exec');
       // One FIFO for both stdout and stderr: the kernel keeps the two in the order they were written.
@@ -309,6 +448,7 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
       const readFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
       const writeFd = openSync(fifo, constants.O_WRONLY);
       const execLog = join(bundle, 'exec.log');
+      const execPid = join(bundle, 'exec.pid');
       const proc = spawn(
         ociRuntime,
         [
@@ -319,6 +459,8 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
           '--log-format',
           'json',
           'exec',
+          '--pid-file',
+          execPid,
           '--process',
           processFile,
           c.id,
@@ -338,7 +480,20 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
         () => undefined,
         () => undefined,
       );
+      // runc exec copies the output through pipes of its own and exits only at their end, so a
+      // background process that keeps them open would hold it (and the job) until the timeout:
+      // the script's end is seen on its pid instead, and runc then exits with its status.
+      const scriptEnded = processEnded(execPid, exited);
       const done = (async (): Promise<ExecResult> => {
+        if ((await Promise.race([exited.then(() => 'runc'), scriptEnded])) !== 'runc') {
+          const grace = await Promise.race([
+            ended.then(() => true),
+            sleep(GRACE_FOR_OUTPUT_MS).then(() => false),
+          ]);
+          // SIGKILL to the container's init ends its pid namespace at once, without a `runc kill`
+          // to start (tens of ms on a busy host); runc's kill is the fallback.
+          if (!grace && !(await killInit(c))) await runtime.kill(c, {}).catch(() => undefined);
+        }
         const r = await exited;
         let exitCode = r.code ?? (r.signal ? 128 + signalNumber(r.signal) : 255);
         // Processes the job left in the background still hold the pipe: the job is over, so end them.
@@ -375,9 +530,7 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
       }
       const removed: string[] = [];
       for (const id of [...ids].filter((i) => i.startsWith(CONTAINER_PREFIX))) {
-        const meta = await readFile(join(bundleOf(id), 'meta.json'), 'utf8')
-          .then((t) => JSON.parse(t) as ContainerMeta)
-          .catch(() => undefined);
+        const meta = await readMeta(id);
         if (meta && (await isAlive(meta.owner))) continue;
         // One leftover that will not go must not keep the node from starting: say so and go on.
         try {
@@ -391,6 +544,17 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
         }
       }
       if (removed.length) o.logger.info({ removed }, 'removed containers left by processes that are gone');
+      await egress
+        ?.reap()
+        .catch((e: unknown) =>
+          o.logger.error({ err: toError(e).message }, 'could not remove leftover job interfaces'),
+        );
+      // uid ranges whose taker and container are both gone (their pool may be another one).
+      for (const [index, holder] of await leases.list()) {
+        const alive =
+          (await processAlive(holder.owner)) || (holder.init ? await processAlive(holder.init) : false);
+        if (!alive) await leases.release(index, holder.id);
+      }
       await destroyStaleQgroups(o.poolPath);
       return removed;
     },
@@ -399,9 +563,7 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
       // Every container's record is written before its snapshot is made, so one being made counts too.
       const digests = new Set<string>();
       for (const id of await readdir(join(o.poolPath, 'bundles')).catch(() => [] as string[])) {
-        const meta = await readFile(join(bundleOf(id), 'meta.json'), 'utf8')
-          .then((t) => JSON.parse(t) as ContainerMeta)
-          .catch(() => undefined);
+        const meta = await readMeta(id);
         if (meta?.image.digest) digests.add(meta.image.digest);
       }
       return digests;
@@ -444,6 +606,44 @@ async function isAlive(owner: Owner): Promise<boolean> {
   }
 }
 
+/** SIGKILLs the container's init if it is still the process it was; false when it could not. */
+async function killInit(c: RuncContainer): Promise<boolean> {
+  if ((await processStart(c.initPid).catch(() => '')) !== c.initStart) return false;
+  try {
+    process.kill(c.initPid, 'SIGKILL');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Resolves when the process whose pid runc writes to `pidFile` has exited (gone, or a zombie its
+ * parent has not reaped yet), or when `stop` settles first. Polls: a non-child has no exit event.
+ */
+async function processEnded(pidFile: string, stop: Promise<unknown>): Promise<'script'> {
+  let stopped = false;
+  void stop.then(() => {
+    stopped = true;
+  });
+  let who: Owner | undefined;
+  while (!stopped) {
+    if (!who) {
+      const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+      if (pid > 0) who = { pid, start: await processStart(pid).catch(() => '') };
+    }
+    if (who && (who.start === '' || !(await isRunning(who)))) return 'script';
+    await sleep(PROCESS_POLL_MS);
+  }
+  return new Promise<never>(() => {});
+}
+
+async function isRunning(p: Owner): Promise<boolean> {
+  const stat = await readFile(`/proc/${p.pid}/stat`, 'utf8').catch(() => '');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return fields[19] === p.start && fields[0] !== 'Z' && fields[0] !== 'X';
+}
+
 async function lastRuncError(logFile: string): Promise<string> {
   const text = await readFile(logFile, 'utf8').catch(() => '');
   const errors = text
@@ -471,4 +671,81 @@ async function destroyStaleQgroups(poolPath: string): Promise<void> {
     const m = line.match(/^(0\/\d+)\s.*<stale>/);
     if (m?.[1]) await runCommand('btrfs', ['qgroup', 'destroy', m[1], poolPath]).catch(() => undefined);
   }
+}
+
+/**
+ * What the host's own apt needs for its mirror (a dated snapshot has expired Release files):
+ * `Acquire::Check-Valid-Until` and `Acquire::Check-Date` when the host turns them off.
+ */
+async function hostAptSettings(): Promise<string[]> {
+  const out = await runCommand('apt-config', ['dump']).catch(() => '');
+  const lines: string[] = [];
+  for (const key of ['Acquire::Check-Valid-Until', 'Acquire::Check-Date']) {
+    if (new RegExp(`^${key} "(false|0|no)";$`, 'm').test(out)) lines.push(`${key} "false";`);
+  }
+  return lines;
+}
+
+/** Shell-safe text of the apt hook that tells a job without network why apt cannot work. */
+const NO_NETWORK_MESSAGE =
+  'archway: this job has no network (network: none), so apt cannot reach a mirror. Ask for it with network: egress (archway submit --network egress; builds from a repository have it unless the operator turned egress off)';
+
+/**
+ * Files the host writes into a container before it starts, by network mode: the resolver (the
+ * host's DNS forwarder for egress, none otherwise) and, in Debian images, apt's settings: the
+ * host's package cache as proxy for egress; an update hook that fails at once, saying why, without.
+ */
+export async function writeNetworkFiles(
+  rootfs: string,
+  network: NetworkMode,
+  o: { owner: number; nameserver?: string; aptProxy?: string; aptSettings: readonly string[] },
+): Promise<void> {
+  const etc = join(rootfs, 'etc');
+  const hasEtc = await access(etc).then(
+    () => true,
+    () => false,
+  );
+  if (!hasEtc) return;
+  const put = async (path: string, text: string) => {
+    // An image's symlink here must not make the host write elsewhere: replace, never follow.
+    await rm(path, { force: true });
+    await writeFile(path, text, { mode: 0o644, flag: 'wx' });
+    await lchown(path, o.owner, o.owner);
+  };
+  await put(
+    join(etc, 'resolv.conf'),
+    network === 'egress' && o.nameserver ? `nameserver ${o.nameserver}\n` : '',
+  );
+  const aptDir = join(etc, 'apt', 'apt.conf.d');
+  const hasApt = await access(aptDir).then(
+    () => true,
+    () => false,
+  );
+  if (!hasApt) return;
+  const conf =
+    network === 'egress'
+      ? [
+          "// Written by archway: this host's package cache, used by every egress job.",
+          ...(o.aptProxy ? [`Acquire::http::Proxy "${o.aptProxy}";`] : []),
+          // A mirror that cannot be reached fails `apt-get update` (by default only a warning, exit 0).
+          'APT::Update::Error-Mode "any";',
+          ...o.aptSettings,
+        ]
+      : [
+          '// Written by archway: this job has no network.',
+          // apt retries with a growing delay (7 s in all) before it gives up: nothing to wait for here.
+          'Acquire::Retries "0";',
+          `APT::Update::Pre-Invoke { "echo '${NO_NETWORK_MESSAGE}' >&2; exit 100"; };`,
+        ];
+  await put(join(aptDir, '00archway'), `${conf.join('\n')}\n`);
+  // The container is thrown away after its one job: dpkg's fsync per file buys nothing and
+  // doubles an install's time (measured in docs/benchmarks.md).
+  const dpkgDir = join(etc, 'dpkg', 'dpkg.cfg.d');
+  if (
+    await access(dpkgDir).then(
+      () => true,
+      () => false,
+    )
+  )
+    await put(join(dpkgDir, '00archway-unsafe-io'), 'force-unsafe-io\n');
 }

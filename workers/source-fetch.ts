@@ -1,18 +1,22 @@
-import { lstat, mkdir } from 'node:fs/promises';
+import { lstat, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import {
   AbortedError,
+  type CheckedSourceUrl,
   checkSourceUrl,
   HOST_ENV,
   HostCommandError,
+  InvalidInputError,
   type JobSpec,
   type Keys,
   type Logger,
   parseSourceUrl,
   runCommand,
+  type SourceResolver,
   type SourceUrl,
   sourceBuildDir,
 } from '../src/index.ts';
@@ -24,10 +28,12 @@ const SourceCredential = z.object({ host: z.string(), token: z.string().min(1) }
 export interface SourceFetcherOptions {
   /** The btrfs pool: mirrors live in `<pool>/cache/git/<host>/<path>.git`. */
   poolPath: string;
-  /** Host uid and gid of container root: the placed tree is owned by it. */
-  idBase: number;
   /** Allow sources on this host's loopback (and plain http to them); for tests. Default false. */
   allowLoopback?: boolean;
+  /** The operator's allow-list of private git servers (ARCHWAY_SOURCE_ALLOW). Default none. */
+  allow?: readonly string[];
+  /** How host names are resolved at connect time. Default: the system's resolver. */
+  resolve?: SourceResolver;
   /** Where a job's short-lived credential is read from (`keys.sourceCredential(jobId)`). */
   redis: Redis;
   keys: Keys;
@@ -56,6 +62,8 @@ export interface SourceFetcher {
     jobId: string;
     source: NonNullable<JobSpec['source']>;
     rootfs: string;
+    /** Host uid and gid of the container's root: the placed tree is owned by it. */
+    idBase: number;
     signal: AbortSignal;
   }): Promise<PlacedSource>;
 }
@@ -69,7 +77,7 @@ const GIT_TIMEOUT_MS = 10 * 60_000;
  * (never in argv, a URL, the mirror's config or the log) and never enters the container.
  */
 export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
-  const policy = { allowLoopback: o.allowLoopback ?? false };
+  const policy = { allowLoopback: o.allowLoopback ?? false, allow: o.allow ?? [] };
 
   function mirrorOf(src: SourceUrl): string {
     return join(o.poolPath, 'cache', 'git', src.host.replace(/:/g, '_'), `${src.path}.git`);
@@ -78,7 +86,7 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
   /** git with an explicit environment (see gitEnv); `auth` adds the Authorization header for one host. */
   function git(args: string[], signal: AbortSignal, auth?: [string, string]) {
     return runCommand('git', args, {
-      env: gitEnv(policy.allowLoopback, auth),
+      env: gitEnv(policy.allowLoopback, auth ? [auth] : []),
       signal,
       timeoutMs: GIT_TIMEOUT_MS,
       label: `git ${args.find((a) => !a.startsWith('-') && !a.startsWith('/')) ?? ''}`.trim(),
@@ -108,7 +116,7 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
   }
 
   /** Makes each directory of `rel` under `root`, refusing a symlink on the way (it could point out of the container). */
-  async function makeDirs(root: string, rel: string): Promise<string> {
+  async function makeDirs(root: string, rel: string, idBase: number): Promise<string> {
     let cur = root;
     for (const part of rel.split('/').filter(Boolean)) {
       cur = join(cur, part);
@@ -120,7 +128,7 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
       }
       if (!st) {
         await mkdir(cur, { mode: 0o755 });
-        await runCommand('chown', ['-h', `${o.idBase}:${o.idBase}`, cur]);
+        await runCommand('chown', ['-h', `${idBase}:${idBase}`, cur]);
       }
     }
     return cur;
@@ -130,8 +138,14 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
     buildDirOf(source) {
       return sourceBuildDir(parseSourceUrl(source.git, policy).path);
     },
-    async place({ jobId, source, rootfs, signal }) {
-      const src = await checkSourceUrl(source.git, policy);
+    async place({ jobId, source, rootfs, idBase, signal }) {
+      // Resolved and checked again here, at connect time, and git connects to exactly the checked
+      // address: a name that resolved to a public address at submission may not now (DNS rebinding).
+      const src = await checkSourceUrl(source.git, policy, 'source.git', o.resolve).catch((e: unknown) => {
+        if (e instanceof InvalidInputError) throw new SourceFetchError(e.message, { infra: false, cause: e });
+        throw e;
+      });
+      const pin = pinTo(src);
       const mirror = mirrorOf(src);
       const buildDir = sourceBuildDir(src.path);
       const t0 = performance.now();
@@ -147,15 +161,26 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
             `Authorization: Basic ${Buffer.from(`x-access-token:${token}`).toString('base64')}`,
           ]
         : undefined;
+      const remoteEnv = gitEnv(policy.allowLoopback, [...pin.config, ...(auth ? [auth] : [])]);
       // One fetch at a time per mirror, across processes (the workers of each arch share the pool).
       const fetchUnderLock = async (refspec: string) => {
         const what = refspec.replace(/^\+/, '').split(':')[0];
+        // The mirror's access record changes under the same lock as the fetch: what a credential
+        // fetches may be private, so the record is cleared before it; a fetch with no credential
+        // proves anyone may read the repository, so it says public after it.
         await runCommand(
           'flock',
           [
             '-w',
             '600',
             lock,
+            'sh',
+            '-c',
+            RECORD_AROUND,
+            'archway-fetch',
+            token ? 'unknown' : '',
+            token ? '' : 'public',
+            join(mirror, ACCESS_FILE),
             'git',
             '--git-dir',
             mirror,
@@ -163,10 +188,10 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
             '--quiet',
             '--no-tags',
             '--no-write-fetch-head',
-            src.url.href,
+            pin.url,
             refspec,
           ],
-          { env: gitEnv(policy.allowLoopback, auth), signal, timeoutMs: GIT_TIMEOUT_MS, label: 'git fetch' },
+          { env: remoteEnv, signal, timeoutMs: GIT_TIMEOUT_MS, label: 'git fetch' },
         ).catch((e: unknown) => {
           if (e instanceof HostCommandError) {
             throw new SourceFetchError(`fetching ${what} from ${src.url.href}: ${e.message}`, {
@@ -185,6 +210,26 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
       }
       if (sha && (await hasCommit(mirror, sha, signal))) {
         mirrorHit = true;
+        // A job without a credential gets a commit from the mirror only if the repository is
+        // public: recorded by an anonymous fetch, or proven now by an anonymous ls-remote. A
+        // webhook job's commit of a private repository is never served to an API job.
+        if (!token && (await readAccess(mirror)) !== 'public') {
+          try {
+            await runCommand('git', ['ls-remote', '--quiet', pin.url, 'HEAD'], {
+              env: remoteEnv,
+              signal,
+              timeoutMs: GIT_TIMEOUT_MS,
+              label: 'git ls-remote',
+            });
+          } catch (e) {
+            if (e instanceof AbortedError) throw e;
+            throw new SourceFetchError(
+              `${src.url.href} cannot be read without a credential, and this job holds none for it: its commits in this host's mirror are not served to it`,
+              { infra: false, cause: e },
+            );
+          }
+          await writeAccess(mirror, 'public');
+        }
       } else {
         if (source.ref) {
           const ref = source.ref.startsWith('refs/') ? source.ref : `refs/heads/${source.ref}`;
@@ -211,7 +256,7 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
       }
       const fetchMs = Math.round(performance.now() - t0);
       const t1 = performance.now();
-      const dest = await makeDirs(rootfs, buildDir);
+      const dest = await makeDirs(rootfs, buildDir, idBase);
       const archive = execa('git', ['--git-dir', mirror, 'archive', '--format=tar', sha], {
         env: gitEnv(policy.allowLoopback),
         extendEnv: false,
@@ -237,7 +282,7 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
           { infra: true },
         );
       }
-      await runCommand('chown', ['-R', '-h', `${o.idBase}:${o.idBase}`, dest], { signal });
+      await runCommand('chown', ['-R', '-h', `${idBase}:${idBase}`, dest], { signal });
       const placeMs = Math.round(performance.now() - t1);
       o.logger.debug({ job: jobId, mirror, sha, mirrorHit, fetchMs, placeMs }, 'source placed');
       return { buildDir, sha, mirrorHit, fetchMs, placeMs };
@@ -247,10 +292,11 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
 
 /**
  * git's environment: no user or system config, no prompts, no hooks, only the transports archway
- * fetches with (no ext::, file:// or ssh through a submodule or a redirect), and the optional
- * Authorization header for one host, given as config in the environment (never in argv).
+ * fetches with (no ext::, file:// or ssh through a submodule or a redirect), no redirects, and
+ * `extra` (the address pin, the Authorization header for one host), given as config in the
+ * environment (never in argv).
  */
-function gitEnv(allowLoopback: boolean, auth?: [string, string]): Record<string, string> {
+function gitEnv(allowLoopback: boolean, extra: [string, string][] = []): Record<string, string> {
   const config: [string, string][] = [
     ['protocol.allow', 'never'],
     ['protocol.https.allow', 'always'],
@@ -259,7 +305,9 @@ function gitEnv(allowLoopback: boolean, auth?: [string, string]): Record<string,
     ['credential.helper', ''],
     ['core.hooksPath', '/dev/null'],
     ['gc.auto', '0'],
-    ...(auth ? [auth] : []),
+    // A redirect would send git to a host nobody checked (and resolved without the pin).
+    ['http.followRedirects', 'false'],
+    ...extra,
   ];
   const env: Record<string, string> = {
     ...HOST_ENV,
@@ -281,4 +329,44 @@ async function exists(path: string): Promise<boolean> {
     () => true,
     () => false,
   );
+}
+
+/**
+ * How git connects to the checked address and no other: https (and http, for loopback tests)
+ * through curl's resolve pin for the URL's host and port, so TLS still checks the name; git://
+ * by the address itself in the URL (its protocol names the host only as a virtual-host hint).
+ */
+function pinTo(src: CheckedSourceUrl): { url: string; config: [string, string][] } {
+  const addr = src.addresses[0] as string;
+  const literal = isIP(addr) === 6 ? `[${addr}]` : addr;
+  const u = src.url;
+  if (u.protocol === 'git:') {
+    const pinned = new URL(u.href);
+    pinned.hostname = literal;
+    return { url: pinned.href, config: [] };
+  }
+  const port = u.port || (u.protocol === 'https:' ? '443' : '80');
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  return { url: u.href, config: [['http.curloptResolve', `${host}:${port}:${literal}`]] };
+}
+
+type MirrorAccess = 'public' | 'unknown';
+const ACCESS_FILE = 'archway-access';
+
+/** Writes $1 (if set) to the file $3, runs the rest, then writes $2 (if set) when it succeeded. */
+const RECORD_AROUND = `pre=$1 post=$2 file=$3; shift 3
+[ -z "$pre" ] || printf '%s\\n' "$pre" > "$file" || exit 1
+"$@" || exit $?
+[ -z "$post" ] || printf '%s\\n' "$post" > "$file"`;
+
+/** Whether the mirror's repository was public when last fetched (see place()). */
+async function readAccess(mirror: string): Promise<MirrorAccess> {
+  const t = await readFile(join(mirror, ACCESS_FILE), 'utf8').catch(() => '');
+  return t.trim() === 'public' ? 'public' : 'unknown';
+}
+
+async function writeAccess(mirror: string, access: MirrorAccess): Promise<void> {
+  const tmp = join(mirror, `${ACCESS_FILE}.${process.pid}.${Math.random().toString(36).slice(2)}`);
+  await writeFile(tmp, `${access}\n`, { mode: 0o600 });
+  await rename(tmp, join(mirror, ACCESS_FILE));
 }

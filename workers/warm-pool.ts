@@ -1,13 +1,15 @@
 import PQueue from 'p-queue';
 import type { ImageStore, ResolvedImage } from '../images/index.ts';
-import { type Limits, type Logger, toError } from '../src/index.ts';
+import { type Limits, type Logger, type NetworkMode, toError } from '../src/index.ts';
 import type { Container, ContainerRuntime } from './container-runtime.ts';
 
 export interface WarmPoolOptions {
   runtime: ContainerRuntime;
   images: ImageStore;
-  /** How many warm containers to keep per image name (of the runtime's arch). */
+  /** How many warm containers to keep per image name (of the runtime's arch), for each network mode. */
   targets: Readonly<Record<string, number>>;
+  /** Network modes kept warm, each with the targets above. Default `none` only. */
+  networks?: readonly NetworkMode[];
   /** Limits warm containers are made with; a job with other limits has them applied at exec. */
   limits: Limits;
   logger: Logger;
@@ -18,11 +20,11 @@ export interface WarmPoolOptions {
 export interface WarmPool {
   /** Starts filling every target in the background. */
   start(): void;
-  /** A ready container of exactly this image version, now the caller's; undefined when none is ready. */
-  take(image: ResolvedImage): Container | undefined;
+  /** A ready container of exactly this image version and network, now the caller's; undefined when none is ready. */
+  take(image: ResolvedImage, network?: NetworkMode): Container | undefined;
   /** Destroys the ready containers of an older version of `image` (after an image sync switched it) and makes current ones. */
   dropStale(image: ResolvedImage): void;
-  /** Ready containers per image name. */
+  /** Ready containers per image name (`name` for network none, `name/egress` for egress). */
   sizes(): Record<string, number>;
   /** Settles when every target is met (or the pool is closed). */
   filled(): Promise<void>;
@@ -34,6 +36,12 @@ const RETRY_AFTER_FAILURE_MS = 2000;
 
 /** Keeps N containers per image created and started, so a job is only an exec away. */
 export function createWarmPool(o: WarmPoolOptions): WarmPool {
+  const networks = o.networks ?? ['none'];
+  /** One pool per image name and network mode: `name` (none) or `name/egress`. */
+  const keyOf = (name: string, network: NetworkMode) => (network === 'none' ? name : `${name}/${network}`);
+  const targets: Record<string, { name: string; network: NetworkMode; n: number }> = {};
+  for (const [name, n] of Object.entries(o.targets))
+    for (const network of networks) targets[keyOf(name, network)] = { name, network, n };
   const ready = new Map<string, Container[]>();
   const pending = new Map<string, number>();
   const make = new PQueue({ concurrency: o.concurrency ?? 1 });
@@ -42,7 +50,7 @@ export function createWarmPool(o: WarmPoolOptions): WarmPool {
   const waiters: (() => void)[] = [];
   let closed: Promise<void> | undefined;
 
-  const isFilled = () => Object.entries(o.targets).every(([name, n]) => (ready.get(name)?.length ?? 0) >= n);
+  const isFilled = () => Object.entries(targets).every(([key, t]) => (ready.get(key)?.length ?? 0) >= t.n);
   const notify = () => {
     if (isFilled() || closing.signal.aborted) for (const w of waiters.splice(0)) w();
   };
@@ -54,66 +62,72 @@ export function createWarmPool(o: WarmPoolOptions): WarmPool {
         .catch((err: unknown) => o.logger.error({ err, id: c.id }, 'destroying a warm container failed')),
     );
 
-  function refill(name: string): void {
-    const target = o.targets[name] ?? 0;
-    while (!closing.signal.aborted && (ready.get(name)?.length ?? 0) + (pending.get(name) ?? 0) < target) {
-      pending.set(name, (pending.get(name) ?? 0) + 1);
+  function refill(key: string): void {
+    const t = targets[key];
+    if (!t) return;
+    while (!closing.signal.aborted && (ready.get(key)?.length ?? 0) + (pending.get(key) ?? 0) < t.n) {
+      pending.set(key, (pending.get(key) ?? 0) + 1);
       void make.add(async () => {
         let failed = false;
         try {
-          const image = await o.images.resolve(name, o.runtime.arch);
+          const image = await o.images.resolve(t.name, o.runtime.arch);
           const c = await o.runtime.prepare(image, o.limits, {
             signal: closing.signal,
             deadline: Date.now() + 120_000,
+            network: t.network,
           });
           if (closing.signal.aborted) drop(c);
-          else ready.set(name, [...(ready.get(name) ?? []), c]);
+          else ready.set(key, [...(ready.get(key) ?? []), c]);
         } catch (e) {
           failed = !closing.signal.aborted;
           if (failed)
             o.logger.error(
-              { err: toError(e), image: name, arch: o.runtime.arch },
+              { err: toError(e), image: t.name, network: t.network, arch: o.runtime.arch },
               'making a warm container failed',
             );
         } finally {
-          pending.set(name, (pending.get(name) ?? 1) - 1);
+          pending.set(key, (pending.get(key) ?? 1) - 1);
           notify();
         }
-        if (failed) setTimeout(() => refill(name), RETRY_AFTER_FAILURE_MS).unref();
-        else refill(name);
+        if (failed) setTimeout(() => refill(key), RETRY_AFTER_FAILURE_MS).unref();
+        else refill(key);
       });
     }
   }
 
   return {
     start() {
-      for (const name of Object.keys(o.targets)) refill(name);
+      for (const key of Object.keys(targets)) refill(key);
       notify();
     },
-    take(image) {
-      const list = ready.get(image.name) ?? [];
+    take(image, network = 'none') {
+      const key = keyOf(image.name, network);
+      const list = ready.get(key) ?? [];
       // Containers of an older version are never handed out: drop them, the refill makes current ones.
       const stale = list.filter((c) => c.image.digest !== image.digest);
       const fresh = list.filter((c) => c.image.digest === image.digest);
       for (const c of stale) drop(c);
       const taken = fresh.shift();
-      ready.set(image.name, fresh);
-      if (taken || stale.length) refill(image.name);
+      ready.set(key, fresh);
+      if (taken || stale.length) refill(key);
       return taken;
     },
     dropStale(image) {
-      const list = ready.get(image.name) ?? [];
-      const stale = list.filter((c) => c.image.digest !== image.digest);
-      if (stale.length === 0) return;
-      ready.set(
-        image.name,
-        list.filter((c) => c.image.digest === image.digest),
-      );
-      for (const c of stale) drop(c);
-      refill(image.name);
+      for (const network of networks) {
+        const key = keyOf(image.name, network);
+        const list = ready.get(key) ?? [];
+        const stale = list.filter((c) => c.image.digest !== image.digest);
+        if (stale.length === 0) continue;
+        ready.set(
+          key,
+          list.filter((c) => c.image.digest === image.digest),
+        );
+        for (const c of stale) drop(c);
+        refill(key);
+      }
     },
     sizes() {
-      return Object.fromEntries(Object.keys(o.targets).map((n) => [n, ready.get(n)?.length ?? 0]));
+      return Object.fromEntries(Object.keys(targets).map((k) => [k, ready.get(k)?.length ?? 0]));
     },
     filled() {
       return isFilled() || closing.signal.aborted

@@ -13,6 +13,7 @@ import {
   STALLED_INTERVAL_MS,
 } from '../queue/index.ts';
 import {
+  AbortedError,
   type Arch,
   ArchwayError,
   type EndReason,
@@ -25,7 +26,7 @@ import {
   type WorkerMetrics,
 } from '../src/index.ts';
 import type { JobLauncher } from './job-launcher.ts';
-import { jobEnv, scriptArgv } from './job-script.ts';
+import { jobEnv, SCRIPT_ARGV, writeScript } from './job-script.ts';
 import type { SourceFetcher } from './source-fetch.ts';
 
 export interface WorkerDaemonOptions {
@@ -223,18 +224,17 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
         {
           jobId: id,
           image: spec.image,
-          argv: scriptArgv(spec.script),
+          argv: SCRIPT_ARGV,
           env: jobEnv(spec, { jobId: id, attempt, node: o.nodeId }),
           cwd: source && fetcher ? fetcher.buildDirOf(source) : '/root',
-          ...(source && fetcher
-            ? {
-                prepare: async (rootfs: string, signal: AbortSignal) => {
-                  const p = await fetcher.place({ jobId: id, source, rootfs, signal });
-                  sourceNote = `[archway] source ${source.git} at ${p.sha}: ${p.mirrorHit ? "in this host's mirror" : `fetched in ${p.fetchMs} ms`}, placed at ${p.buildDir} in ${p.placeMs} ms\n`;
-                },
-              }
-            : {}),
+          prepare: async (rootfs: string, signal: AbortSignal, idBase: number) => {
+            await writeScript(rootfs, spec.script);
+            if (!source || !fetcher) return;
+            const p = await fetcher.place({ jobId: id, source, rootfs, idBase, signal });
+            sourceNote = `[archway] source ${source.git} at ${p.sha}: ${p.mirrorHit ? "in this host's mirror" : `fetched in ${p.fetchMs} ms`}, placed at ${p.buildDir} in ${p.placeMs} ms\n`;
+          },
           limits: spec.resources,
+          network: spec.network,
           timeoutSeconds: spec.timeoutSeconds,
         },
         { signal: ctl.signal },
@@ -256,6 +256,7 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
           `[archway] job ${id} on node ${o.nodeId}: ${o.arch}, ${rt.emulated ? `emulated (qemu-user on ${hostname()})` : 'native'}\n` +
           `[archway] image ${job.image.name}@${job.image.digest}\n` +
           `[archway] ${job.warm ? 'warm' : 'cold'} container, launched in ${Date.now() - t0} ms\n` +
+          `[archway] network: ${spec.network === 'egress' ? "egress (outbound only; apt uses this host's package cache)" : 'none (only loopback: no DNS, no downloads; ask for network: egress)'}\n` +
           sourceNote,
       );
       for await (const chunk of job.output) {
@@ -307,6 +308,25 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
         });
         await writer.end(o.logRetentionSeconds);
         return 'canceled';
+      }
+      if (isOwnMistake(err) && stopReason === undefined) {
+        // The job's own mistake (limits over this node's ceilings, a commit its repository lacks):
+        // it fails, is not retried, and does not count against the node.
+        await writer.note(`\n[archway] the job cannot run: ${err.message}\n`);
+        const endedAt = new Date().toISOString();
+        await finish(id, attempt, 'failed', { finishedAt: endedAt, logBytes: writer.bytes });
+        await o.queue.store.recordAttempt(id, {
+          n: attempt,
+          node: o.nodeId,
+          startedAt,
+          endedAt,
+          outcome: 'failed',
+          error: err.message,
+        });
+        await writer.end(o.logRetentionSeconds);
+        o.metrics?.outcomes.inc({ arch: o.arch, state: 'failed', reason: '' });
+        noteOutcome(false);
+        throw new UnrecoverableError(err.message);
       }
       // The host's failure (or this node shutting down): the attempt errored; retry elsewhere.
       // Retried elsewhere: the host's failures, and an image this host lacks (another may hold it).
@@ -475,6 +495,16 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
 }
 
 class ShutdownError extends Error {}
+
+/** A failure that is the job's, not the host's: another node would fail it the same way. */
+function isOwnMistake(err: Error): err is ArchwayError {
+  return (
+    err instanceof ArchwayError &&
+    !err.infra &&
+    !(err instanceof ImageNotFoundError) &&
+    !(err instanceof AbortedError)
+  );
+}
 
 function endLine(
   reason: EndReason | undefined,

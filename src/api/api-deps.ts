@@ -10,11 +10,13 @@ export interface ApiDeps {
   queue: JobQueue;
   nodes: NodeRegistry;
   keys: Keys;
-  /** A new connection for one log follow (it blocks in XREAD); the follow closes it when it ends. */
+  /** A new connection for the log reader of one followed job (it blocks in XREAD), shared by its followers; closed when the last leaves. */
   createBlockingRedis: () => Redis;
   logger: Logger;
   /** The GitHub App's route (`POST /webhooks/github`), registered when the App is configured. */
   webhookRoutes?: FastifyPluginAsync;
   /** Which `source.git` URLs a submitted job may use. Default: remote https and git URLs only. */
   sourcePolicy?: SourceUrlPolicy;
+  /** Whether jobs may ask for `network: egress` (ARCHWAY_EGRESS). Default true. */
+  egress?: boolean;
 }

@@ -12,6 +12,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** Name of the token that authenticated the request ('' before authentication). */
     clientId: string;
+    /** The token that authenticated the request has the admin scope. */
+    clientAdmin: boolean;
   }
 }
 
@@ -59,5 +61,6 @@ export function createAuthHook(verifier: TokenVerifier) {
       throw new ForbiddenError(`token '${token.name}' lacks the '${scope}' scope this request needs`);
     }
     req.clientId = token.name;
+    req.clientAdmin = token.scopes.includes('admin');
   };
 }

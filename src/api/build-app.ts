@@ -8,10 +8,18 @@ import {
   validatorCompiler,
   type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
-import { type ApiConfig, blobDirOf } from '../index.ts';
+import {
+  type ApiConfig,
+  blobDirOf,
+  ceilingsSet,
+  DEFAULT_POOL_SIZE_GIB,
+  FINAL_STATES,
+  hostCeilings,
+} from '../index.ts';
 import type { ApiDeps } from './api-deps.ts';
 import { createAuthHook, createTokenVerifier } from './auth.ts';
 import { createErrorHandler, notFoundHandler } from './error-handler.ts';
+import { createLogFanout } from './log-fanout.ts';
 import { healthRoutes } from './routes/health.ts';
 import { imageRoutes } from './routes/images.ts';
 import { jobRoutes } from './routes/jobs.ts';
@@ -51,11 +59,31 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
   app.setErrorHandler(createErrorHandler({ bodyLimit: config.ARCHWAY_BODY_LIMIT_BYTES }));
   app.setNotFoundHandler(notFoundHandler);
   app.decorateRequest('clientId', '');
+  app.decorateRequest('clientAdmin', false);
+
+  // The most one job may ask for: the operator's ARCHWAY_MAX_*, else this host's own measure.
+  const ceilings = hostCeilings({
+    poolPath: config.ARCHWAY_POOL_PATH,
+    poolSizeGiB: DEFAULT_POOL_SIZE_GIB,
+    set: ceilingsSet(config),
+  });
 
   const follows = new Set<AbortController>();
+  const fanout = createLogFanout({
+    redis: deps.redis,
+    keys: deps.keys,
+    createBlockingRedis: deps.createBlockingRedis,
+    isFinished: async (id) => {
+      const job = await deps.queue.get(id);
+      return !job || FINAL_STATES.includes(job.state);
+    },
+    maxPerJob: config.ARCHWAY_LOG_FOLLOWERS_PER_JOB,
+    maxTotal: config.ARCHWAY_LOG_FOLLOWERS_MAX,
+  });
   app.addHook('preClose', async () => {
     for (const f of follows) f.abort();
   });
+  app.addHook('onClose', async () => fanout.close());
 
   const docsSkip = [
     '/docs',
@@ -98,8 +126,8 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
   app.register(
     async (v1) => {
       v1.addHook('onRequest', createAuthHook(createTokenVerifier(config.tokens)));
-      await v1.register(jobRoutes, { deps });
-      await v1.register(logRoutes, { deps, follows });
+      await v1.register(jobRoutes, { deps, ceilings });
+      await v1.register(logRoutes, { deps, follows, fanout });
       await v1.register(nodeRoutes, { deps });
       await v1.register(imageRoutes, { deps, blobDir: blobDirOf(config) });
       await v1.register(poolRoutes, { deps });

@@ -1,5 +1,11 @@
 import { recipeToolchains } from '../../images/index.ts';
-import { createJobQueue, createNodeRegistry, createStallWatch, MAX_ATTEMPTS } from '../../queue/index.ts';
+import {
+  createJobQueue,
+  createNodeRegistry,
+  createRetentionSweep,
+  createStallWatch,
+  MAX_ATTEMPTS,
+} from '../../queue/index.ts';
 import { createGitHubService, loadPrivateKey } from '../../webhooks/index.ts';
 import {
   ApiConfig,
@@ -71,7 +77,10 @@ export async function runApi(
     logRetentionSeconds: Math.round(config.ARCHWAY_LOG_RETENTION_DAYS * 86_400),
   });
   const nodes = createNodeRegistry(redis, keys);
-  const sourcePolicy = { allowLoopback: config.ARCHWAY_ALLOW_LOOPBACK_SOURCES };
+  const sourcePolicy = {
+    allowLoopback: config.ARCHWAY_ALLOW_LOOPBACK_SOURCES,
+    allow: config.ARCHWAY_SOURCE_ALLOW,
+  };
   let publicUrl = config.ARCHWAY_PUBLIC_URL ?? '';
   // The GitHub App runs in the API process: its route, the delivery worker, the reporter, the check run sync.
   const github =
@@ -91,11 +100,13 @@ export async function runApi(
           sourcePolicy,
           // The shipped recipes' provides: check runs warn about a compiler or version an image lacks.
           toolchains: await recipeToolchains(),
+          egress: config.ARCHWAY_EGRESS,
         })
       : undefined;
   const app = buildApp(config, {
     ...(github ? { webhookRoutes: github.routes } : {}),
     sourcePolicy,
+    egress: config.ARCHWAY_EGRESS,
     redis,
     queue,
     nodes,
@@ -124,6 +135,9 @@ export async function runApi(
     logger,
   });
   await stallWatch.start();
+  // Finished jobs leave Redis with their logs: records, secrets and index entries alike.
+  const retention = createRetentionSweep({ store: queue.store, logger });
+  retention.start();
   await github?.start();
 
   // Order: the HTTP server first (no new requests; open follows are ended), then the queue, then
@@ -137,6 +151,7 @@ export async function runApi(
       ['http server', () => app.close()],
       ['github app', async () => github?.close()],
       ['stall watch', () => stallWatch.close()],
+      ['retention sweep', () => retention.close()],
       ['queue', () => queue.close()],
       ['redis', () => redis.quit()],
     ],

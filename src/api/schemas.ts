@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { MASK } from '../../queue/index.ts';
-import { Arch, ArchInput, JobId, JobRecord, JobSpec, JobState } from '../index.ts';
+import { Arch, ArchInput, JobId, JobRecord, JobSpec, JobState, VISIBILITY_LABEL } from '../index.ts';
 
 /** The API's named schemas (components of the OpenAPI document): a registry of its own, not zod's global one. */
 export const apiSchemas = z.registry<{ id: string }>();
@@ -70,10 +70,18 @@ export const ListQuery = z.object({
 /** `1`/`true` or `0`/`false`, as a query flag. */
 export const Flag = z.enum(['1', 'true', '0', 'false']).transform((v) => v === '1' || v === 'true');
 
-/** The job with its secret values replaced by [secure]: the API never returns a secret. */
-export function maskJob(job: JobRecord): JobView {
+/**
+ * The job with its secret values replaced by [secure]: the API never returns a secret. A job of a
+ * private repository (label visibility=private) shows its source (URL, ref, sha) and its `sha`
+ * label only to admin tokens.
+ */
+export function maskJob(job: JobRecord, viewer: { admin: boolean } = { admin: false }): JobView {
   const secrets = Object.fromEntries(Object.keys(job.spec.secrets).map((k) => [k, MASK]));
-  return { ...job, spec: { ...job.spec, secrets } };
+  if (viewer.admin || job.labels[VISIBILITY_LABEL] !== 'private')
+    return { ...job, spec: { ...job.spec, secrets } };
+  const { source: _source, ...spec } = job.spec;
+  const { sha: _sha, ...labels } = job.labels;
+  return { ...job, labels, spec: { ...spec, labels, secrets } };
 }
 
 const ERROR_DESCRIPTIONS: Record<number, string> = {
@@ -84,6 +92,7 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   409: 'Conflict: the Idempotency-Key was used with another body, or the job has already finished',
   413: 'The body is larger than ARCHWAY_BODY_LIMIT_BYTES',
   415: 'The body is not JSON',
+  429: 'Too many followers of this log, or of logs on this API (TOO_MANY_FOLLOWERS): read it without following, or retry later',
 };
 
 /** Error responses for a route's schema (so they appear in the OpenAPI document). */

@@ -8,6 +8,7 @@ import {
 } from '../../workers/index.ts';
 import { HostConfig, parseConfig } from '../config.ts';
 import type { Arch } from '../domain.ts';
+import { ceilingsSet, hostCeilings } from '../host/ceilings.ts';
 import { ensurePool } from '../host/pool-mount.ts';
 import { createLogger, type Logger } from '../logger.ts';
 
@@ -35,5 +36,10 @@ export async function createHostLauncher(ctx: HostContext, arch: Arch): Promise<
   const c = ctx.config;
   const runtime = await createRuncRuntime(runtimeOptionsFrom(c, arch, ctx.logger));
   await runtime.reap({});
-  return createJobLauncher({ runtime, images: ctx.store, logger: ctx.logger });
+  const ceilings = hostCeilings({
+    poolPath: c.ARCHWAY_POOL_PATH,
+    poolSizeGiB: c.ARCHWAY_POOL_SIZE_GIB,
+    set: ceilingsSet(c),
+  });
+  return createJobLauncher({ runtime, images: ctx.store, logger: ctx.logger, ceilings });
 }

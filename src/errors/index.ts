@@ -8,6 +8,7 @@ export { HostCommandError } from './host-command-error.ts';
 export { HostRequirementError } from './host-requirement-error.ts';
 export { ImageNotFoundError } from './image-not-found-error.ts';
 export { InvalidInputError } from './invalid-input-error.ts';
+export { LeasesExhaustedError } from './leases-exhausted-error.ts';
 export { RangeNotSatisfiableError } from './range-not-satisfiable-error.ts';
 export { toError } from './to-error.ts';
 export { UnauthorizedError } from './unauthorized-error.ts';

@@ -19,6 +19,8 @@ export function createKeys(prefix = 'archway') {
     allStateKeys: () => JOB_STATES.map((s) => `${t}:jobs:state:${s}`),
     jobsByArch: (a: Arch) => `${t}:jobs:arch:${a}`,
     jobsByLabel: (k: string, v: string) => `${t}:jobs:label:${k}=${v}`,
+    /** Finished jobs by the time (ms) their record expires: the retention sweep removes them and their index entries. */
+    jobsExpiry: `${t}:jobs:expiry`,
     idempotency: (hash: string) => `${t}:idem:${hash}`,
     events: `${t}:events`,
     cancelChannel: `${t}:cancel`,

@@ -1,15 +1,21 @@
 /**
  * Launch benchmark of the host runtime: launch -> first output byte, warm and cold, per arch; the
- * cost of the disk limit; and the sustained launch-and-destroy rate with 4 slots.
+ * cost of the disk limit; what the per-container uid range costs (the range's image copy, the user
+ * namespace, the ucount limits, and a cold launch on a range that has no copy yet); and the
+ * sustained launch-and-destroy rate with 4 slots.
  *
  *   npm run bench:launch            (as root; ARCHWAY_BENCH_RUNS=50, ARCHWAY_BENCH_SECONDS=60)
+ *   ARCHWAY_BENCH_SECCOMP=compare npm run bench:launch
+ *                                   the launch table with and without the seccomp filter, side by
+ *                                   side (and what compiling the profile costs); nothing else
  *
  * Prints a markdown section; docs/benchmarks.md holds the last one taken on the reference machine.
  */
 
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { buildImage, createImageStore } from '../../images/index.ts';
+import { buildImage, createImageStore, imageForRange, removeRangeCopies } from '../../images/index.ts';
 import {
   ARCHES,
   type Arch,
@@ -20,13 +26,22 @@ import {
   ImageNotFoundError,
   limitExclusive,
   parseConfig,
+  runCommand,
+  setReadonly,
   snapshotSubvolume,
 } from '../../src/index.ts';
 import {
+  CAPABILITIES,
+  type ContainerRuntime,
+  compileSeccompProfile,
   createJobLauncher,
   createRuncRuntime,
+  createUserNamespace,
   createWarmPool,
+  idRangeOf,
   type JobLauncher,
+  limitUcounts,
+  loadSeccompProfile,
   runtimeOptionsFrom,
 } from '../../workers/index.ts';
 import { machine, ms, summarize } from './stats.ts';
@@ -42,13 +57,14 @@ const RUNS = Number(env.ARCHWAY_BENCH_RUNS ?? 50);
 const SECONDS = Number(env.ARCHWAY_BENCH_SECONDS ?? 60);
 const ARCH_LIST = (env.ARCHWAY_BENCH_ARCHES?.split(',') ?? [...ARCHES]) as Arch[];
 const LIMITS = { cpus: 1, memoryMiB: 256, pids: 256, diskMiB: 1024 };
+const COMPARE_SECCOMP = env.ARCHWAY_BENCH_SECCOMP === 'compare';
 
 const config = parseConfig(HostConfig, env);
 const logger = createLogger({ name: 'bench', level: config.ARCHWAY_LOG_LEVEL });
 await ensurePool({ path: config.ARCHWAY_POOL_PATH, loopSizeGiB: 16, logger });
 const store = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
 
-async function runtimeFor(arch: Arch) {
+async function runtimeFor(arch: Arch, seccomp = true) {
   try {
     await store.resolve('busybox', arch);
   } catch (e) {
@@ -61,7 +77,10 @@ async function runtimeFor(arch: Arch) {
       logger,
     });
   }
-  const runtime = await createRuncRuntime(runtimeOptionsFrom(config, arch, logger));
+  const runtime = await createRuncRuntime({
+    ...runtimeOptionsFrom(config, arch, logger),
+    ...(seccomp ? {} : { seccompProfile: false as const }),
+  });
   await runtime.reap({});
   return runtime;
 }
@@ -91,10 +110,17 @@ say(`### Launch (host runtime), ${new Date().toISOString().slice(0, 10)}`);
 say();
 say(`Machine: ${await machine()}. ${RUNS} launches per row; job = \`echo x\` in busybox; milliseconds.`);
 say();
-say('| arch | start | min | p50 | p90 | p99 | max |');
-say('| --- | --- | --- | --- | --- | --- | --- |');
-for (const arch of ARCH_LIST) {
-  const runtime = await runtimeFor(arch);
+say(`| arch | start |${COMPARE_SECCOMP ? ' seccomp |' : ''} min | p50 | p90 | p99 | max |`);
+say(`| --- | --- |${COMPARE_SECCOMP ? ' --- |' : ''} --- | --- | --- | --- | --- |`);
+for (const [arch, seccomp] of ARCH_LIST.flatMap((a) =>
+  COMPARE_SECCOMP
+    ? ([
+        [a, true],
+        [a, false],
+      ] as const)
+    : ([[a, true]] as const),
+)) {
+  const runtime = await runtimeFor(arch, seccomp);
   const cold = createJobLauncher({ runtime, images: store, logger });
   const coldSamples: number[] = [];
   await firstByte(cold, `bench-warmup-${arch}`, false);
@@ -123,13 +149,35 @@ for (const arch of ARCH_LIST) {
   ] as const) {
     const s = summarize(samples);
     say(
-      `| ${arch}${runtime.emulated ? ' (emulated)' : ''} | ${start} | ${ms(s.min)} | ${ms(s.p50)} | ${ms(s.p90)} | ${ms(s.p99)} | ${ms(s.max)} |`,
+      `| ${arch}${runtime.emulated ? ' (emulated)' : ''} | ${start} |${COMPARE_SECCOMP ? ` ${seccomp ? 'on' : 'off'} |` : ''} ${ms(s.min)} | ${ms(s.p50)} | ${ms(s.p90)} | ${ms(s.p99)} | ${ms(s.max)} |`,
     );
   }
 }
 
+if (COMPARE_SECCOMP) {
+  // Once per worker process: reading the profile and compiling it for this host.
+  const samples: number[] = [];
+  let bytes = 0;
+  for (let i = 0; i < RUNS; i++) {
+    const t = performance.now();
+    const profile = await loadSeccompProfile(config.ARCHWAY_SECCOMP_PROFILE);
+    const filter = compileSeccompProfile(profile, {
+      hostArch: 'amd64',
+      capabilities: CAPABILITIES,
+      kernel: '6.1',
+    });
+    samples.push(performance.now() - t);
+    bytes = JSON.stringify(filter).length;
+  }
+  const c = summarize(samples);
+  say();
+  say(
+    `Profile: reading and compiling ${config.ARCHWAY_SECCOMP_PROFILE} takes p50 ${ms(c.p50)} ms (max ${ms(c.max)}), once per worker process; the filter adds ${(bytes / 1024).toFixed(1)} KiB to each container's config.json.`,
+  );
+}
+
 // What the disk limit costs a cold launch: the qgroup limit call after the snapshot.
-{
+if (!COMPARE_SECCOMP) {
   const runtime = await runtimeFor('amd64');
   const image = await store.resolve('busybox', runtime.arch);
   const plain: number[] = [];
@@ -154,8 +202,105 @@ for (const arch of ARCH_LIST) {
   );
 }
 
-// Sustained launch-and-destroy rate: 4 slots, each launching `true` back to back, warm pool of 4.
+// What the uid range per container costs. Steady state: a range's copy of an image version
+// exists after its first use, so a launch pays only the user namespace and the ucount limits.
 {
+  say();
+  say('uid range per container, milliseconds:');
+  say();
+  say('| step | arch | min | p50 | p90 | p99 | max |');
+  say('| --- | --- | --- | --- | --- | --- | --- |');
+  const row = (step: string, arch: string, samples: number[]) => {
+    const s = summarize(samples);
+    say(`| ${step} | ${arch} | ${ms(s.min)} | ${ms(s.p50)} | ${ms(s.p90)} | ${ms(s.p99)} | ${ms(s.max)} |`);
+  };
+  const layout = {
+    base: config.ARCHWAY_UID_BASE,
+    size: config.ARCHWAY_UID_SIZE,
+    count: config.ARCHWAY_UID_RANGES,
+  };
+  const opts = runtimeOptionsFrom(config, 'amd64', logger);
+  for (const arch of ARCH_LIST.filter((a) => a === 'amd64' || a === 'arm64')) {
+    const runtime: ContainerRuntime = await runtimeFor(arch);
+    const image = await store.resolve('busybox', arch);
+    const copy: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      await removeRangeCopies(image.path);
+      const t = performance.now();
+      await imageForRange(image, idRangeOf(layout, 1 + (i % (layout.count - 1))));
+      copy.push(performance.now() - t);
+    }
+    row(
+      `range copy of busybox made (once per version and range; ${await fileCount(image.path)} files)`,
+      arch,
+      copy,
+    );
+    // A cold launch on a range with no copy yet: range 0 is held by a container, the copies are removed first.
+    const holder = await runtime.prepare(image, LIMITS, {});
+    const cold = createJobLauncher({ runtime, images: store, logger });
+    const fresh: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      await removeRangeCopies(image.path);
+      fresh.push(await firstByte(cold, `bench-fresh-${arch}-${i}`, false));
+    }
+    await cold.close();
+    row('cold launch, range copy made on the way (worst case)', arch, fresh);
+    await runtime.destroy(holder, {});
+  }
+  // A Debian-sized tree (20,000 files in 200 directories besides busybox's): the chown pass is
+  // what grows with the image; this is what a build image's first use of a range costs.
+  {
+    const image = await store.resolve('busybox', 'amd64');
+    const big = join(config.ARCHWAY_POOL_PATH, 'jobs', 'bench-bigtree');
+    await snapshotSubvolume(image.path, big);
+    for (let d = 0; d < 200; d++) {
+      const dir = join(big, 'usr/share/bench', String(d));
+      await mkdir(dir, { recursive: true });
+      await Promise.all(Array.from({ length: 100 }, (_, f) => writeFile(join(dir, String(f)), 'x')));
+    }
+    await runCommand('chown', [
+      '-R',
+      `${config.ARCHWAY_UID_BASE}:${config.ARCHWAY_UID_BASE}`,
+      join(big, 'usr/share/bench'),
+    ]);
+    await setReadonly(big, true);
+    const bigImage = { path: big };
+    const samples: number[] = [];
+    for (let i = 0; i < Math.min(RUNS, 5); i++) {
+      await removeRangeCopies(big);
+      const t = performance.now();
+      await imageForRange(bigImage, idRangeOf(layout, 1));
+      samples.push(performance.now() - t);
+    }
+    row(`range copy of a tree of ${await fileCount(big)} files`, 'any', samples);
+    await removeRangeCopies(big);
+    await deleteSubvolume(big);
+  }
+  const userns: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const t = performance.now();
+    const ns = await createUserNamespace(idRangeOf(layout, 1).hostId, layout.size, 10_000);
+    userns.push(performance.now() - t);
+    ns.close();
+  }
+  row('user namespace made by the range root uid (every prepare)', 'any', userns);
+  const runtime = await runtimeFor('amd64');
+  const c = await runtime.prepare(await store.resolve('busybox', 'amd64'), LIMITS, {});
+  const initPid = Number(
+    (await readFile(join(config.ARCHWAY_POOL_PATH, 'bundles', c.id, 'init.pid'), 'utf8')).trim(),
+  );
+  const ucounts: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const t = performance.now();
+    await limitUcounts(initPid, opts.ucounts, 10_000);
+    ucounts.push(performance.now() - t);
+  }
+  await runtime.destroy(c, {});
+  row('user.max_* limits set through nsenter (every prepare)', 'any', ucounts);
+}
+
+// Sustained launch-and-destroy rate: 4 slots, each launching `true` back to back, warm pool of 4.
+if (!COMPARE_SECCOMP) {
   const runtime = await runtimeFor('amd64');
   const warmPool = createWarmPool({
     runtime,
@@ -195,3 +340,7 @@ for (const arch of ARCH_LIST) {
   );
 }
 process.stdout.write(`${out.join('\n')}\n`);
+
+async function fileCount(root: string): Promise<number> {
+  return (await readdir(root, { recursive: true })).length + 1;
+}

@@ -158,7 +158,6 @@ try {
   const pool = await mkdtemp(join(base, 'webhooks-bench-'));
   const fetcher = createSourceFetcher({
     poolPath: pool,
-    idBase: 100000,
     allowLoopback: true,
     redis: client,
     keys,
@@ -179,6 +178,7 @@ try {
         jobId,
         source: { git: big.cloneUrl, ref: 'refs/heads/main', sha: commit },
         rootfs,
+        idBase: 100000,
         signal: AbortSignal.timeout(600_000),
       });
     } finally {

@@ -10,7 +10,7 @@ import {
   type NodeRegistry,
 } from '../../queue/index.ts';
 import { type ApiApp, buildApp } from '../../src/api/index.ts';
-import { ApiConfig, createKeys, createLogger, type Keys, parseConfig } from '../../src/index.ts';
+import { ApiConfig, createKeys, createLogger, JobSpec, type Keys, parseConfig } from '../../src/index.ts';
 import { freePort, startRedis, type TestRedis } from '../support/redis-server.ts';
 
 const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
@@ -182,6 +182,25 @@ describe('POST /v1/jobs', () => {
     expect((await queue.get(res.json().job.id))?.spec.secrets.TOKEN).toBe('hunter2-very-secret');
   });
 
+  it("shows a private repository's job source (URL, sha) to admin tokens only", async () => {
+    // As the GitHub App makes it for a private repository (webhooks/github/builds.ts).
+    const sha = 'c0ffee'.padEnd(40, '0');
+    const source = { git: 'https://github.com/acme/secret-sauce.git', ref: 'refs/heads/main', sha };
+    const { job } = await queue.submit(
+      JobSpec.parse({ ...spec(), source, labels: { repo: 'acme/secret-sauce', sha, visibility: 'private' } }),
+      { clientId: 'github' },
+    );
+    for (const res of [await get(`/v1/jobs/${job.id}`), await get('/v1/jobs?limit=100')]) {
+      expect(res.statusCode).toBe(200);
+      expect(res.body).not.toContain('secret-sauce.git');
+      expect(res.body).not.toContain(sha);
+    }
+    expect((await get(`/v1/jobs/${job.id}`)).json().labels).toMatchObject({ repo: 'acme/secret-sauce' });
+    const admin = await get(`/v1/jobs/${job.id}`, bearer(ADMIN));
+    expect(admin.json().spec.source).toEqual(source);
+    expect(admin.json().labels.sha).toBe(sha);
+  });
+
   it('accepts an arch with no live worker and says so, in the answer and on the job', async () => {
     const res = await submit(spec({ arch: 's390x' }));
     expect(res.statusCode).toBe(201);
@@ -211,7 +230,8 @@ describe('POST /v1/jobs', () => {
 });
 
 describe('bad requests get a clear error and change nothing', () => {
-  const cases: [string, () => ReturnType<typeof submit>, number, Record<string, unknown>][] = [
+  type Case = [string, () => ReturnType<typeof submit>, number, Record<string, unknown>];
+  const cases: Case[] = [
     [
       'an unknown arch',
       () => submit(spec({ arch: 'mips' })),
@@ -232,6 +252,19 @@ describe('bad requests get a clear error and change nothing', () => {
       { field: 'resources.memoryMiB' },
     ],
     ['a bad env name', () => submit(spec({ env: { 'A-B': '1' } })), 400, { field: 'env.A-B' }],
+    ...[
+      'git://[::ffff:127.0.0.1]:9418/a/b.git',
+      'https://2130706433/a/b.git',
+      'https://169.254.169.254/a/b.git',
+      'https://[fd00::1]/a/b.git',
+    ].map(
+      (git): Case => [
+        `a source on ${git}`,
+        () => submit(spec({ source: { git, sha: 'a'.repeat(40) } })),
+        400,
+        { code: 'INVALID_INPUT', field: 'source.git' },
+      ],
+    ),
     ['a body that is not an object', () => submit([1, 2]), 400, { code: 'INVALID_INPUT', field: 'body' }],
     [
       'invalid JSON',

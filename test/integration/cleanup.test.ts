@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AbortedError } from '../../src/index.ts';
+import { AbortedError, createHostLeases, processAlive, runCommand } from '../../src/index.ts';
 import {
   collect,
   createTestHost,
@@ -9,6 +9,7 @@ import {
   leftovers,
   TEST_ENV,
   type TestHost,
+  testConfig,
 } from '../support/test-host.ts';
 
 const hosts: TestHost[] = [];
@@ -22,16 +23,17 @@ afterEach(async () => {
   expect(await leftovers()).toEqual([]);
 });
 
-describe('nothing is left behind', () => {
+describe.each(['none', 'egress'] as const)('nothing is left behind, network %s', (network) => {
   it('after success and after failure', async () => {
     const h = await host();
     expect(
-      (await collect(await h.launcher.launch({ jobId: 'ok', image: 'busybox', argv: ['true'] }))).exitCode,
+      (await collect(await h.launcher.launch({ jobId: 'ok', image: 'busybox', argv: ['true'], network })))
+        .exitCode,
     ).toBe(0);
     expect(
       (
         await collect(
-          await h.launcher.launch({ jobId: 'fail', image: 'busybox', argv: ['sh', '-c', 'exit 7'] }),
+          await h.launcher.launch({ jobId: 'fail', image: 'busybox', argv: ['sh', '-c', 'exit 7'], network }),
         )
       ).exitCode,
     ).toBe(7);
@@ -45,6 +47,7 @@ describe('nothing is left behind', () => {
         image: 'busybox',
         argv: ['sh', '-c', 'sleep 100 & sleep 100'],
         timeoutSeconds: 1,
+        network,
       }),
     );
     expect(r.reason).toBe('timeout');
@@ -58,7 +61,7 @@ describe('nothing is left behind', () => {
       setTimeout(() => ctl.abort(new Error('user canceled')), delayMs);
       try {
         const job = await h.launcher.launch(
-          { jobId: `cancel-start-${delayMs}`, image: 'busybox', argv: ['sleep', '30'] },
+          { jobId: `cancel-start-${delayMs}`, image: 'busybox', argv: ['sleep', '30'], network },
           { signal: ctl.signal },
         );
         // The launch won the race: the cancel then ends the running job.
@@ -75,6 +78,7 @@ describe('nothing is left behind', () => {
       jobId: 'cancel-run',
       image: 'busybox',
       argv: ['sh', '-c', 'echo started; sleep 60'],
+      network,
     });
     let out = '';
     job.output.on('data', (c: Buffer) => {
@@ -89,7 +93,19 @@ describe('nothing is left behind', () => {
   it('after SIGKILL of the process that drove the runtime, once a runtime starts again', async () => {
     const child = spawn(
       'bin/archway',
-      ['run', '--arch', 'arm64', '--image', 'busybox', '--', 'sh', '-c', 'echo up; sleep 300'],
+      [
+        'run',
+        '--arch',
+        'arm64',
+        '--image',
+        'busybox',
+        '--network',
+        network,
+        '--',
+        'sh',
+        '-c',
+        'echo up; sleep 300',
+      ],
       {
         env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...TEST_ENV },
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -105,8 +121,27 @@ describe('nothing is left behind', () => {
     await new Promise((r) => child.once('exit', r));
     // Still there: nobody has cleaned up yet.
     expect((await readdir(`${TEST_ENV.ARCHWAY_POOL_PATH}/jobs`)).length).toBe(1);
+    // The orphan keeps its uid range: its lease names its init, which lives on.
+    const config = testConfig();
+    const leases = createHostLeases({ dir: config.ARCHWAY_UID_LEASE_DIR, size: config.ARCHWAY_UID_RANGES });
+    const childs = async () => [...(await leases.list()).values()].filter((l) => l.owner.pid === child.pid);
+    const [lease] = await childs();
+    expect(lease?.init).toBeDefined();
+    expect(await processAlive(lease?.init ?? { pid: 0, start: '' })).toBe(true);
+    // A lease whose taker died before its container ran (no init) is garbage, whatever its pool.
+    const ghost = await leases.acquire({ id: 'aw-ghost', owner: { pid: 2 ** 22 + 1, start: '0' } });
     const h = await host();
     const removed = await h.runtime.reap({});
     expect(removed).toHaveLength(1);
+    // The job's veth went with its netns, and its address lease is back.
+    const links = await runCommand('ip', ['-o', 'link', 'show']);
+    const netLeases = await createHostLeases({
+      dir: `${config.ARCHWAY_NET_STATE_DIR}/leases`,
+      size: 1,
+    }).list();
+    for (const [i, l] of netLeases) if (l.owner.pid === child.pid) expect(links).not.toContain(`awn${i}:`);
+    expect([...netLeases.values()].filter((l) => l.owner.pid === child.pid)).toEqual([]);
+    expect(await childs()).toEqual([]);
+    expect((await leases.list()).get(ghost)?.id).not.toBe('aw-ghost');
   });
 });

@@ -74,6 +74,40 @@ describe('faults', () => {
     expect(finals).toHaveLength(1);
   }, 120_000);
 
+  it('a worker SIGKILLed mid-job: its container still stops at the deadline with no worker, and the next start reaps it', async () => {
+    c = await startCluster();
+    const cluster = c;
+    const victim = spawnWorker(cluster, 'victim');
+    const id = await cluster.submit({
+      arch: 'amd64',
+      image: 'busybox',
+      script: 'echo started; sleep 600',
+      timeoutSeconds: 4,
+    });
+    await eventually(async () => (await cluster.log(id)).includes('started'), 'the job to start', 30_000);
+    victim.kill('SIGKILL');
+    await exited(victim);
+    const left = await leftovers();
+    const victimsContainer = left.filter((l) => l.startsWith('jobs/'));
+    expect(victimsContainer).toHaveLength(1);
+    expect(left.some((l) => / with processes /.test(l))).toBe(true);
+    // No worker runs on the host now: the watcher alone ends the container's processes.
+    await eventually(
+      async () => !(await leftovers()).some((l) => / with processes /.test(l)),
+      "the container's processes to be killed at the deadline",
+      20_000,
+    );
+    // What stays (snapshot, bundle, runtime state) is the next start's to reap.
+    expect(await leftovers()).toEqual(expect.arrayContaining(victimsContainer));
+    spawnWorker(cluster, 'rescuer');
+    await eventually(
+      async () => !(await leftovers()).some((l) => victimsContainer.includes(l)),
+      'the next worker to reap the container',
+      30_000,
+    );
+    await cluster.waitFinal(id, 80_000);
+  }, 120_000);
+
   it('the control plane re-queues the job of a lost node even when no node of its arch is left', async () => {
     c = await startCluster();
     const cluster = c;

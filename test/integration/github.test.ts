@@ -200,7 +200,14 @@ describe('builds from GitHub', () => {
       // The tree is owned by the container's root.
       expect(run.output.text).toMatch(/-rw-r--r--\s+1 0\s+0\s+.*hello\.txt/);
       expect(run.output.summary).toContain('busybox');
-      expect(job?.labels).toMatchObject({ repo: 'acme/widget', sha, build_number: '1', event: 'push' });
+      expect(job?.labels).toMatchObject({
+        repo: 'acme/widget',
+        sha,
+        build_number: '1',
+        event: 'push',
+        // The repository is private: its jobs' sources are for admin tokens only (docs/api.md).
+        visibility: 'private',
+      });
     }
     // The worker fetched with an installation token limited to the repository's contents.
     const minted = gh.calls.filter((x) => x.path === `/app/installations/${INSTALLATION}/access_tokens`);

@@ -11,7 +11,9 @@ import {
   createImageStore,
   createSyncAgent,
   type ImageStore,
+  imageForRange,
   publishImage,
+  rangeCopiesOf,
   type SyncAgent,
   type SyncAgentEvents,
 } from '../../images/index.ts';
@@ -38,6 +40,7 @@ import {
   createJobLauncher,
   createRuncRuntime,
   type JobLauncher,
+  runtimeOptionsFrom,
 } from '../../workers/index.ts';
 import { makeVersion, removeImage } from '../support/image-versions.ts';
 import { startRedis, type TestRedis } from '../support/redis-server.ts';
@@ -87,6 +90,10 @@ function startAgent(o: { nodeId?: string } = {}): SyncAgent {
     token: SYNC_TOKEN,
     logger,
     inUse: () => runtime.imagesInUse(),
+    idRange: (k) => {
+      const { ARCHWAY_UID_BASE: base, ARCHWAY_UID_SIZE: size } = testConfig();
+      return { index: k, shift: k * size, hostId: base + k * size };
+    },
     retireAfterMs: 300,
     blockMs: 1000,
     ...(o.nodeId ? { report: (held) => nodes.setImages(o.nodeId as string, held) } : {}),
@@ -163,7 +170,7 @@ beforeAll(async () => {
   syncStore = createImageStore({ poolPath: SYNC_POOL });
   const c = testConfig();
   runtime = await createRuncRuntime({
-    arch: ARCH,
+    ...runtimeOptionsFrom(c, ARCH, logger),
     poolPath: SYNC_POOL,
     runDir: SYNC_RUN_DIR,
     ociRuntime: c.ARCHWAY_OCI_RUNTIME,
@@ -171,6 +178,7 @@ beforeAll(async () => {
     initPath: c.ARCHWAY_INIT,
     idBase: c.ARCHWAY_UID_BASE,
     idSize: c.ARCHWAY_UID_SIZE,
+    seccompProfile: c.ARCHWAY_SECCOMP_PROFILE,
     logger,
   });
   launcher = createJobLauncher({ runtime, images: syncStore, logger });
@@ -245,7 +253,11 @@ describe('image sync', () => {
     const held1 = await syncStore.resolve(name, ARCH);
     expect(held1.digest).toBe(v1.digest);
     expect(await runCommand('btrfs', ['property', 'get', '-ts', held1.path, 'ro'])).toBe('ro=true');
-    expect((await stat(join(held1.path, 'bin/busybox'))).uid).toBe(100000);
+    expect((await stat(join(held1.path, 'bin/busybox'))).uid).toBe(testConfig().ARCHWAY_UID_BASE);
+    // A container of uid range 1 made v1's copy for that range; it must go with v1.
+    const { ARCHWAY_UID_BASE: base, ARCHWAY_UID_SIZE: size } = testConfig();
+    const copy = await imageForRange(held1, { index: 1, shift: size, hostId: base + size });
+    expect((await stat(join(copy, 'bin/busybox'))).uid).toBe(base + size);
 
     // A job runs on v1 while v2 arrives.
     const job = await launcher.launch({
@@ -273,6 +285,9 @@ describe('image sync', () => {
     const dir = syncStore.dirOf(name, ARCH);
     expect(await readlink(join(dir, 'current'))).toBe(v2.digest);
     const held2 = await syncStore.resolve(name, ARCH);
+    // v2 came with its copy for the range v1 had one for, made before it became current.
+    expect(await rangeCopiesOf(held2.path)).toEqual([1]);
+    expect((await stat(join(`${held2.path}.ranges`, '1', 'bin/busybox'))).uid).toBe(base + size);
     expect(await readFile(join(held2.path, 'etc/archway-v2'), 'utf8')).toBe('the second version\n');
     expect((await stat(join(held2.path, 'usr/share/v2/data.bin'))).size).toBe(256 * 1024);
 
@@ -284,6 +299,7 @@ describe('image sync', () => {
     expect(await removed).toMatchObject({ digest: v1.digest });
     expect(await exists(join(dir, v1.digest))).toBe(false);
     expect(await exists(join(dir, `${v1.digest}.json`))).toBe(false);
+    expect(await exists(join(dir, `${v1.digest}.ranges`))).toBe(false);
 
     await eventually(
       async () =>

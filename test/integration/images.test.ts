@@ -15,7 +15,7 @@ describe('images', () => {
       expect(img.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
       expect(img.sizeBytes).toBeGreaterThan(500_000);
       const st = await stat(join(img.path, 'bin/busybox'));
-      expect(st.uid).toBe(100000);
+      expect(st.uid).toBe(testConfig().ARCHWAY_UID_BASE);
       expect(await runCommand('btrfs', ['property', 'get', '-ts', img.path, 'ro'])).toBe('ro=true');
       // Pinning the digest resolves to the same version.
       expect((await store.resolve(`busybox@${img.digest}`, arch)).path).toBe(img.path);

@@ -25,19 +25,23 @@ describe('container isolation', () => {
     });
     await eventually(() => text.includes('65536'), 'the uid map');
     expect(text.split('\n')[0]).toBe('0');
-    expect(text).toMatch(/^\s*0\s+100000\s+65536$/m);
-    // From the host, the container's processes run as uid 100000.
+    // Container root is the first uid of the container's own range: base + range * size.
+    const id = await containerId(h);
+    const meta = JSON.parse(await readFile(`${h.config.ARCHWAY_POOL_PATH}/bundles/${id}/meta.json`, 'utf8'));
+    const hostUid = h.config.ARCHWAY_UID_BASE + meta.uidRange * h.config.ARCHWAY_UID_SIZE;
+    expect(hostUid).toBeGreaterThanOrEqual(100000);
+    expect(text).toMatch(new RegExp(`^\\s*0\\s+${hostUid}\\s+65536$`, 'm'));
+    // From the host, the container's processes run as that uid.
     const pids = (
-      await readFile(
-        `/sys/fs/cgroup/pids/${h.config.ARCHWAY_CGROUP_PARENT}/${await containerId(h)}/cgroup.procs`,
-        'utf8',
-      )
+      await readFile(`/sys/fs/cgroup/pids/${h.config.ARCHWAY_CGROUP_PARENT}/${id}/cgroup.procs`, 'utf8')
     )
       .trim()
       .split('\n');
     for (const pid of pids) {
       const status = await readFile(`/proc/${pid}/status`, 'utf8');
-      expect(status).toMatch(/^Uid:\s+100000\s+100000\s+100000\s+100000$/m);
+      expect(status).toMatch(
+        new RegExp(`^Uid:\\s+${hostUid}\\s+${hostUid}\\s+${hostUid}\\s+${hostUid}$`, 'm'),
+      );
     }
     job.cancel();
     expect((await job.result).reason).toBe('canceled');

@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createJobQueue, createLogWriter, type JobQueue, readLog } from '../../queue/index.ts';
 import { assertNoEviction, createKeys, JobSpec, type Keys } from '../../src/index.ts';
+import { logTail } from '../../webhooks/index.ts';
 import { startRedis, type TestRedis } from '../support/redis-server.ts';
 
 let server: TestRedis;
@@ -153,6 +154,38 @@ describe('log writer', () => {
     const text = await logOf('mask');
     expect(text).toBe('password is [secure]!\n€');
     expect(text).not.toContain('hunter');
+  });
+
+  it('masks a secret split by a colour code, in the log and in the check run text (stripped, then masked)', async () => {
+    const w = createLogWriter({
+      redis,
+      keys,
+      jobId: 'ansi',
+      limitBytes: 1e6,
+      secrets: ['abcd1234efgh5678'],
+      onLimit: () => {},
+    });
+    await w.write(Buffer.from('a=abcd1234\x1b[0mefgh5678.\n'));
+    await w.write(Buffer.from('b=\x1b[31mabcd'));
+    await new Promise((r) => setTimeout(r, 120)); // a flush happens in between
+    await w.write(Buffer.from('1234\x1b[1;33mefgh5678\x1b[0m.\n'));
+    await w.end(60);
+    const text = await logOf('ansi');
+    expect(text).toBe('a=[secure].\nb=\x1b[31m[secure]\x1b[0m.\n');
+    const tail = await logTail(redis, keys, 'ansi', 10_000);
+    expect(tail).toBe('a=[secure].\nb=[secure].\n');
+    // A log written unmasked (before this writer) is still masked after its colour codes are removed.
+    const raw = createLogWriter({
+      redis,
+      keys,
+      jobId: 'raw',
+      limitBytes: 1e6,
+      secrets: [],
+      onLimit: () => {},
+    });
+    await raw.write(Buffer.from('k=abcd\x1b[0m1234efgh5678\n'));
+    await raw.end(60);
+    expect(await logTail(redis, keys, 'raw', 10_000, ['abcd1234efgh5678'])).toBe('k=[secure]\n');
   });
 
   it('cuts chunks at 16 KiB on character boundaries and stops at the log limit', async () => {

@@ -1,7 +1,11 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HEARTBEAT_MS, stripAnsi } from '../../queue/index.ts';
 import { ARCH_INFO, ARCHES } from '../../src/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
-import { eventually, leftovers } from '../support/test-host.ts';
+import { eventually, leftovers, testConfig } from '../support/test-host.ts';
 
 let c: TestCluster;
 beforeAll(async () => {
@@ -13,6 +17,21 @@ afterAll(async () => {
   await c.close();
   expect(await leftovers()).toEqual([]);
 });
+
+/** The command lines of every process in the test's containers (their cgroups under the test parent). */
+async function containerCommands(): Promise<string[]> {
+  const parent = `/sys/fs/cgroup/pids/${testConfig().ARCHWAY_CGROUP_PARENT}`;
+  const out: string[] = [];
+  for (const cg of await readdir(parent, { withFileTypes: true }).catch(() => [])) {
+    if (!cg.isDirectory()) continue;
+    const pids = await readFile(join(parent, cg.name, 'cgroup.procs'), 'utf8').catch(() => '');
+    for (const pid of pids.split('\n').filter(Boolean)) {
+      const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+      if (cmd) out.push(cmd.replace(/\0$/, '').split('\0').join(' '));
+    }
+  }
+  return out;
+}
 
 // Prints the secret in two pieces with a pause between them (shell parameter expansion, not a template).
 const MASK_SCRIPT =
@@ -108,6 +127,63 @@ describe('worker nodes', () => {
     expect(log).not.toContain('abcd1234');
     expect(log).not.toContain('efgh5678');
     expect(log).toContain('key=[secure]\n[secure]\n');
+  });
+
+  it('masks a 64 KiB secret in 3 x 64 KiB of its near-misses without stalling the node', async () => {
+    // Each line is one byte short of the secret: today's quadratic masker blocked the node's event
+    // loop for ~5 s at each line (issue 9: the node was marked lost); linear, it takes ms.
+    const secret = `${'x'.repeat(65_535)}y`;
+    const loop = monitorEventLoopDelay({ resolution: 20 });
+    loop.enable();
+    const id = await c.submit({
+      arch: 'amd64',
+      image: 'busybox',
+      script:
+        'for i in 1 2 3; do head -c 65535 /dev/zero | tr "\\0" x; echo z; sleep 0.2; done; echo "$TOKEN"; echo end',
+      secrets: { TOKEN: secret },
+    });
+    const job = await c.waitFinal(id);
+    loop.disable();
+    expect(job).toMatchObject({ state: 'passed', exitCode: 0 });
+    expect(job.attempts).toHaveLength(1);
+    // The worker runs in this process: a stall as long as a heartbeat period would have skipped one.
+    expect(loop.max / 1e6).toBeLessThan(HEARTBEAT_MS);
+    const log = await c.log(id);
+    const line = `${'x'.repeat(65_535)}z\n`;
+    expect(log).toContain(`\n${line}${line}${line}[secure]\nend\n`);
+    expect(log).not.toContain(secret);
+  });
+
+  it('masks a secret split by a colour code, in the log and in its stripped view', async () => {
+    const id = await c.submit({
+      arch: 'amd64',
+      image: 'busybox',
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: shell syntax
+      script: 'printf "a=%s\\033[0m%s.\\n" "${TOKEN%????????}" "${TOKEN#????????}"',
+      secrets: { TOKEN: 'abcd1234efgh5678' },
+    });
+    expect(await c.waitFinal(id)).toMatchObject({ state: 'passed' });
+    const log = await c.log(id);
+    expect(log).toContain('a=[secure].\n');
+    expect(stripAnsi(log)).not.toContain('abcd1234efgh5678');
+    expect(log).not.toContain('abcd1234');
+  });
+
+  it('ends a job when its script exits although a background process keeps the output open', async () => {
+    const id = await c.submit({
+      arch: 'amd64',
+      image: 'busybox',
+      script: '(sleep 1000 &); echo started',
+      timeoutSeconds: 30,
+    });
+    const job = await c.waitFinal(id, 20_000);
+    expect(job).toMatchObject({ state: 'passed', exitCode: 0 });
+    expect(job.reason).toBeUndefined();
+    const log = await c.log(id);
+    expect(log).toContain('\nstarted\n');
+    expect(log).toMatch(/\n\[archway\] exited with 0\n$/);
+    // The background sleep went with the container: no process of any test container runs it.
+    await eventually(async () => !(await containerCommands()).includes('sleep 1000'), 'the sleep to end');
   });
 
   it('cancel reaches a job in every phase within a second', async () => {

@@ -11,6 +11,7 @@ import {
   JobSpec,
   type JobSpecInput,
   type Keys,
+  type Limits,
   type WorkerMetrics,
 } from '../../src/index.ts';
 import { createSourceFetcher, createWorkerDaemon, type WorkerDaemon } from '../../workers/index.ts';
@@ -28,7 +29,7 @@ export interface TestCluster {
   metrics: WorkerMetrics[];
   addWorker(
     arch: Arch,
-    opts?: { slots?: number; warm?: number; logLimitBytes?: number },
+    opts?: { slots?: number; warm?: number; logLimitBytes?: number; ceilings?: Partial<Limits> },
   ): Promise<WorkerDaemon>;
   submit(spec: JobSpecInput): Promise<string>;
   waitFinal(id: string, ms?: number): Promise<JobRecord>;
@@ -53,7 +54,10 @@ export async function startCluster(): Promise<TestCluster> {
     workers,
     metrics,
     async addWorker(arch, o = {}) {
-      const host = await createTestHost(arch, o.warm ? { warm: { busybox: o.warm } } : {});
+      const host = await createTestHost(arch, {
+        ...(o.warm ? { warm: { busybox: o.warm } } : {}),
+        ...(o.ceilings ? { ceilings: o.ceilings } : {}),
+      });
       const dup = () => {
         const c = new Redis(redis.url, { maxRetriesPerRequest: null });
         c.on('error', () => undefined);
@@ -81,7 +85,6 @@ export async function startCluster(): Promise<TestCluster> {
         // Tests fetch sources from a git server on the loopback (test/support/fake-github.ts).
         source: createSourceFetcher({
           poolPath: host.config.ARCHWAY_POOL_PATH,
-          idBase: host.config.ARCHWAY_UID_BASE,
           allowLoopback: true,
           redis: client,
           keys,

@@ -3,8 +3,12 @@ import { join } from 'node:path';
 import { createImageStore, type ImageStore } from '../../images/index.ts';
 import {
   type Arch,
+  ceilingsSet,
+  createHostLeases,
   createLogger,
   HostConfig,
+  hostCeilings,
+  type Limits,
   type Logger,
   parseConfig,
   runCommand,
@@ -22,18 +26,24 @@ import {
 
 /**
  * The pool and runtime state the tests use: never the host's own /var/lib/archway. Each can be
- * moved (ARCHWAY_TEST_POOL, ARCHWAY_TEST_RUN_DIR, ARCHWAY_TEST_CGROUP_PARENT) so that two suites
- * run side by side on one host without reaping each other's containers.
+ * moved (ARCHWAY_TEST_POOL, ARCHWAY_TEST_RUN_DIR, ARCHWAY_TEST_CGROUP_PARENT, and the uid ranges
+ * with ARCHWAY_TEST_UID_BASE, ARCHWAY_TEST_UID_LEASE_DIR) so that two suites run side by side on
+ * one host without reaping each other's containers or sharing a kernel uid.
  */
 export const TEST_ENV = {
   ARCHWAY_POOL_PATH: process.env.ARCHWAY_TEST_POOL ?? '/var/lib/archway-test',
   ARCHWAY_POOL_SIZE_GIB: '24',
   ARCHWAY_RUN_DIR: process.env.ARCHWAY_TEST_RUN_DIR ?? '/run/archway-test',
   ARCHWAY_CGROUP_PARENT: process.env.ARCHWAY_TEST_CGROUP_PARENT ?? 'archway-test',
+  // Kernel uids are host-wide: a suite whose hostile tests exhaust a uid's key quota can keep off
+  // the ranges of another suite running beside it (its pool's images are built for this base).
+  ARCHWAY_UID_BASE: process.env.ARCHWAY_TEST_UID_BASE,
+  ARCHWAY_UID_LEASE_DIR: process.env.ARCHWAY_TEST_UID_LEASE_DIR,
   ARCHWAY_LOG_LEVEL: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn',
 } as const;
 
-export const testConfig = (): HostConfig => parseConfig(HostConfig, TEST_ENV);
+export const testConfig = (extra: Record<string, string> = {}): HostConfig =>
+  parseConfig(HostConfig, { ...TEST_ENV, ...extra });
 
 export interface TestHost {
   config: HostConfig;
@@ -46,12 +56,24 @@ export interface TestHost {
 
 export async function createTestHost(
   arch: Arch,
-  opts: { warm?: Record<string, number> } = {},
+  /**
+   * env: settings over the test ones (ARCHWAY_EGRESS_ALLOW, say); seccompProfile: another
+   * profile file, or false for none (a probe's control run); ceilings: the operator's maxima.
+   */
+  opts: {
+    warm?: Record<string, number>;
+    env?: Record<string, string>;
+    seccompProfile?: string | false;
+    ceilings?: Partial<Limits>;
+  } = {},
 ): Promise<TestHost> {
-  const config = testConfig();
+  const config = testConfig(opts.env);
   const logger = createLogger({ name: 'test', level: config.ARCHWAY_LOG_LEVEL });
   const store = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
-  const runtime = await createRuncRuntime(runtimeOptionsFrom(config, arch, logger));
+  const runtime = await createRuncRuntime({
+    ...runtimeOptionsFrom(config, arch, logger),
+    ...(opts.seccompProfile !== undefined ? { seccompProfile: opts.seccompProfile } : {}),
+  });
   const warmPool = opts.warm
     ? createWarmPool({
         runtime,
@@ -61,7 +83,18 @@ export async function createTestHost(
         logger,
       })
     : undefined;
-  const launcher = createJobLauncher({ runtime, images: store, logger, ...(warmPool ? { warmPool } : {}) });
+  const ceilings = hostCeilings({
+    poolPath: config.ARCHWAY_POOL_PATH,
+    poolSizeGiB: config.ARCHWAY_POOL_SIZE_GIB,
+    set: { ...ceilingsSet(config), ...opts.ceilings },
+  });
+  const launcher = createJobLauncher({
+    runtime,
+    images: store,
+    logger,
+    ceilings,
+    ...(warmPool ? { warmPool } : {}),
+  });
   warmPool?.start();
   return { config, logger, store, runtime, launcher, warmPool };
 }
@@ -85,6 +118,18 @@ export async function leftovers(): Promise<string[]> {
   for (const dir of ['warm', 'jobs', 'bundles']) {
     for (const name of await readdir(join(c.ARCHWAY_POOL_PATH, dir)).catch(() => [] as string[]))
       found.push(`${dir}/${name}`);
+  }
+  // Job-network leases are host-wide (other suites may hold some): this process's must all be back.
+  for (const [index, lease] of await createHostLeases({
+    dir: join(c.ARCHWAY_NET_STATE_DIR, 'leases'),
+    size: 1,
+  }).list()) {
+    if (lease.owner.pid === process.pid) found.push(`network lease ${index} of ${lease.id}`);
+  }
+  // uid ranges this process took (the lease directory is host-wide: other suites' leases are theirs).
+  const leases = await createHostLeases({ dir: c.ARCHWAY_UID_LEASE_DIR, size: c.ARCHWAY_UID_RANGES }).list();
+  for (const [index, holder] of leases) {
+    if (holder.owner.pid === process.pid) found.push(`uid range ${index} held by ${holder.id}`);
   }
   // Every container process lives in a cgroup under the test parent: none may remain, nor any cgroup.
   const parent = `/sys/fs/cgroup/pids/${c.ARCHWAY_CGROUP_PARENT}`;

@@ -255,18 +255,19 @@ printf '#include <iostream>\\nint main(){std::cout<<"clang++ ok"<<std::endl;}' >
     expect(r.exitCode).toBe(0);
   });
 
-  it('keeps setuid bits through the owner shift, and they take effect', async () => {
-    // `passwd -S` reads /etc/shadow (root:shadow 0640): as nobody it only can when setuid root
-    // works, and then prints the account's status (L, locked) instead of a bare P.
+  it('keeps setuid bits through the owner shift; under no-new-privileges they do not elevate', async () => {
+    // `passwd -S` reads /etc/shadow (root:shadow 0640): as nobody it only could if setuid root took
+    // effect, which noNewPrivileges prevents (docs/security.md); it then prints a bare P.
     const r = await run(
       'amd64',
       'debian-bookworm-build',
       'build-setuid',
-      'stat -c %A /usr/bin/passwd; setpriv --reuid=65534 --regid=65534 --clear-groups passwd -S nobody',
+      'stat -c %A /usr/bin/passwd; grep NoNewPrivs /proc/self/status; setpriv --reuid=65534 --regid=65534 --clear-groups passwd -S nobody',
     );
     expect(r.exitCode).toBe(0);
-    const [mode, status] = r.output.trim().split('\n');
+    const [mode, nnp, status] = r.output.trim().split('\n');
     expect(mode).toBe('-rwsr-xr-x');
-    expect(status).toMatch(/^nobody L /);
+    expect(nnp).toMatch(/^NoNewPrivs:\s+1$/);
+    expect(status).toMatch(/^nobody P\b/);
   });
 });

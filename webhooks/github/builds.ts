@@ -12,6 +12,7 @@ import {
   type SourceUrlPolicy,
   sourceBuildDir,
   toError,
+  VISIBILITY_LABEL,
 } from '../../src/index.ts';
 import {
   type BuildEvent,
@@ -70,6 +71,8 @@ export const BuildRecord = z.object({
   sha: z.string(),
   /** Where the source is fetched from (a fork's clone URL for its pull requests). */
   cloneUrl: z.string(),
+  /** The repository is private (GitHub's `repository.private`): its jobs' sources are shown to admin tokens only. */
+  private: z.boolean().default(false),
   ref: z.string(),
   /** Whether the workers get an installation token for the source (not for forks). */
   credential: z.boolean(),
@@ -94,6 +97,8 @@ export interface BuildInput {
   installationId: number;
   sha: string;
   cloneUrl: string;
+  /** GitHub's `repository.private`. Default false. */
+  private?: boolean;
   ref: string;
   event: BuildEvent;
   /** `push:<branch>` / `pr:<n>`; none for tags. */
@@ -116,6 +121,8 @@ export interface BuildsOptions {
   sourcePolicy: SourceUrlPolicy;
   /** What images provide (from their recipes): expansion warns about compilers and versions they lack. Default: none known. */
   toolchains?: Readonly<Record<string, ImageToolchain>> | undefined;
+  /** Whether jobs get `network: egress`; `false` (the operator turned it off) gives them `none`. */
+  egress: boolean;
 }
 
 export interface Builds {
@@ -263,6 +270,8 @@ export function createBuilds(o: BuildsOptions): Builds {
         buildDir: sourceBuildDir(src.path),
       }),
       source: { git: b.cloneUrl, ref: b.ref, sha: b.sha },
+      // Travis jobs had network: builds from a repository get egress unless the operator forbids it.
+      network: o.egress ? 'egress' : 'none',
       labels: {
         repo: b.repo,
         sha: b.sha,
@@ -271,6 +280,7 @@ export function createBuilds(o: BuildsOptions): Builds {
         job_number: job.number,
         stage: job.stage,
         event: (b.event as { type?: string }).type ?? 'push',
+        ...(b.private ? { [VISIBILITY_LABEL]: 'private' } : {}),
       },
     });
   }
@@ -466,6 +476,7 @@ export function createBuilds(o: BuildsOptions): Builds {
         installationId: input.installationId,
         sha: input.sha,
         cloneUrl: input.cloneUrl,
+        private: input.private ?? false,
         ref: input.ref,
         credential: !input.fork,
         event: input.event as unknown as Record<string, unknown>,
@@ -704,6 +715,7 @@ export function createBuilds(o: BuildsOptions): Builds {
         installationId: last.installationId,
         sha: last.sha,
         cloneUrl: last.cloneUrl,
+        private: last.private,
         ref: last.ref,
         event: last.event as unknown as BuildEvent,
         scope: last.scope,

@@ -26,6 +26,8 @@ export interface GitHubServiceOptions {
   publicUrl: () => string;
   /** Which source URLs webhook jobs may use (loopback only in tests). */
   sourcePolicy: SourceUrlPolicy;
+  /** Whether builds' jobs get `network: egress` (as Travis jobs had network). Default true. */
+  egress?: boolean;
   /** Deliveries processed at once. Default 4. */
   concurrency?: number;
   /** First retry delay of a failed GitHub call, in ms (doubles up to retryMaxMs). Default 1000. */
@@ -94,6 +96,7 @@ export function createGitHubService(o: GitHubServiceOptions): GitHubService {
     autoCancel: o.config.autoCancel,
     sourcePolicy: o.sourcePolicy,
     toolchains: o.toolchains,
+    egress: o.egress ?? true,
   });
   const reporter: Reporter = createReporter({
     redis: o.redis,
@@ -125,6 +128,7 @@ export function createGitHubService(o: GitHubServiceOptions): GitHubService {
     redis: o.redis,
     keys: o.keys,
     enqueue,
+    memoryLimitBytes: o.config.webhookMemoryBytes,
   });
 
   let worker: Worker | undefined;

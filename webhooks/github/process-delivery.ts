@@ -71,6 +71,7 @@ export function createDeliveryProcessor(o: ProcessDeliveryOptions): (d: Delivery
       installationId: p.installation.id,
       sha: p.after,
       cloneUrl: p.repository.clone_url,
+      private: p.repository.private,
       ref: p.ref,
       event,
       scope: branch ? `push:${branch}` : undefined,
@@ -90,6 +91,7 @@ export function createDeliveryProcessor(o: ProcessDeliveryOptions): (d: Delivery
       // A fork's pull request builds its head from the fork (no token: the installation is not the fork's).
       // A deleted fork's head is still in the base repository, as refs/pull/N/head.
       cloneUrl: fork ? head.clone_url : p.repository.clone_url,
+      private: p.repository.private,
       ref: head === null ? `refs/pull/${p.number}/head` : `refs/heads/${pr.head.ref}`,
       event: {
         type: 'pull_request',
@@ -125,6 +127,7 @@ export function createDeliveryProcessor(o: ProcessDeliveryOptions): (d: Delivery
         installationId: p.installation.id,
         sha: s.head_sha,
         cloneUrl: p.repository.clone_url,
+        private: p.repository.private,
         ref: `refs/heads/${s.head_branch}`,
         event: {
           type: 'push',

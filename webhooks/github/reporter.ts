@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { JobQueue } from '../../queue/index.ts';
+import { type JobQueue, maskSecrets, stripAnsi } from '../../queue/index.ts';
 import {
   FINAL_STATES,
   type JobRecord,
@@ -116,10 +116,18 @@ export function conclusionOf(
   return r;
 }
 
-const ANSI = new RegExp(`${String.fromCharCode(27)}\\[[0-9;?]*[A-Za-z]`, 'g');
-
-/** The last `max` characters of a job's log, without terminal colour codes. */
-export async function logTail(redis: Redis, keys: Keys, jobId: string, max: number): Promise<string> {
+/**
+ * The last `max` characters of a job's log, without terminal colour codes, and with `secrets`
+ * masked after the codes are removed (the log writer masks that view too; this holds for logs
+ * written before it did).
+ */
+export async function logTail(
+  redis: Redis,
+  keys: Keys,
+  jobId: string,
+  max: number,
+  secrets: readonly string[] = [],
+): Promise<string> {
   const parts: string[] = [];
   let size = 0;
   let end = '+';
@@ -135,7 +143,7 @@ export async function logTail(redis: Redis, keys: Keys, jobId: string, max: numb
     if (!last || entries.length < 50) break;
     end = `(${last}`;
   }
-  const text = parts.reverse().join('').replace(ANSI, '');
+  const text = maskSecrets(stripAnsi(parts.reverse().join('')), secrets);
   return text.length > max
     ? `[... the first ${text.length - max} characters are in the full log ...]\n${text.slice(-max)}`
     : text;
@@ -226,7 +234,7 @@ export function createReporter(o: ReporterOptions): Reporter {
     const job = await o.queue.get(jobId);
     if (!job) return;
     const c = conclusionOf(job, slot.allowFailure);
-    const tail = await logTail(o.redis, o.keys, jobId, tailChars);
+    const tail = await logTail(o.redis, o.keys, jobId, tailChars, Object.values(job.spec.secrets));
     await o.checks.update(o.builds.target(build, slot), {
       status: 'completed',
       conclusion: c.conclusion,

@@ -1,5 +1,5 @@
-import { Webhooks } from '@octokit/webhooks';
-import type { FastifyPluginAsync } from 'fastify';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
 import { ArchwayError, InvalidInputError, type Keys, toError } from '../../src/index.ts';
 import { isHandled } from './payloads.ts';
@@ -22,29 +22,122 @@ export interface WebhookRoutesOptions {
   enqueue: (d: Delivery) => Promise<void>;
   /** How long a delivery id is remembered, in seconds. Default 7 days (GitHub redelivers for 3). */
   dedupTtlSeconds?: number;
-  /** Largest body, in bytes. Default 25 MiB (GitHub's cap on a payload). */
+  /** Largest body, in bytes. Default 25 MiB (GitHub caps a payload at 25 MB). */
   bodyLimit?: number;
+  /**
+   * Most bytes of webhook bodies held in memory at once, over all deliveries: one that would pass
+   * it is refused with 503 (GitHub lets the App redeliver it). Default 100 MiB.
+   */
+  memoryLimitBytes?: number;
 }
 
 const DELIVERY_ID = /^[A-Za-z0-9-]{1,100}$/;
+/** What GitHub sends: `sha256=` and 64 hex digits. Anything else is refused before the body is read. */
+const SIGNATURE = /^sha256=[0-9a-f]{64}$/;
+
+/** A webhook body as the route's parser leaves it: the bytes, and their HMAC under each secret, computed as they arrived. */
+interface ReceivedBody {
+  raw: Buffer;
+  digests: Buffer[];
+}
+
+class PayloadTooLargeError extends ArchwayError {
+  constructor(limit: number) {
+    super('BODY_TOO_LARGE', `the payload is larger than ${limit} bytes (GitHub caps payloads at 25 MB)`, {
+      httpStatus: 413,
+    });
+  }
+}
+
+class WebhookBusyError extends ArchwayError {
+  constructor() {
+    super('WEBHOOK_BUSY', 'too many webhook bodies are being received at once; redeliver it in a moment', {
+      httpStatus: 503,
+      infra: true,
+    });
+  }
+}
 
 /**
  * `POST /webhooks/github`: verifies `X-Hub-Signature-256` on the raw body against each secret,
  * answers 204 to events archway does not act on, drops a redelivery (same `X-GitHub-Delivery`),
  * and queues the rest for the GitHub worker: 202 without any call to GitHub.
+ *
+ * Nobody is authenticated before the signature is checked, so the body is never buffered on
+ * trust: a request without a well-formed signature, or announcing more than the limit, is
+ * refused before its body is read; the HMAC is computed while the body streams in, which stops
+ * at the limit; and all bodies held at once stay under `memoryLimitBytes`.
  */
 export function createWebhookRoutes(o: WebhookRoutesOptions): FastifyPluginAsync {
-  const verifiers = o.secrets.map((secret) => new Webhooks({ secret }));
+  const secrets = o.secrets.map((s) => Buffer.from(s));
   const ttl = o.dedupTtlSeconds ?? 7 * 86_400;
+  const bodyLimit = o.bodyLimit ?? 25 * 1024 * 1024;
+  const memoryLimit = o.memoryLimitBytes ?? 100 * 1024 * 1024;
+  /** Bytes of webhook bodies held now, and what each request holds of them. */
+  let held = 0;
+  const holds = new WeakMap<FastifyRequest, number>();
+  const release = (req: FastifyRequest) => {
+    held -= holds.get(req) ?? 0;
+    holds.delete(req);
+  };
   return async (app) => {
-    // The signature is over the bytes GitHub sent: keep them, whatever the content type says.
+    app.addHook('onRequest', async (req) => {
+      const signature = req.headers['x-hub-signature-256'];
+      if (typeof signature !== 'string' || signature === '') {
+        throw new SignatureInvalidError(
+          'X-Hub-Signature-256 is missing: configure the App with a webhook secret',
+        );
+      }
+      if (!SIGNATURE.test(signature))
+        throw new SignatureInvalidError('X-Hub-Signature-256 is not sha256= and 64 hex digits');
+      if (Number(req.headers['content-length'] ?? 0) > bodyLimit) throw new PayloadTooLargeError(bodyLimit);
+    });
+    app.addHook('onResponse', async (req) => release(req));
+    app.addHook('onRequestAbort', async (req) => release(req));
+
+    // The signature is over the bytes GitHub sent: keep them, whatever the content type says,
+    // and compute each secret's HMAC as they arrive.
     app.removeAllContentTypeParsers();
-    app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+    app.addContentTypeParser('*', (req, payload, done) => {
+      const hmacs = secrets.map((s) => createHmac('sha256', s));
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let finished = false;
+      const fail = (e: Error) => {
+        if (finished) return;
+        finished = true;
+        payload.removeAllListeners('data');
+        payload.resume(); // the rest is read and dropped, never held
+        chunks.length = 0;
+        release(req);
+        done(e, undefined);
+      };
+      payload.on('data', (chunk: Buffer) => {
+        if (finished) return;
+        size += chunk.length;
+        if (size > bodyLimit) return fail(new PayloadTooLargeError(bodyLimit));
+        if (held + chunk.length > memoryLimit) return fail(new WebhookBusyError());
+        held += chunk.length;
+        holds.set(req, (holds.get(req) ?? 0) + chunk.length);
+        for (const h of hmacs) h.update(chunk);
+        chunks.push(chunk);
+      });
+      payload.on('error', (e) => fail(e));
+      payload.on('end', () => {
+        if (finished) return;
+        finished = true;
+        const body: ReceivedBody = {
+          raw: Buffer.concat(chunks, size),
+          digests: hmacs.map((h) => h.digest()),
+        };
+        done(null, body);
+      });
+    });
 
     app.post(
       '/webhooks/github',
       {
-        bodyLimit: o.bodyLimit ?? 25 * 1024 * 1024,
+        bodyLimit,
         schema: {
           summary: 'GitHub App webhook',
           description:
@@ -53,22 +146,16 @@ export function createWebhookRoutes(o: WebhookRoutesOptions): FastifyPluginAsync
         },
       },
       async (req, reply) => {
-        const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-        const text = raw.toString('utf8');
-        const signature = req.headers['x-hub-signature-256'];
-        if (typeof signature !== 'string' || signature === '') {
-          throw new SignatureInvalidError(
-            'X-Hub-Signature-256 is missing: configure the App with a webhook secret',
-          );
-        }
-        let valid = false;
-        for (const v of verifiers) {
-          if (await v.verify(text, signature).catch(() => false)) {
-            valid = true;
-            break;
-          }
-        }
-        if (!valid) throw new SignatureInvalidError('X-Hub-Signature-256 does not match the webhook secret');
+        // An empty body never reaches the parser.
+        const body = (req.body as ReceivedBody | undefined) ?? {
+          raw: Buffer.alloc(0),
+          digests: secrets.map((s) => createHmac('sha256', s).digest()),
+        };
+        // The onRequest hook checked its form: sha256= and 64 hex digits.
+        const given = Buffer.from(String(req.headers['x-hub-signature-256']).slice('sha256='.length), 'hex');
+        if (!body.digests.some((d) => timingSafeEqual(d, given)))
+          throw new SignatureInvalidError('X-Hub-Signature-256 does not match the webhook secret');
+        const text = body.raw.toString('utf8');
 
         const event = req.headers['x-github-event'];
         const id = req.headers['x-github-delivery'];

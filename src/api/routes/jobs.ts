@@ -1,14 +1,17 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { createPoolStore, JobNotFoundError } from '../../../queue/index.ts';
-import { checkSourceUrl, JobSpec } from '../../index.ts';
+import { type Ceilings, checkCeilings, checkSourceUrl, InvalidInputError, JobSpec } from '../../index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 import { CreatedJob, errorResponses, JobList, JobParams, JobView, ListQuery, maskJob } from '../schemas.ts';
 
 const security = [{ bearer: [] }];
 
 /** Submit, read, list and cancel jobs (under /v1). */
-export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, { deps }) => {
+export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps; ceilings: Ceilings }> = async (
+  app,
+  { deps, ceilings },
+) => {
   const { queue, nodes } = deps;
   const pools = createPoolStore(deps.redis, deps.keys);
 
@@ -36,6 +39,13 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, {
     },
     async (req, reply) => {
       const spec = req.body;
+      if (spec.network === 'egress' && deps.egress === false)
+        throw new InvalidInputError(
+          'network',
+          "egress is turned off on this installation (ARCHWAY_EGRESS=false): use 'none', or ask the operator",
+        );
+      // Over an operator's ceiling: 400 naming the field, the ceiling and its setting.
+      checkCeilings(spec.resources, ceilings);
       // Fetched on a worker's host: only remote https and git URLs (400 naming source.git otherwise).
       if (spec.source) await checkSourceUrl(spec.source.git, deps.sourcePolicy ?? {});
       // A disabled pool (max 0) would never run it: refused (409 POOL_DISABLED) rather than left waiting.
@@ -52,7 +62,7 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, {
       return reply
         .code(created ? 201 : 200)
         .header('location', `/v1/jobs/${job.id}`)
-        .send({ job: maskJob(job), warnings: created ? warnings : job.warnings });
+        .send({ job: maskJob(job, { admin: req.clientAdmin }), warnings: created ? warnings : job.warnings });
     },
   );
 
@@ -71,7 +81,7 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, {
     async (req) => {
       const job = await queue.get(req.params.id);
       if (!job) throw new JobNotFoundError(req.params.id);
-      return maskJob(job);
+      return maskJob(job, { admin: req.clientAdmin });
     },
   );
 
@@ -96,7 +106,7 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, {
         ...(q.label ? { label: q.label } : {}),
         ...(q.cursor ? { before: Number(q.cursor) } : {}),
       });
-      const jobs = page.jobs.map(maskJob);
+      const jobs = page.jobs.map((j) => maskJob(j, { admin: req.clientAdmin }));
       return page.next === undefined ? { jobs } : { jobs, next: String(page.next) };
     },
   );
@@ -117,7 +127,7 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, {
     },
     async (req, reply) => {
       const job = await queue.cancel(req.params.id);
-      return reply.code(202).send(maskJob(job));
+      return reply.code(202).send(maskJob(job, { admin: req.clientAdmin }));
     },
   );
 };

@@ -1,9 +1,10 @@
 import { once } from 'node:events';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { followLog, JobNotFoundError, readLog } from '../../../queue/index.ts';
+import { JobNotFoundError, readLog } from '../../../queue/index.ts';
 import { FINAL_STATES, type JobRecord } from '../../index.ts';
 import type { ApiDeps } from '../api-deps.ts';
+import type { LogFanout } from '../log-fanout.ts';
 import { errorResponses, Flag, JobParams, StreamId } from '../schemas.ts';
 
 /** An SSE comment this often keeps a quiet stream alive through proxies that drop idle connections. */
@@ -16,6 +17,8 @@ export interface LogRoutesOptions {
   deps: ApiDeps;
   /** One controller per open follow; aborted when the API closes, so shutdown never waits on a log. */
   follows: Set<AbortController>;
+  /** The followers of each job share one Redis reader; it caps them (429). */
+  fanout: LogFanout;
 }
 
 /** One SSE event. The chunk is sent as a JSON string: a log may hold \r, which would end an SSE line. */
@@ -24,13 +27,8 @@ export function sseEvent(event: string, data: unknown, id?: string): string {
 }
 
 /** `GET /v1/jobs/:id/log`: the log so far, followed as plain text, or as server-sent events. */
-export const logRoutes: FastifyPluginAsyncZod<LogRoutesOptions> = async (app, { deps, follows }) => {
+export const logRoutes: FastifyPluginAsyncZod<LogRoutesOptions> = async (app, { deps, follows, fanout }) => {
   const { queue, redis, keys } = deps;
-
-  const isFinished = async (id: string) => {
-    const job = await queue.get(id);
-    return !job || FINAL_STATES.includes(job.state);
-  };
 
   async function settled(id: string): Promise<JobRecord | undefined> {
     const deadline = Date.now() + SETTLE_MS;
@@ -67,7 +65,7 @@ export const logRoutes: FastifyPluginAsyncZod<LogRoutesOptions> = async (app, { 
             description: 'The log (text/plain), or its events (text/event-stream)',
             content: { 'text/plain': { schema: z.string() }, 'text/event-stream': { schema: z.string() } },
           },
-          ...errorResponses(400, 401, 403, 404),
+          ...errorResponses(400, 401, 403, 404, 429),
         },
       },
     },
@@ -86,6 +84,8 @@ export const logRoutes: FastifyPluginAsyncZod<LogRoutesOptions> = async (app, { 
           .send(chunks.map((c) => c.text).join(''));
       }
 
+      // Over a cap: 429 before anything is streamed.
+      const follower = fanout.join(id);
       // A stream of our own: fastify's stream handling would hold the headers until the first chunk.
       reply.hijack();
       const res = reply.raw;
@@ -93,9 +93,6 @@ export const logRoutes: FastifyPluginAsyncZod<LogRoutesOptions> = async (app, { 
       follows.add(stop);
       const onClose = () => stop.abort();
       res.once('close', onClose);
-      // The follow blocks in XREAD on a connection of its own; dropping that connection ends it at once.
-      const blocking = deps.createBlockingRedis();
-      stop.signal.addEventListener('abort', () => blocking.disconnect(), { once: true });
       let keepalive: NodeJS.Timeout | undefined;
       const write = async (s: string) => {
         if (!res.write(s)) await once(res, 'drain', { signal: stop.signal });
@@ -109,11 +106,7 @@ export const logRoutes: FastifyPluginAsyncZod<LogRoutesOptions> = async (app, { 
         res.flushHeaders();
         // Each event is one write, so a comment written from the timer never lands inside one.
         if (sse) keepalive = setInterval(() => res.write(': keep-alive\n\n'), KEEPALIVE_MS);
-        const chunks = followLog(blocking, keys, id, {
-          after,
-          signal: stop.signal,
-          isFinished: () => isFinished(id),
-        });
+        const chunks = follower.chunks(after, stop.signal);
         for await (const c of chunks) await write(sse ? sseEvent('log', c.text, c.id) : c.text);
         if (sse && !stop.signal.aborted) {
           const end = await settled(id);
@@ -136,7 +129,7 @@ export const logRoutes: FastifyPluginAsyncZod<LogRoutesOptions> = async (app, { 
         clearInterval(keepalive);
         follows.delete(stop);
         res.off('close', onClose);
-        blocking.disconnect();
+        follower.leave();
       }
       return reply;
     },

@@ -275,6 +275,10 @@ export function registerClient(program: Command, env: Record<string, string | un
     .option('--env <KEY=VALUE>', 'environment variable for the script (repeatable)', collect, [])
     .option('--secret <KEY=VALUE>', 'like --env, but masked as [secure] in the log (repeatable)', collect, [])
     .option('--timeout <seconds>', 'wall-clock limit (default 3000)')
+    .option(
+      '--network <mode>',
+      'none (default: only loopback) or egress (outbound only, with DNS and the package cache)',
+    )
     .option('--label <key=value>', 'label for listing (repeatable)', collect, [])
     .option('--idempotency-key <key>', 'a retry with the same key returns the first job instead of a new one')
     .argument('<script...>', 'the script (after --); its words are joined with spaces')
@@ -288,10 +292,13 @@ export function registerClient(program: Command, env: Record<string, string | un
           env: string[];
           secret: string[];
           timeout?: string;
+          network?: string;
           label: string[];
           idempotencyKey?: string;
         },
       ) => {
+        if (opts.network !== undefined && opts.network !== 'none' && opts.network !== 'egress')
+          throw new InvalidInputError('--network', `expected none or egress, got '${opts.network}'`);
         const body = {
           arch: opts.arch,
           image: opts.image,
@@ -299,6 +306,7 @@ export function registerClient(program: Command, env: Record<string, string | un
           ...(opts.env.length ? { env: keyValues('--env', opts.env) } : {}),
           ...(opts.secret.length ? { secrets: keyValues('--secret', opts.secret) } : {}),
           ...(opts.label.length ? { labels: keyValues('--label', opts.label) } : {}),
+          ...(opts.network ? { network: opts.network } : {}),
           ...(opts.timeout === undefined
             ? {}
             : { timeoutSeconds: positiveNumber('--timeout', opts.timeout, true) }),

@@ -1,10 +1,14 @@
-import { access, readFile } from 'node:fs/promises';
+import { access, readFile, statfs } from 'node:fs/promises';
 import type { Command } from 'commander';
+import { CAPABILITIES, idRangeLayoutProblem, packageCacheStats, seccompFor } from '../../../workers/index.ts';
 import { HostConfig, parseConfig } from '../../config.ts';
 import { ARCH_INFO, ARCHES, hostArch } from '../../domain.ts';
 import { archSupport } from '../../host/binfmt.ts';
+import { isBtrfs } from '../../host/btrfs.ts';
+import { ceilingsSet, hostCeilings, limitsWithin } from '../../host/ceilings.ts';
 import { cgroupMode } from '../../host/cgroups.ts';
 import { hasCommand, runCommand } from '../../host/run-command.ts';
+import { positiveNumber } from '../parse.ts';
 
 interface Check {
   name: string;
@@ -20,9 +24,11 @@ export function registerDoctor(program: Command, env: Record<string, string | un
   program
     .command('doctor')
     .description('check that this host can run archway workers')
-    .action(async () => {
+    .option('--slots <n>', 'job slots of all the workers this host runs together (the disk check)', '2')
+    .action(async (opts: { slots: string }) => {
       const config = parseConfig(HostConfig, env);
-      const checks = await runChecks(config);
+      const slots = positiveNumber('--slots', opts.slots, true);
+      const checks = await runChecks(config, slots);
       const width = Math.max(...checks.map((c) => c.name.length));
       for (const c of checks) {
         const status = c.ok ? 'ok     ' : c.required ? 'missing' : 'absent ';
@@ -40,7 +46,7 @@ export function registerDoctor(program: Command, env: Record<string, string | un
 
 const SETUP = 'bash ops/setup-host.sh';
 
-async function runChecks(config: HostConfig): Promise<Check[]> {
+async function runChecks(config: HostConfig, slots: number): Promise<Check[]> {
   const checks: Check[] = [];
   const add = (name: string, ok: boolean, detail: string, fix: string, required = true) =>
     checks.push({ name, ok, detail, fix, required });
@@ -65,6 +71,24 @@ async function runChecks(config: HostConfig): Promise<Check[]> {
     runcVersion.split('\n')[0] || 'runc not found',
     `apt-get install runc (${SETUP})`,
   );
+  // runc built without libseccomp refuses every container that has a filter: say it here.
+  const libseccomp = runcVersion.match(/^libseccomp: (\S+)/m)?.[1];
+  try {
+    const filter = await seccompFor(config.ARCHWAY_SECCOMP_PROFILE, CAPABILITIES);
+    add(
+      'seccomp',
+      libseccomp !== undefined,
+      `${config.ARCHWAY_SECCOMP_PROFILE}: ${filter.syscalls.length} rules for ${filter.architectures.join(', ')}; runc ${libseccomp ? `has libseccomp ${libseccomp}` : 'was built without libseccomp'}`,
+      "a runc built with libseccomp (Debian's is)",
+    );
+  } catch (e) {
+    add(
+      'seccomp',
+      false,
+      ((e as Error).message.split('; fix:')[0] ?? '').trim(),
+      (e as { fix?: string }).fix ?? `apt-get install golang-github-containers-common (${SETUP})`,
+    );
+  }
   const crun = await hasCommand('crun');
   const mode = await cgroupMode();
   add(
@@ -89,15 +113,48 @@ async function runChecks(config: HostConfig): Promise<Check[]> {
   add(
     'kernel keys',
     maxKeys >= 2000,
-    `kernel.keys.maxkeys = ${maxKeys} (every container's session keyring counts against its root's host uid)`,
+    `kernel.keys.maxkeys = ${maxKeys} per container (each has its own root uid; runc makes a session keyring per container and exec)`,
     'sysctl -w kernel.keys.maxkeys=20000 kernel.keys.maxbytes=2000000 (ops/setup-host.sh does it)',
   );
-  const idRange = `${config.ARCHWAY_UID_BASE}-${config.ARCHWAY_UID_BASE + config.ARCHWAY_UID_SIZE - 1}`;
+  const { ARCHWAY_UID_BASE: base, ARCHWAY_UID_SIZE: size, ARCHWAY_UID_RANGES: ranges } = config;
+  const end = base + ranges * size;
+  const layout = idRangeLayoutProblem({ base, size, count: ranges });
   add(
-    'id range',
-    config.ARCHWAY_UID_BASE > 0,
-    `container root maps to host uids ${idRange}`,
-    'set ARCHWAY_UID_BASE to an unused range',
+    'id ranges',
+    base > 0 && !layout,
+    layout ??
+      `${ranges} ranges of ${size} ids: container root maps to host uids ${base}, ${base + size}, ... (up to ${end - 1})`,
+    `lower ARCHWAY_UID_BASE, ARCHWAY_UID_RANGES or ARCHWAY_UID_SIZE so that base + ranges * size <= ${2 ** 32 - 1}`,
+  );
+  // Users given subordinate ids (rootless podman, Debian's adduser) or real accounts in archway's
+  // ranges would share kernel uids, and so quotas and file access, with jobs.
+  const clashes = await idClashes(base, end);
+  add(
+    'id ranges unused',
+    clashes.length === 0,
+    clashes.length
+      ? `host ids in archway's ranges: ${clashes.slice(0, 3).join('; ')}`
+      : `no account, /etc/subuid or /etc/subgid entry in ${base}-${end - 1}`,
+    `set ARCHWAY_UID_BASE past them (for example ${Math.ceil((await highestSubId()) / 65536 + 1) * 65536}), or move those entries`,
+  );
+  const userns = await runCommand('setpriv', [
+    `--reuid=${base}`,
+    `--regid=${base}`,
+    '--clear-groups',
+    'unshare',
+    '--user',
+    'true',
+  ]).then(
+    () => '',
+    (e: unknown) => (e as Error).message,
+  );
+  add(
+    'unprivileged user namespaces',
+    userns === '',
+    userns
+      ? `a process as uid ${base} cannot make a user namespace: ${userns}`
+      : "made by each container's own root uid, so the container's inotify and namespace counts are its own",
+    'allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 on older Debian kernels; kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu)',
   );
   const memCgroup =
     mode === 'v2'
@@ -169,6 +226,67 @@ async function runChecks(config: HostConfig): Promise<Check[]> {
       );
     }
   }
+  // Job egress: the worker sets the network up itself (nftables table, forwarding, the DNS
+  // forwarder and the package cache); what doctor checks is that it can.
+  const egressOn = config.ARCHWAY_EGRESS;
+  for (const [cmd, pkg, what] of [
+    ['nft', 'nftables', 'filters and NATs job egress'],
+    ['dnsmasq', 'dnsmasq-base', "answers jobs' DNS from the host's resolver"],
+    ['apt-cacher-ng', 'apt-cacher-ng', "caches Debian packages for every egress job's apt"],
+  ] as const) {
+    add(
+      cmd,
+      !egressOn || (await hasCommand(cmd)),
+      egressOn ? what : 'not needed: ARCHWAY_EGRESS=false',
+      `apt-get install ${pkg} (${SETUP})`,
+      egressOn,
+    );
+  }
+  if (egressOn) {
+    const stateDir = config.ARCHWAY_NET_STATE_DIR;
+    const pid = Number((await readFile(`${stateDir}/apt-cacher-ng/pid`, 'utf8').catch(() => '')).trim());
+    let running = false;
+    try {
+      if (pid > 0) process.kill(pid, 0);
+      running = pid > 0;
+    } catch {}
+    const stats = running ? await packageCacheStats(`${stateDir}/apt-cacher-ng/log`) : undefined;
+    add(
+      'package cache',
+      running,
+      running && stats
+        ? `apt-cacher-ng running (pid ${pid}): ${stats.hits} hits, ${stats.misses} misses, ${stats.bytesIn} bytes from the mirror, ${stats.bytesOut} to jobs`
+        : 'not running yet: the first worker (or archway up) starts it',
+      'start a worker, or bin/archway up',
+      false,
+    );
+  }
+  const ceilings = hostCeilings({
+    poolPath: config.ARCHWAY_POOL_PATH,
+    poolSizeGiB: config.ARCHWAY_POOL_SIZE_GIB,
+    set: ceilingsSet(config),
+  });
+  add(
+    'ceilings',
+    true,
+    `one job may ask for at most ${ceilings.cpus} CPUs, ${ceilings.memoryMiB} MiB of memory, ${ceilings.pids} pids, ${ceilings.diskMiB} MiB of disk`,
+    '',
+  );
+  // Every slot may fill its default disk at once: the pool must have that room, or jobs get ENOSPC.
+  const MiB = 1024 * 1024;
+  const pool = (await isBtrfs(config.ARCHWAY_POOL_PATH))
+    ? await statfs(config.ARCHWAY_POOL_PATH).then((s) => ({
+        mib: Math.floor((s.bavail * s.bsize) / MiB),
+        what: 'free in the pool',
+      }))
+    : { mib: config.ARCHWAY_POOL_SIZE_GIB * 1024, what: 'in the pool it makes (ARCHWAY_POOL_SIZE_GIB)' };
+  const disk = limitsWithin({}, ceilings).diskMiB;
+  add(
+    'pool room',
+    disk * slots <= pool.mib,
+    `${slots} slots x ${disk} MiB of default disk = ${disk * slots} MiB; ${pool.mib} MiB ${pool.what}`,
+    'a larger pool (ARCHWAY_POOL_SIZE_GIB, or more room on its filesystem), fewer slots, or a lower ARCHWAY_MAX_DISK_MIB (the default disk is lowered to it)',
+  );
   add(
     'redis-server',
     await hasCommand('redis-server'),
@@ -176,6 +294,41 @@ async function runChecks(config: HostConfig): Promise<Check[]> {
     `apt-get install redis-server (${SETUP})`,
   );
   return checks;
+}
+
+/** Accounts and subordinate id entries that fall in [start, end). */
+async function idClashes(start: number, end: number): Promise<string[]> {
+  const out: string[] = [];
+  for (const file of ['/etc/subuid', '/etc/subgid']) {
+    for (const line of (await readFile(file, 'utf8').catch(() => '')).split('\n')) {
+      const [name, first, count] = line.trim().split(':');
+      const a = Number(first);
+      const n = Number(count);
+      if (!name || !Number.isInteger(a) || !Number.isInteger(n)) continue;
+      if (a < end && a + n > start) out.push(`${file} ${name}:${a}:${n}`);
+    }
+  }
+  for (const file of ['/etc/passwd', '/etc/group']) {
+    for (const line of (await readFile(file, 'utf8').catch(() => '')).split('\n')) {
+      const [name, , id] = line.split(':');
+      const n = Number(id);
+      if (name && Number.isInteger(n) && n >= start && n < end) out.push(`${file} ${name} (${n})`);
+    }
+  }
+  return out;
+}
+
+/** The first id past every /etc/subuid and /etc/subgid entry. */
+async function highestSubId(): Promise<number> {
+  let top = 0;
+  for (const file of ['/etc/subuid', '/etc/subgid']) {
+    for (const line of (await readFile(file, 'utf8').catch(() => '')).split('\n')) {
+      const [, first, count] = line.trim().split(':');
+      const end = Number(first) + Number(count);
+      if (Number.isFinite(end)) top = Math.max(top, end);
+    }
+  }
+  return top;
 }
 
 async function exists(p: string): Promise<boolean> {

@@ -1,12 +1,21 @@
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
-import { parseArch } from '../../domain.ts';
+import { type Limits, NetworkMode, parseArch, ResourceLimits } from '../../domain.ts';
 import { InvalidInputError } from '../../errors/invalid-input-error.ts';
+import { ceilingsSet, checkCeilings, hostCeilings } from '../../host/ceilings.ts';
 import { createHostContext, createHostLauncher } from '../host-context.ts';
 import { positiveNumber } from '../parse.ts';
 
 /** Exit codes `run` uses for a job that did not simply exit (after coreutils' timeout and the shell's conventions). */
 export const RUN_EXIT = { timeout: 124, oom: 137, canceled: 130 } as const;
+
+/** The flag of each limit, for messages. */
+const RUN_FLAGS: Record<keyof Limits, string> = {
+  cpus: '--cpus',
+  memoryMiB: '--memory',
+  pids: '--pids',
+  diskMiB: '--disk',
+};
 
 export function registerRun(program: Command, env: Record<string, string | undefined>): void {
   program
@@ -23,9 +32,13 @@ export function registerRun(program: Command, env: Record<string, string | undef
     .option('--pids <n>', 'process and thread limit')
     .option('--disk <MiB>', 'limit on bytes written into the container, in MiB')
     .option('-e, --env <KEY=VALUE...>', 'environment variable for the command')
+    .option('--network <mode>', 'none (only loopback) or egress (outbound only, through the host)', 'none')
     .argument('<command...>', 'the command and its arguments (after --)')
     .action(async (command: string[], opts: Record<string, string | string[] | undefined>) => {
       const arch = parseArch(String(opts.arch));
+      const network = NetworkMode.safeParse(opts.network);
+      if (!network.success)
+        throw new InvalidInputError('--network', `expected none or egress, got '${String(opts.network)}'`);
       const limits = {
         ...(opts.memory !== undefined ? { memoryMiB: positiveNumber('--memory', opts.memory, true) } : {}),
         ...(opts.cpus !== undefined ? { cpus: positiveNumber('--cpus', opts.cpus) } : {}),
@@ -41,6 +54,25 @@ export function registerRun(program: Command, env: Record<string, string | undef
         jobEnv[kv.slice(0, eq)] = kv.slice(eq + 1);
       }
       const ctx = await createHostContext(env, 'run');
+      // Refused before any container is made, naming the flag: under the kernel's minima, or over this host's ceilings.
+      const parsed = ResourceLimits.safeParse(limits);
+      if (!parsed.success) {
+        const i = parsed.error.issues[0];
+        throw new InvalidInputError(
+          RUN_FLAGS[i?.path[0] as keyof Limits] ?? 'limits',
+          i?.message ?? 'invalid',
+        );
+      }
+      const c = ctx.config;
+      checkCeilings(
+        limits,
+        hostCeilings({
+          poolPath: c.ARCHWAY_POOL_PATH,
+          poolSizeGiB: c.ARCHWAY_POOL_SIZE_GIB,
+          set: ceilingsSet(c),
+        }),
+        { field: (k) => RUN_FLAGS[k], where: "this host's" },
+      );
       const launcher = await createHostLauncher(ctx, arch);
       const stop = new AbortController();
       const onSignal = () => stop.abort(new Error('interrupted'));
@@ -54,6 +86,7 @@ export function registerRun(program: Command, env: Record<string, string | undef
             argv: command,
             env: jobEnv,
             limits,
+            network: network.data,
             ...(timeoutSeconds ? { timeoutSeconds } : {}),
           },
           { signal: stop.signal },

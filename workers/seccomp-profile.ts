@@ -1,0 +1,359 @@
+import { readFile } from 'node:fs/promises';
+import { release } from 'node:os';
+import { z } from 'zod';
+import { type Arch, HostRequirementError, hostArch } from '../src/index.ts';
+
+/**
+ * The seccomp filter of every container: Debian's maintained containers-common profile (the
+ * podman default, derived from Docker's), converted to the OCI `linux.seccomp` form runc takes,
+ * with archway's denials on top. docs/security.md says what is denied and why.
+ */
+
+/** Where Debian's golang-github-containers-common puts the podman default profile. */
+export const DEFAULT_SECCOMP_PROFILE = '/usr/share/containers/seccomp.json';
+const PACKAGE_FIX = 'apt-get install golang-github-containers-common (or run ops/setup-host.sh)';
+
+const Action = z.enum([
+  'SCMP_ACT_KILL',
+  'SCMP_ACT_KILL_PROCESS',
+  'SCMP_ACT_KILL_THREAD',
+  'SCMP_ACT_TRAP',
+  'SCMP_ACT_ERRNO',
+  'SCMP_ACT_TRACE',
+  'SCMP_ACT_ALLOW',
+  'SCMP_ACT_LOG',
+]);
+const Op = z.enum([
+  'SCMP_CMP_NE',
+  'SCMP_CMP_LT',
+  'SCMP_CMP_LE',
+  'SCMP_CMP_EQ',
+  'SCMP_CMP_GE',
+  'SCMP_CMP_GT',
+  'SCMP_CMP_MASKED_EQ',
+]);
+const u64 = z.number().int().nonnegative();
+const Filter = z
+  .object({
+    caps: z.array(z.string()).nullish(),
+    arches: z.array(z.string()).nullish(),
+    minKernel: z
+      .string()
+      .regex(/^\d+\.\d+/, 'a kernel version such as 4.8')
+      .nullish(),
+  })
+  .nullish();
+const ProfileArg = z.object({
+  index: z.number().int().min(0).max(5),
+  value: u64,
+  valueTwo: u64.optional(),
+  op: Op,
+});
+const ProfileSyscall = z
+  .object({
+    names: z.array(z.string().min(1)).nullish(),
+    name: z.string().min(1).nullish(),
+    action: Action,
+    errnoRet: z.number().int().nonnegative().nullish(),
+    args: z.array(ProfileArg).nullish(),
+    includes: Filter,
+    excludes: Filter,
+  })
+  .refine((s) => (s.names?.length ?? 0) > 0 || s.name, 'a syscall rule needs names (or name)');
+
+/** A seccomp profile in Docker's format (what containers-common, Docker and podman ship). */
+export const SeccompProfile = z.object({
+  defaultAction: Action,
+  defaultErrnoRet: z.number().int().nonnegative().nullish(),
+  architectures: z.array(z.string()).nullish(),
+  archMap: z
+    .array(z.object({ architecture: z.string(), subArchitectures: z.array(z.string()).nullish() }))
+    .nullish(),
+  syscalls: z.array(ProfileSyscall).nullish(),
+});
+export type SeccompProfile = z.infer<typeof SeccompProfile>;
+
+export interface OciSeccompArg {
+  index: number;
+  value: number;
+  valueTwo?: number;
+  op: z.infer<typeof Op>;
+}
+export interface OciSeccompSyscall {
+  names: string[];
+  action: z.infer<typeof Action>;
+  errnoRet?: number;
+  args?: OciSeccompArg[];
+}
+/** The OCI runtime spec's `linux.seccomp`. */
+export interface OciSeccomp {
+  defaultAction: z.infer<typeof Action>;
+  defaultErrnoRet?: number;
+  architectures: string[];
+  syscalls: OciSeccompSyscall[];
+}
+
+const EPERM = 1;
+const ENOSYS = 38;
+const CLONE_NEWUSER = 0x10000000;
+const AF_PACKET = 17;
+const AF_VSOCK = 40;
+
+/** The seccomp architectures of each host arch: its own and the compat ABIs its kernel also runs. */
+const SECCOMP_ARCHES: Record<Arch, string[]> = {
+  amd64: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32'],
+  arm64: ['SCMP_ARCH_AARCH64', 'SCMP_ARCH_ARM'],
+  ppc64le: ['SCMP_ARCH_PPC64LE'],
+  s390x: ['SCMP_ARCH_S390X', 'SCMP_ARCH_S390'],
+};
+
+/**
+ * Calls archway denies whatever the profile says (the profile's rules for these names are
+ * replaced): kernel attack surface a CI job has no use for, and ways out of the container.
+ */
+export const DENIED_SYSCALLS = [
+  // io_uring: a large share of recent kernel privilege escalations; no build tool needs it.
+  'io_uring_setup',
+  'io_uring_enter',
+  'io_uring_register',
+  // userfaultfd stalls the kernel mid-copy: the building block of many race exploits.
+  'userfaultfd',
+  'perf_event_open',
+  'bpf',
+  // Kernel keyrings are counted per host uid: one job's keys would exhaust another's quota.
+  'add_key',
+  'keyctl',
+  'request_key',
+  'init_module',
+  'finit_module',
+  'delete_module',
+  'kexec_load',
+  'kexec_file_load',
+  // Mounts: none is needed inside a job (the kernel refuses them without CAP_SYS_ADMIN anyway).
+  'mount',
+  'umount',
+  'umount2',
+  'fsopen',
+  'fsconfig',
+  'fsmount',
+  'fspick',
+  'move_mount',
+  'mount_setattr',
+  'pivot_root',
+  'open_by_handle_at',
+  // The host kernel's log.
+  'syslog',
+] as const;
+
+/** Socket families a job may not open: raw link-layer access, and the hypervisor's vsock. */
+export const DENIED_SOCKET_FAMILIES = { AF_PACKET, AF_VSOCK } as const;
+
+export interface CompileOptions {
+  /** The arch of the kernel that runs the container: this host's, also for an emulated arch. */
+  hostArch: Arch;
+  /** The container's capabilities (its bounding set): the profile's `caps` rules are evaluated against them. */
+  capabilities: readonly string[];
+  /** The host kernel's release (`uname -r`), for `minKernel`. */
+  kernel: string;
+}
+
+/**
+ * Converts a Docker-format profile to the OCI form for one host, as Docker does, plus archway's
+ * denials. Rules are evaluated for the host's arch, never the container's: under qemu-user the
+ * kernel sees the host's syscalls (qemu translates the guest's), with the host's argument order
+ * (s390x's clone takes its flags second, x86_64's first).
+ */
+export function compileSeccompProfile(p: SeccompProfile, o: CompileOptions): OciSeccomp {
+  const goArch = o.hostArch; // archway's arch names are Go's, which the profile's `arches` use
+  const caps = new Set(o.capabilities);
+  const kernel = kernelVersion(o.kernel);
+  const denied = new Set<string>([...DENIED_SYSCALLS, 'clone', 'clone3', 'unshare', 'socket']);
+  const kept: OciSeccompSyscall[] = [];
+  for (const s of p.syscalls ?? []) {
+    const inc = s.includes;
+    const exc = s.excludes;
+    if (exc?.arches?.includes(goArch)) continue;
+    if (exc?.caps?.some((c) => caps.has(c))) continue;
+    if (exc?.minKernel && compareVersions(kernel, kernelVersion(exc.minKernel)) >= 0) continue;
+    if (inc?.arches?.length && !inc.arches.includes(goArch)) continue;
+    if (inc?.caps?.length && !inc.caps.every((c) => caps.has(c))) continue;
+    if (inc?.minKernel && compareVersions(kernel, kernelVersion(inc.minKernel)) < 0) continue;
+    const names = [...(s.names ?? []), ...(s.name ? [s.name] : [])].filter((n) => !denied.has(n));
+    if (names.length === 0) continue;
+    kept.push({
+      names,
+      action: s.action,
+      // Docker's default errno for an ERRNO rule without one is EPERM; TRACE keeps what it is given.
+      ...(s.action === 'SCMP_ACT_ERRNO' ? { errnoRet: s.errnoRet ?? EPERM } : {}),
+      ...(s.action === 'SCMP_ACT_TRACE' && s.errnoRet != null ? { errnoRet: s.errnoRet } : {}),
+      ...(s.args?.length ? { args: s.args.map(ociArg) } : {}),
+    });
+  }
+  const syscalls = [...firstUnconditionalWins(kept), ...archwayRules(o.hostArch)];
+  return {
+    defaultAction: p.defaultAction,
+    ...(p.defaultErrnoRet != null ? { defaultErrnoRet: p.defaultErrnoRet } : {}),
+    architectures: architecturesOf(p, o.hostArch),
+    syscalls,
+  };
+}
+
+/**
+ * Resolves a call named by several rules as libseccomp does, so that the emitted profile says
+ * what the kernel will do: the first unconditional rule wins, and the call's other rules are
+ * dropped. (containers-common allows `setns` and also denies it without CAP_SYS_ADMIN: allowed.)
+ */
+function firstUnconditionalWins(rules: OciSeccompSyscall[]): OciSeccompSyscall[] {
+  const owner = new Map<string, OciSeccompSyscall>();
+  for (const r of rules) if (!r.args) for (const n of r.names) if (!owner.has(n)) owner.set(n, r);
+  return rules
+    .map((r) => ({ ...r, names: r.names.filter((n) => (owner.get(n) ?? r) === r) }))
+    .filter((r) => r.names.length > 0);
+}
+
+/** archway's rules. Each name's rules are disjoint and cover every value: libseccomp does not order overlapping rules. */
+function archwayRules(host: Arch): OciSeccompSyscall[] {
+  const errno = (names: string[], errnoRet: number, args?: OciSeccompArg[]): OciSeccompSyscall => ({
+    names,
+    action: 'SCMP_ACT_ERRNO',
+    errnoRet,
+    ...(args ? { args } : {}),
+  });
+  // s390's clone is clone(stack, flags, ...); every other arch's takes the flags first.
+  const cloneFlags = host === 's390x' ? 1 : 0;
+  const newUser = (index: number, set: boolean): OciSeccompArg => ({
+    index,
+    value: CLONE_NEWUSER,
+    valueTwo: set ? CLONE_NEWUSER : 0,
+    op: 'SCMP_CMP_MASKED_EQ',
+  });
+  const families = Object.values(DENIED_SOCKET_FAMILIES);
+  return [
+    errno([...DENIED_SYSCALLS], EPERM),
+    // A nested user namespace gives the job every capability over new network and mount
+    // namespaces (nf_tables, mounts of new filesystems): the way in for most container escapes.
+    { names: ['unshare'], action: 'SCMP_ACT_ALLOW', args: [newUser(0, false)] },
+    errno(['unshare'], EPERM, [newUser(0, true)]),
+    { names: ['clone'], action: 'SCMP_ACT_ALLOW', args: [newUser(cloneFlags, false)] },
+    errno(['clone'], EPERM, [newUser(cloneFlags, true)]),
+    // clone3 passes its flags in memory, out of a filter's reach: ENOSYS makes glibc fall back to clone.
+    errno(['clone3'], ENOSYS),
+    ...notIn32(0, families).map((arg) => ({
+      names: ['socket'],
+      action: 'SCMP_ACT_ALLOW' as const,
+      args: [arg],
+    })),
+    ...families.map((f) =>
+      errno(['socket'], EPERM, [{ index: 0, value: 0xffffffff, valueTwo: f, op: 'SCMP_CMP_MASKED_EQ' }]),
+    ),
+  ];
+}
+
+/**
+ * Disjoint masked comparisons that together match exactly the values of argument `index` whose
+ * low 32 bits are not in `values`. An `int` argument is compared in its low 32 bits because the
+ * kernel ignores the upper ones: a plain 64-bit `!=`/`==` pair would let 0x1_0000_0028 through as 40.
+ */
+export function notIn32(index: number, values: readonly number[]): OciSeccompArg[] {
+  const out: OciSeccompArg[] = [];
+  const walk = (bit: number, prefix: number, set: readonly number[]) => {
+    if (bit < 0) return;
+    const mask = 0x1_0000_0000 - 2 ** bit; // bits 31..bit
+    for (const b of [0, 1]) {
+      const sub = set.filter((v) => Math.floor(v / 2 ** bit) % 2 === b);
+      const p = prefix + b * 2 ** bit;
+      if (sub.length === 0) out.push({ index, value: mask, valueTwo: p, op: 'SCMP_CMP_MASKED_EQ' });
+      else walk(bit - 1, p, sub);
+    }
+  };
+  walk(31, 0, [...new Set(values)]);
+  return out;
+}
+
+function ociArg(a: z.infer<typeof ProfileArg>): OciSeccompArg {
+  return {
+    index: a.index,
+    value: a.value,
+    ...(a.valueTwo !== undefined ? { valueTwo: a.valueTwo } : {}),
+    op: a.op,
+  };
+}
+
+function architecturesOf(p: SeccompProfile, host: Arch): string[] {
+  const own = SECCOMP_ARCHES[host];
+  const main = own[0] as string;
+  const mapped = p.archMap?.find((m) => m.architecture === main);
+  const listed = p.architectures?.length ? p.architectures : [];
+  // The host's own ABIs always: a profile's archMap may lack the host (containers-common's lacks ppc64le).
+  return [...new Set([...listed, main, ...(mapped ? (mapped.subArchitectures ?? []) : own.slice(1))])];
+}
+
+function kernelVersion(s: string): number[] {
+  return (s.match(/^(\d+)\.(\d+)/)?.slice(1) ?? ['0', '0']).map(Number);
+}
+
+function compareVersions(a: number[], b: number[]): number {
+  return (a[0] ?? 0) - (b[0] ?? 0) || (a[1] ?? 0) - (b[1] ?? 0);
+}
+
+/** Reads and validates a profile file; a missing or unparsable one is a HostRequirementError naming it. */
+export async function loadSeccompProfile(path: string): Promise<SeccompProfile> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new HostRequirementError(
+      `the seccomp profile ${path} ${code === 'ENOENT' ? 'is missing' : `cannot be read (${code ?? String(e)})`}`,
+      path === DEFAULT_SECCOMP_PROFILE
+        ? PACKAGE_FIX
+        : `point ARCHWAY_SECCOMP_PROFILE at a readable profile, or unset it to use ${DEFAULT_SECCOMP_PROFILE} from golang-github-containers-common`,
+    );
+  }
+  const bad = (why: string) =>
+    new HostRequirementError(
+      `the seccomp profile ${path} is not a Docker-format seccomp profile: ${why}`,
+      path === DEFAULT_SECCOMP_PROFILE
+        ? `apt-get install --reinstall golang-github-containers-common`
+        : `fix the file, or unset ARCHWAY_SECCOMP_PROFILE for ${DEFAULT_SECCOMP_PROFILE}`,
+    );
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw bad(`invalid JSON (${(e as Error).message})`);
+  }
+  const parsed = SeccompProfile.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw bad(`${issue?.path.join('.') || 'the top level'}: ${issue?.message ?? 'invalid'}`);
+  }
+  return parsed.data;
+}
+
+const compiled = new Map<string, Promise<OciSeccomp>>();
+
+/**
+ * The compiled filter of this host's containers from the profile at `path`, read and compiled
+ * once per process (never per container). It is the same for every arch the host serves: the
+ * kernel that filters is the host's, emulated arch or not (see compileSeccompProfile).
+ */
+export function seccompFor(path: string, capabilities: readonly string[]): Promise<OciSeccomp> {
+  const host = hostArch();
+  if (!host)
+    throw new HostRequirementError(
+      `seccomp: this host's arch (${process.arch}) is not one archway runs on`,
+      'use an amd64, arm64, ppc64le or s390x host',
+    );
+  const key = `${path}\n${capabilities.join(',')}`;
+  let p = compiled.get(key);
+  if (!p) {
+    p = loadSeccompProfile(path).then((profile) =>
+      compileSeccompProfile(profile, { hostArch: host, capabilities, kernel: release() }),
+    );
+    compiled.set(key, p);
+    // A failed read is not cached: the operator may install the file and retry.
+    p.catch(() => compiled.delete(key));
+  }
+  return p;
+}
