@@ -18,7 +18,7 @@ export {
 } from './image-store.ts';
 export { type PublishImageOptions, type PublishResult, publishImage } from './publish-image.ts';
 export { type IdRange, imageForRange, rangeCopiesOf, removeRangeCopies } from './range-copies.ts';
-export { listRecipes, loadRecipe, RECIPES_DIR, Recipe, RecipeProvides } from './recipe.ts';
+export { listRecipes, loadRecipe, RECIPES_DIR, Recipe, RecipeProvides, recipeToolchains } from './recipe.ts';
 export {
   createSyncAgent,
   type SyncAgent,

@@ -96,3 +96,13 @@ export async function listRecipes(dir = RECIPES_DIR): Promise<string[]> {
     .map((f) => f.slice(0, -4))
     .sort();
 }
+
+/** What each recipe in `dir` says its image provides, by image name (recipes without `provides:` are left out). */
+export async function recipeToolchains(dir = RECIPES_DIR): Promise<Record<string, RecipeProvides>> {
+  const out: Record<string, RecipeProvides> = {};
+  for (const name of await listRecipes(dir)) {
+    const recipe = await loadRecipe(name, dir);
+    if (recipe.provides !== undefined) out[name] = recipe.provides;
+  }
+  return out;
+}

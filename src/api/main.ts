@@ -1,3 +1,4 @@
+import { recipeToolchains } from '../../images/index.ts';
 import {
   createJobQueue,
   createNodeRegistry,
@@ -97,6 +98,8 @@ export async function runApi(
           logger,
           publicUrl: () => publicUrl,
           sourcePolicy,
+          // The shipped recipes' provides: check runs warn about a compiler or version an image lacks.
+          toolchains: await recipeToolchains(),
           egress: config.ARCHWAY_EGRESS,
         })
       : undefined;

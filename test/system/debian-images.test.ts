@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type BuildProgress, buildImage, loadRecipe } from '../../images/index.ts';
 import type { Arch } from '../../src/index.ts';
+import { buildJobScript, expandRepoConfig, JOB_EXIT } from '../../webhooks/index.ts';
 import { collect, createTestHost, leftovers, type TestHost } from '../support/test-host.ts';
 
 /**
@@ -28,6 +29,14 @@ async function build(name: string, arch: Arch): Promise<BuildProgress[]> {
     onProgress: (p) => progress.push(p),
   });
   return progress;
+}
+
+/** The script archway makes for the first job of a repository config, as the GitHub path does. */
+function jobScript(yaml: string): string {
+  const event = { type: 'push' as const, branch: 'main', repo: 'acme/widget' };
+  const job = expandRepoConfig(yaml, event).jobs[0];
+  if (!job) throw new Error('no job');
+  return buildJobScript(job, { event, jobId: 'job-1', buildDir: '/root' });
 }
 
 async function run(
@@ -115,6 +124,52 @@ describe.each([
 });
 
 describe('debian-bookworm-build for amd64 (the default image of repository configs)', () => {
+  const apt =
+    'language: c\naddons:\n  apt:\n    packages: [zlib1g-dev]\nbefore_install: echo BEFORE\nscript: echo SCRIPT\n';
+
+  it('addons.apt in a job without network errors at once, saying so (ARCHWAY_NETWORK=none)', async () => {
+    const started = Date.now();
+    const r = await run('amd64', 'debian-bookworm-build', 'apt-none', jobScript(apt), {
+      ARCHWAY_NETWORK: 'none',
+    });
+    expect(r.exitCode).toBe(JOB_EXIT.errored);
+    expect(r.output).toContain(
+      'addons.apt: this job has no network (network: none), so apt cannot install zlib1g-dev.',
+    );
+    expect(r.output).not.toContain('BEFORE');
+    expect(Date.now() - started).toBeLessThan(60_000);
+  });
+
+  it('addons.apt whose apt-get update cannot fetch errors the job in its fold, with apt exit 100', async () => {
+    // This container has no network: the update fails the way an unreachable mirror does.
+    const r = await run('amd64', 'debian-bookworm-build', 'apt-fail', jobScript(apt));
+    expect(r.exitCode).toBe(JOB_EXIT.errored);
+    expect(r.output).toMatch(/^E: Failed to fetch/m);
+    expect(r.output).toContain('failed and exited with 100 during addons.apt.');
+    expect(r.output).not.toContain('BEFORE');
+  });
+
+  it('compiler: clang is announced with its version; a compiler the image lacks errors the job', async () => {
+    const ok = await run(
+      'amd64',
+      'debian-bookworm-build',
+      'cc-clang',
+      jobScript('language: c\ncompiler: clang\nscript: $CC --version | head -1\n'),
+    );
+    expect(ok.output).toContain('$ clang --version');
+    expect(ok.output).toMatch(/Debian clang version 14/);
+    expect(ok.exitCode).toBe(JOB_EXIT.passed);
+    const missing = await run(
+      'amd64',
+      'debian-bookworm-build',
+      'cc-missing',
+      jobScript('language: c\ncompiler: clang-9\nscript: $CC --version | head -1\n'),
+    );
+    expect(missing.output).toContain('[archway] warning: compiler: clang-9 (CC) is not in this image');
+    expect(missing.output).toContain('[archway] error: compiler: clang-9 (CC) is not in this image');
+    expect(missing.exitCode).toBe(JOB_EXIT.errored);
+  });
+
   beforeAll(async () => {
     await build('debian-bookworm-build', 'amd64');
   }, 3_600_000);
@@ -170,6 +225,22 @@ python3 --version; perl -e 'print "perl $^V\n"'`,
       `Python ${recipe.provides?.versions.python}`,
       `perl v${recipe.provides?.versions.perl}`,
     ]);
+  });
+
+  it("a python job's pip installs as on Travis (Debian's PEP 668 refusal lifted in the job's env)", async () => {
+    const config = [
+      'language: python',
+      'install:',
+      '  - mkdir -p pkg && printf \'print("hello ok")\\n\' > pkg/hello.py',
+      `  - printf 'from setuptools import setup\\nsetup(name="hello", version="1", py_modules=["hello"])\\n' > pkg/setup.py`,
+      '  - pip install -q --no-index --no-build-isolation ./pkg',
+      'script: cd / && python3 -c "import hello"',
+      '',
+    ].join('\n');
+    const r = await run('amd64', 'debian-bookworm-build', 'python-pip', jobScript(config));
+    expect(r.output).not.toContain('externally-managed-environment');
+    expect(r.output).toContain('hello ok');
+    expect(r.exitCode).toBe(JOB_EXIT.passed);
   });
 
   it('compiles and runs C with gcc and C++ with clang++', async () => {

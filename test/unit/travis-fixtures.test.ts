@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { recipeToolchains } from '../../images/index.ts';
 import {
   type BuildEvent,
   buildJobScript,
@@ -116,6 +117,27 @@ describe('real-world style .travis.yml files', () => {
       'if [ -z "$BUILDONLY" ]; then make_target="test"; else make_target="build_all_generated"; fi',
     );
     expect(expandRepoConfig(read('openssl-style.yml'), { ...push, type: 'cron' }).jobs).toHaveLength(13);
+    // addons.apt runs in every linux job (Ubuntu's clang-9 and gcc-5 are asked for as written:
+    // the job names them if bookworm has no such package).
+    expect(
+      r.jobs
+        .filter((j) => !j.skipped)
+        .every(
+          (j) => j.apt?.packages.join(' ') === 'clang-9 gcc-5 gcc-mingw-w64 autoconf automake libtool ccache',
+        ),
+    ).toBe(true);
+    expect(r.ignored.map((i) => i.key)).not.toContain('addons');
+  });
+
+  it('numpy-style against the shipped images: python versions the default image does not have are warned about', async () => {
+    const r = expandRepoConfig(
+      read('numpy-style.yml'),
+      { ...push, type: 'cron' },
+      { toolchains: await recipeToolchains() },
+    );
+    expect(r.warnings).toContain(
+      'jobs 1.1, 1.2, 1.3, 1.4: python 3.8: image debian-bookworm-build has python3 3.11.2, not 3.8',
+    );
   });
 
   it('rust-style: rust x arch, exclude, nightly allowed to fail and ordered last', () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { listRecipes, loadRecipe } from '../../images/index.ts';
-import { type BuildEvent, expandRepoConfig, type ImageToolchain } from '../../webhooks/index.ts';
+import { type BuildEvent, expandRepoConfig, type ImageToolchain, travisEnv } from '../../webhooks/index.ts';
 
 const push: BuildEvent = { type: 'push', branch: 'main' };
 
@@ -57,5 +57,13 @@ describe('config expand: what a job asks of its image', () => {
     );
     expect(provides['debian-bookworm-build']?.versions.python).toMatch(/^3\.11\./);
     expect(provides['debian-bookworm']?.commands).toContain('sudo');
+  });
+});
+
+describe('the job environment', () => {
+  it("lets pip install as Travis's did (Debian's pip refuses outside a virtualenv, PEP 668)", () => {
+    const job = expandRepoConfig('language: python\nscript: true\n', push).jobs[0];
+    if (!job) throw new Error('no job');
+    expect(travisEnv(job, { event: push, jobId: 'j' })).toContainEqual(['PIP_BREAK_SYSTEM_PACKAGES', '1']);
   });
 });

@@ -22,6 +22,7 @@ import {
   type ExpandResult,
   expandRepoConfig,
   type IgnoredKey,
+  type ImageToolchain,
 } from '../repo-config/index.ts';
 import type { CheckRuns, CheckRunTarget, CheckRunUpdate } from './check-runs.ts';
 import type { GitHubClient } from './github-client.ts';
@@ -118,6 +119,8 @@ export interface BuildsOptions {
   /** Default of auto-cancel for repos that do not say (`archway: { auto_cancel: ... }`). */
   autoCancel: boolean;
   sourcePolicy: SourceUrlPolicy;
+  /** What images provide (from their recipes): expansion warns about compilers and versions they lack. Default: none known. */
+  toolchains?: Readonly<Record<string, ImageToolchain>> | undefined;
   /** Whether jobs get `network: egress`; `false` (the operator turned it off) gives them `none`. */
   egress: boolean;
 }
@@ -423,7 +426,10 @@ export function createBuilds(o: BuildsOptions): Builds {
       const number = await o.redis.incr(o.keys.buildNumber(repo));
       let result: ExpandResult;
       try {
-        result = expandRepoConfig(found.text, input.event, { buildNumber: number });
+        result = expandRepoConfig(found.text, input.event, {
+          buildNumber: number,
+          ...(o.toolchains ? { toolchains: o.toolchains } : {}),
+        });
       } catch (e) {
         if (!(e instanceof ConfigError)) throw e;
         log.info({ repo, sha: input.sha, err: e.message }, 'config error: one failed check run');

@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { JobQueue } from '../../queue/index.ts';
 import { type GitHubConfig, type Keys, type Logger, type SourceUrlPolicy, toError } from '../../src/index.ts';
+import type { ImageToolchain } from '../repo-config/index.ts';
 import { type Builds, createBuilds } from './builds.ts';
 import { type CheckRuns, createCheckRuns } from './check-runs.ts';
 import { createGitHubClient, type GitHubClient } from './github-client.ts';
@@ -37,6 +38,8 @@ export interface GitHubServiceOptions {
   renewEveryMs?: number;
   /** A client to use instead of octokit's App against `config.apiUrl` (benchmarks). */
   github?: GitHubClient;
+  /** What images provide, for the compiler and version warnings in check runs. Default: none known. */
+  toolchains?: Readonly<Record<string, ImageToolchain>>;
 }
 
 export interface GitHubService {
@@ -92,6 +95,7 @@ export function createGitHubService(o: GitHubServiceOptions): GitHubService {
     publicUrl: o.publicUrl,
     autoCancel: o.config.autoCancel,
     sourcePolicy: o.sourcePolicy,
+    toolchains: o.toolchains,
     egress: o.egress ?? true,
   });
   const reporter: Reporter = createReporter({

@@ -123,6 +123,9 @@ export function travisEnv(job: ExpandedJob, ctx: JobScriptContext): [string, str
     ['TRAVIS_ALLOW_FAILURE', String(job.allowFailure)],
     ['TRAVIS_SECURE_ENV_VARS', String(ctx.secureEnvAvailable === true && job.envVars.some((v) => v.secure))],
     ['TRAVIS_SUDO', 'true'],
+    // Travis's pip installed where the job asked. Debian's refuses system-wide installs (PEP 668,
+    // "externally-managed-environment"); a job's container is thrown away after it, so let it.
+    ['PIP_BREAK_SYSTEM_PACKAGES', '1'],
   ];
   for (const [key, value] of Object.entries(job.versions)) {
     vars.push([versionVariable(key), key === 'gemfile' ? `${buildDir}/${value}` : value]);

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { type Command, Option } from 'commander';
-import { listRecipes, loadRecipe } from '../../../images/index.ts';
+import { recipeToolchains } from '../../../images/index.ts';
 import {
   type BuildEvent,
   ConfigError,
@@ -9,7 +9,6 @@ import {
   type ExpandedJob,
   type ExpandResult,
   expandRepoConfig,
-  type ImageToolchain,
 } from '../../../webhooks/index.ts';
 import { InvalidInputError } from '../../errors/invalid-input-error.ts';
 import { positiveNumber } from '../parse.ts';
@@ -40,16 +39,6 @@ async function readConfigFile(file: string): Promise<string> {
       `cannot read ${file}: ${code === 'ENOENT' ? 'no such file' : String(e)}`,
     );
   }
-}
-
-/** What the shipped recipes say their images provide, for the compiler and version warnings. */
-async function recipeToolchains(): Promise<Record<string, ImageToolchain>> {
-  const out: Record<string, ImageToolchain> = {};
-  for (const name of await listRecipes()) {
-    const recipe = await loadRecipe(name);
-    if (recipe.provides !== undefined) out[name] = recipe.provides;
-  }
-  return out;
 }
 
 function eventFrom(opts: ExpandCliOptions): BuildEvent {
