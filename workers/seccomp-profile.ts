@@ -99,9 +99,13 @@ const CLONE_NEWUSER = 0x10000000;
 const AF_PACKET = 17;
 const AF_VSOCK = 40;
 
-/** The seccomp architectures of each host arch: its own and the compat ABIs its kernel also runs. */
-const SECCOMP_ARCHES: Record<Arch, string[]> = {
-  amd64: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32'],
+/**
+ * The seccomp architectures of each host arch: its own and the compat ABIs its kernel also runs.
+ * Not x32: it has next to no userland, each ABI listed costs every runc run and exec ~6 ms of CPU
+ * (docs/benchmarks.md), and an x32 call on an x86_64 filter without it is refused, never allowed.
+ */
+export const SECCOMP_ARCHES: Record<Arch, string[]> = {
+  amd64: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86'],
   arm64: ['SCMP_ARCH_AARCH64', 'SCMP_ARCH_ARM'],
   ppc64le: ['SCMP_ARCH_PPC64LE'],
   s390x: ['SCMP_ARCH_S390X', 'SCMP_ARCH_S390'],
@@ -167,7 +171,14 @@ export function compileSeccompProfile(p: SeccompProfile, o: CompileOptions): Oci
   const goArch = o.hostArch; // archway's arch names are Go's, which the profile's `arches` use
   const caps = new Set(o.capabilities);
   const kernel = kernelVersion(o.kernel);
-  const denied = new Set<string>([...DENIED_SYSCALLS, 'clone', 'clone3', 'unshare', 'socket']);
+  const denied = new Set<string>([
+    ...DENIED_SYSCALLS,
+    'clone',
+    'clone3',
+    'unshare',
+    'socket',
+    ...(o.hostArch === 'amd64' ? ['socketcall'] : []),
+  ]);
   const kept: OciSeccompSyscall[] = [];
   for (const s of p.syscalls ?? []) {
     const inc = s.includes;
@@ -229,6 +240,12 @@ function archwayRules(host: Arch): OciSeccompSyscall[] {
   });
   const families = Object.values(DENIED_SOCKET_FAMILIES);
   return [
+    // i386's socketcall(call, args) takes its arguments in memory, out of the rules above' reach;
+    // libseccomp also derives socketcall(SYS_SOCKET) rules from them, which cannot sit beside
+    // conditional socketcall rules, and must come first (an unconditional rule absorbs the
+    // derived ones only when it is already there). So on an amd64 host 32-bit programs use the direct socket
+    // calls (Linux 4.3+) or none: i386 glibc's socket functions fail.
+    ...(host === 'amd64' ? [errno(['socketcall'], EPERM)] : []),
     errno([...DENIED_SYSCALLS], EPERM),
     // A nested user namespace gives the job every capability over new network and mount
     // namespaces (nf_tables, mounts of new filesystems): the way in for most container escapes.
@@ -279,13 +296,12 @@ function ociArg(a: z.infer<typeof ProfileArg>): OciSeccompArg {
   };
 }
 
+/**
+ * archway's table of the host's ABIs, not the profile's archMap (containers-common's lacks ppc64le
+ * and lists x32); a profile's explicit `architectures` are added.
+ */
 function architecturesOf(p: SeccompProfile, host: Arch): string[] {
-  const own = SECCOMP_ARCHES[host];
-  const main = own[0] as string;
-  const mapped = p.archMap?.find((m) => m.architecture === main);
-  const listed = p.architectures?.length ? p.architectures : [];
-  // The host's own ABIs always: a profile's archMap may lack the host (containers-common's lacks ppc64le).
-  return [...new Set([...listed, main, ...(mapped ? (mapped.subArchitectures ?? []) : own.slice(1))])];
+  return [...new Set([...SECCOMP_ARCHES[host], ...(p.architectures ?? [])])];
 }
 
 function kernelVersion(s: string): number[] {
