@@ -171,14 +171,9 @@ export function compileSeccompProfile(p: SeccompProfile, o: CompileOptions): Oci
   const goArch = o.hostArch; // archway's arch names are Go's, which the profile's `arches` use
   const caps = new Set(o.capabilities);
   const kernel = kernelVersion(o.kernel);
-  const denied = new Set<string>([
-    ...DENIED_SYSCALLS,
-    'clone',
-    'clone3',
-    'unshare',
-    'socket',
-    ...(o.hostArch === 'amd64' ? ['socketcall'] : []),
-  ]);
+  const ours = archwayRules(o.hostArch);
+  // archway's rules replace the profile's for the calls they name.
+  const replaced = new Set(ours.flatMap((r) => r.names));
   const kept: OciSeccompSyscall[] = [];
   for (const s of p.syscalls ?? []) {
     const inc = s.includes;
@@ -189,7 +184,7 @@ export function compileSeccompProfile(p: SeccompProfile, o: CompileOptions): Oci
     if (inc?.arches?.length && !inc.arches.includes(goArch)) continue;
     if (inc?.caps?.length && !inc.caps.every((c) => caps.has(c))) continue;
     if (inc?.minKernel && compareVersions(kernel, kernelVersion(inc.minKernel)) < 0) continue;
-    const names = [...(s.names ?? []), ...(s.name ? [s.name] : [])].filter((n) => !denied.has(n));
+    const names = [...(s.names ?? []), ...(s.name ? [s.name] : [])].filter((n) => !replaced.has(n));
     if (names.length === 0) continue;
     kept.push({
       names,
@@ -200,7 +195,7 @@ export function compileSeccompProfile(p: SeccompProfile, o: CompileOptions): Oci
       ...(s.args?.length ? { args: s.args.map(ociArg) } : {}),
     });
   }
-  const syscalls = [...firstUnconditionalWins(kept), ...archwayRules(o.hostArch)];
+  const syscalls = [...firstUnconditionalWins(kept), ...ours];
   return {
     defaultAction: p.defaultAction,
     ...(p.defaultErrnoRet != null ? { defaultErrnoRet: p.defaultErrnoRet } : {}),
