@@ -239,11 +239,10 @@ function archwayRules(host: Arch): OciSeccompSyscall[] {
     op: 'SCMP_CMP_MASKED_EQ',
   });
   return [
-    // i386's socketcall(call, args) takes its arguments in memory, out of the rules above' reach;
-    // libseccomp also derives socketcall(SYS_SOCKET) rules from them, which cannot sit beside
-    // conditional socketcall rules, and must come first (an unconditional rule absorbs the
-    // derived ones only when it is already there). So on an amd64 host 32-bit programs use the direct socket
-    // calls (Linux 4.3+) or none: i386 glibc's socket functions fail.
+    // i386's socketcall(call, args) takes its arguments in memory, out of a filter's reach, and
+    // libseccomp derives socketcall(SYS_SOCKET) rules from the socket rules below, which collide
+    // unless an unconditional socketcall rule is in first. So on an amd64 host 32-bit programs open
+    // sockets with the direct calls (Linux 4.3+) or not at all: i386 glibc's socket() fails.
     ...(host === 'amd64' ? [errno(['socketcall'], EPERM)] : []),
     errno([...DENIED_SYSCALLS], EPERM),
     // A nested user namespace gives the job every capability over new network and mount
