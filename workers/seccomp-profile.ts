@@ -99,9 +99,13 @@ const CLONE_NEWUSER = 0x10000000;
 const AF_PACKET = 17;
 const AF_VSOCK = 40;
 
-/** The seccomp architectures of each host arch: its own and the compat ABIs its kernel also runs. */
-const SECCOMP_ARCHES: Record<Arch, string[]> = {
-  amd64: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32'],
+/**
+ * The seccomp architectures of each host arch: its own and the compat ABIs its kernel also runs.
+ * Not x32: it has next to no userland, each ABI listed costs every runc run and exec ~6 ms of CPU
+ * (docs/benchmarks.md), and an x32 call on an x86_64 filter without it is refused, never allowed.
+ */
+export const SECCOMP_ARCHES: Record<Arch, string[]> = {
+  amd64: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86'],
   arm64: ['SCMP_ARCH_AARCH64', 'SCMP_ARCH_ARM'],
   ppc64le: ['SCMP_ARCH_PPC64LE'],
   s390x: ['SCMP_ARCH_S390X', 'SCMP_ARCH_S390'],
@@ -145,7 +149,12 @@ export const DENIED_SYSCALLS = [
   'syslog',
 ] as const;
 
-/** Socket families a job may not open: raw link-layer access, and the hypervisor's vsock. */
+/** Socket families a job may open: what builds and tests use (netlink for `ip` and getaddrinfo). */
+export const ALLOWED_SOCKET_FAMILIES = { AF_UNIX: 1, AF_INET: 2, AF_INET6: 10, AF_NETLINK: 16 } as const;
+/**
+ * Families refused with EPERM, to say why: raw link-layer access, and vsock, which reaches the
+ * hypervisor. Every other family gets the profile's default (ENOSYS), as an unknown call does.
+ */
 export const DENIED_SOCKET_FAMILIES = { AF_PACKET, AF_VSOCK } as const;
 
 export interface CompileOptions {
@@ -167,7 +176,9 @@ export function compileSeccompProfile(p: SeccompProfile, o: CompileOptions): Oci
   const goArch = o.hostArch; // archway's arch names are Go's, which the profile's `arches` use
   const caps = new Set(o.capabilities);
   const kernel = kernelVersion(o.kernel);
-  const denied = new Set<string>([...DENIED_SYSCALLS, 'clone', 'clone3', 'unshare', 'socket']);
+  const ours = archwayRules(o.hostArch);
+  // archway's rules replace the profile's for the calls they name.
+  const replaced = new Set(ours.flatMap((r) => r.names));
   const kept: OciSeccompSyscall[] = [];
   for (const s of p.syscalls ?? []) {
     const inc = s.includes;
@@ -178,7 +189,7 @@ export function compileSeccompProfile(p: SeccompProfile, o: CompileOptions): Oci
     if (inc?.arches?.length && !inc.arches.includes(goArch)) continue;
     if (inc?.caps?.length && !inc.caps.every((c) => caps.has(c))) continue;
     if (inc?.minKernel && compareVersions(kernel, kernelVersion(inc.minKernel)) < 0) continue;
-    const names = [...(s.names ?? []), ...(s.name ? [s.name] : [])].filter((n) => !denied.has(n));
+    const names = [...(s.names ?? []), ...(s.name ? [s.name] : [])].filter((n) => !replaced.has(n));
     if (names.length === 0) continue;
     kept.push({
       names,
@@ -189,7 +200,7 @@ export function compileSeccompProfile(p: SeccompProfile, o: CompileOptions): Oci
       ...(s.args?.length ? { args: s.args.map(ociArg) } : {}),
     });
   }
-  const syscalls = [...firstUnconditionalWins(kept), ...archwayRules(o.hostArch)];
+  const syscalls = [...firstUnconditionalWins(kept), ...ours];
   return {
     defaultAction: p.defaultAction,
     ...(p.defaultErrnoRet != null ? { defaultErrnoRet: p.defaultErrnoRet } : {}),
@@ -227,8 +238,12 @@ function archwayRules(host: Arch): OciSeccompSyscall[] {
     valueTwo: set ? CLONE_NEWUSER : 0,
     op: 'SCMP_CMP_MASKED_EQ',
   });
-  const families = Object.values(DENIED_SOCKET_FAMILIES);
   return [
+    // i386's socketcall(call, args) takes its arguments in memory, out of a filter's reach, and
+    // libseccomp derives socketcall(SYS_SOCKET) rules from the socket rules below, which collide
+    // unless an unconditional socketcall rule is in first. So on an amd64 host 32-bit programs open
+    // sockets with the direct calls (Linux 4.3+) or not at all: i386 glibc's socket() fails.
+    ...(host === 'amd64' ? [errno(['socketcall'], EPERM)] : []),
     errno([...DENIED_SYSCALLS], EPERM),
     // A nested user namespace gives the job every capability over new network and mount
     // namespaces (nf_tables, mounts of new filesystems): the way in for most container escapes.
@@ -238,36 +253,20 @@ function archwayRules(host: Arch): OciSeccompSyscall[] {
     errno(['clone'], EPERM, [newUser(cloneFlags, true)]),
     // clone3 passes its flags in memory, out of a filter's reach: ENOSYS makes glibc fall back to clone.
     errno(['clone3'], ENOSYS),
-    ...notIn32(0, families).map((arg) => ({
+    // An allow-list: the rarer families (AF_ALG, AF_TIPC, AF_RDS, AF_CAN, ...) are kernel code with a
+    // history of exploits that no build needs, and four rules cost runc less than a deny-list's 36.
+    ...Object.values(ALLOWED_SOCKET_FAMILIES).map((f) => ({
       names: ['socket'],
       action: 'SCMP_ACT_ALLOW' as const,
-      args: [arg],
+      args: [low32(0, f)],
     })),
-    ...families.map((f) =>
-      errno(['socket'], EPERM, [{ index: 0, value: 0xffffffff, valueTwo: f, op: 'SCMP_CMP_MASKED_EQ' }]),
-    ),
+    ...Object.values(DENIED_SOCKET_FAMILIES).map((f) => errno(['socket'], EPERM, [low32(0, f)])),
   ];
 }
 
-/**
- * Disjoint masked comparisons that together match exactly the values of argument `index` whose
- * low 32 bits are not in `values`. An `int` argument is compared in its low 32 bits because the
- * kernel ignores the upper ones: a plain 64-bit `!=`/`==` pair would let 0x1_0000_0028 through as 40.
- */
-export function notIn32(index: number, values: readonly number[]): OciSeccompArg[] {
-  const out: OciSeccompArg[] = [];
-  const walk = (bit: number, prefix: number, set: readonly number[]) => {
-    if (bit < 0) return;
-    const mask = 0x1_0000_0000 - 2 ** bit; // bits 31..bit
-    for (const b of [0, 1]) {
-      const sub = set.filter((v) => Math.floor(v / 2 ** bit) % 2 === b);
-      const p = prefix + b * 2 ** bit;
-      if (sub.length === 0) out.push({ index, value: mask, valueTwo: p, op: 'SCMP_CMP_MASKED_EQ' });
-      else walk(bit - 1, p, sub);
-    }
-  };
-  walk(31, 0, [...new Set(values)]);
-  return out;
+/** Argument `index` is `value` in its low 32 bits, the part of an `int` the kernel reads. */
+function low32(index: number, value: number): OciSeccompArg {
+  return { index, value: 0xffffffff, valueTwo: value, op: 'SCMP_CMP_MASKED_EQ' };
 }
 
 function ociArg(a: z.infer<typeof ProfileArg>): OciSeccompArg {
@@ -279,13 +278,12 @@ function ociArg(a: z.infer<typeof ProfileArg>): OciSeccompArg {
   };
 }
 
+/**
+ * archway's table of the host's ABIs, not the profile's archMap (containers-common's lacks ppc64le
+ * and lists x32); a profile's explicit `architectures` are added.
+ */
 function architecturesOf(p: SeccompProfile, host: Arch): string[] {
-  const own = SECCOMP_ARCHES[host];
-  const main = own[0] as string;
-  const mapped = p.archMap?.find((m) => m.architecture === main);
-  const listed = p.architectures?.length ? p.architectures : [];
-  // The host's own ABIs always: a profile's archMap may lack the host (containers-common's lacks ppc64le).
-  return [...new Set([...listed, main, ...(mapped ? (mapped.subArchitectures ?? []) : own.slice(1))])];
+  return [...new Set([...SECCOMP_ARCHES[host], ...(p.architectures ?? [])])];
 }
 
 function kernelVersion(s: string): number[] {

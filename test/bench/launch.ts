@@ -45,6 +45,7 @@ import {
   loadSeccompProfile,
   runtimeOptionsFrom,
 } from '../../workers/index.ts';
+import { createOciSpec } from '../../workers/oci-spec.ts';
 import { machine, ms, summarize } from './stats.ts';
 
 const env: Record<string, string | undefined> = {
@@ -113,45 +114,46 @@ say(`Machine: ${await machine()}. ${RUNS} launches per row; job = \`echo x\` in 
 say();
 say(`| arch | start |${COMPARE_SECCOMP ? ' seccomp |' : ''} min | p50 | p90 | p99 | max |`);
 say(`| --- | --- |${COMPARE_SECCOMP ? ' --- |' : ''} --- | --- | --- | --- | --- |`);
-for (const [arch, seccomp] of ARCH_LIST.flatMap((a) =>
-  COMPARE_SECCOMP
-    ? ([
-        [a, true],
-        [a, false],
-      ] as const)
-    : ([[a, true]] as const),
-)) {
-  const runtime = await runtimeFor(arch, seccomp);
-  const cold = createJobLauncher({ runtime, images: store, logger });
-  const coldSamples: number[] = [];
-  await firstByte(cold, `bench-warmup-${arch}`, false);
-  for (let i = 0; i < RUNS; i++) coldSamples.push(await firstByte(cold, `bench-cold-${arch}-${i}`, false));
-  await cold.close();
+// With ARCHWAY_BENCH_SECCOMP=compare the two variants (filter on, off) run side by side and take
+// turns sample by sample, so that a change in the host's load hits both alike.
+const VARIANTS = COMPARE_SECCOMP ? [true, false] : [true];
+for (const arch of ARCH_LIST) {
+  const runtimes: ContainerRuntime[] = [];
+  for (const seccomp of VARIANTS) runtimes.push(await runtimeFor(arch, seccomp));
+  const colds = runtimes.map((runtime) => createJobLauncher({ runtime, images: store, logger }));
+  const coldSamples = VARIANTS.map(() => [] as number[]);
+  for (const [k, cold] of colds.entries()) await firstByte(cold, `bench-warmup-${arch}-${k}`, false);
+  for (let i = 0; i < RUNS; i++)
+    for (const [k, cold] of colds.entries())
+      coldSamples[k]?.push(await firstByte(cold, `bench-cold-${arch}-${k}-${i}`, false));
+  for (const cold of colds) await cold.close();
 
-  const warmPool = createWarmPool({
-    runtime,
-    images: store,
-    targets: { busybox: 2 },
-    limits: LIMITS,
-    logger,
-  });
-  const warm = createJobLauncher({ runtime, images: store, logger, warmPool });
-  warmPool.start();
-  const warmSamples: number[] = [];
+  const warmPools = runtimes.map((runtime) =>
+    createWarmPool({ runtime, images: store, targets: { busybox: 2 }, limits: LIMITS, logger }),
+  );
+  const warms = warmPools.map((warmPool, k) =>
+    createJobLauncher({ runtime: runtimes[k] as ContainerRuntime, images: store, logger, warmPool }),
+  );
+  for (const pool of warmPools) pool.start();
+  const warmSamples = VARIANTS.map(() => [] as number[]);
   for (let i = 0; i < RUNS; i++) {
-    // Measure the job's path only: the pool is refilled and the last container destroyed first.
-    await warmPool.filled();
-    warmSamples.push(await firstByte(warm, `bench-warm-${arch}-${i}`, true));
+    for (const [k, warm] of warms.entries()) {
+      // Measure the job's path only: every pool is refilled and the last container destroyed first.
+      await Promise.all(warmPools.map((pool) => pool.filled()));
+      warmSamples[k]?.push(await firstByte(warm, `bench-warm-${arch}-${k}-${i}`, true));
+    }
   }
-  await warm.close();
-  for (const [start, samples] of [
-    ['warm', warmSamples],
-    ['cold', coldSamples],
-  ] as const) {
-    const s = summarize(samples);
-    say(
-      `| ${arch}${runtime.emulated ? ' (emulated)' : ''} | ${start} |${COMPARE_SECCOMP ? ` ${seccomp ? 'on' : 'off'} |` : ''} ${ms(s.min)} | ${ms(s.p50)} | ${ms(s.p90)} | ${ms(s.p99)} | ${ms(s.max)} |`,
-    );
+  for (const warm of warms) await warm.close();
+  for (const [k, seccomp] of VARIANTS.entries()) {
+    for (const [start, samples] of [
+      ['warm', warmSamples[k] ?? []],
+      ['cold', coldSamples[k] ?? []],
+    ] as const) {
+      const s = summarize(samples);
+      say(
+        `| ${arch}${runtimes[k]?.emulated ? ' (emulated)' : ''} | ${start} |${COMPARE_SECCOMP ? ` ${seccomp ? 'on' : 'off'} |` : ''} ${ms(s.min)} | ${ms(s.p50)} | ${ms(s.p90)} | ${ms(s.p99)} | ${ms(s.max)} |`,
+      );
+    }
   }
 }
 
@@ -175,6 +177,82 @@ if (COMPARE_SECCOMP) {
   say(
     `Profile: reading and compiling ${config.ARCHWAY_SECCOMP_PROFILE} takes p50 ${ms(c.p50)} ms (max ${ms(c.max)}), once per worker process; the filter adds ${(bytes / 1024).toFixed(1)} KiB to each container's config.json.`,
   );
+
+  // Where a filter's cost is: the CPU time of one `runc run` of /bin/true (runc and its init, which
+  // compiles the filter with libseccomp), by filter. CPU time, since the wall clock follows the load.
+  const image = await store.resolve('busybox', 'amd64');
+  const root = join(config.ARCHWAY_POOL_PATH, 'jobs', 'bench-seccomp-root');
+  await snapshotSubvolume(image.path, root);
+  await mkdir(join(root, '.archway'), { recursive: true });
+  await writeFile(join(root, '.archway', 'init'), '');
+  const full = compileSeccompProfile(await loadSeccompProfile(config.ARCHWAY_SECCOMP_PROFILE), {
+    hostArch: 'amd64',
+    capabilities: CAPABILITIES,
+    kernel: '6.1',
+  });
+  const variants = {
+    none: undefined,
+    'x86_64 only': { ...full, architectures: ['SCMP_ARCH_X86_64'] },
+    'x86_64 + x86 (archway)': full,
+    "x86_64 + x86 + x32 (Docker's list)": {
+      ...full,
+      architectures: [...full.architectures, 'SCMP_ARCH_X32'],
+    },
+  };
+  const stateRoot = join(config.ARCHWAY_RUN_DIR, 'bench-runc');
+  const cpu: Record<string, number[]> = {};
+  for (const [name, seccomp] of Object.entries(variants)) {
+    const bundle = join(config.ARCHWAY_POOL_PATH, 'bundles', `bench-seccomp-${Object.keys(cpu).length}`);
+    await mkdir(bundle, { recursive: true });
+    const spec = createOciSpec({
+      rootfs: root,
+      hostname: 'bench',
+      idBase: config.ARCHWAY_UID_BASE,
+      idSize: config.ARCHWAY_UID_SIZE,
+      limits: LIMITS,
+      cgroupsPath: `/${config.ARCHWAY_CGROUP_PARENT}/bench-seccomp`,
+      initPath: config.ARCHWAY_INIT,
+      seccomp,
+    });
+    await writeFile(
+      join(bundle, 'config.json'),
+      JSON.stringify({ ...spec, process: { ...spec.process, args: ['/bin/true'] } }),
+    );
+    cpu[name] = [];
+  }
+  for (let i = 0; i < RUNS; i++) {
+    for (const [n, name] of Object.keys(cpu).entries()) {
+      const bundle = join(config.ARCHWAY_POOL_PATH, 'bundles', `bench-seccomp-${n}`);
+      // bash's `times`: the user and system time of its children (runc and what runc waited for).
+      const out = await runCommand('bash', [
+        '-c',
+        `runc --root ${stateRoot} run --bundle ${bundle} bench-seccomp-${n}-${i} >/dev/null 2>&1; times`,
+      ]);
+      const [user = 0, sys = 0] = [...(out.trim().split('\n')[1] ?? '').matchAll(/(\d+)m([\d.]+)s/g)].map(
+        (m) => Number(m[1]) * 60_000 + Number(m[2]) * 1000,
+      );
+      cpu[name]?.push(user + sys);
+    }
+  }
+  for (const n of Object.keys(cpu).keys())
+    await rm(join(config.ARCHWAY_POOL_PATH, 'bundles', `bench-seccomp-${n}`), {
+      recursive: true,
+      force: true,
+    });
+  await deleteSubvolume(root);
+  say();
+  say(
+    `CPU of one \`runc run\` of /bin/true by filter, ms (user + system, 10 ms ticks averaged over ${RUNS} runs; interleaved):`,
+  );
+  say();
+  say('| filter | mean | p50 | p90 |');
+  say('| --- | --- | --- | --- |');
+  for (const [name, samples] of Object.entries(cpu)) {
+    const s = summarize(samples);
+    say(
+      `| ${name} | ${ms(samples.reduce((a, b) => a + b, 0) / samples.length)} | ${ms(s.p50)} | ${ms(s.p90)} |`,
+    );
+  }
 }
 
 // What the disk limit costs a cold launch: the qgroup limit call after the snapshot.

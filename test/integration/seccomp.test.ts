@@ -2,7 +2,15 @@ import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ARCHES, type Arch, HostRequirementError, hasCommand, runCommand } from '../../src/index.ts';
+import { buildImage } from '../../images/index.ts';
+import {
+  ARCHES,
+  type Arch,
+  HostRequirementError,
+  hasCommand,
+  ImageNotFoundError,
+  runCommand,
+} from '../../src/index.ts';
 import { createRuncRuntime, runtimeOptionsFrom } from '../../workers/index.ts';
 import { collect, createTestHost, leftovers, type TestHost } from '../support/test-host.ts';
 
@@ -14,6 +22,7 @@ const COMPILER: Record<Arch, string> = {
   s390x: 's390x-linux-gnu-gcc',
 };
 const PROBE_SOURCE = join(import.meta.dirname, '../fixtures/seccomp-probe.c');
+const I386_SOURCE = join(import.meta.dirname, '../fixtures/seccomp-probe-i386.S');
 
 let dir: string;
 const probeOf = (arch: Arch) => join(dir, `seccomp-probe-${arch}`);
@@ -26,6 +35,9 @@ beforeAll(async () => {
       );
     await runCommand(COMPILER[arch], ['-static', '-O2', '-o', probeOf(arch), PROBE_SOURCE]);
   }
+  // The x86 compat ABI, without a 32-bit libc: binutils assembles and links i386 on amd64.
+  await runCommand('as', ['--32', '-o', join(dir, 'i386.o'), I386_SOURCE]);
+  await runCommand('ld', ['-m', 'elf_i386', '-o', join(dir, 'seccomp-probe-i386'), join(dir, 'i386.o')]);
 });
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
@@ -93,6 +105,9 @@ function expected(arch: Arch): Record<string, string> {
     socket_vsock_high_bits: 'EPERM',
     socket_packet: 'EPERM',
     socket_packet_dgram: 'EPERM',
+    // Not on the allow-list: the profile's default, ENOSYS (a kernel without AF_ALG, as this test
+    // host's, says EAFNOSUPPORT: the answer is the filter's).
+    socket_alg: 'ENOSYS',
     // Kept: ping needs it, and the container's network namespace is its own.
     socket_raw_icmp: 'allowed',
     socket_tcp: 'allowed',
@@ -121,6 +136,20 @@ describe('seccomp and no-new-privileges', () => {
     // Nothing stops a job from bypassing qemu with a host binary: the filter must hold for the host's arch.
     const h = await host('s390x');
     expect(await probe(h, 'probe-native-in-s390x', probeOf('amd64'))).toEqual(expected('amd64'));
+  });
+
+  it('a 32-bit x86 program runs, and cannot reach AF_VSOCK through socketcall either', async () => {
+    const h = await host('amd64');
+    expect(await probe(h, 'probe-i386', join(dir, 'seccomp-probe-i386'))).toEqual({
+      i386_write: 'allowed',
+      i386_socket_vsock: 'EPERM',
+      i386_socket_unix: 'allowed',
+      i386_socketcall_vsock: 'EPERM',
+      // The price (docs/security.md): socketcall, through which i386 glibc opens sockets, is refused.
+      i386_socketcall_unix: 'EPERM',
+      Seccomp: '2',
+      NoNewPrivs: '1',
+    });
   });
 
   it('the probe sees the holes when a container has no filter (its control run)', async () => {
@@ -194,34 +223,50 @@ describe('seccomp and no-new-privileges', () => {
 });
 
 /**
- * Opt-in (ARCHWAY_TEST_DEBIAN=1, as debian-images.test.ts, which builds the image): what real
- * builds do keeps working under the filter. The job has no network (`none`): apt-get installs a
- * package built in the job.
+ * Opt-in (ARCHWAY_TEST_DEBIAN=1, as debian-images.test.ts): what real builds do keeps working
+ * under the filter, natively and under qemu-user (whose own calls meet the host's filter). The
+ * first run builds debian-bookworm-build for arm64 into the test pool (minutes under qemu). The
+ * job has no network (`none`): apt-get installs a package built in the job.
  */
-describe.skipIf(process.env.ARCHWAY_TEST_DEBIAN !== '1')('seccomp in debian-bookworm-build (amd64)', () => {
-  it('apt-get, dpkg, gcc, git and make check work', async () => {
-    const h = await host('amd64');
-    const script = [
-      'set -e',
-      'mkdir -p /tmp/p/DEBIAN /tmp/p/usr/share/doc/probe',
-      'printf "Package: probe\\nVersion: 1.0\\nArchitecture: all\\nMaintainer: t <t@t>\\nDescription: probe\\n" > /tmp/p/DEBIAN/control',
-      'dpkg-deb --build /tmp/p /tmp/probe.deb >/dev/null',
-      'apt-get install -y -q /tmp/probe.deb >/dev/null 2>&1',
-      'dpkg -s probe | grep "^Status:"',
-      'mkdir /tmp/w && cd /tmp/w && git init -q && git config user.email t@t && git config user.name t',
-      'printf "#include <pthread.h>\\nstatic void *f(void *a){return a;}\\nint main(void){pthread_t t;pthread_create(&t,0,f,0);return pthread_join(t,0);}\\n" > t.c',
-      'printf "t: t.c\\n\\tgcc -O2 -pthread -o t t.c\\ncheck: t\\n\\t./t && echo check passed\\n" > Makefile',
-      'git add . && git commit -qm first && git log --oneline | wc -l',
-      'make -s -j2 check',
-    ].join('\n');
-    const r = await collect(
-      await h.launcher.launch({
-        jobId: 'seccomp-debian',
-        image: 'debian-bookworm-build',
-        argv: ['sh', '-c', script],
-      }),
-    );
-    expect(r.output).toBe('Status: install ok installed\n1\ncheck passed\n');
-    expect(r.exitCode).toBe(0);
-  });
+describe.skipIf(process.env.ARCHWAY_TEST_DEBIAN !== '1')('seccomp in debian-bookworm-build', () => {
+  const IMAGE = 'debian-bookworm-build';
+  it.each(['amd64', 'arm64'] as const)(
+    '%s: apt-get, dpkg, gcc, git and make check work',
+    async (arch) => {
+      const h = await host(arch);
+      await h.store.resolve(IMAGE, arch).catch(async (e: unknown) => {
+        if (!(e instanceof ImageNotFoundError)) throw e;
+        await buildImage(IMAGE, arch, {
+          store: h.store,
+          cacheDir: `${h.config.ARCHWAY_POOL_PATH}/cache`,
+          idBase: h.config.ARCHWAY_UID_BASE,
+          mirror: h.config.ARCHWAY_DEBIAN_MIRROR,
+          logger: h.logger,
+        });
+      });
+      const script = [
+        'set -e',
+        'mkdir -p /tmp/p/DEBIAN /tmp/p/usr/share/doc/probe',
+        'printf "Package: probe\\nVersion: 1.0\\nArchitecture: all\\nMaintainer: t <t@t>\\nDescription: probe\\n" > /tmp/p/DEBIAN/control',
+        'dpkg-deb --build /tmp/p /tmp/probe.deb >/dev/null',
+        'apt-get install -y -q /tmp/probe.deb >/dev/null 2>&1',
+        'dpkg -s probe | grep "^Status:"',
+        'mkdir /tmp/w && cd /tmp/w && git init -q && git config user.email t@t && git config user.name t',
+        'printf "#include <pthread.h>\\nstatic void *f(void *a){return a;}\\nint main(void){pthread_t t;pthread_create(&t,0,f,0);return pthread_join(t,0);}\\n" > t.c',
+        'printf "t: t.c\\n\\tgcc -O2 -pthread -o t t.c\\ncheck: t\\n\\t./t && echo check passed\\n" > Makefile',
+        'git add . && git commit -qm first && git log --oneline | wc -l',
+        'make -s -j2 check',
+      ].join('\n');
+      const r = await collect(
+        await h.launcher.launch({
+          jobId: `seccomp-debian-${arch}`,
+          image: IMAGE,
+          argv: ['sh', '-c', script],
+        }),
+      );
+      expect(r.output).toBe('Status: install ok installed\n1\ncheck passed\n');
+      expect(r.exitCode).toBe(0);
+    },
+    1_800_000,
+  );
 });

@@ -39,6 +39,23 @@ describe('the OCI spec', () => {
       options: expect.arrayContaining(['ro']),
     });
   });
+  it('sets noNewPrivileges on the container and on the exec, and carries the seccomp filter', () => {
+    expect(spec.process.noNewPrivileges).toBe(true);
+    expect(createProcessSpec({ argv: ['true'], env: {}, cwd: '/' }).noNewPrivileges).toBe(true);
+    expect('seccomp' in spec.linux).toBe(false);
+    const seccomp = { defaultAction: 'SCMP_ACT_ERRNO' as const, architectures: [], syscalls: [] };
+    const filtered = createOciSpec({
+      rootfs: '/r',
+      hostname: 'h',
+      idBase: 1,
+      idSize: 1,
+      limits: { cpus: 1, memoryMiB: 1, pids: 1, diskMiB: 1 },
+      cgroupsPath: '/c',
+      initPath: '/i',
+      seccomp,
+    });
+    expect(filtered.linux).toMatchObject({ seccomp });
+  });
   it('keeps the job environment in the process file, after the defaults', () => {
     const p = createProcessSpec({ argv: ['make'], env: { SECRET: 's3', PATH: '/opt/bin' }, cwd: '/src' });
     expect(p.env).toContain('SECRET=s3');
