@@ -1,19 +1,14 @@
-import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Webhooks } from '@octokit/webhooks';
-import examples from '@octokit/webhooks-examples';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ApiProcess, runApi } from '../../src/api/index.ts';
 import type { JobRecord } from '../../src/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
-import {
-  type FakeCheckRun,
-  type FakeGitHub,
-  type FakeRepo,
-  startFakeGitHub,
-} from '../support/fake-github.ts';
+import { type FakeCheckRun, type FakeGitHub, startFakeGitHub } from '../support/fake-github.ts';
+import { createDeliverer, example } from '../support/github-deliveries.ts';
 import { eventually, leftovers, testConfig } from '../support/test-host.ts';
 
 const SECRET = `current-${randomBytes(8).toString('hex')}`;
@@ -25,63 +20,8 @@ let c: TestCluster;
 let api: ApiProcess;
 let gh: FakeGitHub;
 
-type Example = Record<string, unknown> & { action?: string };
-const all = examples as unknown as { name: string; examples: Example[] }[];
-/** A real payload of GitHub's, from @octokit/webhooks-examples. */
-function example(name: string, pick: (e: Example) => boolean = () => true): Example {
-  const found = all.find((e) => e.name === name)?.examples.find(pick);
-  if (!found) throw new Error(`no example ${name}`);
-  return structuredClone(found);
-}
-
-function repository(repo: FakeRepo, base: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    ...base,
-    id: repo.id,
-    full_name: repo.fullName,
-    name: repo.fullName.split('/')[1],
-    clone_url: repo.cloneUrl,
-    fork: false,
-    private: true,
-  };
-}
-
-async function deliver(
-  event: string,
-  payload: unknown,
-  o: { id?: string; secret?: string; signature?: string | null } = {},
-): Promise<{ status: number; id: string; body: string }> {
-  const id = o.id ?? randomUUID();
-  const body = JSON.stringify(payload);
-  const signature =
-    o.signature === null
-      ? undefined
-      : (o.signature ?? (await new Webhooks({ secret: o.secret ?? SECRET }).sign(body)));
-  const res = await fetch(`${api.url}/webhooks/github`, {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/json',
-      'x-github-event': event,
-      'x-github-delivery': id,
-      ...(signature ? { 'x-hub-signature-256': signature } : {}),
-    },
-    body,
-  });
-  return { status: res.status, id, body: await res.text() };
-}
-
-function pushPayload(repo: FakeRepo, sha: string, branch = 'main', message = 'a commit'): Example {
-  const p = example('push', (e) => String(e.ref).startsWith('refs/heads/'));
-  return {
-    ...p,
-    ref: `refs/heads/${branch}`,
-    after: sha,
-    deleted: false,
-    head_commit: { ...(p.head_commit as object), id: sha, message },
-    repository: repository(repo, p.repository as Record<string, unknown>),
-    installation: { id: INSTALLATION },
-  };
-}
+const gitHub = createDeliverer({ apiUrl: () => api.url, secret: SECRET, installation: INSTALLATION });
+const { repository, pushPayload, deliver } = gitHub;
 
 const runsOf = (sha: string): FakeCheckRun[] => [...gh.checkRuns.values()].filter((r) => r.head_sha === sha);
 
