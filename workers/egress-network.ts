@@ -1,5 +1,5 @@
 import { access, mkdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import {
   ArchwayError,
   createHostLeases,
@@ -428,6 +428,8 @@ async function ensureCacheDir(path: string, bytes: number): Promise<void> {
     () => false,
   );
   if (!exists) {
+    // Its parent first: on a fresh pool `cache/` may not exist yet, and a plain directory would be unbounded.
+    await mkdir(dirname(path), { recursive: true });
     const made = await runCommand('btrfs', ['subvolume', 'create', path]).then(
       () => true,
       () => false,
