@@ -240,6 +240,19 @@ wget -q -O- http://deb.debian.org/debian/dists/bookworm/Release | head -1`,
     for (const pid of before) expect(() => process.kill(Number(pid), 0)).not.toThrow();
   });
 
+  it("bounds the package cache's store: a btrfs subvolume with a qgroup limit of ARCHWAY_APT_CACHE_GIB", async () => {
+    const state = testConfig().ARCHWAY_NET_STATE_DIR;
+    const args = JSON.parse(await readFile(join(state, 'apt-cacher-ng', 'pid.args'), 'utf8')) as string[];
+    const dir = args.find((a) => a.startsWith('CacheDir='))?.slice('CacheDir='.length) as string;
+    const id = (await runCommand('btrfs', ['subvolume', 'show', dir])).match(/Subvolume ID:\s+(\d+)/)?.[1];
+    expect(id).toBeDefined();
+    const line = (await runCommand('btrfs', ['qgroup', 'show', '-re', '--raw', dir]))
+      .split('\n')
+      .find((l) => l.startsWith(`0/${id} `));
+    // Qgroupid, referenced, exclusive, max referenced, max exclusive.
+    expect(Number(line?.trim().split(/\s+/)[3])).toBe(testConfig().ARCHWAY_APT_CACHE_GIB * 2 ** 30);
+  });
+
   it("removes the container's interface and gives its address back when the job ends", async () => {
     const r = await run('egress-gone', 'egress', "ip route | sed -n 's/^default via \\([0-9.]*\\).*/\\1/p'");
     const gateway = r.output.trim();
