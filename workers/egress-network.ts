@@ -196,7 +196,7 @@ export async function createEgressNetwork(o: EgressNetworkOptions): Promise<Egre
   for (const c of o.allow) parseCidr(c, 'ARCHWAY_EGRESS_ALLOW entry');
   const subnetText = `${ipv4(subnet.base)}/${subnet.prefix}`;
   const service = ipv4(subnet.base + 1);
-  const leases = createHostLeases({ dir: o.leasesDir, size: blocksIn(subnet) });
+  const leases = createHostLeases({ dir: o.leasesDir, size: blocksIn(subnet), what: 'job addresses' });
   await mkdir(o.stateDir, { recursive: true, mode: 0o755 });
   const log = o.logger.child({ component: 'egress' });
 

@@ -158,7 +158,7 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
   const layout = { base: o.idBase, size: o.idSize, count: o.idRanges };
   const layoutProblem = idRangeLayoutProblem(layout);
   if (layoutProblem) throw new InvalidInputError('ARCHWAY_UID_RANGES', layoutProblem);
-  const leases = createHostLeases({ dir: o.idLeaseDir, size: o.idRanges });
+  const leases = createHostLeases({ dir: o.idLeaseDir, size: o.idRanges, what: 'uid ranges' });
   const support = await archSupport(o.arch);
   const mode = await cgroupMode();
   const ociRuntime =

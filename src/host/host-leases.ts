@@ -29,6 +29,8 @@ export interface HostLeasesOptions {
   dir: string;
   /** Indexes 0 .. size-1 exist. */
   size: number;
+  /** What the indexes stand for, in errors (`uid ranges`). Default: the directory's name. */
+  what?: string;
 }
 
 export interface HostLeases {
@@ -121,7 +123,7 @@ export function createHostLeases(o: HostLeasesOptions): HostLeases {
       for (const i of [...reclaimed, ...Array.from({ length: o.size }, (_, k) => k)]) {
         if (await tryCreate(i, holder)) return i;
       }
-      throw new LeasesExhaustedError(basename(o.dir), o.size);
+      throw new LeasesExhaustedError(o.what ?? basename(o.dir), o.size);
     },
     async update(index, holder) {
       const current = await read(index);
