@@ -1,5 +1,15 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { collect, createTestHost, eventually, leftovers, type TestHost } from '../support/test-host.ts';
+import { createImageStore } from '../../images/index.ts';
+import { warmTargetsOf } from '../../workers/index.ts';
+import { makeVersion, removeImage } from '../support/image-versions.ts';
+import {
+  collect,
+  createTestHost,
+  eventually,
+  leftovers,
+  type TestHost,
+  testConfig,
+} from '../support/test-host.ts';
 
 let h: TestHost | undefined;
 afterEach(async () => {
@@ -69,6 +79,28 @@ describe('warm pool', () => {
       const [mem, pids] = (await collect(job)).output.trim().split('\n');
       expect(Number(mem)).toBe(300 * 1024 * 1024);
       expect(pids).toBe('77');
+    }
+  });
+
+  it('keeps every image the node holds warm by default, not busybox only (issue 10, item 9)', async () => {
+    // A second image on this node, as debian-bookworm-build is on a node that built or synced it.
+    const store = createImageStore({ poolPath: testConfig().ARCHWAY_POOL_PATH });
+    const name = 'warm-test-second';
+    await makeVersion(store, name, 'amd64', await store.resolve('busybox', 'amd64'));
+    try {
+      // What the worker does at start with no ARCHWAY_WARM_IMAGES and no --warm-images.
+      const chosen = await warmTargetsOf(store, 'amd64', { listed: [], warm: 1, networks: 1, max: 8 });
+      expect(chosen.targets).toMatchObject({ busybox: 1, [name]: 1 });
+      h = await createTestHost('amd64', { warm: chosen.targets });
+      const host = h;
+      await host.warmPool?.filled();
+      const job = await host.launcher.launch({ jobId: 'warm-second', image: name, argv: ['hostname'] });
+      expect(job.warm).toBe(true);
+      expect((await collect(job)).output.trim()).toBe('warm-second');
+      await host.launcher.close();
+      h = undefined;
+    } finally {
+      await removeImage(store, name);
     }
   });
 });
