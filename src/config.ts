@@ -373,7 +373,8 @@ export const WorkerConfig = HostConfig.extend({
     z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'image names, comma-separated'),
   ),
   /**
-   * Most warm containers one worker keeps, every image and network mode together (0 = none). Each
+   * Most warm containers one worker keeps, every image and network mode together (0 = none),
+   * images its jobs ask for later included (they join while this has room). Each
    * holds one of the host's `ARCHWAY_UID_RANGES` until a job takes it, and every worker of the
    * host draws on them. Default 8: `up`'s 4 workers with 2 slots each need at most 4 x (8 + 2) = 40
    * of the 64 default ranges.

@@ -234,7 +234,7 @@ async function makeWarmPool(
       'ARCHWAY_WARM_MAX leaves these images cold: each warm container holds one of the host uid ranges',
     );
   d.logger.info({ targets: chosen.targets, networks: d.networks }, 'warm containers per image');
-  if (Object.keys(chosen.targets).length === 0) return undefined;
+  if (chosen.per === 0) return undefined;
   return createWarmPool({
     runtime: d.runtime,
     images: d.images,
@@ -242,6 +242,8 @@ async function makeWarmPool(
     networks: d.networks,
     limits: limitsWithin({}, d.ceilings),
     logger: d.logger,
+    // Demand: an image a job asks for joins the pool while ARCHWAY_WARM_MAX has room.
+    adopt: { max: config.ARCHWAY_WARM_MAX, per: chosen.per },
   });
 }
 

@@ -25,6 +25,8 @@ export interface WarmTargetsOptions {
 export interface WarmTargets {
   /** Warm containers per image name, for each network mode: what `createWarmPool` takes. */
   targets: Record<string, number>;
+  /** Warm containers per image and network mode that fit `max` (what an adopted image gets too). */
+  per: number;
   /** Images wanted warm but left cold by `max`. */
   cold: string[];
   /**
@@ -57,7 +59,7 @@ export function chooseWarmTargets(o: WarmTargetsOptions): WarmTargets {
       used += cost;
     } else cold.push(name);
   }
-  return { targets, cold, missing: o.listed.filter((n) => !held.includes(n)) };
+  return { targets, per, cold, missing: o.listed.filter((n) => !held.includes(n)) };
 }
 
 /** `chooseWarmTargets` with `held` read from the node's image store: the current images of `arch`. */

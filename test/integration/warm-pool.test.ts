@@ -103,4 +103,36 @@ describe('warm pool', () => {
       await removeImage(store, name);
     }
   });
+
+  it('adopts an image its jobs ask for: the first job starts cold, the next one warm', async () => {
+    const store = createImageStore({ poolPath: testConfig().ARCHWAY_POOL_PATH });
+    const name = 'warm-test-asked';
+    const other = 'warm-test-other';
+    const busybox = await store.resolve('busybox', 'amd64');
+    await makeVersion(store, name, 'amd64', busybox);
+    await makeVersion(store, other, 'amd64', busybox);
+    try {
+      h = await createTestHost('amd64', { warm: { busybox: 1 }, adopt: { max: 2, per: 1 } });
+      const host = h;
+      await host.warmPool?.filled();
+      const first = await host.launcher.launch({ jobId: 'asked-1', image: name, argv: ['true'] });
+      expect(first.warm).toBe(false);
+      await collect(first);
+      await host.warmPool?.filled();
+      expect(host.warmPool?.sizes()).toEqual({ busybox: 1, [name]: 1 });
+      const second = await host.launcher.launch({ jobId: 'asked-2', image: name, argv: ['true'] });
+      expect(second.warm).toBe(true);
+      await collect(second);
+      // The budget (2) is spent: a third image stays cold and gets no target.
+      const third = await host.launcher.launch({ jobId: 'asked-3', image: other, argv: ['true'] });
+      expect(third.warm).toBe(false);
+      await collect(third);
+      expect(Object.keys(host.warmPool?.sizes() ?? {}).sort()).toEqual(['busybox', name].sort());
+      await host.launcher.close();
+      h = undefined;
+    } finally {
+      await removeImage(store, name);
+      await removeImage(store, other);
+    }
+  });
 });

@@ -63,6 +63,7 @@ export async function createTestHost(
    */
   opts: {
     warm?: Record<string, number>;
+    adopt?: { max: number; per: number };
     env?: Record<string, string>;
     seccompProfile?: string | false;
     ceilings?: Partial<Limits>;
@@ -82,6 +83,7 @@ export async function createTestHost(
         targets: opts.warm,
         limits: { cpus: 2, memoryMiB: 512, pids: 512, diskMiB: 1024 },
         logger,
+        ...(opts.adopt ? { adopt: opts.adopt } : {}),
       })
     : undefined;
   const ceilings = hostCeilings({

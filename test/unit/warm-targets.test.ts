@@ -8,6 +8,7 @@ describe('chooseWarmTargets', () => {
   it('warms every image the node holds when none is listed, not busybox only', () => {
     expect(chooseWarmTargets({ listed: [], held, warm: 1, networks: 2, max: 8 })).toEqual({
       targets: { 'debian-bookworm-build': 1, busybox: 1, 'debian-bookworm': 1 },
+      per: 1,
       cold: [],
       missing: [],
     });
@@ -34,7 +35,7 @@ describe('chooseWarmTargets', () => {
       networks: 1,
       max: 1,
     });
-    expect(r).toEqual({ targets: { 'debian-bookworm': 1 }, cold: ['busybox'], missing: ['nope'] });
+    expect(r).toEqual({ targets: { 'debian-bookworm': 1 }, per: 1, cold: ['busybox'], missing: ['nope'] });
   });
 
   it('warms nothing with max 0', () => {
