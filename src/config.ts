@@ -364,6 +364,22 @@ export const WorkerConfig = HostConfig.extend({
   ARCHWAY_API_URL: z.url().optional(),
   /** Bearer token (read scope) for downloading image blobs. No default: a secret. */
   ARCHWAY_SYNC_TOKEN: z.string().min(16, 'at least 16 characters').optional(),
+  /**
+   * Images the worker keeps warm (comma-separated names, in order of preference; `--warm-images`
+   * overrides). Default: every image the node holds for its arch when it starts,
+   * `debian-bookworm-build` first.
+   */
+  ARCHWAY_WARM_IMAGES: commaList(
+    z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'image names, comma-separated'),
+  ),
+  /**
+   * Most warm containers one worker keeps, every image and network mode together (0 = none),
+   * images its jobs ask for later included (they join while this has room). Each
+   * holds one of the host's `ARCHWAY_UID_RANGES` until a job takes it, and every worker of the
+   * host draws on them. Default 8: `up`'s 4 workers with 2 slots each need at most 4 x (8 + 2) = 40
+   * of the 64 default ranges.
+   */
+  ARCHWAY_WARM_MAX: z.coerce.number().int().min(0).default(8),
 });
 export type WorkerConfig = z.infer<typeof WorkerConfig>;
 

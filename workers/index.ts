@@ -65,4 +65,11 @@ export {
   ucountSysctls,
 } from './user-namespace.ts';
 export { createWarmPool, type WarmPool, type WarmPoolOptions } from './warm-pool.ts';
+export {
+  chooseWarmTargets,
+  PREFERRED_WARM_IMAGES,
+  type WarmTargets,
+  type WarmTargetsOptions,
+  warmTargetsOf,
+} from './warm-targets.ts';
 export { createWorkerDaemon, type WorkerDaemon, type WorkerDaemonOptions } from './worker-daemon.ts';

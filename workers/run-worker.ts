@@ -1,7 +1,7 @@
 import { statfs } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { hostname } from 'node:os';
-import { createImageStore, createSyncAgent } from '../images/index.ts';
+import { createImageStore, createSyncAgent, type ImageStore } from '../images/index.ts';
 import { createImageCatalog, createJobQueue, createNodeRegistry } from '../queue/index.ts';
 import {
   type Arch,
@@ -13,26 +13,31 @@ import {
   createWorkerMetrics,
   ensurePool,
   hostCeilings,
+  type Limits,
+  type Logger,
   limitsWithin,
+  type NetworkMode,
   parseConfig,
   WorkerConfig,
   type WorkerMetrics,
 } from '../src/index.ts';
+import type { ContainerRuntime } from './container-runtime.ts';
 import type { PackageCacheStats } from './egress-network.ts';
 import { createJobLauncher } from './job-launcher.ts';
 import { createRuncRuntime, runtimeOptionsFrom } from './runc-runtime.ts';
 import { createSourceFetcher } from './source-fetch.ts';
 import { idRangeOf } from './user-namespace.ts';
-import { createWarmPool } from './warm-pool.ts';
+import { createWarmPool, type WarmPool } from './warm-pool.ts';
+import { warmTargetsOf } from './warm-targets.ts';
 import { createWorkerDaemon } from './worker-daemon.ts';
 
 export interface RunWorkerOptions {
   env: Record<string, string | undefined>;
   arch: Arch;
   slots: number;
-  /** Warm containers kept per image. */
+  /** Warm containers kept per image and network mode. */
   warm: number;
-  /** Images kept warm. Default: busybox. */
+  /** Images kept warm, in order of preference (`--warm-images`). Default: `ARCHWAY_WARM_IMAGES`, else every image the node holds. */
   warmImages?: string[];
   version: string;
 }
@@ -72,62 +77,11 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
   const reaped = await runtime.reap({});
   if (reaped.length)
     logger.info({ containers: reaped.length }, 'destroyed containers a previous run left behind');
-  const warmPool =
-    o.warm > 0
-      ? createWarmPool({
-          runtime,
-          images,
-          targets: Object.fromEntries((o.warmImages ?? ['busybox']).map((i) => [i, o.warm])),
-          // Egress containers are warm too, network and all: a job with egress starts as fast.
-          networks: runtime.egress ? ['none', 'egress'] : ['none'],
-          limits: limitsWithin({}, ceilings),
-          logger,
-        })
-      : undefined;
-  const launcher = createJobLauncher({
-    runtime,
-    images,
-    logger,
-    ceilings,
-    ...(warmPool ? { warmPool } : {}),
-  });
   const keys = createKeys(config.ARCHWAY_REDIS_PREFIX);
-  const queue = createJobQueue({
-    redis,
-    keys,
-    logRetentionSeconds: config.ARCHWAY_LOG_RETENTION_DAYS * 86400,
-  });
   const metrics = createWorkerMetrics({ node: nodeId, arch: o.arch });
-  const daemon = createWorkerDaemon({
-    metrics,
-    nodeId,
-    arch: o.arch,
-    slots: o.slots,
-    launcher,
-    images,
-    queue,
-    nodes: createNodeRegistry(redis, keys),
-    keys,
-    redis,
-    duplicate: () => {
-      const c = createRedis({ url: config.REDIS_URL, name: `archway-worker-${nodeId}`, blocking: true });
-      c.on('error', () => undefined);
-      return c;
-    },
-    logger,
-    logLimitBytes: Math.round(config.ARCHWAY_LOG_LIMIT_MIB * 1024 * 1024),
-    logRetentionSeconds: config.ARCHWAY_LOG_RETENTION_DAYS * 86400,
-    version: o.version,
-    source: createSourceFetcher({
-      poolPath: config.ARCHWAY_POOL_PATH,
-      allowLoopback: config.ARCHWAY_ALLOW_LOOPBACK_SOURCES,
-      allow: config.ARCHWAY_SOURCE_ALLOW,
-      redis,
-      keys,
-      logger,
-    }),
-  });
-  // Image sync first: the node takes jobs (and makes warm containers) once it holds the catalog's versions.
+  // Image sync first: the node takes jobs, and chooses and makes its warm containers, once it holds
+  // the catalog's versions. The sync may switch an image before the warm pool exists.
+  let warmPool: WarmPool | undefined;
   const sync = config.ARCHWAY_API_URL
     ? createSyncAgent({
         arch: o.arch,
@@ -164,6 +118,51 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
   );
   if (sync) await sync.start();
   else logger.info('image sync off (ARCHWAY_API_URL unset): the node holds only what is built on this host');
+  // Egress containers are warm too, network and all: a job with egress starts as fast.
+  const networks: NetworkMode[] = runtime.egress ? ['none', 'egress'] : ['none'];
+  warmPool =
+    o.warm > 0 ? await makeWarmPool(o, config, { runtime, images, networks, ceilings, logger }) : undefined;
+  const launcher = createJobLauncher({
+    runtime,
+    images,
+    logger,
+    ceilings,
+    ...(warmPool ? { warmPool } : {}),
+  });
+  const queue = createJobQueue({
+    redis,
+    keys,
+    logRetentionSeconds: config.ARCHWAY_LOG_RETENTION_DAYS * 86400,
+  });
+  const daemon = createWorkerDaemon({
+    metrics,
+    nodeId,
+    arch: o.arch,
+    slots: o.slots,
+    launcher,
+    images,
+    queue,
+    nodes: createNodeRegistry(redis, keys),
+    keys,
+    redis,
+    duplicate: () => {
+      const c = createRedis({ url: config.REDIS_URL, name: `archway-worker-${nodeId}`, blocking: true });
+      c.on('error', () => undefined);
+      return c;
+    },
+    logger,
+    logLimitBytes: Math.round(config.ARCHWAY_LOG_LIMIT_MIB * 1024 * 1024),
+    logRetentionSeconds: config.ARCHWAY_LOG_RETENTION_DAYS * 86400,
+    version: o.version,
+    source: createSourceFetcher({
+      poolPath: config.ARCHWAY_POOL_PATH,
+      allowLoopback: config.ARCHWAY_ALLOW_LOOPBACK_SOURCES,
+      allow: config.ARCHWAY_SOURCE_ALLOW,
+      redis,
+      keys,
+      logger,
+    }),
+  });
   warmPool?.start();
   await daemon.start();
   await sync?.reportHeld();
@@ -204,6 +203,48 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
   metricsServer?.close();
   await queue.close();
   await redis.quit().catch(() => undefined);
+}
+
+/** The warm pool of the images the node's jobs use (`chooseWarmTargets`), or none when nothing is to be warm. */
+async function makeWarmPool(
+  o: RunWorkerOptions,
+  config: WorkerConfig,
+  d: {
+    runtime: ContainerRuntime;
+    images: ImageStore;
+    networks: NetworkMode[];
+    ceilings: Limits;
+    logger: Logger;
+  },
+) {
+  const chosen = await warmTargetsOf(d.images, o.arch, {
+    listed: o.warmImages ?? config.ARCHWAY_WARM_IMAGES,
+    warm: o.warm,
+    networks: d.networks.length,
+    max: config.ARCHWAY_WARM_MAX,
+  });
+  if (chosen.missing.length)
+    d.logger.warn(
+      { images: chosen.missing, arch: o.arch },
+      'images listed to keep warm are not on this node: their jobs start cold (build or sync them, then restart the worker)',
+    );
+  if (chosen.cold.length)
+    d.logger.warn(
+      { images: chosen.cold, max: config.ARCHWAY_WARM_MAX, warm: o.warm, networks: d.networks },
+      'ARCHWAY_WARM_MAX leaves these images cold: each warm container holds one of the host uid ranges',
+    );
+  d.logger.info({ targets: chosen.targets, networks: d.networks }, 'warm containers per image');
+  if (chosen.per === 0) return undefined;
+  return createWarmPool({
+    runtime: d.runtime,
+    images: d.images,
+    targets: chosen.targets,
+    networks: d.networks,
+    limits: limitsWithin({}, d.ceilings),
+    logger: d.logger,
+    // Demand: an image a job asks for joins the pool while ARCHWAY_WARM_MAX has room.
+    adopt: { max: config.ARCHWAY_WARM_MAX, per: chosen.per },
+  });
 }
 
 /** The node's /metrics for Prometheus, on all interfaces of `port`. */

@@ -15,6 +15,12 @@ export interface WarmPoolOptions {
   logger: Logger;
   /** Containers made at once. Default 1: on a small host, making containers competes with running jobs. */
   concurrency?: number;
+  /**
+   * Demand: a job of an image with no target (it started cold) adds a target of `per` for that
+   * image in every network mode, while all targets together stay within `max` warm containers
+   * (each holds a host uid range). Targets are never removed. Default: no adoption.
+   */
+  adopt?: { max: number; per: number };
 }
 
 export interface WarmPool {
@@ -42,6 +48,18 @@ export function createWarmPool(o: WarmPoolOptions): WarmPool {
   const targets: Record<string, { name: string; network: NetworkMode; n: number }> = {};
   for (const [name, n] of Object.entries(o.targets))
     for (const network of networks) targets[keyOf(name, network)] = { name, network, n };
+  const targeted = () => Object.values(targets).reduce((n, t) => n + t.n, 0);
+  /** Adds targets for an image a job asked for, when they fit; true when it did. */
+  const adopt = (name: string): boolean => {
+    const a = o.adopt;
+    if (!a || a.per <= 0 || closing.signal.aborted) return false;
+    if (networks.some((network) => targets[keyOf(name, network)])) return false;
+    if (targeted() + a.per * networks.length > a.max) return false;
+    for (const network of networks) targets[keyOf(name, network)] = { name, network, n: a.per };
+    o.logger.info({ image: name, per: a.per, networks }, 'a job asked for this image: keeping it warm too');
+    for (const network of networks) refill(keyOf(name, network));
+    return true;
+  };
   const ready = new Map<string, Container[]>();
   const pending = new Map<string, number>();
   const make = new PQueue({ concurrency: o.concurrency ?? 1 });
@@ -102,6 +120,11 @@ export function createWarmPool(o: WarmPoolOptions): WarmPool {
     },
     take(image, network = 'none') {
       const key = keyOf(image.name, network);
+      // The image resolved (the launcher resolves before it takes): it exists, so it may be adopted.
+      if (!targets[key]) {
+        if (networks.includes(network)) adopt(image.name);
+        return undefined;
+      }
       const list = ready.get(key) ?? [];
       // Containers of an older version are never handed out: drop them, the refill makes current ones.
       const stale = list.filter((c) => c.image.digest !== image.digest);

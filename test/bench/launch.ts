@@ -9,6 +9,11 @@
  *                                   the launch table with and without the seccomp filter, side by
  *                                   side (and what compiling the profile costs); nothing else
  *
+ *   ARCHWAY_BENCH_IMAGE=debian-bookworm ARCHWAY_BENCH_ARCHES=amd64 npm run bench:launch
+ *                                   the launch table of another image (built beforehand with
+ *                                   `bin/archway images build NAME --arch A` into the same pool);
+ *                                   nothing else
+ *
  * Prints a markdown section; docs/benchmarks.md holds the last one taken on the reference machine.
  */
 
@@ -60,6 +65,9 @@ const SECONDS = Number(env.ARCHWAY_BENCH_SECONDS ?? 60);
 const ARCH_LIST = (env.ARCHWAY_BENCH_ARCHES?.split(',') ?? [...ARCHES]) as Arch[];
 const LIMITS = { cpus: 1, memoryMiB: 256, pids: 256, diskMiB: 1024 };
 const COMPARE_SECCOMP = env.ARCHWAY_BENCH_SECCOMP === 'compare';
+const IMAGE = env.ARCHWAY_BENCH_IMAGE ?? 'busybox';
+/** Only the launch table: the other sections measure busybox-specific costs. */
+const LAUNCH_ONLY = COMPARE_SECCOMP || IMAGE !== 'busybox';
 
 const config = parseConfig(HostConfig, env);
 const logger = createLogger({ name: 'bench', level: config.ARCHWAY_LOG_LEVEL });
@@ -68,9 +76,9 @@ const store = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
 
 async function runtimeFor(arch: Arch, seccomp = true) {
   try {
-    await store.resolve('busybox', arch);
+    await store.resolve(IMAGE, arch);
   } catch (e) {
-    if (!(e instanceof ImageNotFoundError)) throw e;
+    if (!(e instanceof ImageNotFoundError) || IMAGE !== 'busybox') throw e;
     await buildImage('busybox', arch, {
       store,
       cacheDir: join(config.ARCHWAY_POOL_PATH, 'cache'),
@@ -90,7 +98,7 @@ async function runtimeFor(arch: Arch, seccomp = true) {
 /** Milliseconds from launch() to the first byte of the job's output. */
 async function firstByte(launcher: JobLauncher, jobId: string, expectWarm: boolean): Promise<number> {
   const t0 = performance.now();
-  const job = await launcher.launch({ jobId, image: 'busybox', argv: ['echo', 'x'], limits: LIMITS });
+  const job = await launcher.launch({ jobId, image: IMAGE, argv: ['echo', 'x'], limits: LIMITS });
   if (job.warm !== expectWarm)
     throw new Error(`job ${jobId} was ${job.warm ? 'warm' : 'cold'}, expected the other`);
   const first = await new Promise<number>((resolve) =>
@@ -110,7 +118,7 @@ const say = (line = '') => {
 
 say(`### Launch (host runtime), ${new Date().toISOString().slice(0, 10)}`);
 say();
-say(`Machine: ${await machine()}. ${RUNS} launches per row; job = \`echo x\` in busybox; milliseconds.`);
+say(`Machine: ${await machine()}. ${RUNS} launches per row; job = \`echo x\` in ${IMAGE}; milliseconds.`);
 say();
 say(`| arch | start |${COMPARE_SECCOMP ? ' seccomp |' : ''} min | p50 | p90 | p99 | max |`);
 say(`| --- | --- |${COMPARE_SECCOMP ? ' --- |' : ''} --- | --- | --- | --- | --- |`);
@@ -129,7 +137,7 @@ for (const arch of ARCH_LIST) {
   for (const cold of colds) await cold.close();
 
   const warmPools = runtimes.map((runtime) =>
-    createWarmPool({ runtime, images: store, targets: { busybox: 2 }, limits: LIMITS, logger }),
+    createWarmPool({ runtime, images: store, targets: { [IMAGE]: 2 }, limits: LIMITS, logger }),
   );
   const warms = warmPools.map((warmPool, k) =>
     createJobLauncher({ runtime: runtimes[k] as ContainerRuntime, images: store, logger, warmPool }),
@@ -256,7 +264,7 @@ if (COMPARE_SECCOMP) {
 }
 
 // What the disk limit costs a cold launch: the qgroup limit call after the snapshot.
-if (!COMPARE_SECCOMP) {
+if (!LAUNCH_ONLY) {
   const runtime = await runtimeFor('amd64');
   const image = await store.resolve('busybox', runtime.arch);
   const plain: number[] = [];
@@ -283,7 +291,7 @@ if (!COMPARE_SECCOMP) {
 
 // What the uid range per container costs. Steady state: a range's copy of an image version
 // exists after its first use, so a launch pays only the user namespace and the ucount limits.
-{
+if (!LAUNCH_ONLY) {
   say();
   say('uid range per container, milliseconds:');
   say();
@@ -440,7 +448,7 @@ if (!COMPARE_SECCOMP) {
 }
 
 // Sustained launch-and-destroy rate: 4 slots, each launching `true` back to back, warm pool of 4.
-if (!COMPARE_SECCOMP) {
+if (!LAUNCH_ONLY) {
   const runtime = await runtimeFor('amd64');
   const warmPool = createWarmPool({
     runtime,

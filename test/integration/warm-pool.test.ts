@@ -1,5 +1,15 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { collect, createTestHost, eventually, leftovers, type TestHost } from '../support/test-host.ts';
+import { createImageStore } from '../../images/index.ts';
+import { warmTargetsOf } from '../../workers/index.ts';
+import { makeVersion, removeImage } from '../support/image-versions.ts';
+import {
+  collect,
+  createTestHost,
+  eventually,
+  leftovers,
+  type TestHost,
+  testConfig,
+} from '../support/test-host.ts';
 
 let h: TestHost | undefined;
 afterEach(async () => {
@@ -69,6 +79,60 @@ describe('warm pool', () => {
       const [mem, pids] = (await collect(job)).output.trim().split('\n');
       expect(Number(mem)).toBe(300 * 1024 * 1024);
       expect(pids).toBe('77');
+    }
+  });
+
+  it('keeps every image the node holds warm by default, not busybox only (issue 10, item 9)', async () => {
+    // A second image on this node, as debian-bookworm-build is on a node that built or synced it.
+    const store = createImageStore({ poolPath: testConfig().ARCHWAY_POOL_PATH });
+    const name = 'warm-test-second';
+    await makeVersion(store, name, 'amd64', await store.resolve('busybox', 'amd64'));
+    try {
+      // What the worker does at start with no ARCHWAY_WARM_IMAGES and no --warm-images.
+      const chosen = await warmTargetsOf(store, 'amd64', { listed: [], warm: 1, networks: 1, max: 8 });
+      expect(chosen.targets).toMatchObject({ busybox: 1, [name]: 1 });
+      h = await createTestHost('amd64', { warm: chosen.targets });
+      const host = h;
+      await host.warmPool?.filled();
+      const job = await host.launcher.launch({ jobId: 'warm-second', image: name, argv: ['hostname'] });
+      expect(job.warm).toBe(true);
+      expect((await collect(job)).output.trim()).toBe('warm-second');
+      await host.launcher.close();
+      h = undefined;
+    } finally {
+      await removeImage(store, name);
+    }
+  });
+
+  it('adopts an image its jobs ask for: the first job starts cold, the next one warm', async () => {
+    const store = createImageStore({ poolPath: testConfig().ARCHWAY_POOL_PATH });
+    const name = 'warm-test-asked';
+    const other = 'warm-test-other';
+    const busybox = await store.resolve('busybox', 'amd64');
+    await makeVersion(store, name, 'amd64', busybox);
+    await makeVersion(store, other, 'amd64', busybox);
+    try {
+      h = await createTestHost('amd64', { warm: { busybox: 1 }, adopt: { max: 2, per: 1 } });
+      const host = h;
+      await host.warmPool?.filled();
+      const first = await host.launcher.launch({ jobId: 'asked-1', image: name, argv: ['true'] });
+      expect(first.warm).toBe(false);
+      await collect(first);
+      await host.warmPool?.filled();
+      expect(host.warmPool?.sizes()).toEqual({ busybox: 1, [name]: 1 });
+      const second = await host.launcher.launch({ jobId: 'asked-2', image: name, argv: ['true'] });
+      expect(second.warm).toBe(true);
+      await collect(second);
+      // The budget (2) is spent: a third image stays cold and gets no target.
+      const third = await host.launcher.launch({ jobId: 'asked-3', image: other, argv: ['true'] });
+      expect(third.warm).toBe(false);
+      await collect(third);
+      expect(Object.keys(host.warmPool?.sizes() ?? {}).sort()).toEqual(['busybox', name].sort());
+      await host.launcher.close();
+      h = undefined;
+    } finally {
+      await removeImage(store, name);
+      await removeImage(store, other);
     }
   });
 });

@@ -4,6 +4,7 @@ import { createImageStore, type ImageStore } from '../../images/index.ts';
 import {
   type Arch,
   ceilingsSet,
+  cgroupMode,
   createHostLeases,
   createLogger,
   HostConfig,
@@ -62,6 +63,7 @@ export async function createTestHost(
    */
   opts: {
     warm?: Record<string, number>;
+    adopt?: { max: number; per: number };
     env?: Record<string, string>;
     seccompProfile?: string | false;
     ceilings?: Partial<Limits>;
@@ -81,6 +83,7 @@ export async function createTestHost(
         targets: opts.warm,
         limits: { cpus: 2, memoryMiB: 512, pids: 512, diskMiB: 1024 },
         logger,
+        ...(opts.adopt ? { adopt: opts.adopt } : {}),
       })
     : undefined;
   const ceilings = hostCeilings({
@@ -131,11 +134,23 @@ export async function leftovers(): Promise<string[]> {
   for (const [index, holder] of leases) {
     if (holder.owner.pid === process.pid) found.push(`uid range ${index} held by ${holder.id}`);
   }
-  // Every container process lives in a cgroup under the test parent: none may remain, nor any cgroup.
-  const parent = `/sys/fs/cgroup/pids/${c.ARCHWAY_CGROUP_PARENT}`;
-  for (const entry of await readdir(parent, { withFileTypes: true }).catch(() => [])) {
+  found.push(...(await cgroupLeftovers(c.ARCHWAY_CGROUP_PARENT)));
+  return found;
+}
+
+/**
+ * The container cgroups left under `parent`, in the hierarchy the host uses: on v2 (unified) they
+ * live in `<root>/<parent>/<id>`; on hybrid and v1 runc puts them in every v1 controller, and the
+ * `pids` one holds every process. A check that read only v1 `pids` found nothing on a v2 host
+ * (issue 10). A missing parent is clean: no container was ever made.
+ */
+export async function cgroupLeftovers(parent: string, root = '/sys/fs/cgroup'): Promise<string[]> {
+  const mode = await cgroupMode(root);
+  const dir = mode === 'v2' ? join(root, parent) : join(root, 'pids', parent);
+  const found: string[] = [];
+  for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
     if (!entry.isDirectory()) continue;
-    const procs = await readFile(join(parent, entry.name, 'cgroup.procs'), 'utf8').catch(() => '');
+    const procs = await readFile(join(dir, entry.name, 'cgroup.procs'), 'utf8').catch(() => '');
     found.push(
       `cgroup ${entry.name}${procs.trim() ? ` with processes ${procs.trim().split('\n').join(',')}` : ''}`,
     );

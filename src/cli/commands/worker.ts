@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { runWorker } from '../../../workers/index.ts';
-import { parseArch } from '../../domain.ts';
+import { ImageName, parseArch } from '../../domain.ts';
 import { positiveNumber } from '../parse.ts';
 import { VERSION } from '../version.ts';
 
@@ -10,8 +10,12 @@ export function registerWorker(program: Command, env: Record<string, string | un
     .description('run a worker node: take jobs of one arch from Redis and run them on this host')
     .requiredOption('--arch <arch>', 'amd64, arm64, ppc64le or s390x (foreign arches run emulated)')
     .option('--slots <n>', 'jobs run at once', '2')
-    .option('--warm <n>', 'warm containers kept per image (0 = every job starts cold)', '1')
-    .action(async (opts: { arch: string; slots: string; warm: string }) => {
+    .option('--warm <n>', 'warm containers kept per image and network mode (0 = every job starts cold)', '1')
+    .option(
+      '--warm-images <list>',
+      'comma-separated images to keep warm, in order (default: ARCHWAY_WARM_IMAGES, else every image the node holds)',
+    )
+    .action(async (opts: { arch: string; slots: string; warm: string; warmImages?: string }) => {
       const warm = Number(opts.warm);
       if (!Number.isInteger(warm) || warm < 0)
         throw new Error(`--warm: expected 0 or a positive integer, got '${opts.warm}'`);
@@ -20,7 +24,19 @@ export function registerWorker(program: Command, env: Record<string, string | un
         arch: parseArch(opts.arch, '--arch'),
         slots: positiveNumber('--slots', opts.slots, true),
         warm,
+        ...(opts.warmImages !== undefined ? { warmImages: warmImageList(opts.warmImages) } : {}),
         version: VERSION,
       });
     });
+}
+
+/** `--warm-images`: image names, comma-separated; checked here so a typo stops the worker at once. */
+function warmImageList(value: string): string[] {
+  const names = value
+    .split(',')
+    .map((v) => v.trim())
+    .filter(Boolean);
+  const bad = names.filter((n) => !ImageName.safeParse(n).success);
+  if (bad.length) throw new Error(`--warm-images: not image names: ${bad.join(', ')}`);
+  return names;
 }
