@@ -27,6 +27,7 @@ import {
 } from '../src/index.ts';
 import type { JobLauncher } from './job-launcher.ts';
 import { jobEnv, SCRIPT_ARGV, writeScript } from './job-script.ts';
+import { handOffMs, retryDelayMs } from './retry-policy.ts';
 import type { SourceFetcher } from './source-fetch.ts';
 
 export interface WorkerDaemonOptions {
@@ -143,9 +144,19 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     if (!record) throw new UnrecoverableError(`job ${id} has no record`);
     if (record.state !== 'queued' && record.state !== 'running') return record.state; // canceled while queued
     const last = record.attempts.at(-1);
-    if (record.state === 'queued' && last?.outcome === 'errored' && last.node === o.nodeId && token) {
-      // Never retried on the node where it just errored: leave it for another node of the arch.
-      await bull.moveToDelayed(Date.now() + 2000, token);
+    const wait =
+      record.state === 'queued' && last?.outcome === 'errored' && last.node === o.nodeId && token
+        ? handOffMs({
+            erroredHere: true,
+            endedAtMs: Date.parse(last.endedAt ?? ''),
+            nowMs: Date.now(),
+            otherLiveNodes: await otherLiveNodes(),
+          })
+        : 0;
+    if (wait > 0 && token) {
+      // Its last attempt errored here and another node is live: leave the retry to it, for a bounded
+      // time (then this node runs it, so it cannot bounce for ever).
+      await bull.moveToDelayed(Date.now() + wait, token);
       throw new DelayedError();
     }
     const startedAt = new Date().toISOString();
@@ -172,7 +183,16 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
       });
     }
     await o.queue.store.recordAttempt(id, { n: attempt, node: o.nodeId, startedAt });
-    return run(record, attempt, startedAt, bull, bullSignal);
+    return run(record, attempt, startedAt, bull, token, bullSignal);
+  }
+
+  /** Live nodes of this arch, other than this one, that take jobs. */
+  async function otherLiveNodes(): Promise<number> {
+    try {
+      return (await o.nodes.live(o.arch)).filter((n) => n.id !== o.nodeId && !n.drainRequested).length;
+    } catch {
+      return 0; // Unknown: back off and retry here rather than wait on a node that may not exist.
+    }
   }
 
   async function run(
@@ -180,6 +200,7 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     attempt: number,
     startedAt: string,
     bull: Job,
+    token: string | undefined,
     bullSignal?: AbortSignal,
   ): Promise<string> {
     const id = record.id;
@@ -331,7 +352,8 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
       // The host's failure (or this node shutting down): the attempt errored; retry elsewhere.
       // Retried elsewhere: the host's failures, and an image this host lacks (another may hold it).
       const retryable = !(err instanceof ArchwayError) || err.infra || err instanceof ImageNotFoundError;
-      const last = !retryable || bull.attemptsMade + 1 >= MAX_ATTEMPTS;
+      // The record counts attempts (BullMQ does not count the delays this node makes for a retry).
+      const last = !retryable || attempt >= MAX_ATTEMPTS || bull.attemptsMade + 1 >= MAX_ATTEMPTS;
       const why = err instanceof ShutdownError ? 'the node was stopped' : err.message;
       if (!(err instanceof ShutdownError)) noteOutcome(true, why);
       log.warn(
@@ -361,7 +383,15 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
         throw new UnrecoverableError(why);
       }
       await finish(id, attempt, 'queued', {});
-      throw err;
+      if (!token) throw err; // BullMQ's own retry (its fixed back-off), without a lock token to move the job.
+      // To another live node at once; with none, back to this one after a back-off that grows.
+      const delay = retryDelayMs(attempt, await otherLiveNodes());
+      if (delay > 0)
+        await writer.note(
+          `[archway] no other node of ${o.arch} is live: the retry waits ${Math.round(delay / 1000)} s\n`,
+        );
+      await bull.moveToDelayed(Date.now() + delay, token);
+      throw new DelayedError();
     } finally {
       running.delete(id);
       o.metrics?.running.set({ arch: o.arch }, running.size);
