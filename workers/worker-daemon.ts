@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { DelayedError, type Job, UnrecoverableError, Worker } from 'bullmq';
+import { DelayedError, type Job, UnrecoverableError, WaitingError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { ImageStore } from '../images/index.ts';
@@ -143,6 +143,13 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     const record = await o.queue.get(id);
     if (!record) throw new UnrecoverableError(`job ${id} has no record`);
     if (record.state !== 'queued' && record.state !== 'running') return record.state; // canceled while queued
+    if (token && (await declines())) {
+      // Told to drain (or quarantined) after this fetch began: BullMQ hands a job to a fetch that
+      // was blocking when the worker paused, and the drain request may not have reached this
+      // process yet. The durable flag says so; the job goes back for another node, no attempt counted.
+      await bull.moveToWait(token);
+      throw new WaitingError();
+    }
     const last = record.attempts.at(-1);
     const wait =
       record.state === 'queued' && last?.outcome === 'errored' && last.node === o.nodeId && token
@@ -184,6 +191,14 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     }
     await o.queue.store.recordAttempt(id, { n: attempt, node: o.nodeId, startedAt });
     return run(record, attempt, startedAt, bull, token, bullSignal);
+  }
+
+  /** Whether this node must not start the job it has just taken: it drains, is asked to, or is quarantined. */
+  async function declines(): Promise<boolean> {
+    if (state !== 'active') return true;
+    if (!(await o.nodes.isDrainRequested(o.nodeId))) return false;
+    await applyControl(true, false);
+    return true;
   }
 
   /** Live nodes of this arch, other than this one, that take jobs. */

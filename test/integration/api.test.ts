@@ -660,6 +660,20 @@ describe('bin/archway submit, logs, cancel, jobs (clients of the API)', () => {
     expect(logs.stdout).toBe('one\ntwo\r\nthree');
   });
 
+  it('nodes drain: the node is DRAINING as soon as the call returns (API and CLI), before any heartbeat; undrain reverts it', async () => {
+    // node-amd64 is a registered record with no worker behind it: nothing heartbeats its state.
+    const drain = await archway(['nodes', 'drain', 'node-amd64'], { ARCHWAY_TOKEN: ADMIN });
+    expect(drain.exitCode).toBe(0);
+    try {
+      const listed = (await get('/v1/nodes')).json().nodes as { id: string; state: string }[];
+      expect(listed.find((n) => n.id === 'node-amd64')?.state).toBe('draining');
+      expect((await archway(['nodes'])).stdout).toMatch(/node-amd64\s.*\sDRAINING\s/);
+    } finally {
+      expect((await archway(['nodes', 'undrain', 'node-amd64'], { ARCHWAY_TOKEN: ADMIN })).exitCode).toBe(0);
+    }
+    expect((await archway(['nodes'])).stdout).toMatch(/node-amd64\s.*\sONLINE\s/);
+  });
+
   it('an unknown arch, an unknown job or a bad token exits 2 with the API message; no API exits 1', async () => {
     const bad = await archway(['submit', '--arch', 'mips', '--image', 'busybox', '--', 'true']);
     expect(bad.exitCode).toBe(2);
