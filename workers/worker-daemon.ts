@@ -86,8 +86,8 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
   const subscriber = o.duplicate();
   let state: NodeState = 'active';
   let quarantineReason: string | undefined;
-  /** Whether each recent attempt errored for a host reason, newest last. */
-  const recent: boolean[] = [];
+  /** Whether each recent job errored for a host reason (the job's id when it did), newest last. */
+  const recent: (string | false)[] = [];
   const quarantineAfter = o.quarantineAfter ?? 3;
   let resolveStopped: () => void = () => {};
   const stopped = new Promise<void>((r) => {
@@ -370,7 +370,7 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
       // The record counts attempts (BullMQ does not count the delays this node makes for a retry).
       const last = !retryable || attempt >= MAX_ATTEMPTS || bull.attemptsMade + 1 >= MAX_ATTEMPTS;
       const why = err instanceof ShutdownError ? 'the node was stopped' : err.message;
-      if (!(err instanceof ShutdownError)) noteOutcome(true, why);
+      if (!(err instanceof ShutdownError)) noteOutcome(id, why);
       log.warn(
         { job: id, attempt, err: why },
         last ? 'job errored: no retry' : 'attempt errored: the job will be retried',
@@ -414,7 +414,11 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     }
   }
 
-  function noteOutcome(hostError: boolean, why?: string): void {
+  /** Counts an outcome toward quarantine: `false` for one that was not the host's fault, else the job's id. */
+  function noteOutcome(hostError: string | false, why?: string): void {
+    // The retries of one job on this node (on a pool of one node) count once: three attempts of the
+    // same job say as much about the job as about the host, and must not quarantine the only node.
+    if (hostError !== false && recent.includes(hostError)) return;
     recent.push(hostError);
     if (recent.length > quarantineAfter) recent.shift();
     if (state === 'active' && recent.length === quarantineAfter && recent.every(Boolean)) {
