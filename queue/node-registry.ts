@@ -25,7 +25,7 @@ export interface NodeInfo {
   emulated: boolean;
   slots: number;
   busy: number;
-  /** active: takes jobs; draining: finishing its jobs, then leaves; quarantined: stopped taking jobs after repeated host errors. */
+  /** active: takes jobs; draining: asked to drain or finishing its jobs, then leaves; quarantined: stopped taking jobs after repeated host errors. */
   state: NodeState;
   /** Why a quarantined node stopped taking jobs. */
   quarantineReason?: string;
@@ -56,6 +56,8 @@ export interface NodeRegistry {
   /** Asks a node to drain (true) or to take jobs again (false: undrain, also lifts a quarantine). False when no such node. */
   requestDrain(id: string, drain: boolean): Promise<boolean>;
   get(id: string): Promise<NodeInfo | undefined>;
+  /** Whether an operator has asked the node to drain (the durable flag; one read, for each job a node takes). */
+  isDrainRequested(id: string): Promise<boolean>;
   deregister(id: string): Promise<void>;
   list(): Promise<NodeInfo[]>;
   /** Nodes of `arch` that heartbeat within LOST_AFTER_MS and take jobs. */
@@ -96,7 +98,14 @@ export function createNodeRegistry(redis: Redis, keys: Keys): NodeRegistry {
         emulated: h.emulated === '1',
         slots: Number(h.slots ?? 0),
         busy: Number(h.busy ?? 0),
-        state: h.state === 'draining' || h.state === 'quarantined' ? h.state : 'active',
+        // Draining as soon as it is asked to, not only once the node's heartbeat says so: from then
+        // on it takes no new job (the node checks the flag at each job it takes).
+        state:
+          h.drainRequested === '1'
+            ? 'draining'
+            : h.state === 'draining' || h.state === 'quarantined'
+              ? h.state
+              : 'active',
         ...(h.quarantineReason ? { quarantineReason: h.quarantineReason } : {}),
         drainRequested: h.drainRequested === '1',
         version: h.version ?? '',
@@ -149,6 +158,9 @@ export function createNodeRegistry(redis: Redis, keys: Keys): NodeRegistry {
     },
     async get(id) {
       return (await list()).find((n) => n.id === id);
+    },
+    async isDrainRequested(id) {
+      return (await redis.hget(keys.node(id), 'drainRequested')) === '1';
     },
     async deregister(id) {
       await redis.multi().del(keys.node(id)).zrem(keys.nodes, id).exec();

@@ -32,6 +32,16 @@ export {
 } from './job-script.ts';
 export { CAPABILITIES } from './oci-spec.ts';
 export { ORPHAN_WATCH_STEP_S, type OrphanWatchOptions, startOrphanWatch } from './orphan-watch.ts';
+export {
+  HAND_OFF_MS,
+  HAND_OFF_WINDOW_MS,
+  type HandOffInputs,
+  handOffMs,
+  RETRY_BACKOFF_BASE_MS,
+  RETRY_BACKOFF_MAX_MS,
+  retryBackoffMs,
+  retryDelayMs,
+} from './retry-policy.ts';
 export { type RunWorkerOptions, runWorker } from './run-worker.ts';
 export {
   CONTAINER_PREFIX,

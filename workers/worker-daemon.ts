@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { DelayedError, type Job, UnrecoverableError, Worker } from 'bullmq';
+import { DelayedError, type Job, UnrecoverableError, WaitingError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { ImageStore } from '../images/index.ts';
@@ -27,6 +27,7 @@ import {
 } from '../src/index.ts';
 import type { JobLauncher } from './job-launcher.ts';
 import { jobEnv, SCRIPT_ARGV, writeScript } from './job-script.ts';
+import { handOffMs, retryDelayMs } from './retry-policy.ts';
 import type { SourceFetcher } from './source-fetch.ts';
 
 export interface WorkerDaemonOptions {
@@ -85,8 +86,8 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
   const subscriber = o.duplicate();
   let state: NodeState = 'active';
   let quarantineReason: string | undefined;
-  /** Whether each recent attempt errored for a host reason, newest last. */
-  const recent: boolean[] = [];
+  /** Whether each recent job errored for a host reason (the job's id when it did), newest last. */
+  const recent: (string | false)[] = [];
   const quarantineAfter = o.quarantineAfter ?? 3;
   let resolveStopped: () => void = () => {};
   const stopped = new Promise<void>((r) => {
@@ -142,10 +143,27 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     const record = await o.queue.get(id);
     if (!record) throw new UnrecoverableError(`job ${id} has no record`);
     if (record.state !== 'queued' && record.state !== 'running') return record.state; // canceled while queued
+    if (token && (await declines())) {
+      // Told to drain (or quarantined) after this fetch began: BullMQ hands a job to a fetch that
+      // was blocking when the worker paused, and the drain request may not have reached this
+      // process yet. The durable flag says so; the job goes back for another node, no attempt counted.
+      await bull.moveToWait(token);
+      throw new WaitingError();
+    }
     const last = record.attempts.at(-1);
-    if (record.state === 'queued' && last?.outcome === 'errored' && last.node === o.nodeId && token) {
-      // Never retried on the node where it just errored: leave it for another node of the arch.
-      await bull.moveToDelayed(Date.now() + 2000, token);
+    const wait =
+      record.state === 'queued' && last?.outcome === 'errored' && last.node === o.nodeId && token
+        ? handOffMs({
+            erroredHere: true,
+            endedAtMs: Date.parse(last.endedAt ?? ''),
+            nowMs: Date.now(),
+            otherLiveNodes: await otherLiveNodes(),
+          })
+        : 0;
+    if (wait > 0 && token) {
+      // Its last attempt errored here and another node is live: leave the retry to it, for a bounded
+      // time (then this node runs it, so it cannot bounce for ever).
+      await bull.moveToDelayed(Date.now() + wait, token);
       throw new DelayedError();
     }
     const startedAt = new Date().toISOString();
@@ -172,7 +190,24 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
       });
     }
     await o.queue.store.recordAttempt(id, { n: attempt, node: o.nodeId, startedAt });
-    return run(record, attempt, startedAt, bull, bullSignal);
+    return run(record, attempt, startedAt, bull, token, bullSignal);
+  }
+
+  /** Whether this node must not start the job it has just taken: it drains, is asked to, or is quarantined. */
+  async function declines(): Promise<boolean> {
+    if (state !== 'active') return true;
+    if (!(await o.nodes.isDrainRequested(o.nodeId))) return false;
+    await applyControl(true, false);
+    return true;
+  }
+
+  /** Live nodes of this arch, other than this one, that take jobs. */
+  async function otherLiveNodes(): Promise<number> {
+    try {
+      return (await o.nodes.live(o.arch)).filter((n) => n.id !== o.nodeId && !n.drainRequested).length;
+    } catch {
+      return 0; // Unknown: back off and retry here rather than wait on a node that may not exist.
+    }
   }
 
   async function run(
@@ -180,6 +215,7 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     attempt: number,
     startedAt: string,
     bull: Job,
+    token: string | undefined,
     bullSignal?: AbortSignal,
   ): Promise<string> {
     const id = record.id;
@@ -331,9 +367,10 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
       // The host's failure (or this node shutting down): the attempt errored; retry elsewhere.
       // Retried elsewhere: the host's failures, and an image this host lacks (another may hold it).
       const retryable = !(err instanceof ArchwayError) || err.infra || err instanceof ImageNotFoundError;
-      const last = !retryable || bull.attemptsMade + 1 >= MAX_ATTEMPTS;
+      // The record counts attempts (BullMQ does not count the delays this node makes for a retry).
+      const last = !retryable || attempt >= MAX_ATTEMPTS || bull.attemptsMade + 1 >= MAX_ATTEMPTS;
       const why = err instanceof ShutdownError ? 'the node was stopped' : err.message;
-      if (!(err instanceof ShutdownError)) noteOutcome(true, why);
+      if (!(err instanceof ShutdownError)) noteOutcome(id, why);
       log.warn(
         { job: id, attempt, err: why },
         last ? 'job errored: no retry' : 'attempt errored: the job will be retried',
@@ -361,7 +398,15 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
         throw new UnrecoverableError(why);
       }
       await finish(id, attempt, 'queued', {});
-      throw err;
+      if (!token) throw err; // BullMQ's own retry (its fixed back-off), without a lock token to move the job.
+      // To another live node at once; with none, back to this one after a back-off that grows.
+      const delay = retryDelayMs(attempt, await otherLiveNodes());
+      if (delay > 0)
+        await writer.note(
+          `[archway] no other node of ${o.arch} is live: the retry waits ${Math.round(delay / 1000)} s\n`,
+        );
+      await bull.moveToDelayed(Date.now() + delay, token);
+      throw new DelayedError();
     } finally {
       running.delete(id);
       o.metrics?.running.set({ arch: o.arch }, running.size);
@@ -369,7 +414,11 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     }
   }
 
-  function noteOutcome(hostError: boolean, why?: string): void {
+  /** Counts an outcome toward quarantine: `false` for one that was not the host's fault, else the job's id. */
+  function noteOutcome(hostError: string | false, why?: string): void {
+    // The retries of one job on this node (on a pool of one node) count once: three attempts of the
+    // same job say as much about the job as about the host, and must not quarantine the only node.
+    if (hostError !== false && recent.includes(hostError)) return;
     recent.push(hostError);
     if (recent.length > quarantineAfter) recent.shift();
     if (state === 'active' && recent.length === quarantineAfter && recent.every(Boolean)) {

@@ -660,6 +660,25 @@ describe('bin/archway submit, logs, cancel, jobs (clients of the API)', () => {
     expect(logs.stdout).toBe('one\ntwo\r\nthree');
   });
 
+  it('nodes drain: the node is DRAINING as soon as the call returns (API and CLI), before any heartbeat; undrain reverts it', async () => {
+    // node-amd64 is a registered record with no worker behind it: the test heartbeats for it as a
+    // node that has not applied the drain yet would (state active), so it is not lost meanwhile.
+    const beat = () => nodes.heartbeat('node-amd64', { busy: 0, state: 'active' });
+    await beat();
+    const drain = await archway(['nodes', 'drain', 'node-amd64'], { ARCHWAY_TOKEN: ADMIN });
+    expect(drain.exitCode).toBe(0);
+    try {
+      const listed = (await get('/v1/nodes')).json().nodes as { id: string; state: string }[];
+      expect(listed.find((n) => n.id === 'node-amd64')?.state).toBe('draining');
+      await beat();
+      expect((await archway(['nodes'])).stdout).toMatch(/node-amd64\s.*\sDRAINING\s/);
+    } finally {
+      expect((await archway(['nodes', 'undrain', 'node-amd64'], { ARCHWAY_TOKEN: ADMIN })).exitCode).toBe(0);
+    }
+    await beat();
+    expect((await archway(['nodes'])).stdout).toMatch(/node-amd64\s.*\sONLINE\s/);
+  });
+
   it('an unknown arch, an unknown job or a bad token exits 2 with the API message; no API exits 1', async () => {
     const bad = await archway(['submit', '--arch', 'mips', '--image', 'busybox', '--', 'true']);
     expect(bad.exitCode).toBe(2);

@@ -1,0 +1,54 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { MAX_ATTEMPTS } from '../../queue/index.ts';
+import { retryBackoffMs } from '../../workers/index.ts';
+import { startCluster, type TestCluster } from '../support/cluster.ts';
+import { leftovers } from '../support/test-host.ts';
+
+let c: TestCluster | undefined;
+afterEach(async () => {
+  await c?.close();
+  c = undefined;
+  expect(await leftovers()).toEqual([]);
+});
+
+// An image the test host does not hold: each attempt errors for a host reason (another node might hold it).
+const hostFault = { image: 'not-on-this-host', script: 'true' } as const;
+
+describe('retries of errored attempts', () => {
+  it('on a pool of one node: retried on that node after a growing back-off, then errored with every attempt on the record', async () => {
+    c = await startCluster();
+    const node = await c.addWorker('arm64', { slots: 1 });
+    const id = await c.submit({ arch: 'arm64', ...hostFault });
+    const job = await c.waitFinal(id, 60_000);
+    expect(job).toMatchObject({ state: 'errored', reason: 'infra', attempt: MAX_ATTEMPTS });
+    expect(job.attempts).toHaveLength(MAX_ATTEMPTS);
+    for (const [i, a] of job.attempts.entries()) {
+      expect(a).toMatchObject({ n: i + 1, outcome: 'errored', reason: 'infra' });
+      expect(a.error).toMatch(/not-on-this-host/);
+      const next = job.attempts[i + 1];
+      // Each retry waited at least its back-off after the attempt before it (a lower bound, by design).
+      if (next)
+        expect(Date.parse(next.startedAt) - Date.parse(a.endedAt ?? '')).toBeGreaterThanOrEqual(
+          retryBackoffMs(a.n),
+        );
+    }
+    const log = await c.log(id);
+    expect(log).toMatch(/no other node of arm64 is live: the retry waits 2 s/);
+    expect(log).toMatch(/the retry waits 4 s/);
+    // The retries of one job count once toward quarantine: the only node goes on taking jobs.
+    expect(node.state).toBe('active');
+  }, 90_000);
+
+  it('with another live node: the retry runs there, not where it errored', async () => {
+    c = await startCluster();
+    await c.addWorker('arm64', { slots: 1 });
+    await c.addWorker('arm64', { slots: 1 });
+    const id = await c.submit({ arch: 'arm64', ...hostFault });
+    const job = await c.waitFinal(id, 60_000);
+    expect(job.state).toBe('errored');
+    expect(job.attempts).toHaveLength(MAX_ATTEMPTS);
+    for (let i = 1; i < job.attempts.length; i++)
+      expect(job.attempts[i]?.node).not.toBe(job.attempts[i - 1]?.node);
+    expect(await c.log(id)).not.toMatch(/the retry waits/);
+  }, 90_000);
+});
