@@ -38,6 +38,13 @@ declare -A pkgs=(
   [apt-cacher-ng]=/usr/sbin/apt-cacher-ng
   [golang-github-containers-common]=/usr/share/containers/seccomp.json
   [passt]=/usr/bin/pasta
+  # Commands the worker runs that a minimal Debian may lack: git (job sources and the host's git
+  # mirror), ip (each egress container's veth), getcap/setcap (file capabilities kept through the
+  # owner shift), curl (the egress benchmark's host-side download).
+  [git]=/usr/bin/git
+  [iproute2]=/usr/sbin/ip
+  [libcap2-bin]=/usr/sbin/setcap
+  [curl]=/usr/bin/curl
 )
 # Only the test suite needs these: the seccomp probe is cross-compiled, static, for each arch.
 declare -A test_pkgs=(

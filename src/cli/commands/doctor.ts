@@ -201,6 +201,24 @@ async function runChecks(config: HostConfig, slots: number): Promise<Check[]> {
     false,
   );
   add('zstd', await hasCommand('zstd'), 'compresses published images', `apt-get install zstd (${SETUP})`);
+  add(
+    'git',
+    await hasCommand('git'),
+    "fetches jobs' sources into the host's mirror",
+    `apt-get install git (${SETUP})`,
+  );
+  add(
+    'ip',
+    await hasCommand('ip'),
+    'gives egress containers their veth',
+    `apt-get install iproute2 (${SETUP})`,
+  );
+  add(
+    'setcap',
+    await hasCommand('setcap'),
+    'keeps file capabilities through the owner shift',
+    `apt-get install libcap2-bin (${SETUP})`,
+  );
   for (const arch of ARCHES) {
     if (arch === hostArch()) {
       add(`binfmt ${arch}`, true, 'native', '');
