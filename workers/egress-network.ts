@@ -6,8 +6,8 @@ import {
   HostRequirementError,
   hasCommand,
   type Logger,
+  leaseHolderAlive,
   type ProcessIdentity,
-  processAlive,
   processIdentity,
   runCommand,
   toError,
@@ -285,10 +285,7 @@ export async function createEgressNetwork(o: EgressNetworkOptions): Promise<Egre
       for (const m of out.matchAll(new RegExp(`^\\d+: (${JOB_IF_PREFIX}(\\d+))[@:]`, 'gm'))) {
         const name = m[1] as string;
         const h = held.get(Number(m[2]));
-        const alive = h
-          ? (await processAlive(h.owner)) || (h.init ? await processAlive(h.init) : false)
-          : false;
-        if (alive) continue;
+        if (h && (await leaseHolderAlive(h))) continue;
         await runCommand('ip', ['link', 'del', name]).catch(() => undefined);
         removed.push(name);
       }

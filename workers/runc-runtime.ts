@@ -24,9 +24,11 @@ import {
   InvalidInputError,
   type Limits,
   type Logger,
+  leaseHolderAlive,
   limitExclusive,
   type NetworkMode,
   oomKills,
+  type ProcessIdentity,
   processAlive,
   processIdentity,
   runCommand,
@@ -125,11 +127,8 @@ const GRACE_FOR_OUTPUT_MS = 100;
 /** How often a running job's process is checked for its exit (see exec). */
 const PROCESS_POLL_MS = 20;
 
-interface Owner {
-  pid: number;
-  /** Start time of the process in clock ticks since boot (/proc/PID/stat field 22): tells a reused pid apart. */
-  start: string;
-}
+/** The process that made a container: a reused pid does not count as alive (src/host/host-leases.ts). */
+type Owner = ProcessIdentity;
 
 interface ContainerMeta {
   owner: Owner;
@@ -541,7 +540,7 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
       const removed: string[] = [];
       for (const id of [...ids].filter((i) => i.startsWith(CONTAINER_PREFIX))) {
         const meta = await readMeta(id);
-        if (meta && (await isAlive(meta.owner))) continue;
+        if (meta && (await processAlive(meta.owner))) continue;
         // One leftover that will not go must not keep the node from starting: say so and go on.
         try {
           await destroyById(id, ctl);
@@ -561,9 +560,7 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
         );
       // uid ranges whose taker and container are both gone (their pool may be another one).
       for (const [index, holder] of await leases.list()) {
-        const alive =
-          (await processAlive(holder.owner)) || (holder.init ? await processAlive(holder.init) : false);
-        if (!alive) await leases.release(index, holder.id);
+        if (!(await leaseHolderAlive(holder))) await leases.release(index, holder.id);
       }
       await destroyStaleQgroups(o.poolPath);
       return removed;
@@ -602,23 +599,14 @@ async function exists(p: string): Promise<boolean> {
   );
 }
 
+/** Start time of a process in clock ticks since boot; '' when it is gone. */
 async function processStart(pid: number): Promise<string> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  // The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
-  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
-}
-
-async function isAlive(owner: Owner): Promise<boolean> {
-  try {
-    return (await processStart(owner.pid)) === owner.start;
-  } catch {
-    return false;
-  }
+  return (await processIdentity(pid))?.start ?? '';
 }
 
 /** SIGKILLs the container's init if it is still the process it was; false when it could not. */
 async function killInit(c: RuncContainer): Promise<boolean> {
-  if ((await processStart(c.initPid).catch(() => '')) !== c.initStart) return false;
+  if ((await processStart(c.initPid)) !== c.initStart) return false;
   try {
     process.kill(c.initPid, 'SIGKILL');
     return true;
@@ -640,7 +628,7 @@ async function processEnded(pidFile: string, stop: Promise<unknown>): Promise<'s
   while (!stopped) {
     if (!who) {
       const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
-      if (pid > 0) who = { pid, start: await processStart(pid).catch(() => '') };
+      if (pid > 0) who = { pid, start: await processStart(pid) };
     }
     if (who && (who.start === '' || !(await isRunning(who)))) return 'script';
     await sleep(PROCESS_POLL_MS);

@@ -113,7 +113,7 @@ export function createHostLeases(o: HostLeasesOptions): HostLeases {
         const freed: number[] = [];
         for (let i = 0; i < o.size; i++) {
           const h = await read(i);
-          if (h && !(await holderAlive(h))) {
+          if (h && !(await leaseHolderAlive(h))) {
             await unlink(fileOf(i)).catch(() => undefined);
             freed.push(i);
           }
@@ -166,7 +166,8 @@ export async function processAlive(p: ProcessIdentity): Promise<boolean> {
   return (await processIdentity(p.pid))?.start === p.start;
 }
 
-async function holderAlive(h: LeaseHolder): Promise<boolean> {
+/** True while the lease's taker, or the container's init it recorded, lives. */
+export async function leaseHolderAlive(h: LeaseHolder): Promise<boolean> {
   if (await processAlive(h.owner)) return true;
   return h.init ? processAlive(h.init) : false;
 }
