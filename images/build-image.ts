@@ -12,6 +12,7 @@ import {
   deleteSubvolume,
   HOST_ENV,
   HostCommandError,
+  ImageNotFoundError,
   isSubvolume,
   type Logger,
   runCommand,
@@ -334,4 +335,22 @@ async function sendDigest(path: string, signal?: AbortSignal): Promise<string> {
   const result = await proc;
   if (result.failed) throw new HostCommandError('btrfs send', result.exitCode, stderr);
   return `sha256:${hash.digest('hex')}`;
+}
+
+/**
+ * The current version of `name` for `arch`, built first when the store has none (`onBuild` is
+ * told, for a line to the user). What `up`, the test setup and the benchmarks need.
+ */
+export async function ensureImage(
+  name: string,
+  arch: Arch,
+  o: BuildImageOptions & { onBuild?: () => void },
+): Promise<ResolvedImage> {
+  try {
+    return await o.store.resolve(name, arch);
+  } catch (e) {
+    if (!(e instanceof ImageNotFoundError)) throw e;
+    o.onBuild?.();
+    return buildImage(name, arch, o);
+  }
 }

@@ -18,13 +18,12 @@
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { buildImage, createImageStore } from '../../images/index.ts';
+import { createImageStore, ensureImage } from '../../images/index.ts';
 import {
   type Arch,
   createLogger,
   ensurePool,
   HostConfig,
-  ImageNotFoundError,
   type NetworkMode,
   parseConfig,
   runCommand,
@@ -64,18 +63,13 @@ const say = (line = '') => {
 };
 
 async function runtimeFor(arch: Arch) {
-  try {
-    await store.resolve('busybox', arch);
-  } catch (e) {
-    if (!(e instanceof ImageNotFoundError)) throw e;
-    await buildImage('busybox', arch, {
-      store,
-      cacheDir: join(config.ARCHWAY_POOL_PATH, 'cache'),
-      idBase: config.ARCHWAY_UID_BASE,
-      mirror: config.ARCHWAY_DEBIAN_MIRROR,
-      logger,
-    });
-  }
+  await ensureImage('busybox', arch, {
+    store,
+    cacheDir: join(config.ARCHWAY_POOL_PATH, 'cache'),
+    idBase: config.ARCHWAY_UID_BASE,
+    mirror: config.ARCHWAY_DEBIAN_MIRROR,
+    logger,
+  });
   const runtime = await createRuncRuntime(runtimeOptionsFrom(config, arch, logger));
   await runtime.reap({});
   return runtime;

@@ -1,5 +1,5 @@
-import { buildImage, createImageStore } from '../../images/index.ts';
-import { ARCHES, createLogger, ensurePool, ImageNotFoundError } from '../../src/index.ts';
+import { createImageStore, ensureImage } from '../../images/index.ts';
+import { ARCHES, createLogger, ensurePool } from '../../src/index.ts';
 import { createTestHost, testConfig } from '../support/test-host.ts';
 
 /**
@@ -16,17 +16,12 @@ export default async function setup(): Promise<void> {
   const { runtime } = await createTestHost('amd64');
   await runtime.reap({});
   for (const arch of ARCHES) {
-    try {
-      await store.resolve('busybox', arch);
-    } catch (e) {
-      if (!(e instanceof ImageNotFoundError)) throw e;
-      await buildImage('busybox', arch, {
-        store,
-        cacheDir: `${config.ARCHWAY_POOL_PATH}/cache`,
-        idBase: config.ARCHWAY_UID_BASE,
-        mirror: config.ARCHWAY_DEBIAN_MIRROR,
-        logger,
-      });
-    }
+    await ensureImage('busybox', arch, {
+      store,
+      cacheDir: `${config.ARCHWAY_POOL_PATH}/cache`,
+      idBase: config.ARCHWAY_UID_BASE,
+      mirror: config.ARCHWAY_DEBIAN_MIRROR,
+      logger,
+    });
   }
 }

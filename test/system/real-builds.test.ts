@@ -4,16 +4,9 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildImage, createImageStore } from '../../images/index.ts';
+import { createImageStore, ensureImage } from '../../images/index.ts';
 import { type ApiProcess, runApi } from '../../src/api/index.ts';
-import {
-  ARCHES,
-  type Arch,
-  createLogger,
-  ImageNotFoundError,
-  type JobRecord,
-  runCommand,
-} from '../../src/index.ts';
+import { ARCHES, type Arch, createLogger, type JobRecord, runCommand } from '../../src/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { type FakeGitHub, startFakeGitHub } from '../support/fake-github.ts';
 import { createDeliverer } from '../support/github-deliveries.ts';
@@ -37,20 +30,14 @@ let api: ApiProcess;
 let gh: FakeGitHub;
 const gitHub = createDeliverer({ apiUrl: () => api.url, secret: SECRET, installation: INSTALLATION });
 
-async function ensureImage(name: string, arch: Arch): Promise<void> {
-  try {
-    await store.resolve(name, arch);
-  } catch (e) {
-    if (!(e instanceof ImageNotFoundError)) throw e;
-    await buildImage(name, arch, {
-      store,
-      cacheDir: join(config.ARCHWAY_POOL_PATH, 'cache'),
-      idBase: config.ARCHWAY_UID_BASE,
-      mirror: config.ARCHWAY_DEBIAN_MIRROR,
-      logger,
-    });
-  }
-}
+const image = (name: string, arch: Arch) =>
+  ensureImage(name, arch, {
+    store,
+    cacheDir: join(config.ARCHWAY_POOL_PATH, 'cache'),
+    idBase: config.ARCHWAY_UID_BASE,
+    mirror: config.ARCHWAY_DEBIAN_MIRROR,
+    logger,
+  });
 
 const cli = (args: string[]) =>
   execa('bin/archway', args, {
@@ -61,8 +48,8 @@ const cli = (args: string[]) =>
 
 beforeAll(async () => {
   // The images a user's jobs run on: built here when missing, as on a fresh host.
-  for (const arch of ['amd64', 's390x'] as const) await ensureImage('debian-bookworm', arch);
-  for (const arch of ARCHES) await ensureImage('debian-bookworm-build', arch);
+  for (const arch of ['amd64', 's390x'] as const) await image('debian-bookworm', arch);
+  for (const arch of ARCHES) await image('debian-bookworm-build', arch);
   gh = await startFakeGitHub();
   c = await startCluster();
   for (const arch of ARCHES) await c.addWorker(arch, { slots: 2 });

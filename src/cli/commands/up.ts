@@ -4,9 +4,8 @@ import { mkdir } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { buildImage } from '../../../images/index.ts';
+import { ensureImage } from '../../../images/index.ts';
 import type { Arch } from '../../domain.ts';
-import { ImageNotFoundError } from '../../errors/image-not-found-error.ts';
 import { createHostContext } from '../host-context.ts';
 import { parseArchList } from './images.ts';
 
@@ -32,19 +31,14 @@ export function registerUp(program: Command, env: Record<string, string | undefi
       const ctx = await createHostContext(env, 'up');
       const say = (s: string) => process.stdout.write(`${s}\n`);
       for (const arch of arches) {
-        try {
-          await ctx.store.resolve('busybox', arch);
-        } catch (e) {
-          if (!(e instanceof ImageNotFoundError)) throw e;
-          say(`building the busybox image for ${arch}...`);
-          await buildImage('busybox', arch, {
-            store: ctx.store,
-            cacheDir: ctx.cacheDir,
-            idBase: ctx.config.ARCHWAY_UID_BASE,
-            mirror: ctx.config.ARCHWAY_DEBIAN_MIRROR,
-            logger: ctx.logger,
-          });
-        }
+        await ensureImage('busybox', arch, {
+          store: ctx.store,
+          cacheDir: ctx.cacheDir,
+          idBase: ctx.config.ARCHWAY_UID_BASE,
+          mirror: ctx.config.ARCHWAY_DEBIAN_MIRROR,
+          logger: ctx.logger,
+          onBuild: () => say(`building the busybox image for ${arch}...`),
+        });
       }
       const children: ChildProcess[] = [];
       let ownRedis: ChildProcess | undefined;
