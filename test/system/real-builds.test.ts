@@ -46,6 +46,24 @@ const cli = (args: string[]) =>
     reject: false,
   });
 
+/** `archway submit` as a user types it; `follow` streams the log and exits with the job's code. */
+const submit = (
+  o: { arch: string; image: string; network?: 'none' | 'egress'; follow?: boolean },
+  script: string,
+) =>
+  cli([
+    'submit',
+    '--arch',
+    o.arch,
+    '--image',
+    o.image,
+    ...(o.network ? ['--network', o.network] : []),
+    ...(o.follow === false ? [] : ['--follow']),
+    '--',
+    script,
+  ]);
+const APT_ZLIB = 'apt-get update && apt-get install -y zlib1g-dev && dpkg -s zlib1g-dev | grep Status';
+
 beforeAll(async () => {
   // The images a user's jobs run on: built here when missing, as on a fresh host.
   for (const arch of ['amd64', 's390x'] as const) await image('debian-bookworm', arch);
@@ -88,36 +106,14 @@ describe('apt in a job', () => {
   it.each(['s390x', 'amd64'] as const)(
     'an egress job on %s installs a package through the package cache',
     async (arch) => {
-      const r = await cli([
-        'submit',
-        '--arch',
-        arch,
-        '--image',
-        'debian-bookworm',
-        '--network',
-        'egress',
-        '--follow',
-        '--',
-        'apt-get update && apt-get install -y zlib1g-dev && dpkg -s zlib1g-dev | grep Status',
-      ]);
+      const r = await submit({ arch, image: 'debian-bookworm', network: 'egress' }, APT_ZLIB);
       expect(r.stdout).toContain('Status: install ok installed');
       expect(r.exitCode).toBe(0);
     },
   );
 
   it('without network it fails at once and says why', async () => {
-    const r = await cli([
-      'submit',
-      '--arch',
-      's390x',
-      '--image',
-      'debian-bookworm',
-      '--network',
-      'none',
-      '--follow',
-      '--',
-      'apt-get update && apt-get install -y zlib1g-dev && dpkg -s zlib1g-dev | grep Status',
-    ]);
+    const r = await submit({ arch: 's390x', image: 'debian-bookworm', network: 'none' }, APT_ZLIB);
     expect(r.exitCode).not.toBe(0);
     expect(r.stdout).toContain('this job has no network (network: none)');
     const id = r.stdout.match(/job (\S+) on node/)?.[1] as string;
@@ -128,16 +124,10 @@ describe('apt in a job', () => {
   });
 
   it('sudo works as in a Travis job', async () => {
-    const r = await cli([
-      'submit',
-      '--arch',
-      'amd64',
-      '--image',
-      'debian-bookworm',
-      '--follow',
-      '--',
+    const r = await submit(
+      { arch: 'amd64', image: 'debian-bookworm' },
       "sudo -E sh -c 'id -u' && sudo -H true && sudo sh -c 'echo via-sudo'",
-    ]);
+    );
     expect(r.stdout).toMatch(/\n0\nvia-sudo\n/);
     expect(r.stdout).not.toContain('unable to resolve host');
     expect(r.exitCode).toBe(0);
@@ -160,15 +150,8 @@ describe('egress reaches nothing of the host', () => {
   });
 
   it('not 127.0.0.1, the LAN address, the gateway, 169.254.169.254, another job, Redis or the API', async () => {
-    const other = await cli([
-      'submit',
-      '--arch',
-      'amd64',
-      '--image',
-      'debian-bookworm-build',
-      '--network',
-      'egress',
-      '--',
+    const other = await submit(
+      { arch: 'amd64', image: 'debian-bookworm-build', network: 'egress', follow: false },
       [
         'python3 -m http.server 8000 --bind 0.0.0.0 >/dev/null 2>&1 &',
         'a=$(hostname -I | cut -d" " -f1)',
@@ -176,7 +159,7 @@ describe('egress reaches nothing of the host', () => {
         'sleep 2; if bash -c "echo > /dev/tcp/$a/8000"; then echo "addr $a listening"; fi',
         'wait',
       ].join('\n'),
-    ]);
+    );
     const otherId = other.stdout.trim();
     let otherAddr = '';
     await eventually(
@@ -208,18 +191,7 @@ describe('egress reaches nothing of the host', () => {
       // The control: the mirror, by name, through NAT.
       "if timeout 10 bash -c 'echo > /dev/tcp/deb.debian.org/80'; then echo 'mirror open'; fi",
     ].join('\n');
-    const r = await cli([
-      'submit',
-      '--arch',
-      'amd64',
-      '--image',
-      'debian-bookworm',
-      '--network',
-      'egress',
-      '--follow',
-      '--',
-      script,
-    ]);
+    const r = await submit({ arch: 'amd64', image: 'debian-bookworm', network: 'egress' }, script);
     const lines = r.stdout.split('\n').filter((l) => / (open|closed)$/.test(l));
     expect(lines).toEqual([...targets.map((t) => `${t} closed`), 'mirror open']);
     await cli(['cancel', otherId]);
