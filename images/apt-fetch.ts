@@ -1,6 +1,6 @@
 import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ARCH_INFO, type Arch, HostCommandError, runCommand } from '../src/index.ts';
+import { ARCH_INFO, type Arch, HostCommandError, runCommand } from '../src/core/index.ts';
 
 export interface AptFetchOptions {
   /** Private apt state and the downloaded .debs live here, never in the host's own apt dirs. */

@@ -17,7 +17,7 @@ import {
   type Logger,
   runCommand,
   setReadonly,
-} from '../src/index.ts';
+} from '../src/core/index.ts';
 import { fetchDebianPackage } from './apt-fetch.ts';
 import { type BuildProgress, MmdebstrapProgress } from './build-progress.ts';
 import type { ImageStore, ResolvedImage } from './image-store.ts';

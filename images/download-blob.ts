@@ -1,5 +1,5 @@
 import type { ImageBlob } from '../queue/index.ts';
-import { AbortedError, BlobDownloadError, toError } from '../src/index.ts';
+import { AbortedError, BlobDownloadError, toError } from '../src/core/index.ts';
 
 export interface DownloadBlobOptions {
   /** The API's base URL, e.g. http://api.internal:8080. */

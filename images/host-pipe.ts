@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
-import { HOST_ENV, HostCommandError } from '../src/index.ts';
+import { HOST_ENV, HostCommandError } from '../src/core/index.ts';
 
 /** A host command whose stdin or stdout is a stream (a stage of a `btrfs send | zstd` pipeline). */
 export interface HostPipe {

@@ -12,7 +12,7 @@ import {
   ImageRef,
   InvalidInputError,
   isSubvolume,
-} from '../src/index.ts';
+} from '../src/core/index.ts';
 import { removeRangeCopies } from './range-copies.ts';
 
 /** What is recorded of one built version of an image for one arch. */

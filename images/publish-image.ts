@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { CatalogEntry, ImageBlob, ImageCatalog } from '../queue/index.ts';
-import { AbortedError, type Arch, isSubvolume, type Logger, toError } from '../src/index.ts';
+import { AbortedError, type Arch, isSubvolume, type Logger, toError } from '../src/core/index.ts';
 import { hasBlob, writeBlob } from './blob-store.ts';
 import { spawnHostPipe } from './host-pipe.ts';
 import type { ImageStore } from './image-store.ts';

@@ -7,7 +7,7 @@ import {
   processIdentity,
   setReadonly,
   snapshotSubvolume,
-} from '../src/index.ts';
+} from '../src/core/index.ts';
 import type { ResolvedImage } from './image-store.ts';
 import { shiftOwners } from './shift-owners.ts';
 

@@ -2,7 +2,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { z } from 'zod';
-import { ImageName, ImageNotFoundError, InvalidInputError } from '../src/index.ts';
+import { ImageName, ImageNotFoundError, InvalidInputError } from '../src/core/index.ts';
 
 const DebianPackage = z.string().regex(/^[a-z0-9][a-z0-9+.-]+$/, 'a Debian package name');
 const Suite = z.string().regex(/^[a-z][a-z0-9-]*$/, 'a Debian suite name such as bookworm');

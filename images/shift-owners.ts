@@ -1,6 +1,6 @@
 import { chmod, lchown, lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { runCommand } from '../src/index.ts';
+import { runCommand } from '../src/core/index.ts';
 
 export interface ShiftResult {
   files: number;

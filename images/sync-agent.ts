@@ -11,7 +11,7 @@ import {
   isSubvolume,
   type Logger,
   toError,
-} from '../src/index.ts';
+} from '../src/core/index.ts';
 import { downloadBlob } from './download-blob.ts';
 import type { ImageStore, ResolvedImage } from './image-store.ts';
 import { type IdRange, imageForRange, rangeCopiesOf, removeRangeCopies } from './range-copies.ts';

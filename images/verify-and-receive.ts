@@ -10,7 +10,7 @@ import {
   HostCommandError,
   isSubvolume,
   snapshotSubvolume,
-} from '../src/index.ts';
+} from '../src/core/index.ts';
 import { spawnHostPipe } from './host-pipe.ts';
 
 export interface VerifyAndReceiveOptions {

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import { Arch, Digest, ImageName, type Keys } from '../src/index.ts';
+import { Arch, Digest, ImageName, type Keys } from '../src/core/index.ts';
 
 /** One blob of the blob store: a zstd-compressed `btrfs send` stream, named by the sha256 of its bytes. */
 export const ImageBlob = z.object({

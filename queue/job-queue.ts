@@ -8,7 +8,7 @@ import {
   type JobRecord,
   type JobSpec,
   type Keys,
-} from '../src/index.ts';
+} from '../src/core/index.ts';
 import { createJobStore, type JobStore, type ListFilter } from './job-store.ts';
 import { appendLogNote } from './log-writer.ts';
 

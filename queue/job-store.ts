@@ -11,7 +11,7 @@ import {
   type JobState,
   type Keys,
   TRANSITIONS,
-} from '../src/index.ts';
+} from '../src/core/index.ts';
 import { MASK } from './log-writer.ts';
 
 /** Length the events stream is trimmed to (approximately). */

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { Keys } from '../src/index.ts';
+import type { Keys } from '../src/core/index.ts';
 
 export interface LogChunk {
   /** The stream entry id: a resume point (SSE's Last-Event-ID). */

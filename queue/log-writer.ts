@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { Keys } from '../src/index.ts';
+import type { Keys } from '../src/core/index.ts';
 import { compileSecrets, createSecretMasker, MASK } from './secret-masker.ts';
 
 export { MASK };

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import { type Arch, Arch as ArchSchema, type Keys } from '../src/index.ts';
+import { type Arch, Arch as ArchSchema, type Keys } from '../src/core/index.ts';
 
 /** A node silent for this long is lost. */
 export const LOST_AFTER_MS = 10_000;

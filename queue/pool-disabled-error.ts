@@ -1,4 +1,4 @@
-import { type Arch, ArchwayError } from '../src/index.ts';
+import { type Arch, ArchwayError } from '../src/core/index.ts';
 
 /** A job for an arch whose pool an operator has disabled (max 0): no node would ever run it. */
 export class PoolDisabledError extends ArchwayError {

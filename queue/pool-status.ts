@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { ARCHES, type Arch, type Keys } from '../src/index.ts';
+import { ARCHES, type Arch, type Keys } from '../src/core/index.ts';
 import type { JobQueue } from './job-queue.ts';
 import type { NodeInfo, NodeRegistry } from './node-registry.ts';
 import type { Pool, PoolStore } from './pool-store.ts';

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { ARCHES, type Arch, InvalidInputError, type Keys } from '../src/index.ts';
+import { ARCHES, type Arch, InvalidInputError, type Keys } from '../src/core/index.ts';
 import { PoolDisabledError } from './pool-disabled-error.ts';
 
 /**

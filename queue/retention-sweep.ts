@@ -1,4 +1,4 @@
-import { type Logger, toError } from '../src/index.ts';
+import { type Logger, toError } from '../src/core/index.ts';
 import type { JobStore } from './job-store.ts';
 
 /** How often the sweep looks for jobs whose retention has passed. */

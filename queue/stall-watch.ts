@@ -1,6 +1,6 @@
 import { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { ARCHES, type Keys, type Logger } from '../src/index.ts';
+import { ARCHES, type Keys, type Logger } from '../src/core/index.ts';
 import type { JobQueue } from './job-queue.ts';
 import { appendLogNote } from './log-writer.ts';
 

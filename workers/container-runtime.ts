@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { ResolvedImage } from '../images/index.ts';
-import type { Arch, Limits, NetworkMode } from '../src/index.ts';
+import type { Arch, Limits, NetworkMode } from '../src/core/index.ts';
 import type { PackageCacheStats } from './egress-network.ts';
 
 /**

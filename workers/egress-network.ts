@@ -11,7 +11,7 @@ import {
   processIdentity,
   runCommand,
   toError,
-} from '../src/index.ts';
+} from '../src/core/index.ts';
 
 /** Host interfaces of job containers are named `awn<index>`; nothing else on the host is touched. */
 export const JOB_IF_PREFIX = 'awn';

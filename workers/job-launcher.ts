@@ -14,7 +14,7 @@ import {
   type NetworkMode,
   ResourceLimits,
   toError,
-} from '../src/index.ts';
+} from '../src/core/index.ts';
 import type { Container, ContainerRuntime } from './container-runtime.ts';
 import type { WarmPool } from './warm-pool.ts';
 

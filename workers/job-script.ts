@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { chown, lstat, mkdir, open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ArchwayError, type JobSpec } from '../src/index.ts';
+import { ArchwayError, type JobSpec } from '../src/core/index.ts';
 
 /**
  * Where a job's script is placed in its container. It runs from a file, not from argv: one

@@ -1,4 +1,4 @@
-import type { Limits } from '../src/index.ts';
+import type { Limits } from '../src/core/index.ts';
 import type { OciSeccomp } from './seccomp-profile.ts';
 
 export interface OciSpecOptions {

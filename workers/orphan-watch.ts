@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { HOST_ENV } from '../src/index.ts';
+import { HOST_ENV } from '../src/core/index.ts';
 
 /**
  * The watcher's script (POSIX sh). It sleeps in steps of at most `step` seconds while the

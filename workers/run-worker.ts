@@ -20,7 +20,7 @@ import {
   parseConfig,
   WorkerConfig,
   type WorkerMetrics,
-} from '../src/index.ts';
+} from '../src/core/index.ts';
 import type { ContainerRuntime } from './container-runtime.ts';
 import type { PackageCacheStats } from './egress-network.ts';
 import { createJobLauncher } from './job-launcher.ts';

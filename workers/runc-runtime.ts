@@ -34,7 +34,7 @@ import {
   runCommand,
   snapshotSubvolume,
   toError,
-} from '../src/index.ts';
+} from '../src/core/index.ts';
 import type { Container, ContainerRuntime, ExecResult, Execution, RuntimeCtl } from './container-runtime.ts';
 import {
   createEgressNetwork,
@@ -127,7 +127,7 @@ const GRACE_FOR_OUTPUT_MS = 100;
 /** How often a running job's process is checked for its exit (see exec). */
 const PROCESS_POLL_MS = 20;
 
-/** The process that made a container: a reused pid does not count as alive (src/host/host-leases.ts). */
+/** The process that made a container: a reused pid does not count as alive (src/core/host/host-leases.ts). */
 type Owner = ProcessIdentity;
 
 interface ContainerMeta {

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { z } from 'zod';
-import { type Arch, HostRequirementError, hostArch } from '../src/index.ts';
+import { type Arch, HostRequirementError, hostArch } from '../src/core/index.ts';
 
 /**
  * The seccomp filter of every container: Debian's maintained containers-common profile (the

@@ -1,4 +1,4 @@
-import { ArchwayError } from '../src/index.ts';
+import { ArchwayError } from '../src/core/index.ts';
 
 /**
  * A job's source could not be fetched into the host's mirror or placed in its container. Infra

@@ -19,7 +19,7 @@ import {
   type SourceResolver,
   type SourceUrl,
   sourceBuildDir,
-} from '../src/index.ts';
+} from '../src/core/index.ts';
 import { SourceFetchError } from './source-fetch-error.ts';
 
 /** A job's source credential as the webhook side stores it: a token bound to one host. */

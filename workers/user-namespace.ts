@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readlink, writeFile } from 'node:fs/promises';
 import type { IdRange } from '../images/index.ts';
-import { HOST_ENV, HostCommandError, runCommand } from '../src/index.ts';
+import { HOST_ENV, HostCommandError, runCommand } from '../src/core/index.ts';
 
 /** Where a host's uid ranges start and how big each is. */
 export interface IdRangeLayout {

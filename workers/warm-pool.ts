@@ -1,6 +1,6 @@
 import PQueue from 'p-queue';
 import type { ImageStore, ResolvedImage } from '../images/index.ts';
-import { type Limits, type Logger, type NetworkMode, toError } from '../src/index.ts';
+import { type Limits, type Logger, type NetworkMode, toError } from '../src/core/index.ts';
 import type { Container, ContainerRuntime } from './container-runtime.ts';
 
 export interface WarmPoolOptions {

@@ -1,5 +1,5 @@
 import type { ImageStore } from '../images/index.ts';
-import type { Arch } from '../src/index.ts';
+import type { Arch } from '../src/core/index.ts';
 
 /**
  * Images a node warms first when it warms what it holds: the image of repository builds that

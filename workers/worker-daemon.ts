@@ -24,7 +24,7 @@ import {
   type Logger,
   toError,
   type WorkerMetrics,
-} from '../src/index.ts';
+} from '../src/core/index.ts';
 import type { JobLauncher } from './job-launcher.ts';
 import { jobEnv, SCRIPT_ARGV, writeScript } from './job-script.ts';
 import { handOffMs, retryDelayMs } from './retry-policy.ts';

@@ -1,4 +1,4 @@
-import type { Arch } from '../../src/index.ts';
+import type { Arch } from '../../src/core/index.ts';
 
 /** What a provider is told of a pool at each pass. */
 export interface ReconcileInput {

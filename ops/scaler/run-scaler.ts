@@ -13,7 +13,7 @@ import {
   parseConfig,
   ScalerConfig,
   WorkerConfig,
-} from '../../src/index.ts';
+} from '../../src/core/index.ts';
 import type { ScalerProvider } from './provider.ts';
 import { createExecProvider } from './providers/exec-provider.ts';
 import { createLocalProvider, type LocalProvider } from './providers/local-provider.ts';

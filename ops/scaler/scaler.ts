@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { NodeRegistry, PoolStatusReader, PoolStore } from '../../queue/index.ts';
-import { type Arch, type Keys, type Logger, toError } from '../../src/index.ts';
+import { type Arch, type Keys, type Logger, toError } from '../../src/core/index.ts';
 import { decide, emptyMemory, type ScaleMemory, type ScalePolicy } from './decide.ts';
 import type { ScalerProvider } from './provider.ts';
 

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { JobQueue, NodeRegistry } from '../../queue/index.ts';
-import type { Keys, Logger, SourceUrlPolicy } from '../index.ts';
+import type { Keys, Logger, SourceUrlPolicy } from '../core/index.ts';
 
 /** What the API is built from: made by the composition root (`runApi`), or by a test. */
 export interface ApiDeps {

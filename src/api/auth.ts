@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { type ApiToken, ForbiddenError, UnauthorizedError } from '../index.ts';
+import { type ApiToken, ForbiddenError, UnauthorizedError } from '../core/index.ts';
 
 export type Scope = ApiToken['scopes'][number];
 

@@ -15,7 +15,7 @@ import {
   DEFAULT_POOL_SIZE_GIB,
   FINAL_STATES,
   hostCeilings,
-} from '../index.ts';
+} from '../core/index.ts';
 import type { ApiDeps } from './api-deps.ts';
 import { createAuthHook, createTokenVerifier } from './auth.ts';
 import { createErrorHandler, notFoundHandler } from './error-handler.ts';

@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
-import { ArchwayError, InvalidInputError, toError, UnauthorizedError } from '../index.ts';
+import { ArchwayError, InvalidInputError, toError, UnauthorizedError } from '../core/index.ts';
 import type { ErrorBody } from './schemas.ts';
 
 /** Fastify's own request errors, in archway's words. */

@@ -7,7 +7,7 @@ import {
   readLogBlocking,
   readLogPage,
 } from '../../queue/index.ts';
-import { ArchwayError, type Keys, toError } from '../index.ts';
+import { ArchwayError, type Keys, toError } from '../core/index.ts';
 
 /**
  * Entries one pull of a follower reads from Redis: chunks are at most 16 KiB, so a follower whose

@@ -17,7 +17,7 @@ import {
   createRedis,
   parseConfig,
   toError,
-} from '../index.ts';
+} from '../core/index.ts';
 import { type ApiApp, buildApp } from './build-app.ts';
 
 /** Longest a graceful close may take before the process is stopped anyway. */

@@ -1,6 +1,14 @@
 import { z } from 'zod';
 import { MASK } from '../../queue/index.ts';
-import { Arch, ArchInput, JobId, JobRecord, JobState, StoredJobSpec, VISIBILITY_LABEL } from '../index.ts';
+import {
+  Arch,
+  ArchInput,
+  JobId,
+  JobRecord,
+  JobState,
+  StoredJobSpec,
+  VISIBILITY_LABEL,
+} from '../core/index.ts';
 
 /** The API's named schemas (components of the OpenAPI document): a registry of its own, not zod's global one. */
 export const apiSchemas = z.registry<{ id: string }>();

@@ -6,11 +6,16 @@ import {
   type JobLauncher,
   runtimeOptionsFrom,
 } from '../../workers/index.ts';
-import { HostConfig, parseConfig } from '../config.ts';
-import type { Arch } from '../domain.ts';
-import { ceilingsSet, hostCeilings } from '../host/ceilings.ts';
-import { ensurePool } from '../host/pool-mount.ts';
-import { createLogger, type Logger } from '../logger.ts';
+import type { Arch } from '../core/index.ts';
+import {
+  ceilingsSet,
+  createLogger,
+  ensurePool,
+  HostConfig,
+  hostCeilings,
+  type Logger,
+  parseConfig,
+} from '../core/index.ts';
 
 /** What every host command (run, images, up) needs: config, logger, the pool mounted, the image store. */
 export interface HostContext {

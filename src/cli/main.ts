@@ -1,6 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { ArchwayError } from '../errors/archway-error.ts';
-import { toError } from '../errors/to-error.ts';
+import { ArchwayError, toError } from '../core/index.ts';
 import { registerApi } from './commands/api.ts';
 import { registerClient } from './commands/client.ts';
 import { registerConfig } from './commands/config.ts';

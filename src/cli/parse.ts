@@ -1,4 +1,4 @@
-import { InvalidInputError } from '../errors/invalid-input-error.ts';
+import { InvalidInputError } from '../core/index.ts';
 
 /** A positive number from a command-line value, or an error naming the option. */
 export function positiveNumber(option: string, value: unknown, integer = false): number {

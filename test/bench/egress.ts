@@ -27,7 +27,7 @@ import {
   type NetworkMode,
   parseConfig,
   runCommand,
-} from '../../src/index.ts';
+} from '../../src/core/index.ts';
 import {
   createJobLauncher,
   createRuncRuntime,

@@ -45,7 +45,7 @@ import {
   ImageNotFoundError,
   parseConfig,
   runCommand,
-} from '../../src/index.ts';
+} from '../../src/core/index.ts';
 import { makeVersion, removeImage } from '../support/image-versions.ts';
 import { startRedis } from '../support/redis-server.ts';
 import { machine, summarize } from './stats.ts';

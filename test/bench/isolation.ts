@@ -22,7 +22,13 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { buildImage, createImageStore } from '../../images/index.ts';
 import { compileSecrets, createSecretMasker, type SecretAutomaton } from '../../queue/index.ts';
-import { createLogger, ensurePool, HostConfig, ImageNotFoundError, parseConfig } from '../../src/index.ts';
+import {
+  createLogger,
+  ensurePool,
+  HostConfig,
+  ImageNotFoundError,
+  parseConfig,
+} from '../../src/core/index.ts';
 import {
   createJobLauncher,
   createRuncRuntime,

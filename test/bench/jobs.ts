@@ -9,7 +9,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
-import { ARCHES, createKeys } from '../../src/index.ts';
+import { ARCHES, createKeys } from '../../src/core/index.ts';
 import { peakRssMiB, startStack, waitForNodes } from './stack.ts';
 import { machine, ms, summarize } from './stats.ts';
 

@@ -35,7 +35,7 @@ import {
   runCommand,
   setReadonly,
   snapshotSubvolume,
-} from '../../src/index.ts';
+} from '../../src/core/index.ts';
 import {
   CAPABILITIES,
   type ContainerRuntime,

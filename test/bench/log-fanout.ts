@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { createJobQueue, createLogWriter, createNodeRegistry } from '../../queue/index.ts';
 import { buildApp } from '../../src/api/index.ts';
-import { ApiConfig, createKeys, createLogger, JobSpec, parseConfig } from '../../src/index.ts';
+import { ApiConfig, createKeys, createLogger, JobSpec, parseConfig } from '../../src/core/index.ts';
 import { startRedis } from '../support/redis-server.ts';
 import { machine, ms, summarize } from './stats.ts';
 

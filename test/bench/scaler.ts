@@ -10,7 +10,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { createJobQueue, createNodeRegistry, createPoolStore } from '../../queue/index.ts';
-import { createKeys, FINAL_STATES, JobSpec } from '../../src/index.ts';
+import { createKeys, FINAL_STATES, JobSpec } from '../../src/core/index.ts';
 import { startRedis } from '../support/redis-server.ts';
 import { BENCH_ENV } from './stack.ts';
 import { machine, summarize } from './stats.ts';

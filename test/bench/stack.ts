@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Redis } from 'ioredis';
 import { createNodeRegistry } from '../../queue/index.ts';
-import { type Arch, createKeys } from '../../src/index.ts';
+import { type Arch, createKeys } from '../../src/core/index.ts';
 import { freePort, startRedis, type TestRedis } from '../support/redis-server.ts';
 
 const BIN = new URL('../../bin/archway', import.meta.url).pathname;

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
-import { runCommand } from '../../src/index.ts';
+import { runCommand } from '../../src/core/index.ts';
 
 export interface Summary {
   n: number;

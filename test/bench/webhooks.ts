@@ -20,7 +20,7 @@ import { performance } from 'node:perf_hooks';
 import { Webhooks } from '@octokit/webhooks';
 import { Redis } from 'ioredis';
 import { runApi } from '../../src/api/index.ts';
-import { createKeys, createLogger, runCommand } from '../../src/index.ts';
+import { createKeys, createLogger, runCommand } from '../../src/core/index.ts';
 import { createSourceFetcher } from '../../workers/index.ts';
 import { startFakeGitHub } from '../support/fake-github.ts';
 import { startRedis } from '../support/redis-server.ts';

@@ -10,7 +10,14 @@ import {
   type NodeRegistry,
 } from '../../queue/index.ts';
 import { type ApiApp, buildApp } from '../../src/api/index.ts';
-import { ApiConfig, createKeys, createLogger, JobSpec, type Keys, parseConfig } from '../../src/index.ts';
+import {
+  ApiConfig,
+  createKeys,
+  createLogger,
+  JobSpec,
+  type Keys,
+  parseConfig,
+} from '../../src/core/index.ts';
 import { freePort, startRedis, type TestRedis } from '../support/redis-server.ts';
 
 const ADMIN = `admin-${randomBytes(12).toString('hex')}`;

@@ -1,5 +1,5 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { ARCH_INFO, ARCHES, type Arch } from '../../src/index.ts';
+import { ARCH_INFO, ARCHES, type Arch } from '../../src/core/index.ts';
 import { collect, createTestHost, leftovers, type TestHost } from '../support/test-host.ts';
 
 const hosts = new Map<Arch, TestHost>();

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ImageNotFoundError, InvalidInputError, parseArch } from '../../src/index.ts';
+import { ImageNotFoundError, InvalidInputError, parseArch } from '../../src/core/index.ts';
 import { createTestHost, leftovers, type TestHost } from '../support/test-host.ts';
 
 let h: TestHost;

@@ -15,7 +15,7 @@ import {
   MAX_LABELS,
   MAX_SCRIPT_BYTES,
   parseConfig,
-} from '../../src/index.ts';
+} from '../../src/core/index.ts';
 import { startRedis, type TestRedis } from '../support/redis-server.ts';
 import { eventually, leftovers, TEST_ENV } from '../support/test-host.ts';
 

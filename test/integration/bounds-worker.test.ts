@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MAX_SCRIPT_BYTES, MIN_LIMITS } from '../../src/index.ts';
+import { MAX_SCRIPT_BYTES, MIN_LIMITS } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { leftovers } from '../support/test-host.ts';
 

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AbortedError, createHostLeases, processAlive, runCommand } from '../../src/index.ts';
+import { AbortedError, createHostLeases, processAlive, runCommand } from '../../src/core/index.ts';
 import {
   collect,
   createTestHost,

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ApiProcess, runApi } from '../../src/api/index.ts';
-import { ARCH_INFO, ARCHES } from '../../src/index.ts';
+import { ARCH_INFO, ARCHES } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { eventually, leftovers } from '../support/test-host.ts';
 

@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createStallWatch, MAX_ATTEMPTS } from '../../queue/index.ts';
-import { createLogger } from '../../src/index.ts';
+import { createLogger } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { createTestHost, eventually, leftovers, TEST_ENV } from '../support/test-host.ts';
 

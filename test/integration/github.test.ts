@@ -5,7 +5,7 @@ import { Webhooks } from '@octokit/webhooks';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ApiProcess, runApi } from '../../src/api/index.ts';
-import type { JobRecord } from '../../src/index.ts';
+import type { JobRecord } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { type FakeCheckRun, type FakeGitHub, startFakeGitHub } from '../support/fake-github.ts';
 import { createDeliverer, example } from '../support/github-deliveries.ts';

@@ -1,5 +1,5 @@
 import { createImageStore, ensureImage } from '../../images/index.ts';
-import { ARCHES, createLogger, ensurePool } from '../../src/index.ts';
+import { ARCHES, createLogger, ensurePool } from '../../src/core/index.ts';
 import { createTestHost, testConfig } from '../support/test-host.ts';
 
 /**

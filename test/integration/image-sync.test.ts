@@ -34,7 +34,7 @@ import {
   type Keys,
   parseConfig,
   runCommand,
-} from '../../src/index.ts';
+} from '../../src/core/index.ts';
 import {
   type ContainerRuntime,
   createJobLauncher,

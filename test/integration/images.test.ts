@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createImageStore } from '../../images/index.ts';
 import { shiftOwners } from '../../images/shift-owners.ts';
-import { ARCHES, runCommand } from '../../src/index.ts';
+import { ARCHES, runCommand } from '../../src/core/index.ts';
 import { testConfig } from '../support/test-host.ts';
 
 describe('images', () => {

@@ -11,7 +11,14 @@ import {
 } from '../../queue/index.ts';
 import { type ApiApp, buildApp } from '../../src/api/index.ts';
 import { createLogFanout } from '../../src/api/log-fanout.ts';
-import { ApiConfig, createKeys, createLogger, JobSpec, type Keys, parseConfig } from '../../src/index.ts';
+import {
+  ApiConfig,
+  createKeys,
+  createLogger,
+  JobSpec,
+  type Keys,
+  parseConfig,
+} from '../../src/core/index.ts';
 import { startRedis, type TestRedis } from '../support/redis-server.ts';
 import { eventually } from '../support/test-host.ts';
 

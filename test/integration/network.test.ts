@@ -5,7 +5,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { runCommand } from '../../src/index.ts';
+import { runCommand } from '../../src/core/index.ts';
 import { startRedis, type TestRedis } from '../support/redis-server.ts';
 import {
   collect,

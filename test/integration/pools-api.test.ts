@@ -10,7 +10,7 @@ import {
   type PoolStore,
 } from '../../queue/index.ts';
 import { type ApiApp, buildApp } from '../../src/api/index.ts';
-import { ApiConfig, createKeys, createLogger, type Keys, parseConfig } from '../../src/index.ts';
+import { ApiConfig, createKeys, createLogger, type Keys, parseConfig } from '../../src/core/index.ts';
 import { startRedis, type TestRedis } from '../support/redis-server.ts';
 
 const ADMIN = `admin-${randomBytes(12).toString('hex')}`;

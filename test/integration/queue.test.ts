@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createJobQueue, createLogWriter, type JobQueue, readLog } from '../../queue/index.ts';
-import { assertNoEviction, createKeys, JobSpec, type Keys } from '../../src/index.ts';
+import { assertNoEviction, createKeys, JobSpec, type Keys } from '../../src/core/index.ts';
 import { logTail } from '../../webhooks/index.ts';
 import { startRedis, type TestRedis } from '../support/redis-server.ts';
 

@@ -7,7 +7,7 @@ import {
   type JobQueue,
 } from '../../queue/index.ts';
 import { type ApiApp, buildApp } from '../../src/api/index.ts';
-import { ApiConfig, createLogger, JobSpec, type JobSpecInput, parseConfig } from '../../src/index.ts';
+import { ApiConfig, createLogger, JobSpec, type JobSpecInput, parseConfig } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { eventually, leftovers } from '../support/test-host.ts';
 

@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { afterEach, expect, it } from 'vitest';
 import { runScaler, type ScalerProcess } from '../../ops/scaler/index.ts';
 import { createJobQueue, createNodeRegistry, createPoolStore, type JobQueue } from '../../queue/index.ts';
-import { createKeys, FINAL_STATES, JobSpec } from '../../src/index.ts';
+import { createKeys, FINAL_STATES, JobSpec } from '../../src/core/index.ts';
 import { startRedis, type TestRedis } from '../support/redis-server.ts';
 import { eventually, leftovers, TEST_ENV } from '../support/test-host.ts';
 

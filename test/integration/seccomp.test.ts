@@ -10,7 +10,7 @@ import {
   hasCommand,
   ImageNotFoundError,
   runCommand,
-} from '../../src/index.ts';
+} from '../../src/core/index.ts';
 import { createRuncRuntime, runtimeOptionsFrom } from '../../workers/index.ts';
 import { collect, createTestHost, leftovers, type TestHost } from '../support/test-host.ts';
 

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createKeys, createLogger, type Keys } from '../../src/index.ts';
+import { createKeys, createLogger, type Keys } from '../../src/core/index.ts';
 import {
   createSourceFetcher,
   SourceFetchError,

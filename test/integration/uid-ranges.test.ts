@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { imageForRange, rangeCopiesOf } from '../../images/index.ts';
-import { runCommand } from '../../src/index.ts';
+import { runCommand } from '../../src/core/index.ts';
 import type { LaunchedJob } from '../../workers/index.ts';
 import { makeVersion, removeImage } from '../support/image-versions.ts';
 import { collect, createTestHost, eventually, leftovers, type TestHost } from '../support/test-host.ts';

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HEARTBEAT_MS, stripAnsi } from '../../queue/index.ts';
-import { ARCH_INFO, ARCHES } from '../../src/index.ts';
+import { ARCH_INFO, ARCHES } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { eventually, leftovers, testConfig } from '../support/test-host.ts';
 

@@ -13,7 +13,7 @@ import {
   type Keys,
   type Limits,
   type WorkerMetrics,
-} from '../../src/index.ts';
+} from '../../src/core/index.ts';
 import { createSourceFetcher, createWorkerDaemon, type WorkerDaemon } from '../../workers/index.ts';
 import { startRedis, type TestRedis } from './redis-server.ts';
 import { createTestHost, eventually } from './test-host.ts';

@@ -2,7 +2,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { ImageStore, ResolvedImage } from '../../images/index.ts';
-import { type Arch, deleteSubvolume, isSubvolume, setReadonly, snapshotSubvolume } from '../../src/index.ts';
+import {
+  type Arch,
+  deleteSubvolume,
+  isSubvolume,
+  setReadonly,
+  snapshotSubvolume,
+} from '../../src/core/index.ts';
 
 /**
  * A new version of image `name` for `arch` made from `from` (a snapshot, so it shares every

@@ -13,7 +13,7 @@ import {
   type Logger,
   parseConfig,
   runCommand,
-} from '../../src/index.ts';
+} from '../../src/core/index.ts';
 import {
   type ContainerRuntime,
   createJobLauncher,

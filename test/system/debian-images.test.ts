@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type BuildProgress, buildImage, loadRecipe } from '../../images/index.ts';
-import type { Arch } from '../../src/index.ts';
+import type { Arch } from '../../src/core/index.ts';
 import { buildJobScript, expandRepoConfig, JOB_EXIT } from '../../webhooks/index.ts';
 import { collect, createTestHost, leftovers, type TestHost } from '../support/test-host.ts';
 

@@ -6,7 +6,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createImageStore, ensureImage } from '../../images/index.ts';
 import { type ApiProcess, runApi } from '../../src/api/index.ts';
-import { ARCHES, type Arch, createLogger, type JobRecord, runCommand } from '../../src/index.ts';
+import { ARCHES, type Arch, createLogger, type JobRecord, runCommand } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { type FakeGitHub, startFakeGitHub } from '../support/fake-github.ts';
 import { createDeliverer } from '../support/github-deliveries.ts';

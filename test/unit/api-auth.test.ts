@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createTokenVerifier, hasScope } from '../../src/api/auth.ts';
-import type { ApiToken } from '../../src/index.ts';
+import type { ApiToken } from '../../src/core/index.ts';
 
 const tokens: ApiToken[] = [
   { name: 'ci', scopes: ['read', 'submit'], secret: 'ci-secret-0123456789' },

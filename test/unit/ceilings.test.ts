@@ -8,7 +8,7 @@ import {
   InvalidInputError,
   limitsWithin,
   ResourceLimits,
-} from '../../src/index.ts';
+} from '../../src/core/index.ts';
 
 const ceilings = { cpus: 4, memoryMiB: 8192, pids: 2048, diskMiB: 1000 };
 

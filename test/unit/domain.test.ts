@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { HostConfig, ImageRef, InvalidInputError, parseArch, parseConfig } from '../../src/index.ts';
+import { HostConfig, ImageRef, InvalidInputError, parseArch, parseConfig } from '../../src/core/index.ts';
 
 describe('parseArch', () => {
   it.each([

@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createHostLeases, LeasesExhaustedError, processIdentity } from '../../src/index.ts';
+import { createHostLeases, LeasesExhaustedError, processIdentity } from '../../src/core/index.ts';
 
 let dir: string;
 beforeEach(async () => {

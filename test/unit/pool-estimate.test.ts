@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { estimateWait, validatePoolSettings } from '../../queue/index.ts';
-import { InvalidInputError } from '../../src/index.ts';
+import { InvalidInputError } from '../../src/core/index.ts';
 
 const base = {
   max: 4,

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { listRecipes, loadRecipe } from '../../images/index.ts';
-import { ImageNotFoundError, InvalidInputError } from '../../src/index.ts';
+import { ImageNotFoundError, InvalidInputError } from '../../src/core/index.ts';
 
 describe('recipes', () => {
   it('ships busybox, debian-bookworm and debian-bookworm-build, all valid', async () => {

@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Arch, HostRequirementError } from '../../src/index.ts';
+import { type Arch, HostRequirementError } from '../../src/core/index.ts';
 import { CAPABILITIES } from '../../workers/oci-spec.ts';
 import {
   compileSeccompProfile,

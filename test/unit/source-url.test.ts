@@ -5,7 +5,7 @@ import {
   InvalidInputError,
   parseSourceUrl,
   sourceBuildDir,
-} from '../../src/index.ts';
+} from '../../src/core/index.ts';
 import { conclusionOf } from '../../webhooks/index.ts';
 
 describe('source URLs', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ArchwayError } from '../../src/index.ts';
+import { ArchwayError } from '../../src/core/index.ts';
 import { ConfigError, parseConfig } from '../../webhooks/index.ts';
 
 function errorOf(yaml: string): ConfigError {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseConfig, WorkerConfig } from '../../src/index.ts';
+import { parseConfig, WorkerConfig } from '../../src/core/index.ts';
 import { chooseWarmTargets } from '../../workers/index.ts';
 
 describe('chooseWarmTargets', () => {

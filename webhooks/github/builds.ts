@@ -13,7 +13,7 @@ import {
   sourceBuildDir,
   toError,
   VISIBILITY_LABEL,
-} from '../../src/index.ts';
+} from '../../src/core/index.ts';
 import {
   type BuildEvent,
   buildJobScript,

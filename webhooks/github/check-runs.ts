@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { DelayedError, type Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import { type Keys, type Logger, toError } from '../../src/index.ts';
+import { type Keys, type Logger, toError } from '../../src/core/index.ts';
 import type { GitHubClient } from './github-client.ts';
 
 /** GitHub's limit on a check run's `output.summary` and `output.text`, in characters. */

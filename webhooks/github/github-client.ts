@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { App, Octokit } from 'octokit';
-import { type Logger, toError } from '../../src/index.ts';
+import { type Logger, toError } from '../../src/core/index.ts';
 import { GitHubKeyError } from './github-key-error.ts';
 
 /** An installation's client: the REST calls archway makes as the App on one installation. */

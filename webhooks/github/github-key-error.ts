@@ -1,4 +1,4 @@
-import { ArchwayError } from '../../src/index.ts';
+import { ArchwayError } from '../../src/core/index.ts';
 
 /** ARCHWAY_GITHUB_PRIVATE_KEY is neither PEM text nor a readable PEM file: the API does not start. */
 export class GitHubKeyError extends ArchwayError {

@@ -3,7 +3,13 @@ import type { FastifyPluginAsync } from 'fastify';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { JobQueue } from '../../queue/index.ts';
-import { type GitHubConfig, type Keys, type Logger, type SourceUrlPolicy, toError } from '../../src/index.ts';
+import {
+  type GitHubConfig,
+  type Keys,
+  type Logger,
+  type SourceUrlPolicy,
+  toError,
+} from '../../src/core/index.ts';
 import type { ImageToolchain } from '../repo-config/index.ts';
 import { type Builds, createBuilds } from './builds.ts';
 import { type CheckRuns, createCheckRuns } from './check-runs.ts';

@@ -1,6 +1,6 @@
 import { UnrecoverableError } from 'bullmq';
 import { JobFinishedError, JobNotFoundError, type JobQueue } from '../../queue/index.ts';
-import type { Logger } from '../../src/index.ts';
+import type { Logger } from '../../src/core/index.ts';
 import type { BuildEvent } from '../repo-config/index.ts';
 import type { BuildInput, Builds } from './builds.ts';
 import { CheckRunPayload, CheckSuitePayload, PullRequestPayload, PushPayload } from './payloads.ts';

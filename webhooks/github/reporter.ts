@@ -8,7 +8,7 @@ import {
   type Keys,
   type Logger,
   toError,
-} from '../../src/index.ts';
+} from '../../src/core/index.ts';
 import { JOB_EXIT } from '../repo-config/index.ts';
 import type { BuildRecord, Builds } from './builds.ts';
 import { type CheckConclusion, type CheckRuns, OUTPUT_LIMIT } from './check-runs.ts';

@@ -1,4 +1,4 @@
-import { ArchwayError } from '../../src/index.ts';
+import { ArchwayError } from '../../src/core/index.ts';
 
 /** A webhook delivery whose `X-Hub-Signature-256` is missing or matches no configured secret: 401, nothing written. */
 export class SignatureInvalidError extends ArchwayError {

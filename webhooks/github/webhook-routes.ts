@@ -1,7 +1,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
-import { ArchwayError, InvalidInputError, type Keys, toError } from '../../src/index.ts';
+import { ArchwayError, InvalidInputError, type Keys, toError } from '../../src/core/index.ts';
 import { isHandled } from './payloads.ts';
 import { SignatureInvalidError } from './signature-invalid-error.ts';
 

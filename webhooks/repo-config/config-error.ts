@@ -1,4 +1,4 @@
-import { ArchwayError } from '../../src/index.ts';
+import { ArchwayError } from '../../src/core/index.ts';
 
 /** Where in the config text something is: 1-based line and column. */
 export interface SourcePosition {

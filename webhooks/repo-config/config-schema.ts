@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { type Arch, ImageRef, parseArch } from '../../src/index.ts';
+import { type Arch, ImageRef, parseArch } from '../../src/core/index.ts';
 import { ConditionSyntaxError, parseCondition, rubyRegex } from './conditions.ts';
 import { EnvError, type EnvVar, envEntries, envEntry, type RootEnv, rootEnv } from './env-vars.ts';
 import { canonicalLanguage, VERSION_KEY_ALIASES, VERSION_KEYS } from './languages.ts';

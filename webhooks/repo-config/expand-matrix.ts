@@ -1,4 +1,4 @@
-import type { Arch } from '../../src/index.ts';
+import type { Arch } from '../../src/core/index.ts';
 import { type AptAddon, readAddons } from './apt-addon.ts';
 import { type ConditionData, checkCondition, rubyRegex } from './conditions.ts';
 import { ConfigError } from './config-error.ts';

@@ -1,5 +1,5 @@
 import { execa, parseCommandString } from 'execa';
-import { type Arch, ArchwayError, InvalidInputError, type Logger } from '../../../src/index.ts';
+import { type Arch, ArchwayError, InvalidInputError, type Logger } from '../../../src/core/index.ts';
 import type { ReconcileInput, ScalerProvider } from '../provider.ts';
 
 export interface ExecProviderOptions {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { execa } from 'execa';
-import type { Arch, Logger } from '../../../src/index.ts';
+import type { Arch, Logger } from '../../../src/core/index.ts';
 import type { ReconcileInput, ScalerProvider } from '../provider.ts';
 
 const BIN = new URL('../../../bin/archway', import.meta.url).pathname;

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { assertNoEviction, toError } from '../../index.ts';
+import { assertNoEviction, toError } from '../../core/index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 
 /** How long /readyz waits for Redis before it says not ready (a load balancer's probe must not hang). */

@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { CatalogEntry, createImageCatalog } from '../../../queue/index.ts';
-import { Arch, BlobNotFoundError, Digest, RangeNotSatisfiableError } from '../../index.ts';
+import { Arch, BlobNotFoundError, Digest, RangeNotSatisfiableError } from '../../core/index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 import { ErrorBody, errorResponses } from '../schemas.ts';
 

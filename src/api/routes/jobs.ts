@@ -1,7 +1,13 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { createPoolStore, JobNotFoundError } from '../../../queue/index.ts';
-import { type Ceilings, checkCeilings, checkSourceUrl, InvalidInputError, JobSpec } from '../../index.ts';
+import {
+  type Ceilings,
+  checkCeilings,
+  checkSourceUrl,
+  InvalidInputError,
+  JobSpec,
+} from '../../core/index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 import { CreatedJob, errorResponses, JobList, JobParams, JobView, ListQuery, maskJob } from '../schemas.ts';
 

@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { JobNotFoundError, readLog } from '../../../queue/index.ts';
-import { FINAL_STATES, type JobRecord } from '../../index.ts';
+import { FINAL_STATES, type JobRecord } from '../../core/index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 import type { LogFanout } from '../log-fanout.ts';
 import { errorResponses, Flag, JobParams, StreamId } from '../schemas.ts';

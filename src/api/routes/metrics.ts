@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { Gauge, Registry } from 'prom-client';
 import { createPoolStore } from '../../../queue/index.ts';
-import { ARCHES, JOB_STATES } from '../../index.ts';
+import { ARCHES, JOB_STATES } from '../../core/index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 
 /** /metrics for Prometheus: the fleet and the queues as the control plane sees them, read at scrape time. */

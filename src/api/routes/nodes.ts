@@ -1,8 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { HeldImage } from '../../../queue/index.ts';
-import { ArchwayError } from '../../errors/archway-error.ts';
-import { ARCHES } from '../../index.ts';
+import { ARCHES, ArchwayError } from '../../core/index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 import { errorResponses } from '../schemas.ts';
 

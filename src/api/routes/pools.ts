@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { createPoolStatus, createPoolStore, POOL_LIMITS, type PoolStatus } from '../../../queue/index.ts';
-import { ARCHES, ArchInput } from '../../index.ts';
+import { ARCHES, ArchInput } from '../../core/index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 import { errorResponses } from '../schemas.ts';
 

@@ -1,11 +1,8 @@
 import { once } from 'node:events';
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { parseConfig } from '../../config.ts';
-import { ArchwayError } from '../../errors/archway-error.ts';
-import { InvalidInputError } from '../../errors/invalid-input-error.ts';
-import { toError } from '../../errors/to-error.ts';
-import type { JobRecord } from '../../job.ts';
+import type { JobRecord } from '../../core/index.ts';
+import { ArchwayError, InvalidInputError, parseConfig, toError } from '../../core/index.ts';
 import { positiveNumber } from '../parse.ts';
 import { table } from '../table.ts';
 

@@ -10,7 +10,7 @@ import {
   type ExpandResult,
   expandRepoConfig,
 } from '../../../webhooks/index.ts';
-import { InvalidInputError } from '../../errors/invalid-input-error.ts';
+import { InvalidInputError } from '../../core/index.ts';
 import { positiveNumber } from '../parse.ts';
 
 interface ExpandCliOptions {

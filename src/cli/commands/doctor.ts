@@ -7,13 +7,21 @@ import {
   packageCacheStats,
   seccompFor,
 } from '../../../workers/index.ts';
-import { HostConfig, parseConfig } from '../../config.ts';
-import { ARCH_INFO, ARCHES, hostArch } from '../../domain.ts';
-import { archSupport } from '../../host/binfmt.ts';
-import { isBtrfs } from '../../host/btrfs.ts';
-import { ceilingsSet, hostCeilings, limitsWithin } from '../../host/ceilings.ts';
-import { cgroupMode } from '../../host/cgroups.ts';
-import { hasCommand, runCommand } from '../../host/run-command.ts';
+import {
+  ARCH_INFO,
+  ARCHES,
+  archSupport,
+  ceilingsSet,
+  cgroupMode,
+  HostConfig,
+  hasCommand,
+  hostArch,
+  hostCeilings,
+  isBtrfs,
+  limitsWithin,
+  parseConfig,
+  runCommand,
+} from '../../core/index.ts';
 import { positiveNumber } from '../parse.ts';
 
 interface Check {

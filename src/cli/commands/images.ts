@@ -1,10 +1,16 @@
 import type { Command } from 'commander';
 import { buildImage, createProgressPrinter, publishImage } from '../../../images/index.ts';
 import { createImageCatalog } from '../../../queue/index.ts';
-import { blobDirOf, PublishConfig, parseConfig } from '../../config.ts';
-import { ARCHES, type Arch, parseArch } from '../../domain.ts';
-import { createRedis } from '../../redis/connection.ts';
-import { createKeys } from '../../redis/keys.ts';
+import {
+  ARCHES,
+  type Arch,
+  blobDirOf,
+  createKeys,
+  createRedis,
+  PublishConfig,
+  parseArch,
+  parseConfig,
+} from '../../core/index.ts';
 import { createHostContext } from '../host-context.ts';
 import { formatBytes, table } from '../table.ts';
 import { ClientConfig, createApiClient } from './client.ts';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { parseConfig } from '../../config.ts';
+import { parseConfig } from '../../core/index.ts';
 import { table } from '../table.ts';
 import { ClientConfig, createApiClient } from './client.ts';
 

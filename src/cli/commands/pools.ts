@@ -1,7 +1,5 @@
 import type { Command } from 'commander';
-import { parseConfig } from '../../config.ts';
-import { parseArch } from '../../domain.ts';
-import { InvalidInputError } from '../../errors/invalid-input-error.ts';
+import { InvalidInputError, parseArch, parseConfig } from '../../core/index.ts';
 import { table } from '../table.ts';
 import { ClientConfig, createApiClient } from './client.ts';
 

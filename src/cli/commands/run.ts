@@ -1,8 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
-import { type Limits, NetworkMode, parseArch, ResourceLimits } from '../../domain.ts';
-import { InvalidInputError } from '../../errors/invalid-input-error.ts';
-import { ceilingsSet, checkCeilings, hostCeilings } from '../../host/ceilings.ts';
+import {
+  ceilingsSet,
+  checkCeilings,
+  hostCeilings,
+  InvalidInputError,
+  type Limits,
+  NetworkMode,
+  parseArch,
+  ResourceLimits,
+} from '../../core/index.ts';
 import { createHostContext, createHostLauncher } from '../host-context.ts';
 import { positiveNumber } from '../parse.ts';
 

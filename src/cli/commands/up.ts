@@ -5,7 +5,7 @@ import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { ensureImage } from '../../../images/index.ts';
-import type { Arch } from '../../domain.ts';
+import type { Arch } from '../../core/index.ts';
 import { createHostContext } from '../host-context.ts';
 import { parseArchList } from './images.ts';
 

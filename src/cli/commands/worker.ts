@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { runWorker } from '../../../workers/index.ts';
-import { ImageName, parseArch } from '../../domain.ts';
+import { ImageName, parseArch } from '../../core/index.ts';
 import { positiveNumber } from '../parse.ts';
 import { VERSION } from '../version.ts';
 
