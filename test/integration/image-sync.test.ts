@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { access, open, readdir, readFile, readlink, rm, stat, truncate } from 'node:fs/promises';
+import { open, readdir, readFile, readlink, rm, stat, truncate } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { Redis } from 'ioredis';
@@ -19,7 +19,7 @@ import {
 } from '../../images/index.ts';
 import { createImageCatalog, type ImageCatalog, type NodeRegistry } from '../../queue/index.ts';
 import type { ApiApp } from '../../src/api/index.ts';
-import { createKeys, createLogger, ensurePool, type Keys, runCommand } from '../../src/core/index.ts';
+import { createKeys, createLogger, ensurePool, exists, type Keys, runCommand } from '../../src/core/index.ts';
 import {
   type ContainerRuntime,
   createJobLauncher,
@@ -108,12 +108,6 @@ const sha256File = async (path: string) =>
   `sha256:${createHash('sha256')
     .update(await readFile(path))
     .digest('hex')}`;
-
-const exists = (p: string) =>
-  access(p).then(
-    () => true,
-    () => false,
-  );
 
 /** Every subvolume of the sync pool, by path. */
 async function syncSubvolumes(): Promise<string[]> {
