@@ -27,7 +27,6 @@ export {
   SCRIPT_ARGV,
   SCRIPT_IN_CONTAINER,
   scriptText,
-  shellQuote,
   writeScript,
 } from './job-script.ts';
 export { CAPABILITIES } from './oci-spec.ts';
