@@ -12,6 +12,7 @@ import {
   ImageRef,
   InvalidInputError,
   isSubvolume,
+  poolLayout,
 } from '../src/core/index.ts';
 import { removeRangeCopies } from './range-copies.ts';
 
@@ -56,7 +57,7 @@ export interface ImageStore {
 }
 
 export function createImageStore(opts: ImageStoreOptions): ImageStore {
-  const root = join(opts.poolPath, 'images');
+  const root = poolLayout(opts.poolPath).images;
   const dirOf = (name: string, arch: Arch) => join(root, name, arch);
 
   async function readVersion(name: string, arch: Arch, digest: string): Promise<ResolvedImage | undefined> {

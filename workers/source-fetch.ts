@@ -16,6 +16,7 @@ import {
   type Keys,
   type Logger,
   parseSourceUrl,
+  poolLayout,
   runCommand,
   type SourceResolver,
   type SourceUrl,
@@ -80,8 +81,9 @@ const GIT_TIMEOUT_MS = 10 * 60_000;
 export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
   const policy = { allowLoopback: o.allowLoopback ?? false, allow: o.allow ?? [] };
 
+  const layout = poolLayout(o.poolPath);
   function mirrorOf(src: SourceUrl): string {
-    return join(o.poolPath, 'cache', 'git', src.host.replace(/:/g, '_'), `${src.path}.git`);
+    return join(layout.gitMirrorsOf(src.host), `${src.path}.git`);
   }
 
   /** git with an explicit environment (see gitEnv); `auth` adds the Authorization header for one host. */

@@ -8,6 +8,7 @@ export * from './host/ceilings.ts';
 export * from './host/cgroups.ts';
 export * from './host/exists.ts';
 export * from './host/host-leases.ts';
+export * from './host/pool-layout.ts';
 export * from './host/pool-mount.ts';
 export * from './host/run-command.ts';
 export * from './job.ts';

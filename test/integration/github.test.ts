@@ -1,11 +1,10 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Webhooks } from '@octokit/webhooks';
 import { Queue } from 'bullmq';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { type ApiProcess, runApi } from '../../src/api/index.ts';
-import type { JobRecord } from '../../src/core/index.ts';
+import { type JobRecord, poolLayout } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { type FakeCheckRun, type FakeGitHub, startFakeGitHub } from '../support/fake-github.ts';
 import { createDeliverer, example } from '../support/github-deliveries.ts';
@@ -67,7 +66,7 @@ checkLeftovers('all', async () => {
   await c?.close();
   await gh?.close();
   if (gh)
-    await rm(join(testConfig().ARCHWAY_POOL_PATH, 'cache', 'git', gh.host.replace(':', '_')), {
+    await rm(poolLayout(testConfig().ARCHWAY_POOL_PATH).gitMirrorsOf(gh.host), {
       recursive: true,
       force: true,
     });

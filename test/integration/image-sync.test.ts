@@ -19,7 +19,15 @@ import {
 } from '../../images/index.ts';
 import { createImageCatalog, type ImageCatalog, type NodeRegistry } from '../../queue/index.ts';
 import type { ApiApp } from '../../src/api/index.ts';
-import { createKeys, createLogger, ensurePool, exists, type Keys, runCommand } from '../../src/core/index.ts';
+import {
+  createKeys,
+  createLogger,
+  ensurePool,
+  exists,
+  type Keys,
+  poolLayout,
+  runCommand,
+} from '../../src/core/index.ts';
 import {
   type ContainerRuntime,
   createJobLauncher,
@@ -175,7 +183,7 @@ afterAll(async () => {
       '-q',
     ]);
     expect(listed.trim(), 'containers left on the sync pool').toBe('');
-    expect(await readdir(join(SYNC_POOL, 'bundles'))).toEqual([]);
+    expect(await readdir(poolLayout(SYNC_POOL).bundles)).toEqual([]);
   }
   await rm(SYNC_RUN_DIR, { recursive: true, force: true });
   redis?.disconnect();
@@ -457,6 +465,6 @@ describe('image sync', () => {
     proc.kill('SIGTERM');
     const [code] = await exited;
     expect(code).toBe(0);
-    expect(await readdir(join(SYNC_POOL, 'bundles'))).toEqual([]);
+    expect(await readdir(poolLayout(SYNC_POOL).bundles)).toEqual([]);
   });
 });

@@ -9,6 +9,7 @@ import {
   HostRequirementError,
   hasCommand,
   ImageNotFoundError,
+  poolLayout,
   runCommand,
 } from '../../src/core/index.ts';
 import { createRuncRuntime, runtimeOptionsFrom } from '../../workers/index.ts';
@@ -232,7 +233,7 @@ describe.skipIf(process.env.ARCHWAY_TEST_DEBIAN !== '1')('seccomp in debian-book
         if (!(e instanceof ImageNotFoundError)) throw e;
         await buildImage(IMAGE, arch, {
           store: h.store,
-          cacheDir: `${h.config.ARCHWAY_POOL_PATH}/cache`,
+          cacheDir: poolLayout(h.config.ARCHWAY_POOL_PATH).cache,
           idBase: h.config.ARCHWAY_UID_BASE,
           mirror: h.config.ARCHWAY_DEBIAN_MIRROR,
           logger: h.logger,

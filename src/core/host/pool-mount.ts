@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { HostRequirementError } from '../errors/host-requirement-error.ts';
 import { enableQuota, isBtrfs } from './btrfs.ts';
 import { exists } from './exists.ts';
+import { poolLayout } from './pool-layout.ts';
 import { runCommand } from './run-command.ts';
 
 export interface EnsurePoolOptions {
@@ -56,7 +57,6 @@ export async function ensurePool(opts: EnsurePoolOptions): Promise<PoolMount> {
     logger.info({ path, loopFile }, 'pool path is not on btrfs: mounted the loop-backed btrfs file there');
   }
   await enableQuota(path);
-  for (const dir of ['images', 'warm', 'jobs', 'bundles', 'cache'])
-    await mkdir(`${path}/${dir}`, { recursive: true });
+  for (const dir of poolLayout(path).dirs) await mkdir(dir, { recursive: true });
   return { path, loopFile };
 }
