@@ -26,6 +26,7 @@ export {
   type TransitionOptions,
   type TransitionResult,
 } from './job-store.ts';
+export { createLease, type Lease, type LeaseOptions } from './lease.ts';
 export {
   compareLogIds,
   type LogChunk,

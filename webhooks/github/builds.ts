@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import { JobFinishedError, type JobQueue } from '../../queue/index.ts';
+import { createLease, JobFinishedError, type JobQueue } from '../../queue/index.ts';
 import {
   FINAL_STATES,
   JobSpec,
@@ -393,8 +393,8 @@ export function createBuilds(o: BuildsOptions): Builds {
       // Not started yet: a retry of this event (or another event) takes over, unless one is starting it now.
       id = existing;
     }
-    const me = randomBytes(8).toString('hex');
-    if ((await o.redis.set(lockKey, me, 'PX', 120_000, 'NX')) === null) {
+    const lock = createLease(o.redis, lockKey, 120_000);
+    if (!(await lock.take())) {
       throw new Error(
         `build ${id} of ${repo}@${short(input.sha)} is being started by another event; tried again later`,
       );
@@ -402,14 +402,7 @@ export function createBuilds(o: BuildsOptions): Builds {
     try {
       return await startClaimed(input, id);
     } finally {
-      await o.redis
-        .eval(
-          "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-          1,
-          lockKey,
-          me,
-        )
-        .catch(() => undefined);
+      await lock.release();
     }
   }
 

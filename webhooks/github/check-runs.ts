@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import { DelayedError, type Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
+import { createLease } from '../../queue/index.ts';
 import { type Keys, type Logger, toError } from '../../src/core/index.ts';
 import type { GitHubClient } from './github-client.ts';
 
@@ -82,10 +82,6 @@ for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('RPUSH', KEYS[2], seq .. '|' .. ARGV[1])
 return seq
 `;
-const RELEASE_LUA = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`;
 
 /** Attempts of one sync: with the delay capped at a minute, several hours of GitHub outage. */
 const SYNC_ATTEMPTS = 500;
@@ -125,10 +121,8 @@ export function createCheckRuns(o: CheckRunsOptions): CheckRuns {
   const log = o.logger.child({ component: 'check-runs' });
   const r = o.redis as Redis & {
     awCheckAppend(k1: string, k2: string, ...args: string[]): Promise<number>;
-    awCheckRelease(k: string, v: string): Promise<number>;
   };
   o.redis.defineCommand('awCheckAppend', { numberOfKeys: 2, lua: APPEND_LUA });
-  o.redis.defineCommand('awCheckRelease', { numberOfKeys: 1, lua: RELEASE_LUA });
   const queue = new Queue(o.keys.githubChecksQueue, { connection: o.redis, prefix: o.keys.bullPrefix });
   queue.on('error', (e) => log.debug({ err: e.message }, 'check run queue error'));
   const base = o.retryBaseMs ?? 1000;
@@ -139,9 +133,8 @@ export function createCheckRuns(o: CheckRunsOptions): CheckRuns {
 
   /** Sends every recorded state of one check run not yet sent, in order. False when another sync holds it. */
   async function sync(key: string): Promise<boolean> {
-    const lock = o.keys.checkRunLock(key);
-    const me = randomBytes(8).toString('hex');
-    if ((await o.redis.set(lock, me, 'PX', LOCK_MS, 'NX')) === null) return false;
+    const lock = createLease(o.redis, o.keys.checkRunLock(key), LOCK_MS);
+    if (!(await lock.take())) return false;
     try {
       const h = await o.redis.hgetall(o.keys.checkRun(key));
       const [owner, repo] = (h.repo ?? '').split('/');
@@ -196,7 +189,7 @@ export function createCheckRuns(o: CheckRunsOptions): CheckRuns {
       if (done > 0) await o.redis.ltrim(o.keys.checkRunUpdates(key), done, -1);
       return true;
     } finally {
-      await r.awCheckRelease(lock, me).catch(() => undefined);
+      await lock.release();
     }
   }
 

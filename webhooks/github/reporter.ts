@@ -1,6 +1,5 @@
-import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { type JobQueue, maskSecrets, stripAnsi } from '../../queue/index.ts';
+import { createLease, type JobQueue, maskSecrets, stripAnsi } from '../../queue/index.ts';
 import {
   FINAL_STATES,
   type JobRecord,
@@ -164,20 +163,12 @@ function fenced(text: string): string {
  */
 export function createReporter(o: ReporterOptions): Reporter {
   const log = o.logger.child({ component: 'github-reporter' });
-  const me = randomBytes(8).toString('hex');
+  const lease = createLease(o.redis, o.keys.githubReporterLease, LEASE_MS);
   const tailChars = Math.min(o.logTailChars ?? 60_000, OUTPUT_LIMIT - 200);
   let stopped = false;
   let loop: Promise<void> | undefined;
   let conn: Redis | undefined;
   let closing: Promise<void> | undefined;
-
-  async function holdLease(): Promise<boolean> {
-    const got = await o.redis.set(o.keys.githubReporterLease, me, 'PX', LEASE_MS, 'NX');
-    if (got !== null) return true;
-    if ((await o.redis.get(o.keys.githubReporterLease)) !== me) return false;
-    await o.redis.pexpire(o.keys.githubReporterLease, LEASE_MS);
-    return true;
-  }
 
   async function handle(id: string, fields: string[]): Promise<void> {
     const f: Record<string, string> = {};
@@ -250,7 +241,7 @@ export function createReporter(o: ReporterOptions): Reporter {
     conn = o.duplicate();
     while (!stopped) {
       try {
-        if (!(await holdLease())) {
+        if (!(await lease.take())) {
           await new Promise((r) => setTimeout(r, 1000));
           continue;
         }
@@ -287,14 +278,7 @@ export function createReporter(o: ReporterOptions): Reporter {
       closing ??= (async () => {
         stopped = true;
         await loop?.catch(() => undefined);
-        await o.redis
-          .eval(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-            1,
-            o.keys.githubReporterLease,
-            me,
-          )
-          .catch(() => undefined);
+        await lease.release();
         await conn?.quit().catch(() => undefined);
       })();
       return closing;
