@@ -7,6 +7,7 @@ export {
   type ImageCatalog,
   type ImageEvent,
 } from './image-catalog.ts';
+export { createJobEvents, type EventsPosition, JobEvent, type JobEvents } from './job-events.ts';
 export {
   type CancelReason,
   createJobQueue,

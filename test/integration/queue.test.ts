@@ -1,7 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createJobQueue, createLease, createLogWriter, type JobQueue, readLog } from '../../queue/index.ts';
+import {
+  createJobEvents,
+  createJobQueue,
+  createLease,
+  createLogWriter,
+  type JobQueue,
+  readLog,
+} from '../../queue/index.ts';
 import { assertNoEviction, createKeys, JobSpec, type Keys } from '../../src/core/index.ts';
 import { logTail } from '../../webhooks/index.ts';
 import { startRedis, type TestRedis } from '../support/redis-server.ts';
@@ -234,5 +241,36 @@ describe('lease', () => {
     await a.release();
     const random = [createLease(redis, key, 1000), createLease(redis, key, 1000)];
     expect(random[0]?.owner).not.toBe(random[1]?.owner);
+  });
+});
+
+describe('job events', () => {
+  it('reads typed transitions after a position that starts at the end of the stream and is kept', async () => {
+    const events = createJobEvents(redis, keys);
+    const before = await queue.submit(spec(), { clientId: 'c' });
+    const position = events.position(`${keys.prefix}:events-position-test`);
+    const start = await position.get();
+    expect(start).toBe(await events.lastEventId());
+    const { job } = await queue.submit(spec(), { clientId: 'c' });
+    await queue.store.transition(job.id, 'running', { newAttempt: true });
+    await queue.store.transition(job.id, 'failed', { attempt: 1, fields: { reason: 'timeout' } });
+    const conn = redis.duplicate();
+    try {
+      const read = await events.readEvents(conn, start, 100);
+      const mine = read.events.filter((e) => e.job === job.id);
+      expect(read.events.some((e) => e.job === before.job.id)).toBe(false);
+      expect(mine.map((e) => [e.from, e.to, e.attempt, e.reason])).toEqual([
+        [undefined, 'queued', 0, undefined],
+        ['queued', 'running', 1, undefined],
+        ['running', 'failed', 1, 'timeout'],
+      ]);
+      expect(mine[0]?.at).toBeGreaterThan(Date.now() - 60_000);
+      await position.set(read.lastId);
+      expect(await events.position(`${keys.prefix}:events-position-test`).get()).toBe(read.lastId);
+      // Nothing after the last one: an empty read keeps the position.
+      expect(await events.readEvents(conn, read.lastId, 10)).toEqual({ events: [], lastId: read.lastId });
+    } finally {
+      conn.disconnect();
+    }
   });
 });
