@@ -93,6 +93,11 @@ export {
   stripAnsi,
 } from './secret-masker.ts';
 export {
+  createSourceCredentials,
+  SourceCredential,
+  type SourceCredentials,
+} from './source-credentials.ts';
+export {
   createStallWatch,
   LOCK_DURATION_MS,
   STALLED_INTERVAL_MS,

@@ -26,6 +26,7 @@ import {
 } from '../repo-config/index.ts';
 import type { CheckRuns, CheckRunTarget, CheckRunUpdate } from './check-runs.ts';
 import type { GitHubClient } from './github-client.ts';
+import { createSourceTokens } from './source-tokens.ts';
 
 /** The config files read at the commit, in order: the first that exists is used. */
 export const CONFIG_FILES = ['.archway.yml', '.travis.yml'] as const;
@@ -196,6 +197,14 @@ const CANCEL_ACTION = [
 
 export function createBuilds(o: BuildsOptions): Builds {
   const log = o.logger.child({ component: 'builds' });
+  const tokens = createSourceTokens({
+    redis: o.redis,
+    keys: o.keys,
+    jobs: o.queue.store,
+    github: o.github,
+    sourcePolicy: o.sourcePolicy,
+    logger: o.logger,
+  });
 
   async function get(id: string): Promise<BuildRecord | undefined> {
     const raw = await o.redis.get(o.keys.build(id));
@@ -285,35 +294,13 @@ export function createBuilds(o: BuildsOptions): Builds {
     });
   }
 
-  /** Stores the job's source token where its worker reads it, with the token's expiry. */
+  /** Stores the jobs' source token where their workers read it (not for forks). */
   async function storeCredentials(b: BuildRecord, jobIds: string[]): Promise<void> {
-    if (!b.credential || jobIds.length === 0) return;
-    const t = await o.github.sourceToken(b.installationId, b.repoId);
-    const host = parseSourceUrl(b.cloneUrl, o.sourcePolicy, 'repository.clone_url').host;
-    const ttlMs = Math.max(60_000, t.expiresAt - Date.now() - 60_000);
-    const value = JSON.stringify({
-      host,
-      token: t.token,
-      installationId: b.installationId,
-      repositoryId: b.repoId,
-      since: Date.now(),
-    });
-    const m = o.redis.multi();
-    for (const id of jobIds) {
-      m.set(o.keys.sourceCredential(id), value, 'PX', ttlMs);
-      m.zadd(o.keys.sourceCredentials, Date.now() + ttlMs, id);
-    }
-    await m.exec();
+    if (!b.credential) return;
+    await tokens.issue({ installationId: b.installationId, repoId: b.repoId, cloneUrl: b.cloneUrl }, jobIds);
   }
 
-  async function dropCredentials(jobIds: string[]): Promise<void> {
-    if (jobIds.length === 0) return;
-    await o.redis
-      .multi()
-      .del(...jobIds.map((id) => o.keys.sourceCredential(id)))
-      .zrem(o.keys.sourceCredentials, ...jobIds)
-      .exec();
-  }
+  const dropCredentials = (jobIds: string[]) => tokens.drop(jobIds);
 
   async function submit(b: BuildRecord, slot: BuildSlot): Promise<void> {
     await o.queue.submit(specOf(b, slot), { clientId: 'github', jobId: slot.jobId });
@@ -718,38 +705,6 @@ export function createBuilds(o: BuildsOptions): Builds {
     );
   }
 
-  async function renewCredentials(): Promise<void> {
-    const soon = Date.now() + 20 * 60_000;
-    const ids = await o.redis.zrangebyscore(o.keys.sourceCredentials, '-inf', soon, 'LIMIT', 0, 500);
-    for (const id of ids) {
-      const raw = await o.redis.get(o.keys.sourceCredential(id));
-      const state = await o.redis.hget(o.keys.job(id), 'state');
-      const c = raw
-        ? (JSON.parse(raw) as { host: string; installationId: number; repositoryId: number; since: number })
-        : undefined;
-      // Kept for jobs that wait (or wait for their stage) for up to a day; then dropped.
-      if (
-        !c ||
-        (state && (FINAL_STATES as readonly string[]).includes(state)) ||
-        Date.now() - c.since > 86_400_000
-      ) {
-        await dropCredentials([id]);
-        continue;
-      }
-      try {
-        const t = await o.github.sourceToken(c.installationId, c.repositoryId);
-        const ttlMs = Math.max(60_000, t.expiresAt - Date.now() - 60_000);
-        await o.redis
-          .multi()
-          .set(o.keys.sourceCredential(id), JSON.stringify({ ...c, token: t.token }), 'PX', ttlMs)
-          .zadd(o.keys.sourceCredentials, Date.now() + ttlMs, id)
-          .exec();
-      } catch (e) {
-        log.warn({ job: id, err: toError(e).message }, 'could not renew a source token; tried again later');
-      }
-    }
-  }
-
   return {
     start,
     jobFinished,
@@ -757,7 +712,7 @@ export function createBuilds(o: BuildsOptions): Builds {
     rerunJob,
     rerunCommit,
     get,
-    renewCredentials,
+    renewCredentials: () => tokens.renew(),
     target,
     slotOf: (b, jobId) => b.slots.find((s) => s.jobId === jobId),
     summary,
