@@ -56,6 +56,7 @@ export {
   type NodeRegistry,
   type NodeState,
 } from './node-registry.ts';
+export { PermanentTaskError } from './permanent-task-error.ts';
 export { PoolDisabledError } from './pool-disabled-error.ts';
 export {
   createPoolStatus,
@@ -104,3 +105,9 @@ export {
   type StallWatch,
   type StallWatchOptions,
 } from './stall-watch.ts';
+export {
+  createTaskQueue,
+  type TaskQueue,
+  type TaskQueueOptions,
+  type TaskResult,
+} from './task-queue.ts';

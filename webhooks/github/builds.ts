@@ -652,8 +652,7 @@ export function createBuilds(o: BuildsOptions): Builds {
   }
 
   async function rerunJob(jobId: string): Promise<string | undefined> {
-    const labels = await o.redis.hget(o.keys.job(jobId), 'labels');
-    const buildId = labels ? (JSON.parse(labels) as Record<string, string>).build : undefined;
+    const buildId = (await o.queue.get(jobId))?.labels.build;
     if (!buildId) return undefined;
     let slot: BuildSlot | undefined;
     const changed = await mutate(buildId, (b) => {
