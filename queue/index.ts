@@ -1,5 +1,26 @@
 /** The queue: job records and their state machine, BullMQ queues per arch, log streams, cancellation. */
 export {
+  type Advance,
+  advance,
+  cancelStages,
+  finishJob,
+  jobIdOf,
+  rerun,
+  startStages,
+} from './build-stages.ts';
+export {
+  BUILD_TTL_S,
+  type BuildRecord,
+  type BuildSlot,
+  BuildSlotState,
+  BuildState,
+  type BuildStore,
+  type BuildStoreOptions,
+  buildRecordSchema,
+  type CommitScope,
+  createBuildStore,
+} from './build-store.ts';
+export {
   CATALOG_VERSIONS_KEPT,
   CatalogEntry,
   createImageCatalog,
