@@ -60,21 +60,29 @@ export interface Advance<J, E> {
  * Decides what follows once the jobs of the current stage have finished: the build fails (a job
  * not allowed to fail did not pass: later stages are skipped), passes (it was the last stage), or
  * the next stage is queued. `undefined` while the stage is still running, or the build is not.
+ * With `fastFinish` (Travis's `jobs.fast_finish`), only the jobs not allowed to fail are waited
+ * for: the first of them that fails decides the build, and jobs allowed to fail that still run
+ * are left to finish. `at` is recorded as `finishedAt` when the build is decided.
  */
-export function advance<J, E>(build: BuildRecord<J, E>): Advance<J, E> | undefined {
+export function advance<J, E>(build: BuildRecord<J, E>, at?: string): Advance<J, E> | undefined {
   if (build.state !== 'running') return undefined;
   const b = structuredClone(build);
   const current = b.slots.filter((s) => s.stageIndex === b.currentStage);
-  if (!current.every(isFinal)) return undefined;
-  const ok = current.every((s) => s.state === 'passed' || s.allowFailure);
+  const required = current.filter((s) => !s.allowFailure);
+  const failed = (s: BuildSlot<J>) => isFinal(s) && s.state !== 'passed';
+  const decided = b.fastFinish ? required.some(failed) || required.every(isFinal) : current.every(isFinal);
+  if (!decided) return undefined;
+  const ok = !required.some(failed);
   if (!ok) {
     const skipped = b.slots.filter((s) => s.stageIndex > b.currentStage && s.state === 'waiting');
     for (const s of skipped) s.state = 'skipped';
     b.state = 'failed';
+    if (at) b.finishedAt = at;
     return { build: b, queue: [], skipped, failedStage: b.stages[b.currentStage] ?? '' };
   }
   if (b.currentStage + 1 >= b.stages.length || !b.slots.some((s) => s.stageIndex > b.currentStage)) {
     b.state = 'passed';
+    if (at) b.finishedAt = at;
     return { build: b, queue: [], skipped: [] };
   }
   b.currentStage += 1;
@@ -101,7 +109,10 @@ export function rerun<J, E>(
   if (!s || !isFinal(s) || s.stageIndex > b.currentStage) return undefined;
   nextGeneration(b, s);
   s.state = 'queued';
-  if (b.state === 'failed' || b.state === 'passed') b.state = 'running';
+  if (b.state === 'failed' || b.state === 'passed') {
+    b.state = 'running';
+    delete b.finishedAt;
+  }
   return { build: b, slot: s };
 }
 
@@ -111,10 +122,12 @@ export function rerun<J, E>(
  */
 export function cancelStages<J, E>(
   build: BuildRecord<J, E>,
+  at?: string,
 ): { build: BuildRecord<J, E>; running: BuildSlot<J>[]; waiting: BuildSlot<J>[] } | undefined {
   if (build.state === 'passed' || build.state === 'failed' || build.state === 'canceled') return undefined;
   const b = structuredClone(build);
   b.state = 'canceled';
+  if (at) b.finishedAt = at;
   return {
     build: b,
     running: b.slots.filter((s) => s.state === 'queued' || s.state === 'running'),

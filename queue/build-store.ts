@@ -64,6 +64,16 @@ const BuildHead = z.object({
   /** Markdown added to every check run's summary: ignored keys, warnings. */
   notes: z.string(),
   createdAt: z.string(),
+  /** Who made the build: the GitHub App (check runs), or a client of the API (`POST /v1/builds`). */
+  origin: z.enum(['github', 'api']).default('github'),
+  /** `jobs.fast_finish`: the build is decided once the jobs not allowed to fail have finished. */
+  fastFinish: z.boolean().default(false),
+  /** API builds: the token name that submitted it. */
+  clientId: z.string().optional(),
+  /** API builds from an uploaded tree: the upload's id (kept while the build may still run). */
+  upload: z.string().optional(),
+  /** When the build was decided (passed, failed, canceled). */
+  finishedAt: z.string().optional(),
 });
 
 /** One slot of a build, with its expanded job of type J. */
@@ -92,8 +102,17 @@ export interface CommitScope {
 export interface BuildStore<J, E> {
   /** The build, read back through zod; `undefined` when there is none. Throws on a record that does not parse. */
   get(id: string): Promise<BuildRecord<J, E> | undefined>;
-  /** Writes a new build and lists it under its commit. */
+  /** Writes a new build and lists it under its commit and in the list of all builds. */
   create(b: BuildRecord<J, E>): Promise<void>;
+  /**
+   * Builds newest first, created before `before` (ms; a cursor from the previous page), that
+   * `where` accepts; `next` is the cursor of the next page when there may be more.
+   */
+  list(f: {
+    before?: number | undefined;
+    limit: number;
+    where?: (b: BuildRecord<J, E>) => boolean;
+  }): Promise<{ builds: BuildRecord<J, E>[]; next?: number }>;
   /**
    * Changes a build under WATCH: concurrent changes (the reporter, a re-run, a cancel) never
    * overwrite each other. `fn` gets a copy and returns the new record, or `undefined` to change
@@ -143,7 +162,32 @@ export function createBuildStore<J, E>(
         .set(keys.build(b.id), JSON.stringify(b), 'EX', BUILD_TTL_S)
         .rpush(keys.buildsOfSha(b.repo, b.sha), b.id)
         .expire(keys.buildsOfSha(b.repo, b.sha), BUILD_TTL_S)
+        .zadd(keys.buildsAll, Date.parse(b.createdAt), b.id)
         .exec();
+    },
+    async list(f) {
+      const out: BuildRecord<J, E>[] = [];
+      let max = f.before === undefined ? '+inf' : `(${f.before}`;
+      // Scans in pages of the index; a build whose record expired leaves the index as it is met.
+      for (let scanned = 0; scanned < 5000; ) {
+        const page = await redis.zrevrangebyscore(keys.buildsAll, max, '-inf', 'WITHSCORES', 'LIMIT', 0, 100);
+        if (page.length === 0) return { builds: out };
+        for (let i = 0; i + 1 < page.length; i += 2) {
+          const id = page[i] as string;
+          const score = Number(page[i + 1]);
+          scanned++;
+          max = `(${score}`;
+          const b = await get(id);
+          if (!b) {
+            await redis.zrem(keys.buildsAll, id);
+            continue;
+          }
+          if (f.where && !f.where(b)) continue;
+          out.push(b);
+          if (out.length >= f.limit) return { builds: out, next: score };
+        }
+      }
+      return { builds: out };
     },
     async update(id, fn) {
       const key = keys.build(id);

@@ -44,6 +44,8 @@ const build = (slots: Slot[], more: Partial<Build> = {}): Build => ({
   state: 'running',
   notes: '',
   createdAt: '2026-01-01T00:00:00.000Z',
+  origin: 'api',
+  fastFinish: false,
   event: { type: 'push' },
   slots,
   ...more,
@@ -152,6 +154,31 @@ describe('build stage machine', () => {
     expect(c?.waiting.map((s) => s.n)).toEqual([3]);
     expect(cancelStages(c?.build as Build)).toBeUndefined();
     expect(cancelStages({ ...b, state: 'passed' })).toBeUndefined();
+  });
+
+  it('with fast_finish, decides once the required jobs are done, while an allowed failure still runs', () => {
+    const slots = () => [slot(1, 0), slot(2, 0, { allowFailure: true }), slot(3, 1)];
+    const plain = finish(startStages(build(slots())), { 1: 'passed' });
+    expect(advance(plain)).toBeUndefined();
+    const fast = finish(startStages(build(slots(), { fastFinish: true })), { 1: 'passed' });
+    const a = advance(fast, '2026-01-01T00:01:00.000Z');
+    expect(a?.queue.map((s) => s.n)).toEqual([3]);
+    expect(a?.build.slots[1]?.state).toBe('queued');
+    const done = advance(finish(a?.build as Build, { 3: 'passed' }), '2026-01-01T00:02:00.000Z');
+    expect(done?.build).toMatchObject({ state: 'passed', finishedAt: '2026-01-01T00:02:00.000Z' });
+    // The allowed failure finishing later is recorded and changes nothing else.
+    const late = finish(done?.build as Build, { 2: 'failed' });
+    expect(late.slots[1]?.state).toBe('failed');
+    expect(advance(late)).toBeUndefined();
+  });
+
+  it('with fast_finish, fails at the first required failure without waiting for the rest of the stage', () => {
+    const b = startStages(build([slot(1, 0), slot(2, 0), slot(3, 1)], { fastFinish: true }));
+    const a = advance(finish(b, { 1: 'failed' }), '2026-01-01T00:01:00.000Z');
+    expect(a?.build).toMatchObject({ state: 'failed', finishedAt: '2026-01-01T00:01:00.000Z' });
+    expect(a?.skipped.map((s) => s.n)).toEqual([3]);
+    expect(a?.build.slots[1]?.state).toBe('queued');
+    expect(advance(startStages(build([slot(1, 0), slot(2, 0)])))).toBeUndefined();
   });
 
   it('names jobs by build, slot and generation', () => {

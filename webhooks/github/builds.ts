@@ -297,6 +297,8 @@ export function createBuilds(o: BuildsOptions): Builds {
         state: 'starting',
         notes: ignoredNotes(result.ignored, result.warnings),
         createdAt: new Date().toISOString(),
+        origin: 'github',
+        fastFinish: result.fastFinish,
         slots,
       };
       await store.create(b);
