@@ -1,4 +1,5 @@
 /** The queue: job records and their state machine, BullMQ queues per arch, log streams, cancellation. */
+export { type FindImageOptions, findImage, type ImageLookup } from './find-image.ts';
 export {
   CATALOG_VERSIONS_KEPT,
   CatalogEntry,
@@ -8,7 +9,15 @@ export {
   type ImageEvent,
 } from './image-catalog.ts';
 export {
-  type CancelReason,
+  type Admission,
+  type AttemptOutcome,
+  createJobConsumer,
+  type JobConsumer,
+  type JobConsumerOptions,
+  type JobHandler,
+  type TakenJob,
+} from './job-consumer.ts';
+export {
   createJobQueue,
   IdempotencyConflictError,
   JobFinishedError,
@@ -19,6 +28,8 @@ export {
   type SubmitOptions,
 } from './job-queue.ts';
 export {
+  type CancelReason,
+  type CancelState,
   createJobStore,
   type JobStore,
   type JobStoreOptions,

@@ -1,6 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { createJobQueue, createNodeRegistry, type JobQueue, readLog } from '../../queue/index.ts';
+import {
+  createImageCatalog,
+  createJobQueue,
+  createNodeRegistry,
+  type JobQueue,
+  readLog,
+} from '../../queue/index.ts';
 import {
   type Arch,
   createKeys,
@@ -31,6 +37,11 @@ export interface TestCluster {
     arch: Arch,
     opts?: { slots?: number; warm?: number; logLimitBytes?: number; ceilings?: Partial<Limits> },
   ): Promise<WorkerDaemon>;
+  /**
+   * Puts a version of an image in the catalog that no node of the test holds: a node that lacks
+   * it then errors for a host reason (it did not sync), as a node would whose sync is broken.
+   */
+  catalogOnly(name: string, arch: Arch): Promise<void>;
   submit(spec: JobSpecInput): Promise<string>;
   waitFinal(id: string, ms?: number): Promise<JobRecord>;
   log(id: string): Promise<string>;
@@ -43,6 +54,7 @@ export async function startCluster(): Promise<TestCluster> {
   client.on('error', () => undefined);
   const keys = createKeys(`t${randomBytes(4).toString('hex')}`);
   const queue = createJobQueue({ redis: client, keys, logRetentionSeconds: 600 });
+  const catalog = createImageCatalog(client, keys);
   const workers: WorkerDaemon[] = [];
   const metrics: WorkerMetrics[] = [];
   const logger = createLogger({ name: 'test-worker', level: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn' });
@@ -75,6 +87,7 @@ export async function startCluster(): Promise<TestCluster> {
         images: host.store,
         queue,
         nodes: createNodeRegistry(client, keys),
+        catalog,
         keys,
         redis: client,
         duplicate: dup,
@@ -94,6 +107,22 @@ export async function startCluster(): Promise<TestCluster> {
       await daemon.start();
       workers.push(daemon);
       return daemon;
+    },
+    async catalogOnly(name, arch) {
+      const digest = `sha256:${randomBytes(32).toString('hex')}`;
+      const now = new Date().toISOString();
+      await catalog.publish({
+        name,
+        arch,
+        digest,
+        parent: null,
+        sizeBytes: 1,
+        description: 'in the catalog, on no node of the test',
+        createdAt: now,
+        publishedAt: now,
+        full: { digest, sizeBytes: 1 },
+        incremental: null,
+      });
     },
     async submit(spec) {
       return (await queue.submit(JobSpec.parse(spec), { clientId: 'test' })).job.id;
