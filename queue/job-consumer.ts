@@ -193,12 +193,7 @@ export function createJobConsumer(o: JobConsumerOptions, handler: JobHandler): J
   ): Promise<string> {
     const endedAt = new Date().toISOString();
     if (out.state !== 'errored') {
-      await finish(id, attempt, out.state, {
-        ...(out.exitCode === undefined ? {} : { exitCode: out.exitCode }),
-        reason: out.reason ?? null,
-        finishedAt: endedAt,
-        logBytes: out.logBytes,
-      });
+      // The attempt first: a reader that sees the job final sees how its last attempt ended.
       await store.recordAttempt(id, {
         n: attempt,
         node: o.nodeId,
@@ -208,6 +203,12 @@ export function createJobConsumer(o: JobConsumerOptions, handler: JobHandler): J
         ...(out.exitCode === undefined ? {} : { exitCode: out.exitCode }),
         ...(out.reason ? { reason: out.reason } : {}),
         ...(out.error ? { error: out.error } : {}),
+      });
+      await finish(id, attempt, out.state, {
+        ...(out.exitCode === undefined ? {} : { exitCode: out.exitCode }),
+        reason: out.reason ?? null,
+        finishedAt: endedAt,
+        logBytes: out.logBytes,
       });
       await out.onRecorded?.();
       if (out.error) throw new UnrecoverableError(out.error);

@@ -1,5 +1,5 @@
 import type { EventEmitter } from 'node:events';
-import { HEARTBEAT_MS, type NodeRegistry, type NodeState } from '../queue/index.ts';
+import { HEARTBEAT_MS, type HeldImage, type NodeRegistry, type NodeState } from '../queue/index.ts';
 import { type Arch, type Logger, toError } from '../src/core/index.ts';
 import type { HostVerdict } from './run-job.ts';
 import type { WorkerEvents } from './worker-events.ts';
@@ -47,6 +47,11 @@ export interface NodeMembershipOptions {
   resume: () => void;
   /** Called when an operator's drain request finds the node idle: the node leaves. */
   leave: () => void;
+  /**
+   * The images the node holds, reported with each heartbeat when they change, so that the API can
+   * refuse a job for an image no node has. Set when no image sync agent reports them. Default: none.
+   */
+  heldImages?: (() => Promise<HeldImage[]>) | undefined;
 }
 
 export interface NodeMembership {
@@ -78,6 +83,16 @@ export function createNodeMembership(o: NodeMembershipOptions): NodeMembership {
   let window: QuarantineWindow = [];
   let leaving = false;
   let heartbeat: NodeJS.Timeout | undefined;
+  let reported = '';
+
+  async function reportImages(): Promise<void> {
+    if (!o.heldImages) return;
+    const held = await o.heldImages();
+    const text = JSON.stringify(held);
+    if (text === reported) return;
+    await o.nodes.setImages(o.nodeId, held);
+    reported = text;
+  }
 
   async function applyControl(drainRequested: boolean, fromMessage: boolean): Promise<void> {
     if (leaving) return;
@@ -103,6 +118,7 @@ export function createNodeMembership(o: NodeMembershipOptions): NodeMembership {
         ...(quarantineReason ? { quarantineReason } : {}),
       });
       await applyControl(r.drainRequested, false);
+      await reportImages();
     } catch (err) {
       log.warn({ err: toError(err).message }, 'heartbeat failed');
     }
@@ -124,6 +140,9 @@ export function createNodeMembership(o: NodeMembershipOptions): NodeMembership {
         version: o.version,
         startedAt: new Date().toISOString(),
       });
+      await reportImages().catch((err: unknown) =>
+        log.warn({ err: toError(err).message }, 'could not report the images the node holds'),
+      );
       heartbeat = setInterval(beat, HEARTBEAT_MS);
     },
     beat,

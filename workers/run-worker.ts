@@ -157,6 +157,8 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
     logLimitBytes: Math.round(config.ARCHWAY_LOG_LIMIT_MIB * 1024 * 1024),
     logRetentionSeconds: config.ARCHWAY_LOG_RETENTION_DAYS * 86400,
     version: o.version,
+    // Without image sync, the node itself says what it holds (the API refuses an image no node has).
+    reportImages: !sync,
     source: createSourceFetcher({
       poolPath: config.ARCHWAY_POOL_PATH,
       allowLoopback: config.ARCHWAY_ALLOW_LOOPBACK_SOURCES,

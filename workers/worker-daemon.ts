@@ -48,6 +48,11 @@ export interface WorkerDaemonOptions {
   quarantineAfter?: number;
   /** Fetches a job's `source` and places it in its container. Without one, a job with a source errors. */
   source?: SourceFetcher;
+  /**
+   * Report the images of `images` on the node's record with its heartbeat (when they change): for
+   * a node without an image sync agent, which otherwise reports them. Default false.
+   */
+  reportImages?: boolean;
 }
 
 export interface WorkerDaemon {
@@ -180,6 +185,12 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     pause: () => void consumer.pause(),
     resume: () => consumer.resume(),
     leave: () => void daemon.drain(),
+    heldImages: o.reportImages
+      ? async () =>
+          (await o.images.list())
+            .filter((i) => i.arch === o.arch)
+            .map((i) => ({ name: i.name, arch: i.arch, digest: i.digest, current: i.current }))
+      : undefined,
   });
   events.on('slot:free', () => membership.slotFreed());
 
