@@ -28,7 +28,6 @@ export {
   SCRIPT_ARGV,
   SCRIPT_IN_CONTAINER,
   scriptText,
-  shellQuote,
   writeScript,
 } from './job-script.ts';
 export {

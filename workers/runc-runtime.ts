@@ -16,6 +16,7 @@ import {
   cgroupMode,
   createHostLeases,
   deleteSubvolume,
+  exists,
   HOST_ENV,
   HostCommandError,
   type HostConfig,
@@ -592,13 +593,6 @@ function remaining(ctl: RuntimeCtl, fallbackMs: number): number {
 const rand = () => randomBytes(5).toString('hex');
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
-async function exists(p: string): Promise<boolean> {
-  return access(p).then(
-    () => true,
-    () => false,
-  );
-}
-
 /** Start time of a process in clock ticks since boot; '' when it is gone. */
 async function processStart(pid: number): Promise<string> {
   return (await processIdentity(pid))?.start ?? '';
@@ -699,11 +693,7 @@ export async function writeNetworkFiles(
   o: { owner: number; nameserver?: string; aptProxy?: string; aptSettings: readonly string[] },
 ): Promise<void> {
   const etc = join(rootfs, 'etc');
-  const hasEtc = await access(etc).then(
-    () => true,
-    () => false,
-  );
-  if (!hasEtc) return;
+  if (!(await exists(etc))) return;
   const put = async (path: string, text: string) => {
     // An image's symlink here must not make the host write elsewhere: replace, never follow.
     await rm(path, { force: true });
@@ -715,11 +705,7 @@ export async function writeNetworkFiles(
     network === 'egress' && o.nameserver ? `nameserver ${o.nameserver}\n` : '',
   );
   const aptDir = join(etc, 'apt', 'apt.conf.d');
-  const hasApt = await access(aptDir).then(
-    () => true,
-    () => false,
-  );
-  if (!hasApt) return;
+  if (!(await exists(aptDir))) return;
   const conf =
     network === 'egress'
       ? [
@@ -739,11 +725,5 @@ export async function writeNetworkFiles(
   // The container is thrown away after its one job: dpkg's fsync per file buys nothing and
   // doubles an install's time (measured in docs/benchmarks.md).
   const dpkgDir = join(etc, 'dpkg', 'dpkg.cfg.d');
-  if (
-    await access(dpkgDir).then(
-      () => true,
-      () => false,
-    )
-  )
-    await put(join(dpkgDir, '00archway-unsafe-io'), 'force-unsafe-io\n');
+  if (await exists(dpkgDir)) await put(join(dpkgDir, '00archway-unsafe-io'), 'force-unsafe-io\n');
 }

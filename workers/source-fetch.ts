@@ -8,6 +8,7 @@ import {
   AbortedError,
   type CheckedSourceUrl,
   checkSourceUrl,
+  exists,
   HOST_ENV,
   HostCommandError,
   InvalidInputError,
@@ -202,7 +203,7 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
           throw e;
         });
       };
-      if (!(await exists(join(mirror, 'HEAD')))) {
+      if (!(await exists(join(mirror, 'HEAD'), { noFollow: true }))) {
         await runCommand('flock', ['-w', '600', lock, 'git', 'init', '--bare', '--quiet', mirror], {
           env: gitEnv(policy.allowLoopback),
           signal,
@@ -322,13 +323,6 @@ function gitEnv(allowLoopback: boolean, extra: [string, string][] = []): Record<
     env[`GIT_CONFIG_VALUE_${i}`] = v;
   });
   return env;
-}
-
-async function exists(path: string): Promise<boolean> {
-  return lstat(path).then(
-    () => true,
-    () => false,
-  );
 }
 
 /**

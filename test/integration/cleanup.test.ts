@@ -1,27 +1,13 @@
 import { spawn } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AbortedError, createHostLeases, processAlive, runCommand } from '../../src/core/index.ts';
-import {
-  collect,
-  createTestHost,
-  eventually,
-  leftovers,
-  TEST_ENV,
-  type TestHost,
-  testConfig,
-} from '../support/test-host.ts';
+import { checkLeftovers, testHosts } from '../support/leak-check.ts';
+import { collect, eventually, leftovers, TEST_ENV, testConfig } from '../support/test-host.ts';
 
-const hosts: TestHost[] = [];
-const host = async () => {
-  const h = await createTestHost('arm64');
-  hosts.push(h);
-  return h;
-};
-afterEach(async () => {
-  for (const h of hosts.splice(0)) await h.launcher.close();
-  expect(await leftovers()).toEqual([]);
-});
+const hosts = testHosts();
+const host = () => hosts.host('arm64');
+checkLeftovers('each', hosts.close);
 
 describe.each(['none', 'egress'] as const)('nothing is left behind, network %s', (network) => {
   it('after success and after failure', async () => {

@@ -1,14 +1,14 @@
 import { spawn } from 'node:child_process';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createNodeRegistry } from '../../queue/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
-import { eventually, leftovers, TEST_ENV } from '../support/test-host.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
+import { eventually, TEST_ENV } from '../support/test-host.ts';
 
 let c: TestCluster | undefined;
-afterEach(async () => {
+checkLeftovers('each', async () => {
   await c?.close();
   c = undefined;
-  expect(await leftovers()).toEqual([]);
 });
 
 describe('membership', () => {

@@ -1,14 +1,13 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MAX_ATTEMPTS } from '../../queue/index.ts';
 import { retryBackoffMs } from '../../workers/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
-import { leftovers } from '../support/test-host.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
 
 let c: TestCluster | undefined;
-afterEach(async () => {
+checkLeftovers('each', async () => {
   await c?.close();
   c = undefined;
-  expect(await leftovers()).toEqual([]);
 });
 
 // An image the catalog has and the test host does not hold: each attempt errors for a host reason

@@ -1,8 +1,9 @@
-import { mkdir, open, stat } from 'node:fs/promises';
+import { mkdir, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { HostRequirementError } from '../errors/host-requirement-error.ts';
 import { enableQuota, isBtrfs } from './btrfs.ts';
+import { exists } from './exists.ts';
 import { runCommand } from './run-command.ts';
 
 export interface EnsurePoolOptions {
@@ -58,13 +59,4 @@ export async function ensurePool(opts: EnsurePoolOptions): Promise<PoolMount> {
   for (const dir of ['images', 'warm', 'jobs', 'bundles', 'cache'])
     await mkdir(`${path}/${dir}`, { recursive: true });
   return { path, loopFile };
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
 }
