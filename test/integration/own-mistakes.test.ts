@@ -1,32 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import {
-  type CatalogEntry,
-  createImageCatalog,
-  createJobQueue,
-  createNodeRegistry,
-  type JobQueue,
-  type NodeRegistry,
-} from '../../queue/index.ts';
-import { type ApiApp, buildApp } from '../../src/api/index.ts';
-import {
-  ApiConfig,
-  type Arch,
-  createKeys,
-  createLogger,
-  type Keys,
-  parseConfig,
-} from '../../src/core/index.ts';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type CatalogEntry, createImageCatalog } from '../../queue/index.ts';
+import type { Arch } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { type FakeGitHub, startFakeGitHub } from '../support/fake-github.ts';
-import { startRedis, type TestRedis } from '../support/redis-server.ts';
-import { leftovers } from '../support/test-host.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
+import { startTestApi, type TestApi } from '../support/test-api.ts';
 
 // Issue 10, item 2: a job's own mistakes are refused at submission where they can be, else fail
 // the job with a reason; they never count toward quarantine.
-
-const TOKEN = `admin-${randomBytes(12).toString('hex')}`;
 
 function entry(name: string, arch: Arch): CatalogEntry {
   const digest = `sha256:${randomBytes(32).toString('hex')}`;
@@ -46,41 +28,16 @@ function entry(name: string, arch: Arch): CatalogEntry {
 }
 
 describe('at submission', () => {
-  let server: TestRedis;
-  let redis: Redis;
-  let keys: Keys;
-  let queue: JobQueue;
-  let nodes: NodeRegistry;
-  let app: ApiApp;
+  let api: TestApi;
   let pinned: string;
 
   beforeAll(async () => {
-    server = await startRedis();
-    redis = new Redis(server.url);
-    keys = createKeys(`own${randomBytes(3).toString('hex')}`);
-    queue = createJobQueue({ redis, keys, logRetentionSeconds: 60 });
-    nodes = createNodeRegistry(redis, keys);
-    app = buildApp(
-      parseConfig(ApiConfig, {
-        REDIS_URL: server.url,
-        ARCHWAY_REDIS_PREFIX: keys.prefix,
-        ARCHWAY_TOKEN: TOKEN,
-      }),
-      {
-        redis,
-        queue,
-        nodes,
-        keys,
-        logger: createLogger({ name: 'own-mistakes-test', level: 'silent' }),
-        createBlockingRedis: () => new Redis(server.url, { maxRetriesPerRequest: null }),
-      },
-    );
-    await app.ready();
+    api = await startTestApi({ name: 'own' });
     // arm64: busybox in the catalog; debian-bookworm held by its one live node only (built there, not published).
     const busybox = entry('busybox', 'arm64');
     pinned = `busybox@${busybox.digest}`;
-    await createImageCatalog(redis, keys).publish(busybox);
-    await nodes.register({
+    await createImageCatalog(api.redis, api.keys).publish(busybox);
+    await api.nodes.register({
       id: 'node-arm64',
       arch: 'arm64',
       hostArch: 'amd64',
@@ -91,28 +48,22 @@ describe('at submission', () => {
       version: 'test',
       startedAt: new Date().toISOString(),
     });
-    await nodes.setImages('node-arm64', [
+    await api.nodes.setImages('node-arm64', [
       { name: 'debian-bookworm', arch: 'arm64', digest: `sha256:${'b'.repeat(64)}`, current: true },
     ]);
   });
-
-  afterAll(async () => {
-    await app?.close();
-    await queue?.close();
-    redis?.disconnect();
-    await server?.stop();
-  });
+  afterAll(() => api?.close());
 
   const submit = (over: Record<string, unknown>) =>
-    app.inject({
+    api.app.inject({
       method: 'POST',
       url: '/v1/jobs',
-      headers: { authorization: `Bearer ${TOKEN}` },
+      headers: { authorization: `Bearer ${api.token}` },
       payload: { arch: 'arm64', image: 'busybox', script: 'true', ...over },
     });
 
   it('an image neither the catalog nor a live node of the arch holds: 404 naming it and listing those there are; nothing written', async () => {
-    const before = await redis.dbsize();
+    const before = await api.redis.dbsize();
     const res = await submit({ image: 'busybx' });
     expect(res.statusCode).toBe(404);
     expect(res.json().error.code).toBe('IMAGE_NOT_FOUND');
@@ -123,7 +74,7 @@ describe('at submission', () => {
     const version = await submit({ image: `busybox@sha256:${'0'.repeat(64)}` });
     expect(version.statusCode).toBe(404);
     expect(version.json().error.message).toContain(`no image 'busybox@sha256:${'0'.repeat(64)}' for arm64`);
-    expect(await redis.dbsize()).toBe(before);
+    expect(await api.redis.dbsize()).toBe(before);
   });
 
   it('an image in the catalog, or held by a live node of the arch, is accepted', async () => {
@@ -135,7 +86,7 @@ describe('at submission', () => {
   });
 
   it('an env or secret value with a NUL byte: 400 naming the variable; nothing written', async () => {
-    const before = await redis.dbsize();
+    const before = await api.redis.dbsize();
     const env = await submit({ env: { GOOD: 'x', BAD: 'a\u0000b' } });
     expect(env.statusCode).toBe(400);
     expect(env.json().error).toMatchObject({ code: 'INVALID_INPUT', field: 'env.BAD' });
@@ -143,7 +94,7 @@ describe('at submission', () => {
     const secret = await submit({ secrets: { TOKEN: '\u0000' } });
     expect(secret.statusCode).toBe(400);
     expect(secret.json().error.field).toBe('secrets.TOKEN');
-    expect(await redis.dbsize()).toBe(before);
+    expect(await api.redis.dbsize()).toBe(before);
   });
 
   it.each([
@@ -160,12 +111,45 @@ describe('at submission', () => {
 describe('at run time, on a pool of one node', () => {
   let c: TestCluster | undefined;
   let gh: FakeGitHub | undefined;
-  afterEach(async () => {
-    await c?.close();
-    c = undefined;
-    await gh?.close();
-    gh = undefined;
-    expect(await leftovers()).toEqual([]);
+  checkLeftovers(
+    'each',
+    async () => {
+      await c?.close();
+      c = undefined;
+    },
+    async () => {
+      await gh?.close();
+      gh = undefined;
+    },
+  );
+
+  it('a node without image sync reports what it holds, so the API refuses an image it lacks by name', async () => {
+    c = await startCluster();
+    const cluster = c;
+    await cluster.addWorker('arm64', { slots: 1, reportImages: true });
+    const api = await startTestApi({
+      name: 'own',
+      redis: { url: cluster.redis.url, client: cluster.client, keys: cluster.keys },
+    });
+    try {
+      const submit = (image: string) =>
+        api.app.inject({
+          method: 'POST',
+          url: '/v1/jobs',
+          headers: { authorization: `Bearer ${api.token}` },
+          payload: { arch: 'arm64', image, script: 'echo reported' },
+        });
+      const typo = await submit('busybx');
+      expect(typo.statusCode).toBe(404);
+      expect(typo.json().error.message).toMatch(
+        /^no image 'busybx' for arm64: .*arm64 has: (.+, )?busybox(,|$)/,
+      );
+      const ok = await submit('busybox');
+      expect(ok.statusCode).toBe(201);
+      expect(await cluster.waitFinal(ok.json().job.id)).toMatchObject({ state: 'passed' });
+    } finally {
+      await api.close();
+    }
   });
 
   it('three jobs whose image is nowhere (removed after submission) fail bad_spec and do not quarantine the node; a good job runs', async () => {

@@ -35,7 +35,14 @@ export interface TestCluster {
   metrics: WorkerMetrics[];
   addWorker(
     arch: Arch,
-    opts?: { slots?: number; warm?: number; logLimitBytes?: number; ceilings?: Partial<Limits> },
+    opts?: {
+      slots?: number;
+      warm?: number;
+      logLimitBytes?: number;
+      ceilings?: Partial<Limits>;
+      /** The node reports the images it holds with its heartbeat, as a worker without image sync does. */
+      reportImages?: boolean;
+    },
   ): Promise<WorkerDaemon>;
   /**
    * Puts a version of an image in the catalog that no node of the test holds: a node that lacks
@@ -95,6 +102,7 @@ export async function startCluster(): Promise<TestCluster> {
         logLimitBytes: o.logLimitBytes ?? 4 * 1024 * 1024,
         logRetentionSeconds: 600,
         version: 'test',
+        ...(o.reportImages ? { reportImages: true } : {}),
         // Tests fetch sources from a git server on the loopback (test/support/fake-github.ts).
         source: createSourceFetcher({
           poolPath: host.config.ARCHWAY_POOL_PATH,
