@@ -1,4 +1,5 @@
 /** The queue: job records and their state machine, BullMQ queues per arch, log streams, cancellation. */
+export { type FindImageOptions, findImage, type ImageLookup } from './find-image.ts';
 export {
   type Advance,
   advance,
@@ -30,7 +31,15 @@ export {
 } from './image-catalog.ts';
 export { createJobEvents, type EventsPosition, JobEvent, type JobEvents } from './job-events.ts';
 export {
-  type CancelReason,
+  type Admission,
+  type AttemptOutcome,
+  createJobConsumer,
+  type JobConsumer,
+  type JobConsumerOptions,
+  type JobHandler,
+  type TakenJob,
+} from './job-consumer.ts';
+export {
   createJobQueue,
   IdempotencyConflictError,
   JobFinishedError,
@@ -41,6 +50,8 @@ export {
   type SubmitOptions,
 } from './job-queue.ts';
 export {
+  type CancelReason,
+  type CancelState,
   createJobStore,
   type JobStore,
   type JobStoreOptions,
