@@ -1,5 +1,5 @@
 /** The queue: job records and their state machine, BullMQ queues per arch, log streams, cancellation. */
-export { type FindImageOptions, findImage, type ImageLookup } from './find-image.ts';
+
 export {
   type Advance,
   advance,
@@ -21,6 +21,7 @@ export {
   type CommitScope,
   createBuildStore,
 } from './build-store.ts';
+export { type FindImageOptions, findImage, type ImageLookup } from './find-image.ts';
 export {
   CATALOG_VERSIONS_KEPT,
   CatalogEntry,
@@ -29,7 +30,6 @@ export {
   type ImageCatalog,
   type ImageEvent,
 } from './image-catalog.ts';
-export { createJobEvents, type EventsPosition, JobEvent, type JobEvents } from './job-events.ts';
 export {
   type Admission,
   type AttemptOutcome,
@@ -39,6 +39,7 @@ export {
   type JobHandler,
   type TakenJob,
 } from './job-consumer.ts';
+export { createJobEvents, type EventsPosition, JobEvent, type JobEvents } from './job-events.ts';
 export {
   createJobQueue,
   IdempotencyConflictError,
