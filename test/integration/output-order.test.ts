@@ -45,6 +45,34 @@ describe('stdout and stderr keep the order they were written in', () => {
     expect(await jobOutput(id)).toEqual(['one', 'two', 'three']);
   });
 
+  it('fd 1 and 2 are one FIFO, not a terminal; stdin is empty', async () => {
+    const id = await c.submit({
+      arch: 'arm64',
+      image: 'busybox',
+      script: [
+        'test -p /proc/self/fd/1 && test ! -t 1 && test ! -t 2',
+        // $$: the script's shell (inside $(...) fd 1 is the substitution's pipe).
+        'test "$(readlink /proc/$$/fd/1)" = "$(readlink /proc/$$/fd/2)"',
+        'read -r line || echo "stdin ended"',
+      ],
+    });
+    expect(await c.waitFinal(id)).toMatchObject({ state: 'passed', exitCode: 0 });
+    expect(await jobOutput(id)).toContain('stdin ended');
+  });
+
+  it('a job can neither write its exit status on the host\'s status FIFO nor hold it open', async () => {
+    const id = await c.submit({
+      arch: 'amd64',
+      image: 'busybox',
+      // The wrapper (the script's parent) holds the status FIFO as its fd 3.
+      script: 'echo 0 > /proc/$PPID/fd/3; sleep 1 9> /proc/$PPID/fd/3; exit 7',
+    });
+    expect(await c.waitFinal(id)).toMatchObject({ state: 'failed', exitCode: 7 });
+    const out = await jobOutput(id);
+    expect(out).toHaveLength(2);
+    for (const line of out) expect(line).toMatch(/Permission denied/);
+  });
+
   it('a command that is not there: 127, and the shell says why in the output', async () => {
     const h = await createTestHost('arm64');
     try {
