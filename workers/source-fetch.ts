@@ -3,7 +3,7 @@ import { isIP } from 'node:net';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import type { Redis } from 'ioredis';
-import { z } from 'zod';
+import { createSourceCredentials } from '../queue/index.ts';
 import {
   AbortedError,
   type CheckedSourceUrl,
@@ -23,9 +23,6 @@ import {
   sourceBuildDir,
 } from '../src/core/index.ts';
 import { SourceFetchError } from './source-fetch-error.ts';
-
-/** A job's source credential as the webhook side stores it: a token bound to one host. */
-const SourceCredential = z.object({ host: z.string(), token: z.string().min(1) });
 
 export interface SourceFetcherOptions {
   /** The btrfs pool: mirrors live in `<pool>/cache/git/<host>/<path>.git`. */
@@ -80,6 +77,7 @@ const GIT_TIMEOUT_MS = 10 * 60_000;
  */
 export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
   const policy = { allowLoopback: o.allowLoopback ?? false, allow: o.allow ?? [] };
+  const credentials = createSourceCredentials(o.redis, o.keys);
 
   const layout = poolLayout(o.poolPath);
   function mirrorOf(src: SourceUrl): string {
@@ -97,15 +95,12 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
   }
 
   async function credentialFor(jobId: string, src: SourceUrl): Promise<string | undefined> {
-    const raw = await o.redis.get(o.keys.sourceCredential(jobId));
-    if (!raw) return undefined;
-    const parsed = SourceCredential.safeParse(JSON.parse(raw));
-    if (!parsed.success) return undefined;
+    const c = await credentials.get(jobId);
     // A token is only ever sent to the host it was made for, over https (http: loopback tests only).
-    if (parsed.data.host !== src.host) return undefined;
+    if (!c || c.host !== src.host) return undefined;
     if (src.url.protocol !== 'https:' && !(policy.allowLoopback && src.url.protocol === 'http:'))
       return undefined;
-    return parsed.data.token;
+    return c.token;
   }
 
   async function hasCommit(mirror: string, sha: string, signal: AbortSignal): Promise<boolean> {

@@ -91,8 +91,8 @@ describe("a node's own ceilings", () => {
     });
     const job = await c.waitFinal(over);
     const log = await c.log(over);
-    expect(job).toMatchObject({ state: 'failed' });
-    expect(job.reason).toBeUndefined();
+    // The job's own mistake: failed, with the reason that says so.
+    expect(job).toMatchObject({ state: 'failed', reason: 'bad_spec' });
     expect(job.attempts).toHaveLength(1);
     expect(log).toContain(
       "[archway] the job cannot run: limits.memoryMiB: 1024 MiB is over this node's ceiling of 256 MiB (ARCHWAY_MAX_MEMORY_MIB)",

@@ -1,8 +1,9 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { Webhooks } from '@octokit/webhooks';
-import { Queue } from 'bullmq';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { createTaskQueue } from '../../queue/index.ts';
 import { type ApiProcess, runApi } from '../../src/api/index.ts';
 import { type JobRecord, poolLayout } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
@@ -102,8 +103,17 @@ describe('POST /webhooks/github', () => {
     expect(tampered.status).toBe(401);
     await new Promise((r) => setTimeout(r, 500));
     expect((await c.client.keys(`*gh:*`)).sort()).toEqual(before);
-    const events = new Queue('github-events', { connection: c.client, prefix: c.keys.bullPrefix });
-    expect(await events.getJobCountByTypes('wait', 'active', 'completed', 'failed', 'delayed')).toBe(0);
+    const events = createTaskQueue({
+      redis: c.client,
+      duplicate: () => c.client.duplicate(),
+      keys: c.keys,
+      name: c.keys.githubEventsQueue,
+      schema: z.unknown(),
+      attempts: 1,
+      keepCompletedSeconds: 0,
+      keepFailedSeconds: 0,
+    });
+    expect(await events.count()).toBe(0);
     await events.close();
     expect(await jobsOf(sha)).toEqual([]);
     expect(gh.calls).toEqual([]);

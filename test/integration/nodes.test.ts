@@ -129,7 +129,8 @@ describe('membership', () => {
     c = await startCluster();
     const cluster = c;
     const node = await cluster.addWorker('arm64', { slots: 1 });
-    // An image this host does not hold: each attempt errors for a host reason.
+    // An image the catalog has and this host does not hold: each attempt errors for a host reason.
+    await cluster.catalogOnly('not-on-this-host', 'arm64');
     const ids = [];
     for (let i = 0; i < 3; i++)
       ids.push(await cluster.submit({ arch: 'arm64', image: 'not-on-this-host', script: 'true' }));

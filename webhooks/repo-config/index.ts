@@ -40,6 +40,7 @@ export {
   MAX_JOBS,
 } from './expand-matrix.ts';
 export { expandRepoConfig } from './expand-repo-config.ts';
+export { BuildEventRecord, ExpandedJobRecord } from './job-records.ts';
 export { canonicalLanguage, type LanguageInfo, languageInfo } from './languages.ts';
 export { DEFAULT_YAML_LIMITS, loadYaml, type YamlLimits, type YamlValue } from './load-yaml.ts';
 export {
