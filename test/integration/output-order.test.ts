@@ -60,7 +60,7 @@ describe('stdout and stderr keep the order they were written in', () => {
     expect(await jobOutput(id)).toContain('stdin ended');
   });
 
-  it('a job can neither write its exit status on the host\'s status FIFO nor hold it open', async () => {
+  it("a job can neither write its exit status on the host's status FIFO nor hold it open", async () => {
     const id = await c.submit({
       arch: 'amd64',
       image: 'busybox',
