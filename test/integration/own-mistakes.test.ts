@@ -77,6 +77,17 @@ describe('at submission', () => {
     expect(await api.redis.dbsize()).toBe(before);
   });
 
+  it('an older version still in the catalog but on no node is a 404: nodes sync only the current one', async () => {
+    const catalog = createImageCatalog(api.redis, api.keys);
+    const v1 = entry('alpine-ish', 'arm64');
+    await catalog.publish(v1);
+    await catalog.publish({ ...entry('alpine-ish', 'arm64'), parent: v1.digest });
+    const old = await submit({ image: `alpine-ish@${v1.digest}` });
+    expect(old.statusCode).toBe(404);
+    expect(old.json().error.message).toContain(`no image 'alpine-ish@${v1.digest}' for arm64`);
+    expect((await submit({ image: 'alpine-ish' })).statusCode).toBe(201);
+  });
+
   it('an image in the catalog, or held by a live node of the arch, is accepted', async () => {
     expect((await submit({ image: 'busybox' })).statusCode).toBe(201);
     expect((await submit({ image: pinned })).statusCode).toBe(201);
@@ -169,6 +180,26 @@ describe('at run time, on a pool of one node', () => {
     const ok = await c.submit({ arch: 'arm64', image: 'busybox', script: 'echo fine' });
     expect(await c.waitFinal(ok)).toMatchObject({ state: 'passed' });
   }, 90_000);
+
+  it('three jobs for an image published a moment ago that the node has not synced yet: retried, and the node is not quarantined', async () => {
+    c = await startCluster();
+    const cluster = c;
+    const node = await cluster.addWorker('arm64', { slots: 1 });
+    // Published now: the node's sync may still be receiving it, which is no fault of the host.
+    await createImageCatalog(cluster.client, cluster.keys).publish(entry('fresh-image', 'arm64'));
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++)
+      ids.push(await cluster.submit({ arch: 'arm64', image: 'fresh-image', script: 'true' }));
+    for (const id of ids) {
+      const job = await cluster.waitFinal(id, 60_000);
+      // Never synced here in the end: errored after every attempt, each one on its record.
+      expect(job).toMatchObject({ state: 'errored', reason: 'infra', attempt: 3 });
+      expect(job.attempts.every((a) => a.outcome === 'errored')).toBe(true);
+    }
+    expect(node.state).toBe('active');
+    const ok = await cluster.submit({ arch: 'arm64', image: 'busybox', script: 'echo fine' });
+    expect(await cluster.waitFinal(ok)).toMatchObject({ state: 'passed' });
+  }, 120_000);
 
   it('three jobs whose git source does not exist fail with reason source and do not quarantine the node; a good job runs', async () => {
     c = await startCluster();
