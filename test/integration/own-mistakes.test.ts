@@ -181,6 +181,30 @@ describe('at run time, on a pool of one node', () => {
     expect(await c.waitFinal(ok)).toMatchObject({ state: 'passed' });
   }, 90_000);
 
+  it('three jobs whose script does not fit their own disk limit fail bad_spec and do not quarantine the node', async () => {
+    c = await startCluster();
+    const cluster = c;
+    const node = await cluster.addWorker('amd64', { slots: 1 });
+    for (let i = 0; i < 3; i++) {
+      const id = await cluster.submit({
+        arch: 'amd64',
+        image: 'busybox',
+        // 1 MB of comment: more than a 1 MiB qgroup takes once the file's metadata is counted.
+        script: `# ${'x'.repeat(1_000_000)}\necho should not run`,
+        resources: { diskMiB: 1 },
+      });
+      const job = await cluster.waitFinal(id);
+      const log = await cluster.log(id);
+      expect(job, log).toMatchObject({ state: 'failed', reason: 'bad_spec', attempt: 1 });
+      expect(log).toContain(
+        "[archway] the job cannot run: resources.diskMiB: the job's disk limit cannot hold its own script",
+      );
+    }
+    expect(node.state).toBe('active');
+    const ok = await cluster.submit({ arch: 'amd64', image: 'busybox', script: 'echo fine' });
+    expect(await cluster.waitFinal(ok)).toMatchObject({ state: 'passed' });
+  });
+
   it('three jobs for an image published a moment ago that the node has not synced yet: retried, and the node is not quarantined', async () => {
     c = await startCluster();
     const cluster = c;
