@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CatalogEntry, createImageCatalog } from '../../queue/index.ts';
 import type { Arch } from '../../src/core/index.ts';
@@ -61,6 +62,36 @@ describe('at submission', () => {
       headers: { authorization: `Bearer ${api.token}` },
       payload: { arch: 'arm64', image: 'busybox', script: 'true', ...over },
     });
+
+  it("the CLI's submit says so over real HTTP, and exits 2 (the user's error)", async () => {
+    const served = await startTestApi({
+      name: 'owncli',
+      listen: true,
+      redis: { url: api.redisUrl, client: api.redis, keys: api.keys },
+      env: { ARCHWAY_TOKEN: api.token },
+    });
+    try {
+      const r = await execa(
+        'bin/archway',
+        ['submit', '--arch', 'aarch64', '--image', 'busybx', '--', 'true'],
+        {
+          env: {
+            PATH: process.env.PATH ?? '/usr/bin:/bin',
+            ARCHWAY_URL: served.url,
+            ARCHWAY_TOKEN: api.token,
+          },
+          extendEnv: false,
+          reject: false,
+        },
+      );
+      expect(r.exitCode).toBe(2);
+      expect(r.stderr).toContain(
+        "archway: no image 'busybx' for arm64: neither the catalog nor a live node of arm64 holds it; arm64 has: busybox",
+      );
+    } finally {
+      await served.close();
+    }
+  });
 
   it('an image neither the catalog nor a live node of the arch holds: 404 naming it and listing those there are; nothing written', async () => {
     const before = await api.redis.dbsize();
