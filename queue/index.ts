@@ -6,6 +6,7 @@ export {
   finishJob,
   jobIdOf,
   rerun,
+  restartStages,
   startStages,
 } from './build-stages.ts';
 export {
