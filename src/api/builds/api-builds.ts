@@ -143,9 +143,9 @@ export interface ApiBuilds {
   sweepUploads(): Promise<void>;
 }
 
-/** What `config expand` prints for a config error: the file, the message, the line and a caret. */
-export function configErrorText(file: string, e: ConfigError): string {
-  let text = `${file}: ${e.message}`;
+/** What `config expand` prints for a config error after the file's name: the message, the line and a caret. */
+export function configErrorText(e: ConfigError): string {
+  let text = e.message;
   if (e.excerpt !== undefined && e.line !== undefined) {
     const gutter = `${e.line} | `;
     text += `\n${gutter}${e.excerpt}\n${' '.repeat(gutter.length + (e.column ?? 1) - 1)}^`;
@@ -284,8 +284,14 @@ export function createApiBuilds(o: ApiBuildsOptions): ApiBuilds {
             ...(o.toolchains ? { toolchains: o.toolchains } : {}),
           });
         } catch (e) {
-          if (e instanceof ConfigError)
-            throw new InvalidInputError('config', configErrorText(config.path, e));
+          if (e instanceof ConfigError) {
+            // Inline: `config: line 7, ...`; from the tree: `config: .travis.yml: line 7, ...`.
+            const text = configErrorText(e);
+            throw new InvalidInputError(
+              'config',
+              config.path === 'config' ? text : `${config.path}: ${text}`,
+            );
+          }
           throw e;
         }
       };

@@ -48,7 +48,7 @@ export interface Uploads {
 
 const ID = /^u[0-9a-f]{24}$/;
 /** fsck checks made errors: what could reach a path outside the build directory, or git's own files. */
-const FSCK = [
+const FSCK_CHECKS = [
   'hasDot',
   'hasDotdot',
   'hasDotgit',
@@ -58,7 +58,9 @@ const FSCK = [
   'zeroPaddedFilemode',
   'duplicateEntries',
   'nulInHeader',
-].flatMap((m) => ['-c', `fetch.fsck.${m}=error`]);
+];
+const FSCK_FETCH = FSCK_CHECKS.flatMap((m) => ['-c', `fetch.fsck.${m}=error`]);
+const FSCK_ALL = FSCK_CHECKS.flatMap((m) => ['-c', `fsck.${m}=error`]);
 const GIT_ENV = {
   GIT_CONFIG_NOSYSTEM: '1',
   GIT_CONFIG_GLOBAL: '/dev/null',
@@ -128,7 +130,7 @@ export function createUploads(o: UploadsOptions): Uploads {
             [
               '-c',
               'transfer.fsckObjects=true',
-              ...FSCK,
+              ...FSCK_FETCH,
               '--git-dir',
               repo,
               'fetch',
@@ -138,6 +140,25 @@ export function createUploads(o: UploadsOptions): Uploads {
               'refs/heads/main:refs/heads/main',
             ],
             'git fetch (bundle)',
+          );
+        } catch (e) {
+          throw new InvalidInputError('body', `the tree was refused: ${firstLine(e)}`);
+        }
+        // Checked again as a whole (a fetch from a bundle does not run every check on every git).
+        try {
+          await git(
+            [
+              '-c',
+              'fsck.skipList=/dev/null',
+              ...FSCK_ALL,
+              '--git-dir',
+              repo,
+              'fsck',
+              '--strict',
+              '--no-dangling',
+              '--no-progress',
+            ],
+            'git fsck',
           );
         } catch (e) {
           throw new InvalidInputError('body', `the tree was refused: ${firstLine(e)}`);
@@ -237,6 +258,8 @@ export async function serveUploadGit(o: {
     },
     stdio: ['pipe', 'pipe', 'ignore'],
   });
+  // git may answer before it has read the whole request (an error): not a reason to throw.
+  cgi.stdin.on('error', () => undefined);
   cgi.stdin.end(o.body ?? Buffer.alloc(0));
   for await (const c of cgi.stdout) chunks.push(c as Buffer);
   const all = Buffer.concat(chunks);

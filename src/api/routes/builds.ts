@@ -103,7 +103,8 @@ async function viewOf(b: ApiBuild, queue: JobQueue, baseUrl: string): Promise<Bu
         stage: s.job.stage,
         allowFailure: s.allowFailure,
         // The job record is the truth for a job that ran; the slot for one that has not.
-        state: job?.state ?? s.state,
+        // A job never started of a canceled build is canceled too.
+        state: job?.state ?? (b.state === 'canceled' && s.state === 'waiting' ? 'canceled' : s.state),
         ...(job?.startedAt ? { startedAt: job.startedAt } : {}),
         ...(job?.finishedAt ? { finishedAt: job.finishedAt } : {}),
         ...(started !== undefined && finished !== undefined ? { durationMs: finished - started } : {}),
