@@ -1,4 +1,5 @@
 /** The queue: job records and their state machine, BullMQ queues per arch, log streams, cancellation. */
+
 export {
   type Advance,
   advance,
@@ -21,6 +22,7 @@ export {
   type CommitScope,
   createBuildStore,
 } from './build-store.ts';
+export { type FindImageOptions, findImage, type ImageLookup } from './find-image.ts';
 export {
   CATALOG_VERSIONS_KEPT,
   CatalogEntry,
@@ -29,9 +31,17 @@ export {
   type ImageCatalog,
   type ImageEvent,
 } from './image-catalog.ts';
+export {
+  type Admission,
+  type AttemptOutcome,
+  createJobConsumer,
+  type JobConsumer,
+  type JobConsumerOptions,
+  type JobHandler,
+  type TakenJob,
+} from './job-consumer.ts';
 export { createJobEvents, type EventsPosition, JobEvent, type JobEvents } from './job-events.ts';
 export {
-  type CancelReason,
   createJobQueue,
   IdempotencyConflictError,
   JobFinishedError,
@@ -42,6 +52,8 @@ export {
   type SubmitOptions,
 } from './job-queue.ts';
 export {
+  type CancelReason,
+  type CancelState,
   createJobStore,
   type JobStore,
   type JobStoreOptions,

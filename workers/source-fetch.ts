@@ -8,6 +8,7 @@ import {
   AbortedError,
   type CheckedSourceUrl,
   checkSourceUrl,
+  exists,
   HOST_ENV,
   HostCommandError,
   InvalidInputError,
@@ -15,6 +16,7 @@ import {
   type Keys,
   type Logger,
   parseSourceUrl,
+  poolLayout,
   runCommand,
   type SourceResolver,
   type SourceUrl,
@@ -77,8 +79,9 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
   const policy = { allowLoopback: o.allowLoopback ?? false, allow: o.allow ?? [] };
   const credentials = createSourceCredentials(o.redis, o.keys);
 
+  const layout = poolLayout(o.poolPath);
   function mirrorOf(src: SourceUrl): string {
-    return join(o.poolPath, 'cache', 'git', src.host.replace(/:/g, '_'), `${src.path}.git`);
+    return join(layout.gitMirrorsOf(src.host), `${src.path}.git`);
   }
 
   /** git with an explicit environment (see gitEnv); `auth` adds the Authorization header for one host. */
@@ -197,7 +200,7 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
           throw e;
         });
       };
-      if (!(await exists(join(mirror, 'HEAD')))) {
+      if (!(await exists(join(mirror, 'HEAD'), { noFollow: true }))) {
         await runCommand('flock', ['-w', '600', lock, 'git', 'init', '--bare', '--quiet', mirror], {
           env: gitEnv(policy.allowLoopback),
           signal,
@@ -317,13 +320,6 @@ function gitEnv(allowLoopback: boolean, extra: [string, string][] = []): Record<
     env[`GIT_CONFIG_VALUE_${i}`] = v;
   });
   return env;
-}
-
-async function exists(path: string): Promise<boolean> {
-  return lstat(path).then(
-    () => true,
-    () => false,
-  );
 }
 
 /**

@@ -1,16 +1,16 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Webhooks } from '@octokit/webhooks';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createTaskQueue } from '../../queue/index.ts';
 import { type ApiProcess, runApi } from '../../src/api/index.ts';
-import type { JobRecord } from '../../src/core/index.ts';
+import { type JobRecord, poolLayout } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { type FakeCheckRun, type FakeGitHub, startFakeGitHub } from '../support/fake-github.ts';
 import { createDeliverer, example } from '../support/github-deliveries.ts';
-import { eventually, leftovers, testConfig } from '../support/test-host.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
+import { eventually, testConfig } from '../support/test-host.ts';
 
 const SECRET = `current-${randomBytes(8).toString('hex')}`;
 const OLD_SECRET = `previous-${randomBytes(8).toString('hex')}`;
@@ -62,16 +62,15 @@ beforeAll(async () => {
   );
 });
 
-afterAll(async () => {
+checkLeftovers('all', async () => {
   await api?.close();
   await c?.close();
   await gh?.close();
   if (gh)
-    await rm(join(testConfig().ARCHWAY_POOL_PATH, 'cache', 'git', gh.host.replace(':', '_')), {
+    await rm(poolLayout(testConfig().ARCHWAY_POOL_PATH).gitMirrorsOf(gh.host), {
       recursive: true,
       force: true,
     });
-  expect(await leftovers()).toEqual([]);
 });
 
 const CONFIG = `language: shell

@@ -55,7 +55,6 @@ export {
   defaultBuildDir,
   JOB_EXIT,
   type JobScriptContext,
-  shellQuote,
   travisEnv,
 } from './phases.ts';
 export { type ImageToolchain, toolchainWarnings } from './toolchain-check.ts';
