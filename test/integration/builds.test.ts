@@ -3,12 +3,13 @@ import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { type ApiProcess, runApi } from '../../src/api/index.ts';
 import { makeTreeBundle } from '../../src/cli/tree-bundle.ts';
-import { runCommand } from '../../src/core/index.ts';
+import { poolLayout, runCommand } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
-import { eventually, leftovers, TEST_ENV, testConfig } from '../support/test-host.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
+import { eventually, TEST_ENV, testConfig } from '../support/test-host.ts';
 
 const token = `t-${randomBytes(12).toString('hex')}`;
 let c: TestCluster;
@@ -113,24 +114,19 @@ beforeAll(async () => {
   );
 }, 120_000);
 
-afterAll(async () => {
-  await api?.close();
-  await c?.close();
-  await rm(
-    join(
-      testConfig().ARCHWAY_POOL_PATH,
-      'cache',
-      'git',
-      new URL(api?.url ?? 'http://x').host.replace(':', '_'),
-    ),
-    {
+checkLeftovers(
+  'all',
+  () => api?.close(),
+  () => c?.close(),
+  // The workers' mirrors of this API's uploads (one per upload), and the test's own files.
+  () =>
+    api &&
+    rm(poolLayout(testConfig().ARCHWAY_POOL_PATH).gitMirrorsOf(new URL(api.url).host), {
       recursive: true,
       force: true,
-    },
-  );
-  if (work) await rm(work, { recursive: true, force: true });
-  expect(await leftovers()).toEqual([]);
-});
+    }),
+  () => work && rm(work, { recursive: true, force: true }),
+);
 
 describe('archway build', () => {
   it('runs a 4-arch x 2-env .travis.yml of a local checkout on real workers, each line prefixed, and exits 0', async () => {
