@@ -10,6 +10,7 @@ import {
   finishJob,
   IdempotencyConflictError,
   JobFinishedError,
+  JobNotFoundError,
   type JobQueue,
   jobIdOf,
   type PoolStore,
@@ -32,7 +33,6 @@ import {
 } from '../../../webhooks/index.ts';
 import {
   Arch,
-  ArchwayError,
   checkSourceUrl,
   FINAL_STATES,
   InvalidInputError,
@@ -428,7 +428,7 @@ export function createApiBuilds(o: ApiBuildsOptions): ApiBuilds {
     },
     async restartJob(jobId) {
       const job = await o.queue.get(jobId);
-      if (!job) throw new ArchwayError('NOT_FOUND', `no job ${jobId}`, { httpStatus: 404 });
+      if (!job) throw new JobNotFoundError(jobId);
       const buildId = job.labels.build;
       const b = buildId ? await store.get(buildId) : undefined;
       if (b?.origin !== 'api')

@@ -3,6 +3,6 @@ import { ArchwayError } from '../../core/index.ts';
 /** No build of that id (or not one of the API's): 404. */
 export class BuildNotFoundError extends ArchwayError {
   constructor(id: string) {
-    super('NOT_FOUND', `no build ${id}`, { httpStatus: 404 });
+    super('BUILD_NOT_FOUND', `no build ${id}`, { httpStatus: 404 });
   }
 }
