@@ -85,7 +85,13 @@ try {
     const t = await firstLine(['build', dir], '] first-line');
     if (i > 0) upload.push(t);
   }
-  const repo = await gh.createRepo('bench/widget');
+  // The CLI's own start (Node and tsx loading the code), the floor of the first row.
+  const start: number[] = [];
+  for (let i = 0; i < RUNS + 1; i++) {
+    const t = await firstLine(['help'], 'Usage');
+    if (i > 0) start.push(t);
+  }
+  const repo = await gh.createRepo('bench/widget', { private: false });
   const git: number[] = [];
   for (let i = 0; i < RUNS + 1; i++) {
     // A new commit each time: the worker's mirror fetches what it lacks, as for a push.
@@ -123,6 +129,7 @@ try {
     say(`| ${what} | ${ms(s.min)} | ${ms(s.p50)} | ${ms(s.p90)} | ${ms(s.max)} |`);
   };
   row(`\`archway build DIR\`, ${TREE_MB} MB tree (CLI process start, pack, upload, build, follow)`, upload);
+  row('`archway help` (the CLI process start alone, for scale)', start);
   row('`POST /v1/builds` with a git source (a new commit each time), followed over HTTP', git);
 } finally {
   await api.close();

@@ -101,8 +101,7 @@ async function watchBuild(client: ApiClient, id: string): Promise<BuildJson> {
   for (;;) {
     b = await client.json<BuildJson>('GET', `/v1/builds/${encodeURIComponent(id)}`);
     for (const j of b.jobs) {
-      if (followed.has(j.id) || j.state === 'waiting' || j.state === 'skipped' || j.state === 'queued')
-        continue;
+      if (followed.has(j.id) || j.state === 'waiting' || j.state === 'skipped') continue;
       followed.set(j.id, followPrefixed(client, j.id, `[${j.name}]`, write, stop.signal));
     }
     if (FINAL_BUILD.has(b.state)) break;
