@@ -21,7 +21,6 @@ import {
 import {
   type BuildEvent,
   BuildEventRecord,
-  buildJobScript,
   CONFIG_FILES,
   ConfigError,
   EVENT_TYPES,
@@ -30,19 +29,18 @@ import {
   type ExpandResult,
   expandRepoConfig,
   type ImageToolchain,
+  slotJobSpec,
 } from '../../../webhooks/index.ts';
 import {
   Arch,
   checkSourceUrl,
   FINAL_STATES,
   InvalidInputError,
-  JobSpec,
   type JobState,
   type Keys,
   type Logger,
   parseSourceUrl,
   type SourceUrlPolicy,
-  sourceBuildDir,
   toError,
 } from '../../core/index.ts';
 import { BuildConflictError } from './build-conflict-error.ts';
@@ -180,38 +178,19 @@ export function createApiBuilds(o: ApiBuildsOptions): ApiBuilds {
     return b;
   }
 
-  function specOf(b: ApiBuild, slot: Slot, env: Record<string, string>): JobSpec {
-    const job = slot.job;
-    const src = parseSourceUrl(b.cloneUrl, o.sourcePolicy, 'source.git');
-    return JobSpec.parse({
-      arch: job.arch,
-      image: job.image,
-      script: buildJobScript(job, {
+  async function submit(b: ApiBuild, slots: Slot[]): Promise<void> {
+    for (const slot of slots) {
+      const spec = slotJobSpec({
+        job: slot.job,
         event: b.event,
         jobId: slot.jobId,
-        buildNumber: b.number,
-        buildId: b.id,
-        buildDir: sourceBuildDir(src.path),
-      }),
-      source: { git: b.cloneUrl, ...(b.ref ? { ref: b.ref } : {}), ...(b.sha ? { sha: b.sha } : {}) },
-      env,
-      network: o.egress ? 'egress' : 'none',
-      labels: {
-        repo: b.repo,
-        build: b.id,
-        build_number: String(b.number),
-        job_number: job.number,
-        stage: job.stage,
-        event: b.event.type,
-        ...(b.sha ? { sha: b.sha } : {}),
-      },
-    });
-  }
-
-  async function submit(b: ApiBuild, slots: Slot[]): Promise<void> {
-    const env = b.env ?? {};
-    for (const slot of slots)
-      await o.queue.submit(specOf(b, slot, env), { clientId: b.clientId ?? 'api', jobId: slot.jobId });
+        build: b,
+        sourcePolicy: o.sourcePolicy,
+        sourceField: 'source.git',
+        egress: o.egress,
+      });
+      await o.queue.submit(spec, { clientId: b.clientId ?? 'api', jobId: slot.jobId });
+    }
   }
 
   async function readConfig(req: BuildRequest): Promise<{ path: string; text: string }> {
