@@ -2,6 +2,8 @@ import type { FastifyPluginAsync } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { JobQueue, NodeRegistry } from '../../queue/index.ts';
 import type { Keys, Logger, SourceUrlPolicy } from '../core/index.ts';
+import type { ApiBuilds } from './builds/api-builds.ts';
+import type { Uploads } from './builds/uploads.ts';
 
 /** What the API is built from: made by the composition root (`runApi`), or by a test. */
 export interface ApiDeps {
@@ -19,4 +21,6 @@ export interface ApiDeps {
   sourcePolicy?: SourceUrlPolicy;
   /** Whether jobs may ask for `network: egress` (ARCHWAY_EGRESS). Default true. */
   egress?: boolean;
+  /** Builds (`/v1/builds`, `/v1/uploads`, the uploads' git endpoint); the routes are left out without it. */
+  builds?: { builds: ApiBuilds; uploads: Uploads; publicUrl: () => string };
 }

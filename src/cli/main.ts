@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { ArchwayError, toError } from '../core/index.ts';
 import { registerApi } from './commands/api.ts';
+import { registerBuild } from './commands/build.ts';
 import { registerClient } from './commands/client.ts';
 import { registerConfig } from './commands/config.ts';
 import { registerDoctor } from './commands/doctor.ts';
@@ -27,6 +28,7 @@ export async function main(
   registerDoctor(program, env);
   registerApi(program, env);
   registerClient(program, env);
+  registerBuild(program, env);
   registerConfig(program, env);
   registerWorker(program, env);
   registerNodes(program, env);
