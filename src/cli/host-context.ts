@@ -17,6 +17,13 @@ import {
   parseConfig,
 } from '../core/index.ts';
 
+/** The environment variables the host commands (run, images, up, worker) read, for `--help`. */
+export const HOST_ENV_HELP = `
+Environment (docs/configuration.md lists every variable):
+  ARCHWAY_POOL_PATH     the btrfs pool (default /var/lib/archway)
+  ARCHWAY_POOL_SIZE_GIB size of the loop-backed pool made when the path is not btrfs
+  ARCHWAY_LOG_LEVEL     debug, info (default), warn or error`;
+
 /** What every host command (run, images, up) needs: config, logger, the pool mounted, the image store. */
 export interface HostContext {
   config: HostConfig;

@@ -11,9 +11,10 @@ import {
   parseArch,
   parseConfig,
 } from '../../core/index.ts';
-import { createHostContext } from '../host-context.ts';
+import { apiClientFrom, CLIENT_ENV_HELP } from '../api-client.ts';
+import { createHostContext, HOST_ENV_HELP } from '../host-context.ts';
+import { out, outJson } from '../output.ts';
 import { formatBytes, table } from '../table.ts';
-import { ClientConfig, createApiClient } from './client.ts';
 
 interface ImageStatusRow {
   name: string;
@@ -31,9 +32,10 @@ export function parseArchList(value: string): Arch[] {
 }
 
 export function registerImages(program: Command, env: Record<string, string | undefined>): void {
-  const showStatus = async () => {
-    const api = createApiClient(parseConfig(ClientConfig, env));
-    const { images: list } = await api.json<{ images: ImageStatusRow[] }>('GET', '/v1/images');
+  const showStatus = async (opts: { json?: boolean }) => {
+    const answer = await apiClientFrom(env).json<{ images: ImageStatusRow[] }>('GET', '/v1/images');
+    if (opts.json) return outJson(answer);
+    const list = answer.images;
     const rows: string[][] = [];
     for (const i of list) {
       for (const v of i.versions) {
@@ -48,12 +50,18 @@ export function registerImages(program: Command, env: Record<string, string | un
         ]);
       }
     }
-    process.stdout.write(table(['NAME', 'ARCH', 'DIGEST', 'CATALOG', 'BLOB', 'NODES'], rows));
+    await out(table(['NAME', 'ARCH', 'DIGEST', 'CATALOG', 'BLOB', 'NODES'], rows));
   };
+  const statusHelp = `${CLIENT_ENV_HELP}
+
+Example:
+  archway images status --json`;
   // Bare `archway images` shows the fleet's view: what is current, and which nodes hold what.
   const images = program
     .command('images')
     .description('build, publish and list images; alone: their sync state')
+    .option('--json', 'print {"images": [...]} as the API returns them')
+    .addHelpText('after', statusHelp)
     .action(showStatus);
   images
     .command('build')
@@ -127,15 +135,20 @@ export function registerImages(program: Command, env: Record<string, string | un
     .description(
       "per image and arch, the catalog's current version and which nodes hold which version (from the API)",
     )
+    .option('--json', 'print {"images": [...]} as the API returns them')
+    .addHelpText('after', statusHelp)
     .action(showStatus);
   images
     .command('list')
     .description('list the images held on this host, with their digests')
     .option('--all', 'also list versions that are not current')
-    .action(async (opts: { all?: boolean }) => {
+    .option('--json', 'print {"images": [...]}: name, arch, digest, sizeBytes, createdAt, current')
+    .addHelpText('after', `${HOST_ENV_HELP}\n\nExample:\n  archway images list --all --json`)
+    .action(async (opts: { all?: boolean; json?: boolean }) => {
       const ctx = await createHostContext(env, 'images');
       const rows = (await ctx.store.list()).filter((i) => opts.all || i.current);
-      process.stdout.write(
+      if (opts.json) return outJson({ images: rows });
+      await out(
         table(
           ['NAME', 'ARCH', 'DIGEST', 'SIZE', 'CREATED', ...(opts.all ? ['CURRENT'] : [])],
           rows.map((i) => [
