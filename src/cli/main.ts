@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
-import { ArchwayError, toError } from '../core/light.ts';
+// The errors alone (not the core's door): `--version` must not load zod (issue #13).
+import { ArchwayError, toError } from '../core/errors/index.ts';
 import { exitQuietlyOnEpipe } from './output.ts';
 import { VERSION } from './version.ts';
 

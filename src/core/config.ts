@@ -1,6 +1,7 @@
 import { z } from 'zod';
-import { InvalidInputError } from './errors/invalid-input-error.ts';
 import { allowEntryError } from './source-url.ts';
+
+export { parseConfig } from './parse-config.ts';
 
 const int = (def: number, min = 1) => z.coerce.number().int().min(min).default(def);
 
@@ -126,25 +127,6 @@ export type HostConfig = z.infer<typeof HostConfig>;
 /** The blob store's directory: ARCHWAY_BLOB_DIR, else `<ARCHWAY_POOL_PATH>/blobs`. */
 export function blobDirOf(c: { ARCHWAY_POOL_PATH: string; ARCHWAY_BLOB_DIR?: string | undefined }): string {
   return c.ARCHWAY_BLOB_DIR ?? `${c.ARCHWAY_POOL_PATH.replace(/\/+$/, '')}/blobs`;
-}
-
-/** Parses `env` with `schema`; a bad value throws an error naming the variable and what it expects. */
-export function parseConfig<S extends z.ZodType>(
-  schema: S,
-  env: Record<string, string | undefined>,
-): z.infer<S> {
-  // Empty strings count as unset, as shells and systemd units often leave them.
-  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
-  const result = schema.safeParse(cleaned);
-  if (!result.success) {
-    const issue = result.error.issues[0];
-    const name = String(issue?.path[0] ?? 'environment');
-    throw new InvalidInputError(
-      name,
-      `invalid value ${JSON.stringify(cleaned[name] ?? '')}: ${issue?.message ?? 'invalid'}`,
-    );
-  }
-  return result.data;
 }
 
 const RedisSettings = {

@@ -4,7 +4,8 @@
  * too; importing this file instead keeps `archway jobs` from loading the whole core (the bundle
  * cannot drop a module of a barrel whose top level calls zod), which issue #13 bounds at 300 ms.
  */
-export * from './config.ts';
 export * from './domain.ts';
 export * from './errors/index.ts';
-export * from './job.ts';
+// Types only: job.ts builds the job schemas when it loads.
+export type { Attempt, JobRecord, JobState } from './job.ts';
+export * from './parse-config.ts';
