@@ -75,7 +75,11 @@ export async function runScaler(
               .map((s) => parseArch(s, 'ARCHWAY_SCALER_ARCHES')),
           ),
         ];
-  const logger = createLogger({ name: 'scaler', level: config.ARCHWAY_LOG_LEVEL });
+  const logger = createLogger({
+    name: 'scaler',
+    level: config.ARCHWAY_LOG_LEVEL,
+    format: config.ARCHWAY_LOG_FORMAT,
+  });
   const redis = createRedis({ url: config.REDIS_URL, name: 'archway-scaler' });
   redis.on('error', (e: Error) => logger.warn({ err: e.message }, 'redis connection error'));
   try {

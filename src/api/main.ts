@@ -52,7 +52,11 @@ export async function runApi(
   opts: RunApiOptions = {},
 ): Promise<ApiProcess> {
   const config = parseConfig(ApiConfig, env);
-  const logger = createLogger({ name: 'api', level: config.ARCHWAY_LOG_LEVEL });
+  const logger = createLogger({
+    name: 'api',
+    level: config.ARCHWAY_LOG_LEVEL,
+    format: config.ARCHWAY_LOG_FORMAT,
+  });
   const githubKey = config.github ? await loadPrivateKey(config.github.privateKey) : undefined;
   const redis = createRedis({ url: config.REDIS_URL, name: 'archway-api' });
   redis.on('error', (e: Error) => logger.warn({ err: e.message }, 'redis connection error'));

@@ -37,7 +37,7 @@ export async function createHostContext(
   name: string,
 ): Promise<HostContext> {
   const config = parseConfig(HostConfig, env);
-  const logger = createLogger({ name, level: config.ARCHWAY_LOG_LEVEL });
+  const logger = createLogger({ name, level: config.ARCHWAY_LOG_LEVEL, format: config.ARCHWAY_LOG_FORMAT });
   await ensurePool({ path: config.ARCHWAY_POOL_PATH, loopSizeGiB: config.ARCHWAY_POOL_SIZE_GIB, logger });
   const store = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
   return { config, logger, store, cacheDir: join(config.ARCHWAY_POOL_PATH, 'cache') };

@@ -23,6 +23,16 @@ const cidrList = commaList(
 );
 
 /** Job egress (a network namespace per container, a veth to the host, nftables), shared by every host process. */
+const LogSettings = {
+  /** pino log level. Per-request lines of the API are at `debug`. */
+  ARCHWAY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /**
+   * `pretty` (short human lines, through pino-pretty) or `json` (one JSON object a line). Default:
+   * pretty when stderr is a terminal, else json. `--log-format` on the command line sets it.
+   */
+  ARCHWAY_LOG_FORMAT: z.enum(['pretty', 'json']).optional(),
+};
+
 const EgressSettings = {
   /**
    * Whether jobs may have `network: egress`. On the API: `false` refuses such jobs (400) and builds
@@ -96,9 +106,15 @@ export const HostConfig = z.object({
   ARCHWAY_CONTAINER_MAX_NAMESPACES: int(64, 0),
   /** OCI runtime: runc, crun, or auto (crun where the host's cgroups are unified v2, else runc). */
   ARCHWAY_OCI_RUNTIME: z.enum(['auto', 'runc', 'crun']).default('auto'),
-  /** Directory for the OCI runtime's state (a tmpfs, so a reboot forgets containers). */
+  /**
+   * Directory for the OCI runtime's state (a tmpfs, so a reboot forgets containers). Default
+   * /run/archway for the default pool, else derived from ARCHWAY_POOL_PATH (withDerivedDefaults).
+   */
   ARCHWAY_RUN_DIR: z.string().startsWith('/', 'an absolute path').default('/run/archway'),
-  /** cgroup (under each hierarchy's root) that every container's cgroup is made in. */
+  /**
+   * cgroup (under each hierarchy's root) that every container's cgroup is made in. Default
+   * archway for the default pool, else derived from ARCHWAY_POOL_PATH (withDerivedDefaults).
+   */
   ARCHWAY_CGROUP_PARENT: z
     .string()
     .regex(/^[a-z0-9][a-z0-9_.-]*$/, 'a cgroup name such as archway')
@@ -117,8 +133,7 @@ export const HostConfig = z.object({
   ARCHWAY_BLOB_DIR: z.string().startsWith('/', 'an absolute path').optional(),
   /** Debian mirror for image builds. */
   ARCHWAY_DEBIAN_MIRROR: z.url().default('http://deb.debian.org/debian'),
-  /** pino log level. */
-  ARCHWAY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  ...LogSettings,
   ...EgressSettings,
   ...CeilingSettings,
 });
@@ -306,7 +321,7 @@ export const ApiConfig = z
     ARCHWAY_BLOB_DIR: z.string().startsWith('/', 'an absolute path').optional(),
     /** The API's address as users reach it (links to job logs). Default http://HOST:PORT. */
     ARCHWAY_PUBLIC_URL: z.url().optional(),
-    ARCHWAY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    ...LogSettings,
     ...GitHubSettings,
     ...ALLOW_LOOPBACK_SOURCES,
     ARCHWAY_EGRESS: EgressSettings.ARCHWAY_EGRESS,
@@ -401,7 +416,7 @@ export const ScalerConfig = z
     ARCHWAY_SCALER_BOOT_TIMEOUT_SECONDS: seconds(300, 1),
     /** Warm containers per image of each `local` worker (its --warm). */
     ARCHWAY_SCALER_LOCAL_WARM: z.coerce.number().int().min(0).max(64).default(1),
-    ARCHWAY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    ...LogSettings,
   })
   .superRefine((c, ctx) => {
     if (c.ARCHWAY_SCALER_PROVIDER === 'exec' && !c.ARCHWAY_SCALER_EXEC_COMMAND)

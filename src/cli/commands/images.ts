@@ -13,6 +13,7 @@ import {
 } from '../../core/index.ts';
 import { apiClientFrom, CLIENT_ENV_HELP } from '../api-client.ts';
 import { createHostContext, HOST_ENV_HELP } from '../host-context.ts';
+import { withLogFormat } from '../log-format.ts';
 import { out, outJson } from '../output.ts';
 import { formatBytes, table } from '../table.ts';
 
@@ -63,11 +64,18 @@ Example:
     .option('--json', 'print {"images": [...]} as the API returns them')
     .addHelpText('after', statusHelp)
     .action(showStatus);
-  images
-    .command('build')
+  withLogFormat(images.command('build'), env)
     .description('build an image from its recipe in images/recipes')
     .argument('<name>', 'recipe name: busybox, debian-bookworm, debian-bookworm-build, ...')
     .requiredOption('--arch <arches>', "one arch, a comma-separated list, or 'all'")
+    .addHelpText(
+      'after',
+      `${HOST_ENV_HELP}
+  ARCHWAY_DEBIAN_MIRROR the Debian mirror (default http://deb.debian.org/debian)
+
+Example:
+  archway images build debian-bookworm --arch amd64,arm64`,
+    )
     .action(async (name: string, opts: { arch: string }) => {
       const arches = parseArchList(opts.arch);
       const ctx = await createHostContext(env, 'images');
@@ -94,13 +102,21 @@ Example:
         );
       }
     });
-  images
-    .command('publish')
+  withLogFormat(images.command('publish'), env)
     .description(
       'publish the current version of an image: full and incremental blobs (btrfs send | zstd) to the blob store, then the catalog',
     )
     .argument('<name>', 'image name')
     .requiredOption('--arch <arches>', "one arch, a comma-separated list, or 'all'")
+    .addHelpText(
+      'after',
+      `${HOST_ENV_HELP}
+  REDIS_URL             Redis, where the catalog is (default redis://127.0.0.1:6379)
+  ARCHWAY_BLOB_DIR      the blob store (default <pool>/blobs)
+
+Example:
+  archway images publish busybox --arch all`,
+    )
     .action(async (name: string, opts: { arch: string }) => {
       const arches = parseArchList(opts.arch);
       const config = parseConfig(PublishConfig, env);

@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { ensureImage } from '../../../images/index.ts';
 import type { Arch } from '../../core/index.ts';
-import { createHostContext } from '../host-context.ts';
+import { createHostContext, HOST_ENV_HELP } from '../host-context.ts';
+import { withLogFormat } from '../log-format.ts';
 import { parseArchList } from './images.ts';
 
 const DEMO_SCRIPT = 'echo "hello from $(hostname): $(uname -m)"; id';
@@ -19,8 +20,7 @@ const BIN = new URL('../../../bin/archway', import.meta.url).pathname;
  * prints the URL and the admin token, and stops everything on Ctrl-C or SIGTERM.
  */
 export function registerUp(program: Command, env: Record<string, string | undefined>): void {
-  program
-    .command('up')
+  withLogFormat(program.command('up'), env)
     .description('run the whole stack on this host: Redis, the API, one worker per arch')
     .option('--arches <list>', "comma-separated arches, or 'all'", 'all')
     .option('--slots <n>', 'slots per worker', '2')
