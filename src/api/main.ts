@@ -9,14 +9,12 @@ import {
 import { createGitHubService, loadPrivateKey } from '../../webhooks/index.ts';
 import {
   ApiConfig,
-  ArchwayError,
-  assertNoEviction,
+  connectRedis,
   createCloser,
   createKeys,
   createLogger,
   createRedis,
   parseConfig,
-  toError,
 } from '../core/index.ts';
 import { type ApiApp, buildApp } from './build-app.ts';
 
@@ -38,11 +36,6 @@ export interface ApiProcess {
   readonly closed: Promise<void>;
 }
 
-/** The URL with any password hidden, for messages and logs. */
-function safeUrl(url: string): string {
-  return url.replace(/\/\/([^@/]*)@/, '//[secure]@');
-}
-
 /**
  * The composition root of `archway api`: parses the config once, builds the logger, the Redis
  * connections, the queue and the node registry, refuses a Redis that may evict keys, and listens.
@@ -58,21 +51,7 @@ export async function runApi(
     format: config.ARCHWAY_LOG_FORMAT,
   });
   const githubKey = config.github ? await loadPrivateKey(config.github.privateKey) : undefined;
-  const redis = createRedis({ url: config.REDIS_URL, name: 'archway-api' });
-  redis.on('error', (e: Error) => logger.warn({ err: e.message }, 'redis connection error'));
-  try {
-    await redis.ping().catch((e: unknown) => {
-      throw new ArchwayError(
-        'REDIS_UNREACHABLE',
-        `cannot reach Redis at ${safeUrl(config.REDIS_URL)}: ${toError(e).message}`,
-        { httpStatus: 503, infra: true, cause: e },
-      );
-    });
-    await assertNoEviction(redis);
-  } catch (e) {
-    redis.disconnect();
-    throw e;
-  }
+  const redis = await connectRedis({ url: config.REDIS_URL, name: 'archway-api', logger });
 
   const keys = createKeys(config.ARCHWAY_REDIS_PREFIX);
   const queue = createJobQueue({
