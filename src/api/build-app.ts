@@ -76,7 +76,12 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
   app.setSerializerCompiler(serializerCompiler);
   // JSON only: without this, fastify parses text/plain into a string, and a wrong body would be a 400, not a 415.
   app.removeContentTypeParser('text/plain');
-  app.setErrorHandler(createErrorHandler({ bodyLimit: config.ARCHWAY_BODY_LIMIT_BYTES }));
+  app.setErrorHandler(
+    createErrorHandler({
+      bodyLimit: config.ARCHWAY_BODY_LIMIT_BYTES,
+      redisDown: () => deps.redis.status !== 'ready',
+    }),
+  );
   app.setNotFoundHandler(notFoundHandler);
   app.decorateRequest('clientId', '');
   app.decorateRequest('clientAdmin', false);

@@ -16,6 +16,7 @@ import {
   createRedis,
   parseConfig,
 } from '../core/index.ts';
+import { createApiStores } from './api-deps.ts';
 import { type ApiApp, buildApp } from './build-app.ts';
 
 /** Longest a graceful close may take before the process is stopped anyway. */
@@ -93,6 +94,7 @@ export async function runApi(
     redis,
     queue,
     nodes,
+    ...createApiStores({ redis, keys, queue, nodes }),
     keys,
     logger,
     createBlockingRedis: () => {

@@ -1,6 +1,5 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { Gauge, Registry } from 'prom-client';
-import { createPoolStore } from '../../../queue/index.ts';
 import { ARCHES, JOB_STATES } from '../../core/index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 
@@ -31,7 +30,7 @@ export const metricsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (ap
     labelNames: ['arch', 'kind'] as const,
     registers: [registry],
   });
-  const pools = createPoolStore(deps.redis, deps.keys);
+  const { pools } = deps;
   const slots = new Gauge({
     name: 'archway_slots',
     help: 'Slots of live nodes per arch, total and busy',
