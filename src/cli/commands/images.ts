@@ -33,7 +33,9 @@ export function parseArchList(value: string): Arch[] {
 }
 
 export function registerImages(program: Command, env: Record<string, string | undefined>): void {
-  const showStatus = async (opts: { json?: boolean }) => {
+  // `images status --json`: the parent `images` has --json too, and commander gives it the option.
+  const showStatus = async (_opts: unknown, cmd: Command) => {
+    const opts = cmd.optsWithGlobals<{ json?: boolean }>();
     const answer = await apiClientFrom(env).json<{ images: ImageStatusRow[] }>('GET', '/v1/images');
     if (opts.json) return outJson(answer);
     const list = answer.images;
