@@ -146,14 +146,17 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   app.register(healthRoutes, { deps });
-  app.register(metricsRoutes, { deps });
+  app.register(metricsRoutes, { deps, lostRetentionMs: config.ARCHWAY_LOST_NODE_RETENTION_SECONDS * 1000 });
   if (deps.webhookRoutes) app.register(deps.webhookRoutes);
   app.register(
     async (v1) => {
       v1.addHook('onRequest', createAuthHook(createTokenVerifier(config.tokens)));
       await v1.register(jobRoutes, { deps, ceilings });
       await v1.register(logRoutes, { deps, follows, fanout });
-      await v1.register(nodeRoutes, { deps });
+      await v1.register(nodeRoutes, {
+        deps,
+        lostRetentionMs: config.ARCHWAY_LOST_NODE_RETENTION_SECONDS * 1000,
+      });
       await v1.register(imageRoutes, { deps, blobDir: blobDirOf(config) });
       await v1.register(poolRoutes, { deps });
     },

@@ -15,9 +15,13 @@ import {
   createLogger,
   createRedis,
   parseConfig,
+  toError,
 } from '../core/index.ts';
 import { createApiStores } from './api-deps.ts';
 import { type ApiApp, buildApp } from './build-app.ts';
+
+/** A lost node's record is deleted this long after its last heartbeat. */
+const FORGET_LOST_NODES_AFTER_MS = 86_400_000;
 
 /** Longest a graceful close may take before the process is stopped anyway. */
 const CLOSE_TIMEOUT_MS = 15_000;
@@ -123,6 +127,16 @@ export async function runApi(
   // Finished jobs leave Redis with their logs: records, secrets and index entries alike.
   const retention = createRetentionSweep({ store: queue.store, logger });
   retention.start();
+  // A lost node's record goes a day after its last heartbeat (it left the default list long before).
+  const forgetNodes = setInterval(() => {
+    nodes
+      .forgetLost(FORGET_LOST_NODES_AFTER_MS)
+      .then((ids) => {
+        if (ids.length) logger.info({ nodes: ids }, 'deleted the records of nodes lost for a day');
+      })
+      .catch((e: unknown) => logger.warn({ err: toError(e).message }, 'deleting lost nodes failed'));
+  }, 60_000);
+  forgetNodes.unref();
   await github?.start();
 
   // Order: the HTTP server first (no new requests; open follows are ended), then the queue, then
@@ -137,6 +151,7 @@ export async function runApi(
       ['github app', async () => github?.close()],
       ['stall watch', () => stallWatch.close()],
       ['retention sweep', () => retention.close()],
+      ['lost node sweep', async () => clearInterval(forgetNodes)],
       ['queue', () => queue.close()],
       ['redis', () => redis.quit()],
     ],

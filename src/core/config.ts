@@ -319,6 +319,12 @@ export const ApiConfig = z
     ARCHWAY_POOL_PATH: z.string().startsWith('/', 'an absolute path').default('/var/lib/archway'),
     /** Directory of the image blob store the API serves. Default `<pool>/blobs`. */
     ARCHWAY_BLOB_DIR: z.string().startsWith('/', 'an absolute path').optional(),
+    /**
+     * How long a lost node (no heartbeat for 10 s) stays in `GET /v1/nodes` and `archway nodes`;
+     * after it only `?all=true` / `nodes --all` shows it, and after a day its record is deleted.
+     * Default 600 (10 minutes).
+     */
+    ARCHWAY_LOST_NODE_RETENTION_SECONDS: z.coerce.number().int().min(0).default(600),
     /** The API's address as users reach it (links to job logs). Default http://HOST:PORT. */
     ARCHWAY_PUBLIC_URL: z.url().optional(),
     ...LogSettings,

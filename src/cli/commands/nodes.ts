@@ -25,6 +25,7 @@ export function registerNodes(program: Command, env: Record<string, string | und
     .command('nodes')
     .description('list worker nodes with their arch, emulation, slots and state')
     .option('--json', 'print {"nodes": [...]} as the API returns them')
+    .option('--all', 'also nodes lost for longer than ARCHWAY_LOST_NODE_RETENTION_SECONDS (default 10 min)')
     .addHelpText(
       'after',
       `${CLIENT_ENV_HELP}
@@ -32,8 +33,8 @@ export function registerNodes(program: Command, env: Record<string, string | und
 Example:
   archway nodes --json`,
     )
-    .action(async (opts: { json?: boolean }) => {
-      const answer = await api().json<{ nodes: NodeRow[] }>('GET', '/v1/nodes');
+    .action(async (opts: { json?: boolean; all?: boolean }) => {
+      const answer = await api().json<{ nodes: NodeRow[] }>('GET', `/v1/nodes${opts.all ? '?all=true' : ''}`);
       if (opts.json) return outJson(answer);
       const list = answer.nodes;
       const status = (n: NodeRow) =>
