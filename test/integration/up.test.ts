@@ -16,12 +16,16 @@ interface Up {
 }
 
 /** `archway up` as a terminal runs it: the leader of its own process group, which Ctrl-C signals whole. */
-function up(extra: Record<string, string> = {}, args = ['--no-demo', '--arches', 'amd64']): Up {
+function up(
+  extra: Record<string, string> = {},
+  args = ['--no-demo', '--arches', 'amd64'],
+  base: Record<string, string | undefined> = TEST_ENV,
+): Up {
   let text = '';
   const proc = spawn(BIN, ['up', ...args], {
     env: {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
-      ...TEST_ENV,
+      ...base,
       ARCHWAY_PORT: String(API_PORT),
       ARCHWAY_UP_REDIS_PORT: String(REDIS_PORT),
       ARCHWAY_TOKEN: 'up-test-token-0123456789',
@@ -60,8 +64,8 @@ function answers(port: number): Promise<boolean> {
   });
 }
 
-/** Processes whose command line names this suite's API or Redis port, or whose session is `sid`. */
-async function strays(sid: number): Promise<string[]> {
+/** Processes of the session `sid`, and the Redis servers `up` started on `ports` (in sessions of their own). */
+async function strays(sid: number, ports = [REDIS_PORT]): Promise<string[]> {
   const found: string[] = [];
   for (const pid of await readdir('/proc')) {
     if (!/^\d+$/.test(pid)) continue;
@@ -69,7 +73,7 @@ async function strays(sid: number): Promise<string[]> {
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const cmd = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).replaceAll('\0', ' ');
     if (fields[0] === 'Z') continue;
-    if (Number(fields[3]) === sid || cmd.startsWith(`redis-server 127.0.0.1:${REDIS_PORT}`))
+    if (Number(fields[3]) === sid || ports.some((p) => cmd.startsWith(`redis-server 127.0.0.1:${p} `)))
       found.push(`${pid} ${cmd}`);
   }
   return found;
@@ -167,5 +171,70 @@ describe('archway up stops cleanly', { timeout: 240_000 }, () => {
     expect(u.out()).toMatch(/the amd64 worker exited \(SIGKILL\)/);
     expect(await answers(REDIS_PORT)).toBe(false);
     expect(await strays(u.proc.pid ?? 0)).toEqual([]);
+  });
+});
+
+// Issue #10 item 6: a second installation with its own pool but the default run directory and
+// cgroup parent reaped the first one's containers. Neither sets them here: they follow the pool.
+describe('two installations on one host', { timeout: 300_000 }, () => {
+  const POOL_B = `${TEST_ENV.ARCHWAY_POOL_PATH}-two`;
+  const { ARCHWAY_RUN_DIR: _r, ARCHWAY_CGROUP_PARENT: _c, ...hostEnv } = TEST_ENV;
+  const stack = (pool: string, apiPort: number, redisPort: number): Up & { api: typeof api } => {
+    const u = up(
+      { ARCHWAY_POOL_PATH: pool, ARCHWAY_PORT: String(apiPort), ARCHWAY_UP_REDIS_PORT: String(redisPort) },
+      undefined,
+      hostEnv,
+    );
+    return {
+      ...u,
+      api: (path: string, init: RequestInit = {}) =>
+        fetch(`http://127.0.0.1:${apiPort}${path}`, { ...init, headers: token }),
+    };
+  };
+  const runningIn = async (s: { api: typeof api }) => {
+    const res = await s.api('/v1/jobs', {
+      method: 'POST',
+      body: JSON.stringify({ arch: 'amd64', image: 'busybox', script: 'echo started; sleep 300' }),
+    });
+    const { job } = (await res.json()) as { job: { id: string } };
+    await waitFor('the job to run', async () => {
+      const j = (await (await s.api(`/v1/jobs/${job.id}`)).json()) as { state: string };
+      return j.state === 'running';
+    });
+    return job.id;
+  };
+  const state = async (s: { api: typeof api }, id: string) =>
+    (await (await s.api(`/v1/jobs/${id}`)).json()) as { state: string; attempts: unknown[] };
+
+  it('run side by side, each on its own pool: neither reaps the other', async () => {
+    await rm(`${POOL_B}/redis`, { recursive: true, force: true });
+    const a = stack(TEST_ENV.ARCHWAY_POOL_PATH, 23061, 23062);
+    const b = stack(POOL_B, 23063, 23064);
+    try {
+      await waitFor('stack one', () => a.out().includes('archway is up'), 180_000);
+      const jobA = await runningIn(a);
+      // The second one starts while the first runs a job: its workers' start-up reap must spare it.
+      await waitFor('stack two', () => b.out().includes('archway is up'), 180_000);
+      const jobB = await runningIn(b);
+      expect(await state(a, jobA)).toMatchObject({ state: 'running', attempts: [expect.anything()] });
+      // The first stops (and reaps what its own workers leave); the second's job runs on.
+      process.kill(-(a.proc.pid ?? 0), 'SIGINT');
+      expect(await a.exited).toBe(0);
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(await state(b, jobB)).toMatchObject({ state: 'running', attempts: [expect.anything()] });
+      process.kill(-(b.proc.pid ?? 0), 'SIGINT');
+      expect(await b.exited).toBe(0);
+      for (const pool of [TEST_ENV.ARCHWAY_POOL_PATH, POOL_B]) {
+        const name = pool.slice('/var/lib/'.length);
+        for (const dir of ['warm', 'jobs', 'bundles']) expect(await readdir(`${pool}/${dir}`)).toEqual([]);
+        expect(await readdir(`/run/${name}/runc`).catch(() => [])).toEqual([]);
+      }
+    } finally {
+      for (const s of [a, b]) if (s.proc.exitCode === null) process.kill(-(s.proc.pid ?? 0), 'SIGKILL');
+      for (const s of [a, b]) {
+        for (const line of await strays(s.proc.pid ?? -1, [23062, 23064]))
+          process.kill(Number(line.split(' ')[0]), 'SIGKILL');
+      }
+    }
   });
 });
