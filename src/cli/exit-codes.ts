@@ -82,6 +82,9 @@ export function describeEnd(id: string, end: JobEnd): string {
   const own =
     end.state === 'failed' && end.exitCode && end.exitCode === code ? ` with exit code ${code}` : '';
   const state = end.state ?? 'ended';
-  if (why) return `archway: job ${id} ${state}: ${why} (${end.reason}); exit ${code}\n`;
+  if (why) {
+    const reason = end.reason === end.state ? '' : ` (${end.reason})`;
+    return `archway: job ${id} ${state}: ${why}${reason}; exit ${code}\n`;
+  }
   return `archway: job ${id} ${state}${own}${own ? '' : `; exit ${code}`}\n`;
 }

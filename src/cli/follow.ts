@@ -11,6 +11,8 @@ class OutputFailed {
 
 /** How long a follow keeps trying to get its stream back after losing it (an API or Redis restart). */
 const RESUME_FOR_MS = 60_000;
+/** How long a follow waits for the job to start before it says what the job waits for. */
+const FIRST_WAIT_LINE_MS = 1000;
 /** How often a follow of a queued job asks what it waits for. */
 const WAIT_POLL_MS = 2000;
 
@@ -67,7 +69,8 @@ function reportWaiting(client: ApiClient, id: string): { stop(): void } {
     if (timer) clearTimeout(timer);
     if (tty && last) process.stderr.write('\n');
   };
-  void tick();
+  // A job that starts within a second needs no line about waiting.
+  timer = setTimeout(tick, FIRST_WAIT_LINE_MS);
   return { stop };
 }
 
