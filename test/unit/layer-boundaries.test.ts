@@ -23,6 +23,23 @@ async function offenders(dir: string, pattern: RegExp): Promise<string[]> {
   return hits.filter((f): f is string => f !== undefined);
 }
 
+/** Every product folder but queue/, which owns the shared records and BullMQ. */
+const OUTSIDE_QUEUE = ['src', 'workers', 'images', 'webhooks', 'ops'];
+
+async function offendersOutsideQueue(pattern: RegExp): Promise<string[]> {
+  return (await Promise.all(OUTSIDE_QUEUE.map((dir) => offenders(dir, pattern)))).flat();
+}
+
+describe("the product uses queue/'s door for what folders share (issue #14)", () => {
+  it('imports bullmq only inside queue/', async () => {
+    expect(await offendersOutsideQueue(/from ['"]bullmq['"]/)).toEqual([]);
+  });
+
+  it('reads and writes job hashes by key only inside queue/', async () => {
+    expect(await offendersOutsideQueue(/keys\.job\(/)).toEqual([]);
+  });
+});
+
 describe("workers/ uses queue/'s door for what folders share (issue #14)", () => {
   it('imports no bullmq: the job consumer in queue/ wraps it', async () => {
     expect(await offenders('workers', /from ['"]bullmq['"]/)).toEqual([]);
