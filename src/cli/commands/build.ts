@@ -2,9 +2,11 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { type Command, Option } from 'commander';
 import { ArchwayError, InvalidInputError, parseArch, parseConfig, toError } from '../../core/index.ts';
+import { type ApiClient, apiClientFrom, ClientConfig } from '../api-client.ts';
+import { keyValues } from '../parse.ts';
+import { parseSse } from '../sse.ts';
 import { table } from '../table.ts';
 import { makeTreeBundle } from '../tree-bundle.ts';
-import { type ApiClient, ClientConfig, createApiClient, keyValues, parseSse } from './client.ts';
 
 /** A build as `GET /v1/builds/:id` answers (the fields the CLI reads). */
 interface BuildJson {
@@ -132,7 +134,7 @@ const collect = (value: string, previous: string[]) => [...previous, value];
 
 /** `build [DIR]`, `build show ID`, `builds`, `restart JOB|BUILD`: builds through the API. */
 export function registerBuild(program: Command, env: Record<string, string | undefined>): void {
-  const client = () => createApiClient(parseConfig(ClientConfig, env));
+  const client = () => apiClientFrom(env);
 
   const build = program
     .command('build')
