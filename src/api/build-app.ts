@@ -20,6 +20,7 @@ import type { ApiDeps } from './api-deps.ts';
 import { createAuthHook, createTokenVerifier } from './auth.ts';
 import { createErrorHandler, notFoundHandler } from './error-handler.ts';
 import { createLogFanout } from './log-fanout.ts';
+import { createPageLinks, pageRoutes } from './pages/index.ts';
 import { healthRoutes } from './routes/health.ts';
 import { imageRoutes } from './routes/images.ts';
 import { jobRoutes } from './routes/jobs.ts';
@@ -80,6 +81,14 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
     maxPerJob: config.ARCHWAY_LOG_FOLLOWERS_PER_JOB,
     maxTotal: config.ARCHWAY_LOG_FOLLOWERS_MAX,
   });
+  const links =
+    deps.pageLinks ??
+    createPageLinks({
+      secret: config.ARCHWAY_PAGE_SECRET,
+      publicUrl: () => config.ARCHWAY_PUBLIC_URL ?? '',
+      linkSeconds: config.ARCHWAY_PAGE_LINK_DAYS * 86_400,
+      sessionSeconds: config.ARCHWAY_PAGE_SESSION_HOURS * 3600,
+    });
   app.addHook('preClose', async () => {
     for (const f of follows) f.abort();
   });
@@ -123,10 +132,19 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
   app.register(healthRoutes, { deps });
   app.register(metricsRoutes, { deps });
   if (deps.webhookRoutes) app.register(deps.webhookRoutes);
+  app.register(pageRoutes, {
+    deps,
+    links,
+    tokens: config.tokens,
+    publicLogs: config.ARCHWAY_PUBLIC_LOGS,
+    secureCookie: (config.ARCHWAY_PUBLIC_URL ?? '').startsWith('https:'),
+    follows,
+    fanout,
+  });
   app.register(
     async (v1) => {
       v1.addHook('onRequest', createAuthHook(createTokenVerifier(config.tokens)));
-      await v1.register(jobRoutes, { deps, ceilings });
+      await v1.register(jobRoutes, { deps, ceilings, links });
       await v1.register(logRoutes, { deps, follows, fanout });
       await v1.register(nodeRoutes, { deps });
       await v1.register(imageRoutes, { deps, blobDir: blobDirOf(config) });

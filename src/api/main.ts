@@ -19,6 +19,7 @@ import {
   toError,
 } from '../core/index.ts';
 import { type ApiApp, buildApp } from './build-app.ts';
+import { createPageLinks } from './pages/index.ts';
 
 /** Longest a graceful close may take before the process is stopped anyway. */
 const CLOSE_TIMEOUT_MS = 15_000;
@@ -82,6 +83,14 @@ export async function runApi(
     allow: config.ARCHWAY_SOURCE_ALLOW,
   };
   let publicUrl = config.ARCHWAY_PUBLIC_URL ?? '';
+  if (!config.ARCHWAY_PAGE_SECRET)
+    logger.warn('ARCHWAY_PAGE_SECRET is unset: signed page links and page logins end when this process does');
+  const pageLinks = createPageLinks({
+    secret: config.ARCHWAY_PAGE_SECRET,
+    publicUrl: () => publicUrl,
+    linkSeconds: config.ARCHWAY_PAGE_LINK_DAYS * 86_400,
+    sessionSeconds: config.ARCHWAY_PAGE_SESSION_HOURS * 3600,
+  });
   // The GitHub App runs in the API process: its route, the delivery worker, the reporter, the check run sync.
   const github =
     config.github && githubKey
@@ -97,6 +106,7 @@ export async function runApi(
           queue,
           logger,
           publicUrl: () => publicUrl,
+          jobPageUrl: (id) => pageLinks.jobUrl(id),
           sourcePolicy,
           // The shipped recipes' provides: check runs warn about a compiler or version an image lacks.
           toolchains: await recipeToolchains(),
@@ -106,6 +116,7 @@ export async function runApi(
   const app = buildApp(config, {
     ...(github ? { webhookRoutes: github.routes } : {}),
     sourcePolicy,
+    pageLinks,
     egress: config.ARCHWAY_EGRESS,
     redis,
     queue,
