@@ -53,7 +53,7 @@ async function writtenJob(text: string, state: 'passed' | 'failed' = 'passed', e
   return job.id;
 }
 
-const logText = () => page.locator('#log').innerText();
+const logText = () => page.locator('#log').textContent();
 const done = () => page.waitForSelector('#log[data-done="true"]', { timeout: 30_000 });
 
 beforeAll(async () => {
@@ -126,8 +126,8 @@ describe('the job page', () => {
     expect(await atEnd()).toBe(false);
     // The end: the job's state and exit code, and the header's state too.
     await done();
-    expect(await page.locator('#log-end').innerText()).toBe('Job failed, exit code 3');
-    expect(await page.locator('#state').innerText()).toBe('failed');
+    expect(await page.locator('#log-end').textContent()).toBe('Job failed, exit code 3');
+    expect(await page.locator('#state').textContent()).toBe('failed');
     expect((await c.waitFinal(id)).state).toBe('failed');
   });
 
@@ -165,14 +165,14 @@ describe('the job page', () => {
 
     const install = page.locator('details.fold[data-fold="install"]');
     expect(await install.evaluate((e) => (e as HTMLDetailsElement).open)).toBe(false);
-    expect(await install.locator('summary .dur').innerText()).toBe('1.50s');
-    expect(await install.locator('summary .fhead').innerText()).toBe('$ make deps');
+    expect(await install.locator('summary .dur').textContent()).toBe('1.50s');
+    expect(await install.locator('summary .fhead').textContent()).toBe('$ make deps');
     expect(await page.getByText('fetched deps').isVisible()).toBe(false);
     // The script fold failed: open, and marked.
     const script = page.locator('details.fold[data-fold="script"]');
     expect(await script.evaluate((e) => (e as HTMLDetailsElement).open)).toBe(true);
     expect(await script.getAttribute('class')).toContain('failed');
-    expect(await script.locator('summary .dur').innerText()).toBe('1m 05s');
+    expect(await script.locator('summary .dur').textContent()).toBe('1m 05s');
     await screenshot(page, 'job-folds', true);
     await install.locator('summary').click();
     expect(await page.getByText('fetched deps').isVisible()).toBe(true);
@@ -191,7 +191,7 @@ describe('the job page', () => {
     await done();
     const line = page.locator('#L450');
     await page.waitForFunction(() => document.getElementById('L450')?.classList.contains('hl'));
-    expect(await line.innerText()).toContain('numbered line 450');
+    expect(await line.textContent()).toContain('numbered line 450');
     expect(
       await page.locator('details.fold[data-fold="long"]').evaluate((e) => (e as HTMLDetailsElement).open),
     ).toBe(true);
@@ -234,7 +234,7 @@ describe('the job page', () => {
     expect(text).toContain('the token is [secure]');
     expect(text).toContain('<script>window.__pwned = 1</script>');
     expect(text).toContain('</pre></div><img src=x onerror="window.__pwned = 2">');
-    expect(await page.locator('details.fold summary .fname').innerText()).toBe(
+    expect(await page.locator('details.fold summary .fname').textContent()).toBe(
       '<img/src=x/onerror=window.__pwned=3//>',
     );
     // Nothing became markup: no script or image in the log, no link (OSC 8 links are not rendered).
@@ -309,7 +309,7 @@ describe('access to the pages', () => {
     for (const [name, href, words] of cases) {
       const res = await page.goto(href);
       expect(res?.status(), name).toBe(403);
-      expect(await page.locator('main').innerText(), name).toContain(words);
+      expect(await page.locator('main').textContent(), name).toContain(words);
       expect(await page.content(), name).not.toContain('hidden log text');
       await screenshot(page, `refused-${name}`);
     }
@@ -351,7 +351,7 @@ describe('access to the pages', () => {
     expect(new URL(page.url()).pathname).toBe('/login');
     await page.fill('input[name=token]', 'not-a-valid-token-at-all');
     await page.click('button[type=submit]');
-    expect(await page.locator('.error').innerText()).toContain('not valid');
+    expect(await page.locator('.error').textContent()).toContain('not valid');
     expect((await context.cookies()).length).toBe(0);
     await page.fill('input[name=token]', TOKEN);
     await page.click('main button[type=submit]');
@@ -470,11 +470,11 @@ describe('the pools page', () => {
     await page.waitForURL(`${api.url}/pools`);
     const row = page.locator(`tr.node[data-node="${id}"]`);
     expect(await row.getAttribute('data-state')).toBe('draining');
-    expect(await row.locator('.state').innerText()).toBe('draining');
-    expect(await row.innerText()).toContain('1 / 2');
-    expect(await row.innerText()).toContain('emulated on amd64');
-    expect(await row.innerText()).toContain(`busybox@${'ab'.repeat(6)}`);
-    expect(await page.locator('#pool-s390x .queue-depth').innerText()).toBe('1 waiting');
+    expect(await row.locator('.state').textContent()).toBe('draining');
+    expect(await row.textContent()).toContain('1 / 2');
+    expect(await row.textContent()).toContain('emulated on amd64');
+    expect(await row.textContent()).toContain(`busybox@${'ab'.repeat(6)}`);
+    expect(await page.locator('#pool-s390x .queue-depth').textContent()).toBe('1 waiting');
     // The amd64 worker of this test is there, active.
     expect(await page.locator('#pool-amd64 tr.node[data-state=active]').count()).toBe(1);
     await screenshot(page, 'pools', true);

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import type { Command } from 'commander';
@@ -76,7 +76,15 @@ export function registerUp(program: Command, env: Record<string, string | undefi
       const token = env.ARCHWAY_TOKEN ?? randomBytes(24).toString('hex');
       const port = env.ARCHWAY_PORT ?? '8080';
       const url = `http://127.0.0.1:${port}`;
-      const childEnv = { ...env, REDIS_URL: redisUrl, ARCHWAY_TOKEN: token, ARCHWAY_PORT: port };
+      // Kept under the pool, so signed page links (check runs' Details) outlive a restart of up.
+      const pageSecret = env.ARCHWAY_PAGE_SECRET ?? (await pageSecretIn(ctx.config.ARCHWAY_POOL_PATH));
+      const childEnv = {
+        ...env,
+        REDIS_URL: redisUrl,
+        ARCHWAY_TOKEN: token,
+        ARCHWAY_PORT: port,
+        ARCHWAY_PAGE_SECRET: pageSecret,
+      };
       const start = (args: string[]) => {
         const c = spawn(BIN, args, { env: childEnv, stdio: ['ignore', 'inherit', 'inherit'] });
         children.push(c);
@@ -108,7 +116,7 @@ export function registerUp(program: Command, env: Record<string, string | undefi
       process.once('SIGTERM', () => void stopAll());
 
       await waitForApi(url, arches.length, token);
-      say(`\narchway is up: ${url}  (API docs: ${url}/docs)`);
+      say(`\narchway is up: ${url}  (pages: sign in at ${url}/login with the token; API docs: ${url}/docs)`);
       say(`admin token: ${token}`);
       say(`  export ARCHWAY_URL=${url} ARCHWAY_TOKEN=${token}`);
       say(`  bin/archway submit --arch arm64 --image busybox --follow -- 'uname -m'`);
@@ -180,3 +188,17 @@ function answers(port: number): Promise<boolean> {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The page secret of this host's stack: `<pool>/page-secret` (mode 0600), made on the first `up`.
+ * A secret shorter than the API accepts is replaced.
+ */
+export async function pageSecretIn(poolPath: string): Promise<string> {
+  const file = join(poolPath, 'page-secret');
+  const kept = (await readFile(file, 'utf8').catch(() => '')).trim();
+  if (kept.length >= 32) return kept;
+  const secret = randomBytes(32).toString('hex');
+  await mkdir(poolPath, { recursive: true });
+  await writeFile(file, `${secret}\n`, { mode: 0o600 });
+  return secret;
+}
