@@ -1,13 +1,20 @@
 // The job page's log: reads the log's server-sent events, renders ANSI with ansi_up (which
 // escapes the text), turns travis_fold / travis_time markers into collapsible sections with their
 // durations, numbers the lines with anchors, and follows the end while the job runs.
-// Rendering is chunked: a slice of at most SLICE_MS of work, then the tab gets the thread back,
-// and lines go into blocks of BLOCK lines that the browser skips while off screen
-// (content-visibility), so a 4 MiB log opens without freezing the tab.
+//
+// A big log must not freeze the tab: the work is done in slices of at most SLICE_MS, each
+// followed by a yield; lines go in blocks of BLOCK lines, and past the first EAGER_BLOCKS a
+// block's HTML is kept as a string (with its estimated height) until it nears the viewport, a
+// line anchor asks for it, or the tab is idle once the log has ended: the browser then parses
+// what is seen first, not 4 MiB before the first paint. Blocks on screen are still skipped by
+// layout while off screen (content-visibility).
 import { AnsiUp } from './ansi_up.js';
 
 const BLOCK = 256;
-const SLICE_MS = 12;
+const EAGER_BLOCKS = 16;
+/** Estimated height of a line (13px at line-height 1.45), for a block not yet parsed. */
+const LINE_PX = 18.85;
+const SLICE_MS = 25;
 // biome-ignore lint/suspicious/noControlCharactersInRegex: ANSI escapes are what is stripped
 const ANSI = /\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?/g;
 const FOLD = /^travis_fold:(start|end):(\S+)/;
@@ -50,10 +57,37 @@ function formatNs(ns) {
   return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, '0')}m`;
 }
 
+/** Every block of lines in line order (folds' included): {el, first, last, html, shown}. */
+const blocks = [];
+const observer = new IntersectionObserver(
+  (entries) => {
+    for (const e of entries) if (e.isIntersecting) show(e.target.block);
+  },
+  { rootMargin: '2000px 0px' },
+);
+
+/** Parses a block's held HTML into its element. */
+function show(b) {
+  if (b.shown) return;
+  b.shown = true;
+  observer.unobserve(b.el);
+  b.el.style.height = '';
+  b.el.insertAdjacentHTML('beforeend', b.html);
+  b.html = '';
+}
+
+function put(b, html) {
+  if (b.shown) b.el.insertAdjacentHTML('beforeend', html);
+  else {
+    b.html += html;
+    b.el.style.height = `${(b.last - b.first + 1) * LINE_PX}px`;
+  }
+}
+
 function flush() {
   for (const c of stack) {
     if (c.html) {
-      c.block.insertAdjacentHTML('beforeend', c.html);
+      put(c.block, c.html);
       c.html = '';
     }
   }
@@ -63,22 +97,52 @@ function addLine(content) {
   const c = top();
   if (!c.block || c.fill >= BLOCK) {
     if (c.html) {
-      c.block.insertAdjacentHTML('beforeend', c.html);
+      put(c.block, c.html);
       c.html = '';
     }
-    c.block = document.createElement('div');
-    c.block.className = 'blk';
-    c.body.append(c.block);
+    const el = document.createElement('div');
+    el.className = 'blk';
+    const b = { el, first: lineNo + 1, last: lineNo, html: '', shown: blocks.length < EAGER_BLOCKS };
+    el.block = b;
+    blocks.push(b);
+    c.body.append(el);
+    if (!b.shown) observer.observe(el);
+    c.block = b;
     c.fill = 0;
   }
   lineNo++;
   c.fill++;
-  c.html += `<div class="l" id="L${lineNo}"><a class="n" href="#L${lineNo}">${lineNo}</a><span class="t">${content}</span></div>`;
+  c.block.last = lineNo;
+  // As little markup as a line can have: the rendering of a big log is mostly the parsing of this.
+  c.html += `<div class="l" id="L${lineNo}"><a href="#L${lineNo}">${lineNo}</a>${content}</div>`;
   const fold = c.fold;
   if (fold && !fold.head) {
     fold.head = true;
     fold.headEl.insertAdjacentHTML('beforeend', content);
   }
+}
+
+/** The block that holds line n (blocks are in line order). */
+function blockOf(n) {
+  let lo = 0;
+  let hi = blocks.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const b = blocks[mid];
+    if (n < b.first) hi = mid - 1;
+    else if (n > b.last) lo = mid + 1;
+    else return b;
+  }
+  return undefined;
+}
+
+/** Once the log has ended: the blocks not parsed yet, a slice at a time, so find-in-page sees every line. */
+function showRest(from = 0) {
+  const start = performance.now();
+  let i = from;
+  while (i < blocks.length && performance.now() - start < SLICE_MS) show(blocks[i++]);
+  if (i < blocks.length) setTimeout(() => showRest(i), 30);
+  else root.dataset.complete = 'true';
 }
 
 function openFold(name) {
@@ -129,7 +193,34 @@ function markFailed(fold) {
   fold.el.classList.add('failed');
 }
 
+// Whether ansi_up may hold a style from an earlier line (its last SGR was not a plain reset):
+// while it may not, a line with no escape needs no parsing, only escaping.
+let styled = false;
+// biome-ignore lint/suspicious/noControlCharactersInRegex: SGR escapes
+const SGR = /\x1b\[([0-9;]*)m/g;
+const ESCAPES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#x27;' };
+const escapeHtml = (t) => t.replace(/[&<>"']/g, (c) => ESCAPES[c]);
+
+function toHtml(text) {
+  if (!text.includes('\x1b')) return styled ? ansi.ansi_to_html(text) : escapeHtml(text);
+  let last = null;
+  for (const m of text.matchAll(SGR)) last = m[1];
+  if (last !== null) styled = !(last === '' || last === '0');
+  return ansi.ansi_to_html(text);
+}
+
 function processLine(line) {
+  // The common line: no escape, no carriage return, no marker, no failure message.
+  if (
+    !styled &&
+    line.indexOf('\x1b') < 0 &&
+    line.indexOf('\r') < 0 &&
+    !line.startsWith('travis_') &&
+    line.indexOf('The command') < 0
+  ) {
+    addLine(escapeHtml(line));
+    return;
+  }
   if (line.endsWith('\r')) line = line.slice(0, -1);
   let shown = null;
   let markers = false;
@@ -160,7 +251,7 @@ function processLine(line) {
   const plain = text.replace(ANSI, '');
   if (FAILED_IN.test(plain)) markFailed(top().fold);
   else if (FAILED_AFTER.test(plain)) markFailed(top().fold ?? lastClosed);
-  addLine(ansi.ansi_to_html(text));
+  addLine(toHtml(text));
 }
 
 function work() {
@@ -173,7 +264,8 @@ function work() {
       processLine(lines[i]);
       if ((i & 127) === 127 && performance.now() - start > SLICE_MS) {
         // Hand the rest back to the queue's front, and the thread to the tab.
-        queue.unshift(`${lines.slice(i + 1).join('\n')}\n${partial}`);
+        // Each line left keeps its newline; the partial line after them stays partial.
+        queue.unshift(lines.slice(i + 1).join('\n') + (i + 1 < lines.length ? '\n' : '') + partial);
         partial = '';
         break;
       }
@@ -182,18 +274,23 @@ function work() {
   }
   flush();
   afterRender();
-  if (queue.length > 0) setTimeout(work, 0);
+  if (queue.length > 0) yieldThen();
   else {
     working = false;
     if (ended) finish();
   }
 }
 
+// A message, not setTimeout: nested timeouts are clamped to 4 ms, which would idle the renderer.
+const channel = new MessageChannel();
+channel.port1.onmessage = work;
+const yieldThen = () => channel.port2.postMessage(null);
+
 function push(text) {
   queue.push(text);
   if (!working) {
     working = true;
-    setTimeout(work, 0);
+    yieldThen();
   }
 }
 
@@ -210,6 +307,8 @@ function setFollow(on) {
 function afterRender() {
   if (pendingAnchor && goTo(pendingAnchor)) pendingAnchor = '';
   else if (follow && !pendingAnchor) {
+    const last = blocks[blocks.length - 1];
+    if (last) show(last);
     lastAutoScroll = performance.now();
     window.scrollTo(0, document.documentElement.scrollHeight);
   }
@@ -219,6 +318,8 @@ function afterRender() {
 /** Scrolls to a line anchor (#L12), opening the folds around it, and highlights it. */
 function goTo(hash) {
   if (!/^#L\d+$/.test(hash)) return false;
+  const b = blockOf(Number(hash.slice(2)));
+  if (b) show(b);
   const el = document.getElementById(hash.slice(1));
   if (!el) return false;
   for (let p = el.parentElement; p && p !== root; p = p.parentElement) {
@@ -257,6 +358,7 @@ function finish() {
   }
   live = false;
   root.dataset.done = 'true';
+  setTimeout(showRest, 100);
   if (follow) window.scrollTo(0, document.documentElement.scrollHeight);
   setFollow(false);
 }
