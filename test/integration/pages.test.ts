@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createLogWriter, createNodeRegistry } from '../../queue/index.ts';
+import { z } from 'zod';
+import { createBuildStore, createLogWriter, createNodeRegistry } from '../../queue/index.ts';
 import { type ApiProcess, buildApp, runApi } from '../../src/api/index.ts';
 import { createPageLinks } from '../../src/api/pages/index.ts';
 import { ApiConfig, createLogger, JobSpec, type JobSpecInput, parseConfig } from '../../src/core/index.ts';
@@ -432,6 +433,22 @@ describe('access to the pages', () => {
       expect((await app.inject({ url: `/jobs/${hidden.id}` })).statusCode).toBe(403);
       // The dashboard still needs a login.
       expect((await app.inject({ url: '/' })).statusCode).toBe(303);
+      // Bad input: a clear page with its status, and nothing changes.
+      const big = await app.inject({
+        method: 'POST',
+        url: '/login',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        payload: `token=${'a'.repeat(10_000)}`,
+      });
+      expect(big.statusCode).toBe(413);
+      expect(big.headers['set-cookie']).toBeUndefined();
+      const badId = await app.inject({ url: '/jobs/..%2F..%2Fetc' });
+      expect(badId.statusCode).toBe(400);
+      expect(badId.headers['content-type']).toContain('text/html');
+      expect(badId.body).toContain('Bad request');
+      const badExp = await app.inject({ url: `/jobs/${open}?exp=99999999999999999999&sig=x` });
+      expect(badExp.statusCode).toBe(403);
+      expect((await app.inject({ url: '/assets/..%2Fpage-routes.ts' })).statusCode).toBe(404);
     } finally {
       await app.close();
     }
@@ -481,5 +498,81 @@ describe('the pools page', () => {
     expect(await page.locator('#pool-amd64 tr.node[data-state=active]').count()).toBe(1);
     await screenshot(page, 'pools', true);
     await nodes.deregister(id);
+  });
+});
+
+describe('the build page', () => {
+  it("shows a build's jobs by stage with their states, live, and signs the links to its jobs", async () => {
+    const first = await writtenJob('stage one ran\n');
+    const second = await writtenJob('stage two ran\n', 'failed', 2);
+    const store = createBuildStore(c.client, c.keys, {
+      job: z.record(z.string(), z.unknown()),
+      event: z.unknown(),
+    });
+    const id = `b${randomBytes(6).toString('hex')}`;
+    const slot = (n: number, stageIndex: number, jobId: string, name: string) => ({
+      n,
+      name,
+      stageIndex,
+      allowFailure: n === 3,
+      gen: 0,
+      jobId,
+      checkKey: `${id}-${n}-0`,
+      state: 'queued' as const,
+      job: { arch: 'ppc64le', number: `7.${n}` },
+    });
+    await store.create({
+      id,
+      number: 7,
+      repo: 'acme/<i>widget</i>',
+      repoId: 1,
+      installationId: 1,
+      sha: 'a'.repeat(40),
+      cloneUrl: 'https://github.com/acme/widget.git',
+      private: false,
+      ref: 'refs/heads/main',
+      credential: false,
+      autoCancel: true,
+      configPath: '.travis.yml',
+      stages: ['build', 'deploy'],
+      currentStage: 1,
+      state: 'running',
+      notes: '',
+      createdAt: new Date().toISOString(),
+      origin: 'github',
+      fastFinish: false,
+      event: {},
+      slots: [slot(1, 0, first, 'compile'), slot(2, 1, second, 'ship'), slot(3, 1, 'j-not-started', 'docs')],
+    });
+    const res = await page.goto(links().buildUrl(id));
+    expect(res?.status()).toBe(200);
+    expect(await page.locator('h1').textContent()).toContain('Build #7');
+    expect(await page.locator('section.stage').evaluateAll((els) => els.map((e) => e.dataset.stage))).toEqual(
+      ['build', 'deploy'],
+    );
+    expect(await page.locator('section[data-stage=build] tr.slot').getAttribute('data-state')).toBe('passed');
+    expect(
+      await page.locator('section[data-stage=deploy] tr.slot[data-slot="2"]').getAttribute('data-state'),
+    ).toBe('failed');
+    expect(await page.locator('section[data-stage=deploy] tr.slot[data-slot="3"]').textContent()).toContain(
+      'allowed to fail',
+    );
+    expect(await page.getByText('acme/<i>widget</i>').count()).toBe(1);
+    await screenshot(page, 'build', true);
+    // Live: the build finishing shows without a reload.
+    await store.update(id, (b) => ({ ...b, state: 'failed', finishedAt: new Date().toISOString() }));
+    await page.waitForFunction(() => document.querySelector('h1 .state')?.textContent === 'failed', null, {
+      timeout: 10_000,
+    });
+    // Its job links are signed: they open the job's page with no login.
+    await page.click('section[data-stage=deploy] tr.slot[data-slot="2"] a');
+    await done();
+    expect(await logText()).toContain('stage two ran');
+    // A build's link is refused when changed, and opens no job.
+    const tampered = new URL(links().buildUrl(id));
+    const sig = tampered.searchParams.get('sig') ?? '';
+    tampered.searchParams.set('sig', `${sig.startsWith('A') ? 'B' : 'A'}${sig.slice(1)}`);
+    expect((await fetch(tampered)).status).toBe(403);
+    expect((await fetch(`${api.url}/jobs/${first}?${links().query('build', id)}`)).status).toBe(403);
   });
 });

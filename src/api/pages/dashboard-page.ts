@@ -1,9 +1,12 @@
 import { ARCHES, type Arch, JOB_STATES, type JobRecord, type JobState } from '../../core/index.ts';
-import { formatTime, jobDuration } from './format.ts';
+import type { PageBuild } from './build-page.ts';
+import { formatDuration, formatTime, jobDuration } from './format.ts';
 import { html, type SafeHtml } from './html.ts';
 import { layout } from './layout.ts';
 
 export interface DashboardOptions {
+  /** Recent builds, newest first. */
+  builds: readonly PageBuild[];
   /** Newest first, as a non-admin sees them. */
   jobs: readonly JobRecord[];
   filter: { state?: JobState | undefined; arch?: Arch | undefined };
@@ -32,9 +35,24 @@ export function dashboardMain(o: DashboardOptions): SafeHtml {
 <td>${formatTime(updated(j))}</td>
 </tr>`,
   );
+  const builds = o.builds.map(
+    (b) => html`<tr class="build-row" data-state="${b.state}">
+<td><a href="/builds/${encodeURIComponent(b.id)}">#${b.number}</a></td>
+<td>${b.repo}</td>
+<td>${b.ref.replace(/^refs\/(heads|tags)\//, '')}</td>
+<td>${b.slots.length} job${b.slots.length === 1 ? '' : 's'}</td>
+<td><span class="state s-${b.state}">${b.state}</span></td>
+<td>${b.finishedAt ? formatDuration(Date.parse(b.finishedAt) - Date.parse(b.createdAt)) : ''}</td>
+<td>${formatTime(b.finishedAt ?? b.createdAt)}</td>
+</tr>`,
+  );
   return html`<main id="live" data-refresh="3000">
 <h1>Builds and jobs</h1>
 <form method="get" action="/" class="filters">${select('state', JOB_STATES, o.filter.state)} ${select('arch', ARCHES, o.filter.arch)} <button type="submit">Filter</button></form>
+<h2>Builds</h2>
+<table class="builds"><thead><tr><th>Build</th><th>Repository</th><th>Ref</th><th>Jobs</th><th>State</th><th>Duration</th><th>Updated</th></tr></thead>
+<tbody>${builds.length ? builds : html`<tr><td colspan="7" class="empty">No build${o.filter.state || o.filter.arch ? ' matches' : ' yet'}.</td></tr>`}</tbody></table>
+<h2>Jobs</h2>
 <table class="jobs"><thead><tr><th>Job</th><th>Repository</th><th>Branch</th><th>Build</th><th>Arch</th><th>State</th><th>Duration</th><th>Updated</th></tr></thead>
 <tbody>${rows.length ? rows : html`<tr><td colspan="8" class="empty">No job${o.filter.state || o.filter.arch ? ' matches' : ' yet'}.</td></tr>`}</tbody></table>
 </main>`;

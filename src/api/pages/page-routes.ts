@@ -4,7 +4,13 @@ import fastifyCookie from '@fastify/cookie';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { createPoolStatus, createPoolStore, JobNotFoundError, readLog } from '../../../queue/index.ts';
+import {
+  createBuildStore,
+  createPoolStatus,
+  createPoolStore,
+  JobNotFoundError,
+  readLog,
+} from '../../../queue/index.ts';
 import {
   type ApiToken,
   ArchInput,
@@ -19,6 +25,7 @@ import { createTokenVerifier } from '../auth.ts';
 import type { LogFanout } from '../log-fanout.ts';
 import { followLog } from '../routes/log.ts';
 import { JobParams, maskJob, StreamId } from '../schemas.ts';
+import { buildMain, buildPage, type SlotJob } from './build-page.ts';
 import { dashboardMain, dashboardPage } from './dashboard-page.ts';
 import { jobPage } from './job-page.ts';
 import { CSP, messagePage } from './layout.ts';
@@ -48,6 +55,12 @@ export class PageAccessError extends ArchwayError {
           : `This ${kind} needs a signed link or a login.`,
       { httpStatus: 403 },
     );
+  }
+}
+
+class BuildNotFoundError extends ArchwayError {
+  constructor(id: string) {
+    super('BUILD_NOT_FOUND', `no build '${id}' (builds are kept 30 days)`, { httpStatus: 404 });
   }
 }
 
@@ -96,6 +109,13 @@ export const pageRoutes: FastifyPluginAsyncZod<PageRoutesOptions> = async (app, 
     queue: deps.queue,
     nodes: deps.nodes,
     pools: createPoolStore(deps.redis, deps.keys),
+  });
+  // Builds as the pages read them: the head, and of each slot's expanded job only what they show.
+  const builds = createBuildStore(deps.redis, deps.keys, {
+    job: z
+      .object({ arch: z.string().optional(), number: z.string().optional() })
+      .loose() as z.ZodType<SlotJob>,
+    event: z.unknown(),
   });
   const assets = new Map<string, { body: Buffer; type: string }>();
   for (const [name, a] of Object.entries(ASSETS))
@@ -214,7 +234,18 @@ export const pageRoutes: FastifyPluginAsyncZod<PageRoutesOptions> = async (app, 
         ...(state ? { state } : {}),
         ...(arch ? { arch } : {}),
       });
-      const view = { jobs: page.jobs.map((j) => maskJob(j)), filter: { state, arch }, user };
+      // The state filter applies to builds too where it is a build's state; arch, to builds with a job of it.
+      const recent = await builds.list({
+        limit: 10,
+        where: (b) =>
+          (!state || (b.state as string) === state) && (!arch || b.slots.some((sl) => sl.job.arch === arch)),
+      });
+      const view = {
+        builds: recent.builds,
+        jobs: page.jobs.map((j) => maskJob(j)),
+        filter: { state, arch },
+        user,
+      };
       if (req.headers['x-archway-fragment'])
         return reply.type('text/html; charset=utf-8').send(dashboardMain(view).value);
       return sendPage(reply, 200, dashboardPage(view));
@@ -280,6 +311,37 @@ export const pageRoutes: FastifyPluginAsyncZod<PageRoutesOptions> = async (app, 
         follows: o.follows,
         fanout: o.fanout,
       });
+    },
+  );
+
+  app.get(
+    '/builds/:id',
+    {
+      schema: {
+        ...hidden,
+        params: z.object({ id: z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/, 'a build id') }),
+      },
+    },
+    async (req, reply) => {
+      const { id } = req.params;
+      const build = await builds.get(id);
+      if (!build) {
+        access(req, 'build', id, true);
+        throw new BuildNotFoundError(id);
+      }
+      const { auth, user } = access(req, 'build', id, build.private);
+      const jobs = new Map<string, JobRecord>();
+      for (const slot of build.slots) {
+        const j = await deps.queue.get(slot.jobId);
+        if (j) jobs.set(j.id, maskJob(j));
+      }
+      // Opened with the build's link: each job's link is signed too (the jobs of a build share its visibility).
+      const jobHref = (jobId: string) =>
+        `/jobs/${encodeURIComponent(jobId)}${auth ? `?${links.query('job', jobId)}` : ''}`;
+      const view = { build, jobs, jobHref, user };
+      if (req.headers['x-archway-fragment'])
+        return reply.type('text/html; charset=utf-8').send(buildMain(view).value);
+      return sendPage(reply, 200, buildPage(view));
     },
   );
 
