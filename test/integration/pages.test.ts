@@ -96,7 +96,7 @@ afterEach(async () => {
 describe('the job page', () => {
   it('follows a running job live, stops following when the reader scrolls up, ends with its state', async () => {
     const id = await busybox(
-      'i=0; while [ $i -lt 80 ]; do echo "early line $i"; i=$((i+1)); done; sleep 2; echo "live line A"; sleep 2; echo "live line B"; sleep 2; i=0; while [ $i -lt 80 ]; do echo "late line $i"; i=$((i+1)); done; sleep 1; exit 3',
+      'i=0; while [ $i -lt 80 ]; do echo "early line $i"; i=$((i+1)); done; sleep 4; echo "live line A"; sleep 3; echo "live line B"; sleep 3; i=0; while [ $i -lt 80 ]; do echo "late line $i"; i=$((i+1)); done; sleep 1; exit 3',
     );
     await eventually(async () => (await c.queue.get(id))?.state === 'running', 'the job to start', 30_000);
     await page.goto(links().jobUrl(id));
