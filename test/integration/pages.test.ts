@@ -345,6 +345,7 @@ describe('access to the pages', () => {
     await page.goto(links().jobUrl(id));
     await done();
     expect([...origins]).toEqual([new URL(api.url).origin]);
+    await screenshot(page, 'job-csp');
   });
 
   it('a token login opens the dashboard with an HttpOnly SameSite cookie; a bad token and a foreign next are refused', async () => {
@@ -403,6 +404,7 @@ describe('access to the pages', () => {
     await page.goto(job.pageUrl);
     await done();
     expect(await logText()).toContain('via pageUrl');
+    await screenshot(page, 'job-page-url');
   });
 
   it('ARCHWAY_PUBLIC_LOGS=true opens job pages without a link, except those of private repositories', async () => {
