@@ -576,5 +576,11 @@ describe('the build page', () => {
     tampered.searchParams.set('sig', `${sig.startsWith('A') ? 'B' : 'A'}${sig.slice(1)}`);
     expect((await fetch(tampered)).status).toBe(403);
     expect((await fetch(`${api.url}/jobs/${first}?${links().query('build', id)}`)).status).toBe(403);
+    // Signed in, the dashboard lists it among the recent builds, and its filter by state holds.
+    await page.request.post(`${api.url}/login`, { form: { token: TOKEN, next: '/' } });
+    await page.goto(`${api.url}/?state=failed`);
+    expect(await page.locator(`tr.build-row a[href="/builds/${id}"]`).textContent()).toBe('#7');
+    await page.goto(`${api.url}/?state=passed`);
+    expect(await page.locator(`tr.build-row a[href="/builds/${id}"]`).count()).toBe(0);
   });
 });
