@@ -407,13 +407,14 @@ describe('access to the pages', () => {
     await screenshot(page, 'job-page-url');
   });
 
-  it('ARCHWAY_PUBLIC_LOGS=true opens job pages without a link, except those of private repositories', async () => {
+  it('ARCHWAY_PUBLIC_LOGS=true opens job pages without a link, except those of private repositories; behind TLS the cookie is Secure; bad input is refused', async () => {
     const app = buildApp(
       parseConfig(ApiConfig, {
         REDIS_URL: c.redis.url,
         ARCHWAY_REDIS_PREFIX: c.keys.prefix,
         ARCHWAY_TOKEN: TOKEN,
         ARCHWAY_PUBLIC_LOGS: 'true',
+        ARCHWAY_PUBLIC_URL: 'https://ci.example',
       }),
       {
         redis: c.client,
@@ -435,6 +436,18 @@ describe('access to the pages', () => {
       expect((await app.inject({ url: `/jobs/${hidden.id}` })).statusCode).toBe(403);
       // The dashboard still needs a login.
       expect((await app.inject({ url: '/' })).statusCode).toBe(303);
+      // Behind TLS (an https public URL) the login cookie is Secure.
+      const login = await app.inject({
+        method: 'POST',
+        url: '/login',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        payload: `token=${TOKEN}&next=/pools`,
+      });
+      expect(login.statusCode).toBe(303);
+      expect(login.headers.location).toBe('/pools');
+      expect(String(login.headers['set-cookie'])).toMatch(
+        /^archway_session=[\w-]+\.\d+\.[\w-]{43}; Max-Age=43200; Path=\/; HttpOnly; Secure; SameSite=Lax$/,
+      );
       // Bad input: a clear page with its status, and nothing changes.
       const big = await app.inject({
         method: 'POST',
