@@ -138,6 +138,26 @@ describe('the job page', () => {
     expect((await c.waitFinal(id)).state).toBe('failed');
   });
 
+  it('shows the reason a job ended, when it did not simply exit', async () => {
+    const id = await busybox('echo waiting for a cancel; sleep 60');
+    await eventually(async () => (await c.queue.get(id))?.state === 'running', 'the job to start', 30_000);
+    await page.goto(links().jobUrl(id));
+    await page.waitForFunction(() =>
+      document.querySelector('#log')?.textContent?.includes('waiting for a cancel'),
+    );
+    const r = await fetch(`${api.url}/v1/jobs/${id}/cancel`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    expect(r.status).toBe(202);
+    await done();
+    expect(await page.locator('#log-end').textContent()).toMatch(
+      /^Job canceled(, exit code \d+)?, reason: canceled$/,
+    );
+    expect(await page.locator('#state').textContent()).toBe('canceled');
+    await screenshot(page, 'job-canceled');
+  });
+
   it('renders ANSI colours as styles, folds collapsed with their durations, opened by a click, a failing one open', async () => {
     // The markers as a real job prints them (archway's own functions print the same; Travis ends its with \r).
     const id = await busybox(
