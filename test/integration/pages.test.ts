@@ -393,6 +393,12 @@ describe('access to the pages', () => {
     expect(await page.locator(`tr.job-row a[href="/jobs/${failed}"]`).count()).toBe(1);
     expect(await page.locator(`tr.job-row a[href="/jobs/${passed}"]`).count()).toBe(0);
     expect(await page.locator('tr.job-row[data-state]:not([data-state=failed])').count()).toBe(0);
+    // And by arch (aliases too): the written jobs are ppc64le, the real ones amd64.
+    await page.goto(`${api.url}/?arch=ppc64el`);
+    expect(await page.locator('tr.job-row').count()).toBeGreaterThan(0);
+    expect(await page.locator('tr.job-row:not([data-arch=ppc64le])').count()).toBe(0);
+    await page.goto(`${api.url}/?arch=amd64`);
+    expect(await page.locator('tr.job-row[data-arch=ppc64le]').count()).toBe(0);
     // Updated live: a job submitted now appears without a reload.
     await page.goto(`${api.url}/`);
     const fresh = await writtenJob('fresh\n');
