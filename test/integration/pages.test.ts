@@ -114,6 +114,11 @@ describe('the job page', () => {
       page.evaluate(() => window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 8);
     expect(await atEnd()).toBe(true);
     expect(await page.locator('#follow').getAttribute('aria-pressed')).toBe('true');
+    // Its duration counts while it runs.
+    const before = await page.locator('#duration').textContent();
+    await page.waitForFunction((b) => document.getElementById('duration')?.textContent !== b, before, {
+      timeout: 5000,
+    });
     await screenshot(page, 'job-live');
     // The reader scrolls up: later lines must not pull the page down again.
     await page.mouse.move(600, 400);

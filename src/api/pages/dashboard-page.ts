@@ -41,6 +41,7 @@ export function dashboardMain(o: DashboardOptions): SafeHtml {
 <td>${b.repo}</td>
 <td>${b.ref.replace(/^refs\/(heads|tags)\//, '')}</td>
 <td>${b.slots.length} job${b.slots.length === 1 ? '' : 's'}</td>
+<td>${[...new Set(b.slots.map((sl) => sl.job.arch).filter(Boolean))].join(', ')}</td>
 <td><span class="state s-${b.state}">${b.state}</span></td>
 <td>${b.finishedAt ? formatDuration(Date.parse(b.finishedAt) - Date.parse(b.createdAt)) : ''}</td>
 <td>${formatTime(b.finishedAt ?? b.createdAt)}</td>
@@ -50,8 +51,8 @@ export function dashboardMain(o: DashboardOptions): SafeHtml {
 <h1>Builds and jobs</h1>
 <form method="get" action="/" class="filters">${select('state', JOB_STATES, o.filter.state)} ${select('arch', ARCHES, o.filter.arch)} <button type="submit">Filter</button></form>
 <h2>Builds</h2>
-<table class="builds"><thead><tr><th>Build</th><th>Repository</th><th>Ref</th><th>Jobs</th><th>State</th><th>Duration</th><th>Updated</th></tr></thead>
-<tbody>${builds.length ? builds : html`<tr><td colspan="7" class="empty">No build${o.filter.state || o.filter.arch ? ' matches' : ' yet'}.</td></tr>`}</tbody></table>
+<table class="builds"><thead><tr><th>Build</th><th>Repository</th><th>Ref</th><th>Jobs</th><th>Arches</th><th>State</th><th>Duration</th><th>Updated</th></tr></thead>
+<tbody>${builds.length ? builds : html`<tr><td colspan="8" class="empty">No build${o.filter.state || o.filter.arch ? ' matches' : ' yet'}.</td></tr>`}</tbody></table>
 <h2>Jobs</h2>
 <table class="jobs"><thead><tr><th>Job</th><th>Repository</th><th>Branch</th><th>Build</th><th>Arch</th><th>State</th><th>Duration</th><th>Updated</th></tr></thead>
 <tbody>${rows.length ? rows : html`<tr><td colspan="8" class="empty">No job${o.filter.state || o.filter.arch ? ' matches' : ' yet'}.</td></tr>`}</tbody></table>

@@ -33,7 +33,7 @@ ${o.buildHref ? html`<dt>Build</dt><dd><a href="${o.buildHref}">${j.labels.build
 <dt>Image</dt><dd><code>${j.image}</code></dd>
 ${j.node ? html`<dt>Node</dt><dd>${j.node}</dd>` : ''}
 <dt>Created</dt><dd>${formatTime(j.createdAt)}</dd>
-<dt>Duration</dt><dd id="duration">${jobDuration(j)}</dd>
+<dt>Duration</dt><dd id="duration" data-started="${live ? (j.startedAt ?? '') : ''}">${jobDuration(j)}</dd>
 ${j.attempt > 1 ? html`<dt>Attempt</dt><dd>${j.attempt}</dd>` : ''}
 </dl>
 <nav class="tools"><a id="raw" href="/jobs/${id}/raw${q}">Raw log</a>

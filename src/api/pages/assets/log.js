@@ -333,6 +333,14 @@ function goTo(hash) {
   return true;
 }
 
+// While the job runs, its duration counts up (the server wrote it once).
+const durationEl = document.getElementById('duration');
+const clock = setInterval(() => {
+  const started = Date.parse(durationEl?.dataset.started ?? '');
+  if (!live || Number.isNaN(started)) return;
+  durationEl.textContent = formatNs((Date.now() - started) * 1e6).replace(/\.\d+s$/, 's');
+}, 1000);
+
 let ended = null;
 function finish() {
   if (partial) {
@@ -357,6 +365,7 @@ function finish() {
     stateBadge.className = `state s-${e.state}`;
   }
   live = false;
+  clearInterval(clock);
   root.dataset.done = 'true';
   setTimeout(showRest, 100);
   if (follow) window.scrollTo(0, document.documentElement.scrollHeight);
