@@ -48,6 +48,8 @@ declare -A pkgs=(
 )
 # Only the test suite needs these: the seccomp probe is cross-compiled, static, for each arch.
 declare -A test_pkgs=(
+  # The pages' browser tests drive Debian's headless chromium (never a downloaded browser).
+  [chromium]=/usr/bin/chromium
   [gcc]=/usr/bin/x86_64-linux-gnu-gcc
   [libc6-dev]=/usr/include/x86_64-linux-gnu/sys/syscall.h
   [gcc-aarch64-linux-gnu]=/usr/bin/aarch64-linux-gnu-gcc

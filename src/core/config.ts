@@ -327,6 +327,21 @@ export const ApiConfig = z
     ARCHWAY_LOST_NODE_RETENTION_SECONDS: z.coerce.number().int().min(0).default(600),
     /** The API's address as users reach it (links to job logs). Default http://HOST:PORT. */
     ARCHWAY_PUBLIC_URL: z.url().optional(),
+    /**
+     * Key of the signed page links (check runs' Details, `pageUrl`) and of page login cookies.
+     * Unset: a random key per process, so links and logins end when the API restarts (`up`
+     * keeps one under its pool). No default: a secret.
+     */
+    ARCHWAY_PAGE_SECRET: z.string().min(32, 'at least 32 characters').optional(),
+    /** Days a signed page link stays valid. */
+    ARCHWAY_PAGE_LINK_DAYS: z.coerce.number().positive().max(3650).default(30),
+    /** Hours a page login (its session cookie) lasts. */
+    ARCHWAY_PAGE_SESSION_HOURS: z.coerce.number().positive().max(8760).default(12),
+    /**
+     * Job and build pages and their logs open without a signed link or a login (jobs of private
+     * repositories excepted): for open-source installations.
+     */
+    ARCHWAY_PUBLIC_LOGS: z.stringbool().default(false),
     /** Where uploaded trees (`POST /v1/uploads`) are kept. Default `<pool>/uploads`. */
     ARCHWAY_UPLOAD_DIR: z.string().startsWith('/', 'an absolute path').optional(),
     /** Largest uploaded tree (a git bundle), in bytes; a bigger one is refused with 413. */

@@ -130,7 +130,11 @@ describe('POST /v1/jobs', () => {
     expect(res.headers.location).toBe(`/v1/jobs/${job.id}`);
     const got = await get(`/v1/jobs/${job.id}`);
     expect(got.statusCode).toBe(200);
-    expect(got.json()).toEqual(job);
+    // GET adds the job's page: a signed link (issue 12).
+    expect(got.json()).toEqual({
+      ...job,
+      pageUrl: expect.stringMatching(/\/jobs\/j\w+\?exp=\d+&sig=[\w-]{43}$/),
+    });
   });
 
   it.each([

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import type { Command } from 'commander';
@@ -161,11 +161,14 @@ Example (a second installation beside the first):
 
       const token = config.ARCHWAY_TOKEN ?? randomBytes(24).toString('hex');
       const url = `http://127.0.0.1:${config.ARCHWAY_PORT}`;
+      // Kept under the pool, so signed page links (check runs' Details) outlive a restart of up.
+      const pageSecret = env.ARCHWAY_PAGE_SECRET ?? (await pageSecretIn(config.ARCHWAY_POOL_PATH));
       const childEnv = {
         ...env,
         REDIS_URL: redisUrl,
         ARCHWAY_TOKEN: token,
         ARCHWAY_PORT: String(config.ARCHWAY_PORT),
+        ARCHWAY_PAGE_SECRET: pageSecret,
       };
       const parts: Part[] = [];
       const start = (name: string, args: string[], arch?: Arch) => {
@@ -240,7 +243,9 @@ Example (a second installation beside the first):
       }
       if (ready && !stopping) {
         // Last, once every part is ready: what the user needs stays on the screen (issue #13).
-        say(`\narchway is up: ${url}  (API docs: ${url}/docs)`);
+        say(
+          `\narchway is up: ${url}  (pages: sign in at ${url}/login with the token; API docs: ${url}/docs)`,
+        );
         say(`admin token: ${token}`);
         say(`  export ARCHWAY_URL=${url} ARCHWAY_TOKEN=${token}`);
         say(`  bin/archway submit --arch ${arches[0] ?? 'amd64'} --image busybox --follow -- 'uname -m'`);
@@ -315,3 +320,17 @@ function answers(port: number): Promise<boolean> {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The page secret of this host's stack: `<pool>/page-secret` (mode 0600), made on the first `up`.
+ * A secret shorter than the API accepts is replaced.
+ */
+export async function pageSecretIn(poolPath: string): Promise<string> {
+  const file = join(poolPath, 'page-secret');
+  const kept = (await readFile(file, 'utf8').catch(() => '')).trim();
+  if (kept.length >= 32) return kept;
+  const secret = randomBytes(32).toString('hex');
+  await mkdir(poolPath, { recursive: true });
+  await writeFile(file, `${secret}\n`, { mode: 0o600 });
+  return secret;
+}
