@@ -370,7 +370,11 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
       // The record counts attempts (BullMQ does not count the delays this node makes for a retry).
       const last = !retryable || attempt >= MAX_ATTEMPTS || bull.attemptsMade + 1 >= MAX_ATTEMPTS;
       const why = err instanceof ShutdownError ? 'the node was stopped' : err.message;
-      if (!(err instanceof ShutdownError)) noteOutcome(id, why);
+      if (!(err instanceof ShutdownError)) {
+        noteOutcome(id, why);
+        // Every errored attempt, retried or not: the rate operators alert on (ops/prometheus).
+        o.metrics?.outcomes.inc({ arch: o.arch, state: 'errored', reason: 'infra' });
+      }
       log.warn(
         { job: id, attempt, err: why },
         last ? 'job errored: no retry' : 'attempt errored: the job will be retried',
