@@ -77,13 +77,23 @@ export function registerUp(program: Command, env: Record<string, string | undefi
       const port = env.ARCHWAY_PORT ?? '8080';
       const url = `http://127.0.0.1:${port}`;
       const childEnv = { ...env, REDIS_URL: redisUrl, ARCHWAY_TOKEN: token, ARCHWAY_PORT: port };
-      const start = (args: string[]) => {
-        const c = spawn(BIN, args, { env: childEnv, stdio: ['ignore', 'inherit', 'inherit'] });
+      const start = (args: string[], extra: Record<string, string> = {}) => {
+        const c = spawn(BIN, args, {
+          env: { ...childEnv, ...extra },
+          stdio: ['ignore', 'inherit', 'inherit'],
+        });
         children.push(c);
         return c;
       };
       start(['api']);
-      for (const arch of arches) start(['worker', '--arch', arch, '--slots', opts.slots, '--warm', '1']);
+      const metricsPorts = workerMetricsPorts(arches, Number(port), env.ARCHWAY_WORKER_METRICS_PORT);
+      for (const arch of arches) {
+        const m = metricsPorts[arch];
+        start(
+          ['worker', '--arch', arch, '--slots', opts.slots, '--warm', '1'],
+          m ? { ARCHWAY_WORKER_METRICS_PORT: String(m) } : {},
+        );
+      }
 
       let stopping: Promise<void> | undefined;
       const stopAll = () => {
@@ -110,6 +120,8 @@ export function registerUp(program: Command, env: Record<string, string | undefi
       await waitForApi(url, arches.length, token);
       say(`\narchway is up: ${url}  (API docs: ${url}/docs)`);
       say(`admin token: ${token}`);
+      for (const [arch, m] of Object.entries(metricsPorts))
+        say(`  ${arch} worker metrics: http://127.0.0.1:${m}/metrics`);
       say(`  export ARCHWAY_URL=${url} ARCHWAY_TOKEN=${token}`);
       say(`  bin/archway submit --arch arm64 --image busybox --follow -- 'uname -m'`);
       if (opts.demo) {
@@ -126,6 +138,26 @@ export function registerUp(program: Command, env: Record<string, string | undefi
       while (!stopping) await sleep(200);
       await stopping;
     });
+}
+
+/**
+ * The /metrics port of each of `up`'s workers: consecutive ports from `base`
+ * (ARCHWAY_WORKER_METRICS_PORT) when set, else from the API's port + 1 (8081, 8082, ...), so a
+ * development stack is scraped as production is. None when the API takes any free port (0) and
+ * no base is set, or the base is 0.
+ */
+export function workerMetricsPorts(
+  arches: readonly Arch[],
+  apiPort: number,
+  base: string | undefined,
+): Partial<Record<Arch, number>> {
+  const first = base !== undefined && base !== '' ? Number(base) : apiPort > 0 ? apiPort + 1 : 0;
+  if (!Number.isInteger(first) || first <= 0) return {};
+  if (first + arches.length - 1 > 65_535)
+    throw new Error(
+      `ARCHWAY_WORKER_METRICS_PORT ${first}: ${arches.length} workers need ports up to ${first + arches.length - 1}, above 65535`,
+    );
+  return Object.fromEntries(arches.map((a, i) => [a, first + i]));
 }
 
 async function demo(
