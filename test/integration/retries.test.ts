@@ -40,7 +40,9 @@ describe('retries of errored attempts', () => {
     // Each errored attempt counts in the node's outcomes (what the infra error-rate alert reads).
     const text = (await c.metrics[0]?.registry.metrics()) ?? '';
     expect(text).toMatch(
-      new RegExp(`archway_job_outcomes_total\\{[^}]*state="errored",reason="infra"[^}]*\\} ${MAX_ATTEMPTS}\\n`),
+      new RegExp(
+        `archway_job_outcomes_total\\{[^}]*state="errored",reason="infra"[^}]*\\} ${MAX_ATTEMPTS}\\n`,
+      ),
     );
   }, 90_000);
 
