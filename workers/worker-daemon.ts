@@ -312,12 +312,29 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
             : 'failed';
       await writer.note(endLine(reason, outcome.exitCode, spec));
       const finishedAt = new Date().toISOString();
-      await finish(id, attempt, state, {
+      const owned = await finish(id, attempt, state, {
         exitCode: outcome.exitCode,
         reason: reason ?? null,
         finishedAt,
         logBytes: writer.bytes,
       });
+      if (!owned) {
+        // Cut off from Redis while it ran (a partition): the node was lost, the job re-queued and
+        // run again elsewhere. This run's end does not count; the record says so instead of
+        // listing a second passed attempt.
+        await o.queue.store.recordAttempt(id, {
+          n: attempt,
+          node: o.nodeId,
+          startedAt,
+          endedAt: finishedAt,
+          outcome: 'errored',
+          reason: 'infra',
+          exitCode: outcome.exitCode,
+          error: `node ${o.nodeId} lost the job while it ran (its heartbeats did not reach Redis): it was re-queued, and this run's ${state} was discarded`,
+        });
+        o.metrics?.outcomes.inc({ arch: o.arch, state: 'errored', reason: 'infra' });
+        return state;
+      }
       await o.queue.store.recordAttempt(id, {
         n: attempt,
         node: o.nodeId,
