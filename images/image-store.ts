@@ -12,6 +12,7 @@ import {
   ImageRef,
   InvalidInputError,
   isSubvolume,
+  poolLayout,
 } from '../src/core/index.ts';
 import { removeRangeCopies } from './range-copies.ts';
 
@@ -56,7 +57,7 @@ export interface ImageStore {
 }
 
 export function createImageStore(opts: ImageStoreOptions): ImageStore {
-  const root = join(opts.poolPath, 'images');
+  const root = poolLayout(opts.poolPath).images;
   const dirOf = (name: string, arch: Arch) => join(root, name, arch);
 
   async function readVersion(name: string, arch: Arch, digest: string): Promise<ResolvedImage | undefined> {
@@ -74,6 +75,13 @@ export function createImageStore(opts: ImageStoreOptions): ImageStore {
     return readlink(join(dirOf(name, arch), 'current')).catch(() => undefined);
   }
 
+  /** Names of the images that have a current version for `arch`: what an error about a missing one lists. */
+  async function heldNames(arch: Arch): Promise<string[]> {
+    const names = (await readdir(root).catch(() => [] as string[])).sort();
+    const held = await Promise.all(names.map(async (n) => ((await currentDigest(n, arch)) ? n : undefined)));
+    return held.filter((n): n is string => n !== undefined);
+  }
+
   return {
     root,
     dirOf,
@@ -86,8 +94,9 @@ export function createImageStore(opts: ImageStoreOptions): ImageStore {
       const found = digest ? await readVersion(ref.name, arch, digest) : undefined;
       if (!found) {
         const what = ref.digest ? `${ref.name}@${ref.digest}` : `'${ref.name}'`;
+        const held = await heldNames(arch);
         throw new ImageNotFoundError(
-          `no image ${what} for ${arch} on this host: build it with 'bin/archway images build ${ref.name} --arch ${arch}'`,
+          `no image ${what} for ${arch} on this host (${held.length ? `it has: ${held.join(', ')}` : `it has none for ${arch}`}): build it with 'bin/archway images build ${ref.name} --arch ${arch}'`,
         );
       }
       return found;

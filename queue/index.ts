@@ -1,4 +1,27 @@
 /** The queue: job records and their state machine, BullMQ queues per arch, log streams, cancellation. */
+
+export {
+  type Advance,
+  advance,
+  cancelStages,
+  finishJob,
+  jobIdOf,
+  rerun,
+  startStages,
+} from './build-stages.ts';
+export {
+  BUILD_TTL_S,
+  type BuildRecord,
+  type BuildSlot,
+  BuildSlotState,
+  BuildState,
+  type BuildStore,
+  type BuildStoreOptions,
+  buildRecordSchema,
+  type CommitScope,
+  createBuildStore,
+} from './build-store.ts';
+export { type FindImageOptions, findImage, type ImageLookup } from './find-image.ts';
 export {
   CATALOG_VERSIONS_KEPT,
   CatalogEntry,
@@ -8,7 +31,16 @@ export {
   type ImageEvent,
 } from './image-catalog.ts';
 export {
-  type CancelReason,
+  type Admission,
+  type AttemptOutcome,
+  createJobConsumer,
+  type JobConsumer,
+  type JobConsumerOptions,
+  type JobHandler,
+  type TakenJob,
+} from './job-consumer.ts';
+export { createJobEvents, type EventsPosition, JobEvent, type JobEvents } from './job-events.ts';
+export {
   createJobQueue,
   IdempotencyConflictError,
   JobFinishedError,
@@ -19,6 +51,8 @@ export {
   type SubmitOptions,
 } from './job-queue.ts';
 export {
+  type CancelReason,
+  type CancelState,
   createJobStore,
   type JobStore,
   type JobStoreOptions,
@@ -26,6 +60,7 @@ export {
   type TransitionOptions,
   type TransitionResult,
 } from './job-store.ts';
+export { createLease, type Lease, type LeaseOptions } from './lease.ts';
 export {
   compareLogIds,
   type LogChunk,
@@ -54,6 +89,7 @@ export {
   type NodeRegistry,
   type NodeState,
 } from './node-registry.ts';
+export { PermanentTaskError } from './permanent-task-error.ts';
 export { PoolDisabledError } from './pool-disabled-error.ts';
 export {
   createPoolStatus,
@@ -91,9 +127,20 @@ export {
   stripAnsi,
 } from './secret-masker.ts';
 export {
+  createSourceCredentials,
+  SourceCredential,
+  type SourceCredentials,
+} from './source-credentials.ts';
+export {
   createStallWatch,
   LOCK_DURATION_MS,
   STALLED_INTERVAL_MS,
   type StallWatch,
   type StallWatchOptions,
 } from './stall-watch.ts';
+export {
+  createTaskQueue,
+  type TaskQueue,
+  type TaskQueueOptions,
+  type TaskResult,
+} from './task-queue.ts';

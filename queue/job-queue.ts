@@ -9,7 +9,7 @@ import {
   type JobSpec,
   type Keys,
 } from '../src/core/index.ts';
-import { createJobStore, type JobStore, type ListFilter } from './job-store.ts';
+import { type CancelReason, createJobStore, type JobStore, type ListFilter } from './job-store.ts';
 import { appendLogNote } from './log-writer.ts';
 
 /** Attempts a job gets when its host fails (errored attempts are retried elsewhere). */
@@ -38,9 +38,6 @@ export interface SubmitOptions {
    */
   jobId?: string;
 }
-
-/** Why a job is canceled: by a user, or by a newer build of the same branch or pull request. */
-export type CancelReason = 'canceled' | 'superseded';
 
 export interface JobQueue {
   readonly store: JobStore;

@@ -79,6 +79,12 @@ export interface TransitionOptions {
   fields?: Record<string, string | number | null>;
 }
 
+/** Why a job is canceled: by a user, or by a newer build of the same branch or pull request. */
+export type CancelReason = 'canceled' | 'superseded';
+
+/** Whether a job's cancel flag is set, and why (the worker that runs it stops it with that reason). */
+export type CancelState = { requested: false } | { requested: true; reason: CancelReason };
+
 export interface ListFilter {
   state?: JobState;
   arch?: string;
@@ -97,7 +103,9 @@ export interface JobStore {
   transition(id: string, to: JobState, opts?: TransitionOptions): Promise<TransitionResult>;
   recordAttempt(id: string, attempt: Attempt): Promise<void>;
   /** Sets the durable cancel flag (and its reason, read by the job's worker) and tells the workers. */
-  requestCancel(id: string, reason?: 'canceled' | 'superseded'): Promise<void>;
+  requestCancel(id: string, reason?: CancelReason): Promise<void>;
+  /** The durable cancel flag and its reason: what the job's worker polls (pub/sub can lose a message). */
+  cancelState(id: string): Promise<CancelState>;
   list(filter: ListFilter): Promise<{ jobs: JobRecord[]; next?: number }>;
   /**
    * Removes the finished jobs whose retention has passed (at most `limit`): their records and
@@ -237,6 +245,11 @@ export function createJobStore(redis: Redis, keys: Keys, so: JobStoreOptions): J
     async requestCancel(id, reason = 'canceled') {
       await redis.hset(keys.job(id), 'cancelRequested', '1', 'cancelReason', reason);
       await redis.publish(keys.cancelChannel, id);
+    },
+    async cancelState(id) {
+      const [flag, why] = await redis.hmget(keys.job(id), 'cancelRequested', 'cancelReason');
+      if (flag !== '1') return { requested: false };
+      return { requested: true, reason: why === 'superseded' ? 'superseded' : 'canceled' };
     },
     async sweepExpired(now = Date.now(), limit = 500) {
       const ids = await redis.zrangebyscore(keys.jobsExpiry, '-inf', now, 'LIMIT', 0, limit);

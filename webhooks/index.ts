@@ -2,7 +2,7 @@
  * The GitHub side: the repository configuration (`.archway.yml` / `.travis.yml`) and its build
  * matrix, and the GitHub App (verified webhooks, builds from pushes and pull requests, check runs).
  */
-export { type BuildInput, BuildRecord, type Builds, CONFIG_FILES, jobIdOf } from './github/builds.ts';
+export type { BuildInput, BuildRecord, Builds } from './github/builds.ts';
 export {
   CHECK_CONCLUSIONS,
   type CheckConclusion,
@@ -25,6 +25,7 @@ export {
   type GitHubServiceOptions,
 } from './github/github-service.ts';
 export { HANDLED_EVENTS, isHandled } from './github/payloads.ts';
+export { CONFIG_FILES, readRepoConfig } from './github/read-repo-config.ts';
 export { conclusionOf, logTail } from './github/reporter.ts';
 export { SignatureInvalidError } from './github/signature-invalid-error.ts';
 export { createWebhookRoutes, type Delivery, type WebhookRoutesOptions } from './github/webhook-routes.ts';

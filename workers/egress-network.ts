@@ -1,8 +1,9 @@
-import { access, mkdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import {
   ArchwayError,
   createHostLeases,
+  exists,
   HostRequirementError,
   hasCommand,
   type Logger,
@@ -420,11 +421,7 @@ async function ensurePackageCache(o: EgressNetworkOptions, service: string, log:
 
 /** The cache's directory: a btrfs subvolume with a qgroup limit when its parent is btrfs, so it stays bounded. */
 async function ensureCacheDir(path: string, bytes: number): Promise<void> {
-  const exists = await access(path).then(
-    () => true,
-    () => false,
-  );
-  if (!exists) {
+  if (!(await exists(path))) {
     // Its parent first: on a fresh pool `cache/` may not exist yet, and a plain directory would be unbounded.
     await mkdir(dirname(path), { recursive: true });
     const made = await runCommand('btrfs', ['subvolume', 'create', path]).then(

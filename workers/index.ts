@@ -19,6 +19,7 @@ export {
   type JobLauncher,
   type JobLauncherOptions,
   type JobOutcome,
+  type LaunchEndReason,
   type LaunchedJob,
   type LaunchRequest,
 } from './job-launcher.ts';
@@ -27,9 +28,16 @@ export {
   SCRIPT_ARGV,
   SCRIPT_IN_CONTAINER,
   scriptText,
-  shellQuote,
   writeScript,
 } from './job-script.ts';
+export {
+  createNodeMembership,
+  type NodeMembership,
+  type NodeMembershipOptions,
+  noteAttempt,
+  QUARANTINE_AFTER,
+  type QuarantineWindow,
+} from './node-membership.ts';
 export { CAPABILITIES } from './oci-spec.ts';
 export { ORPHAN_WATCH_STEP_S, type OrphanWatchOptions, startOrphanWatch } from './orphan-watch.ts';
 export {
@@ -42,6 +50,18 @@ export {
   retryBackoffMs,
   retryDelayMs,
 } from './retry-policy.ts';
+export {
+  type AttemptFacts,
+  type AttemptVerdict,
+  classifyAttempt,
+  createJobRunner,
+  endLine,
+  type HostVerdict,
+  type JobRunner,
+  type JobRunnerOptions,
+  type RunResult,
+  type StopReason,
+} from './run-job.ts';
 export { type RunWorkerOptions, runWorker } from './run-worker.ts';
 export {
   CONTAINER_PREFIX,
@@ -83,3 +103,4 @@ export {
   warmTargetsOf,
 } from './warm-targets.ts';
 export { createWorkerDaemon, type WorkerDaemon, type WorkerDaemonOptions } from './worker-daemon.ts';
+export { recordWorkerMetrics, type WorkerEvents } from './worker-events.ts';

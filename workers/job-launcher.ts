@@ -231,6 +231,9 @@ function validate(req: LaunchRequest, ceilings: Ceilings | undefined): Limits {
     throw new InvalidInputError('cwd', 'must be an absolute path');
   const env = Object.keys(req.env ?? {}).find((k) => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(k));
   if (env !== undefined) throw new InvalidInputError(`env.${env}`, 'not a valid variable name');
+  // execve takes NUL-terminated strings: a value with a NUL cannot reach the job (JobSpec refuses it at intake).
+  const nul = Object.entries(req.env ?? {}).find(([, v]) => v.includes('\0'));
+  if (nul) throw new InvalidInputError(`env.${nul[0]}`, 'a value may not contain a NUL byte');
   if (!ceilings) return limitsWithin(limits.data, DEFAULT_LIMITS);
   checkCeilings(limits.data, ceilings, { field: (k) => `limits.${k}`, where: "this node's" });
   return limitsWithin(limits.data, ceilings);

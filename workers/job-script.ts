@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { chown, lstat, mkdir, open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ArchwayError, type JobSpec } from '../src/core/index.ts';
+import { ArchwayError, type JobSpec, shellQuote } from '../src/core/index.ts';
 
 /**
  * Where a job's script is placed in its container. It runs from a file, not from argv: one
@@ -11,11 +11,6 @@ export const SCRIPT_IN_CONTAINER = '/.archway/script.sh';
 
 /** The argv of every job: the shell reads the script from its file. */
 export const SCRIPT_ARGV: readonly string[] = ['/bin/sh', SCRIPT_IN_CONTAINER];
-
-/** Quotes a string for a POSIX shell. */
-export function shellQuote(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
 
 /**
  * The text of a job's script, as the shell reads it. A string is the script itself. A list runs

@@ -7,6 +7,7 @@ import {
   type Arch,
   assertNoEviction,
   ceilingsSet,
+  createCloser,
   createKeys,
   createLogger,
   createRedis,
@@ -78,6 +79,7 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
   if (reaped.length)
     logger.info({ containers: reaped.length }, 'destroyed containers a previous run left behind');
   const keys = createKeys(config.ARCHWAY_REDIS_PREFIX);
+  const catalog = createImageCatalog(redis, keys);
   const metrics = createWorkerMetrics({ node: nodeId, arch: o.arch });
   // Image sync first: the node takes jobs, and chooses and makes its warm containers, once it holds
   // the catalog's versions. The sync may switch an image before the warm pool exists.
@@ -86,7 +88,7 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
     ? createSyncAgent({
         arch: o.arch,
         store: images,
-        catalog: createImageCatalog(redis, keys),
+        catalog,
         blockingRedis: createRedis({
           url: config.REDIS_URL,
           name: `archway-sync-${nodeId}`,
@@ -136,6 +138,7 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
   });
   const daemon = createWorkerDaemon({
     metrics,
+    catalog,
     nodeId,
     arch: o.arch,
     slots: o.slots,
@@ -154,6 +157,8 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
     logLimitBytes: Math.round(config.ARCHWAY_LOG_LIMIT_MIB * 1024 * 1024),
     logRetentionSeconds: config.ARCHWAY_LOG_RETENTION_DAYS * 86400,
     version: o.version,
+    // Without image sync, the node itself says what it holds (the API refuses an image no node has).
+    reportImages: !sync,
     source: createSourceFetcher({
       poolPath: config.ARCHWAY_POOL_PATH,
       allowLoopback: config.ARCHWAY_ALLOW_LOOPBACK_SOURCES,
@@ -178,31 +183,25 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
       : undefined;
   if (metricsServer) logger.info({ port: config.ARCHWAY_WORKER_METRICS_PORT }, 'metrics on /metrics');
 
-  let signals = 0;
-  const done = new Promise<void>((resolve, reject) => {
-    const onSignal = (sig: string) => {
-      signals++;
-      if (signals === 1) {
-        logger.info(
-          { signal: sig, running: daemon.busy },
-          'draining: no new jobs; running ones finish (signal again to stop them)',
-        );
-        daemon.drain().then(resolve, reject);
-      } else {
-        logger.warn({ signal: sig }, 'stopping: running jobs go back to the queue');
-        daemon.stop().then(resolve, reject);
-      }
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-    // An operator's drain request ends the process too, once the node has left.
-    daemon.stopped.then(resolve, reject);
+  // Order: the node first (no new jobs; the running ones finish, or end on a second signal and go
+  // back to the queue; then the warm pool; then it leaves), then image sync, the metrics server,
+  // the queue and Redis, which they use. An operator's drain request ends the process the same way.
+  const closer = createCloser({
+    name: 'worker',
+    logger,
+    handleSignals: true,
+    // No time limit: a drain waits for the running jobs, however long their own limits let them run.
+    onSecondSignal: () => daemon.stop(),
+    steps: [
+      ['node', () => daemon.drain()],
+      ['image sync', async () => sync?.close()],
+      ['metrics server', async () => metricsServer?.close()],
+      ['queue', () => queue.close()],
+      ['redis', () => redis.quit()],
+    ],
   });
-  await done;
-  await sync?.close();
-  metricsServer?.close();
-  await queue.close();
-  await redis.quit().catch(() => undefined);
+  void daemon.stopped.then(() => closer.close());
+  await closer.closed;
 }
 
 /** The warm pool of the images the node's jobs use (`chooseWarmTargets`), or none when nothing is to be warm. */

@@ -16,6 +16,7 @@ import {
   cgroupMode,
   createHostLeases,
   deleteSubvolume,
+  exists,
   HOST_ENV,
   HostCommandError,
   type HostConfig,
@@ -29,6 +30,7 @@ import {
   type NetworkMode,
   oomKills,
   type ProcessIdentity,
+  poolLayout,
   processAlive,
   processIdentity,
   runCommand,
@@ -99,8 +101,7 @@ export function runtimeOptionsFrom(config: HostConfig, arch: Arch, logger: Logge
             allow: config.ARCHWAY_EGRESS_ALLOW,
             leasesDir: join(config.ARCHWAY_NET_STATE_DIR, 'leases'),
             stateDir: config.ARCHWAY_NET_STATE_DIR,
-            aptCacheDir:
-              config.ARCHWAY_APT_CACHE_DIR ?? join(config.ARCHWAY_POOL_PATH, 'cache', 'apt-cacher-ng'),
+            aptCacheDir: config.ARCHWAY_APT_CACHE_DIR ?? poolLayout(config.ARCHWAY_POOL_PATH).aptCache,
             aptCacheBytes: Math.round(config.ARCHWAY_APT_CACHE_GIB * 2 ** 30),
             mirror: config.ARCHWAY_DEBIAN_MIRROR,
           },
@@ -191,7 +192,8 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
   const aptHostSettings = egress ? await hostAptSettings() : [];
   await mkdir(stateRoot, { recursive: true, mode: 0o700 });
   const me: Owner = { pid: process.pid, start: await processStart(process.pid) };
-  const bundleOf = (id: string) => join(o.poolPath, 'bundles', id);
+  const pool = poolLayout(o.poolPath);
+  const bundleOf = (id: string) => join(pool.bundles, id);
   const readMeta = (id: string) =>
     readFile(join(bundleOf(id), 'meta.json'), 'utf8')
       .then((t) => JSON.parse(t) as ContainerMeta)
@@ -220,8 +222,8 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
     // The veth went with the container's network namespace; this removes a straggler and gives the address back.
     if (processesGone && meta?.netIndex !== undefined && egress)
       await egress.detach(id, meta.netIndex).catch((e: unknown) => errors.push(toError(e)));
-    for (const dir of ['warm', 'jobs']) {
-      const path = join(o.poolPath, dir, id);
+    for (const dir of pool.snapshotDirs) {
+      const path = join(dir, id);
       if (!(await exists(path))) continue;
       await deleteSubvolume(path, { timeoutMs: remaining(ctl, 60_000) }).catch(async (e: unknown) => {
         // Another process reaping the same leftovers may have deleted it first: gone is what we wanted.
@@ -275,7 +277,7 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
   }
 
   const rootfsOf = (c: { id: string }) =>
-    join(o.poolPath, c.id.startsWith(`${CONTAINER_PREFIX}warm-`) ? 'warm' : 'jobs', c.id);
+    join(c.id.startsWith(`${CONTAINER_PREFIX}warm-`) ? pool.warm : pool.jobs, c.id);
 
   const runtime: ContainerRuntime = {
     arch: o.arch,
@@ -534,8 +536,8 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
       const ids = new Set<string>();
       const listed = await oci(['list', '--format', 'json'], ctl);
       for (const c of (JSON.parse(listed || 'null') ?? []) as { id: string }[]) ids.add(c.id);
-      for (const dir of ['warm', 'jobs', 'bundles']) {
-        for (const name of await readdir(join(o.poolPath, dir)).catch(() => [] as string[])) ids.add(name);
+      for (const dir of [...pool.snapshotDirs, pool.bundles]) {
+        for (const name of await readdir(dir).catch(() => [] as string[])) ids.add(name);
       }
       const removed: string[] = [];
       for (const id of [...ids].filter((i) => i.startsWith(CONTAINER_PREFIX))) {
@@ -569,7 +571,7 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
     async imagesInUse() {
       // Every container's record is written before its snapshot is made, so one being made counts too.
       const digests = new Set<string>();
-      for (const id of await readdir(join(o.poolPath, 'bundles')).catch(() => [] as string[])) {
+      for (const id of await readdir(pool.bundles).catch(() => [] as string[])) {
         const meta = await readMeta(id);
         if (meta?.image.digest) digests.add(meta.image.digest);
       }
@@ -591,13 +593,6 @@ function remaining(ctl: RuntimeCtl, fallbackMs: number): number {
 
 const rand = () => randomBytes(5).toString('hex');
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
-
-async function exists(p: string): Promise<boolean> {
-  return access(p).then(
-    () => true,
-    () => false,
-  );
-}
 
 /** Start time of a process in clock ticks since boot; '' when it is gone. */
 async function processStart(pid: number): Promise<string> {
@@ -699,11 +694,7 @@ export async function writeNetworkFiles(
   o: { owner: number; nameserver?: string; aptProxy?: string; aptSettings: readonly string[] },
 ): Promise<void> {
   const etc = join(rootfs, 'etc');
-  const hasEtc = await access(etc).then(
-    () => true,
-    () => false,
-  );
-  if (!hasEtc) return;
+  if (!(await exists(etc))) return;
   const put = async (path: string, text: string) => {
     // An image's symlink here must not make the host write elsewhere: replace, never follow.
     await rm(path, { force: true });
@@ -715,11 +706,7 @@ export async function writeNetworkFiles(
     network === 'egress' && o.nameserver ? `nameserver ${o.nameserver}\n` : '',
   );
   const aptDir = join(etc, 'apt', 'apt.conf.d');
-  const hasApt = await access(aptDir).then(
-    () => true,
-    () => false,
-  );
-  if (!hasApt) return;
+  if (!(await exists(aptDir))) return;
   const conf =
     network === 'egress'
       ? [
@@ -739,11 +726,5 @@ export async function writeNetworkFiles(
   // The container is thrown away after its one job: dpkg's fsync per file buys nothing and
   // doubles an install's time (measured in docs/benchmarks.md).
   const dpkgDir = join(etc, 'dpkg', 'dpkg.cfg.d');
-  if (
-    await access(dpkgDir).then(
-      () => true,
-      () => false,
-    )
-  )
-    await put(join(dpkgDir, '00archway-unsafe-io'), 'force-unsafe-io\n');
+  if (await exists(dpkgDir)) await put(join(dpkgDir, '00archway-unsafe-io'), 'force-unsafe-io\n');
 }

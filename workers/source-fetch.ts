@@ -3,11 +3,12 @@ import { isIP } from 'node:net';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import type { Redis } from 'ioredis';
-import { z } from 'zod';
+import { createSourceCredentials } from '../queue/index.ts';
 import {
   AbortedError,
   type CheckedSourceUrl,
   checkSourceUrl,
+  exists,
   HOST_ENV,
   HostCommandError,
   InvalidInputError,
@@ -15,15 +16,13 @@ import {
   type Keys,
   type Logger,
   parseSourceUrl,
+  poolLayout,
   runCommand,
   type SourceResolver,
   type SourceUrl,
   sourceBuildDir,
 } from '../src/core/index.ts';
 import { SourceFetchError } from './source-fetch-error.ts';
-
-/** A job's source credential as the webhook side stores it: a token bound to one host. */
-const SourceCredential = z.object({ host: z.string(), token: z.string().min(1) });
 
 export interface SourceFetcherOptions {
   /** The btrfs pool: mirrors live in `<pool>/cache/git/<host>/<path>.git`. */
@@ -78,9 +77,11 @@ const GIT_TIMEOUT_MS = 10 * 60_000;
  */
 export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
   const policy = { allowLoopback: o.allowLoopback ?? false, allow: o.allow ?? [] };
+  const credentials = createSourceCredentials(o.redis, o.keys);
 
+  const layout = poolLayout(o.poolPath);
   function mirrorOf(src: SourceUrl): string {
-    return join(o.poolPath, 'cache', 'git', src.host.replace(/:/g, '_'), `${src.path}.git`);
+    return join(layout.gitMirrorsOf(src.host), `${src.path}.git`);
   }
 
   /** git with an explicit environment (see gitEnv); `auth` adds the Authorization header for one host. */
@@ -94,15 +95,12 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
   }
 
   async function credentialFor(jobId: string, src: SourceUrl): Promise<string | undefined> {
-    const raw = await o.redis.get(o.keys.sourceCredential(jobId));
-    if (!raw) return undefined;
-    const parsed = SourceCredential.safeParse(JSON.parse(raw));
-    if (!parsed.success) return undefined;
+    const c = await credentials.get(jobId);
     // A token is only ever sent to the host it was made for, over https (http: loopback tests only).
-    if (parsed.data.host !== src.host) return undefined;
+    if (!c || c.host !== src.host) return undefined;
     if (src.url.protocol !== 'https:' && !(policy.allowLoopback && src.url.protocol === 'http:'))
       return undefined;
-    return parsed.data.token;
+    return c.token;
   }
 
   async function hasCommit(mirror: string, sha: string, signal: AbortSignal): Promise<boolean> {
@@ -202,7 +200,7 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
           throw e;
         });
       };
-      if (!(await exists(join(mirror, 'HEAD')))) {
+      if (!(await exists(join(mirror, 'HEAD'), { noFollow: true }))) {
         await runCommand('flock', ['-w', '600', lock, 'git', 'init', '--bare', '--quiet', mirror], {
           env: gitEnv(policy.allowLoopback),
           signal,
@@ -322,13 +320,6 @@ function gitEnv(allowLoopback: boolean, extra: [string, string][] = []): Record<
     env[`GIT_CONFIG_VALUE_${i}`] = v;
   });
   return env;
-}
-
-async function exists(path: string): Promise<boolean> {
-  return lstat(path).then(
-    () => true,
-    () => false,
-  );
 }
 
 /**

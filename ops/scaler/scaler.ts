@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { NodeRegistry, PoolStatusReader, PoolStore } from '../../queue/index.ts';
+import { createLease, type NodeRegistry, type PoolStatusReader, type PoolStore } from '../../queue/index.ts';
 import { type Arch, type Keys, type Logger, toError } from '../../src/core/index.ts';
 import { decide, emptyMemory, type ScaleMemory, type ScalePolicy } from './decide.ts';
 import type { ScalerProvider } from './provider.ts';
@@ -40,18 +40,6 @@ export interface Scaler {
 /** Boot times the reaction estimate is the median of. */
 const BOOT_SAMPLES = 5;
 
-// KEYS: the lock. ARGV: instance id, ttl ms. Takes a free lock or renews our own.
-const LOCK_LUA = `
-local v = redis.call('GET', KEYS[1])
-if v == false then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
-if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-return 0
-`;
-const UNLOCK_LUA = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`;
-
 /**
  * The scaler's loop: each pass, for each pool, reads its status, decides (decide.ts), writes
  * `desired` and its report to the pool, drains the nodes chosen to go, asks the provider for new
@@ -61,13 +49,9 @@ return 0
  */
 export function createScaler(o: ScalerOptions): Scaler {
   const log = o.logger.child({ component: 'scaler' });
-  const redis = o.redis as Redis & {
-    awScalerLock(key: string, id: string, ttl: number): Promise<number>;
-    awScalerUnlock(key: string, id: string): Promise<number>;
-  };
-  redis.defineCommand('awScalerLock', { numberOfKeys: 1, lua: LOCK_LUA });
-  redis.defineCommand('awScalerUnlock', { numberOfKeys: 1, lua: UNLOCK_LUA });
-  const lockTtl = Math.max(10_000, 3 * o.intervalMs);
+  const lock = createLease(o.redis, o.keys.scalerLock, Math.max(10_000, 3 * o.intervalMs), {
+    owner: o.instanceId,
+  });
 
   const memory = new Map<Arch, ScaleMemory>();
   const inflight = new Map<Arch, Promise<void>>();
@@ -173,7 +157,7 @@ export function createScaler(o: ScalerOptions): Scaler {
   }
 
   async function tick(): Promise<void> {
-    const held = (await redis.awScalerLock(o.keys.scalerLock, o.instanceId, lockTtl)) === 1;
+    const held = await lock.take();
     if (held !== leader) {
       leader = held;
       if (held) log.info('this scaler acts (it holds the lock)');
@@ -216,7 +200,7 @@ export function createScaler(o: ScalerOptions): Scaler {
           ['pass', async () => running],
           ['provider actions', () => Promise.all(inflight.values())],
           ['provider', () => o.provider.close()],
-          ['lock', () => redis.awScalerUnlock(o.keys.scalerLock, o.instanceId)],
+          ['lock', () => lock.release()],
         ];
         for (const [what, step] of steps) {
           try {

@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import { createImageStore, type ImageStore } from '../../images/index.ts';
 import {
   createJobLauncher,
@@ -15,6 +14,7 @@ import {
   hostCeilings,
   type Logger,
   parseConfig,
+  poolLayout,
 } from '../core/index.ts';
 
 /** What every host command (run, images, up) needs: config, logger, the pool mounted, the image store. */
@@ -33,7 +33,7 @@ export async function createHostContext(
   const logger = createLogger({ name, level: config.ARCHWAY_LOG_LEVEL });
   await ensurePool({ path: config.ARCHWAY_POOL_PATH, loopSizeGiB: config.ARCHWAY_POOL_SIZE_GIB, logger });
   const store = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
-  return { config, logger, store, cacheDir: join(config.ARCHWAY_POOL_PATH, 'cache') };
+  return { config, logger, store, cacheDir: poolLayout(config.ARCHWAY_POOL_PATH).cache };
 }
 
 /** A launcher for `arch` on this host, after removing whatever processes that are gone left behind. */

@@ -141,7 +141,11 @@ export type Limits = { [K in keyof ResourceLimits]-?: NonNullable<ResourceLimits
  */
 export const DEFAULT_LIMITS: Limits = { cpus: 2, memoryMiB: 2048, pids: 1024, diskMiB: 4096 };
 
-/** Why a job ended other than by its script's own exit. */
+/**
+ * Why a job ended other than by its script's own exit. `bad_spec`: its spec cannot run (an image
+ * nobody holds, limits over the node's ceilings); `source`: its source could not be fetched or
+ * placed. Both are the job's own failures and never count against the node (docs/architecture.md).
+ */
 export const EndReason = z.enum([
   'timeout',
   'silence',
@@ -150,6 +154,8 @@ export const EndReason = z.enum([
   'canceled',
   'superseded',
   'infra',
+  'bad_spec',
+  'source',
 ]);
 export type EndReason = z.infer<typeof EndReason>;
 

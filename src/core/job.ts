@@ -46,6 +46,9 @@ export const MAX_SCRIPT_BYTES = 1_048_576;
  */
 export const MAX_ENV_BYTES = 256 * 1024;
 
+/** An environment value: execve takes NUL-terminated strings, so a NUL byte cannot reach the job. */
+const EnvValue = z.string().refine((v) => !v.includes('\0'), 'a value may not contain a NUL byte');
+
 const envBytes = (r: Record<string, string>) =>
   Object.entries(r).reduce((n, [k, v]) => n + Buffer.byteLength(k) + Buffer.byteLength(v) + 2, 0);
 const envFits = (r: Record<string, string>) => envBytes(r) <= MAX_ENV_BYTES;
@@ -78,12 +81,12 @@ export const JobSpec = z
         ),
     ]),
     env: z
-      .record(EnvName, z.string().max(65_536))
+      .record(EnvName, EnvValue.max(65_536))
       .default({})
       .refine(envFits, `at most ${MAX_ENV_BYTES} bytes of names and values together`),
     /** Like env, but their values are replaced by [secure] wherever they appear in the log. */
     secrets: z
-      .record(EnvName, z.string().min(1).max(65_536))
+      .record(EnvName, EnvValue.min(1).max(65_536))
       .default({})
       .refine(envFits, `at most ${MAX_ENV_BYTES} bytes of names and values together`),
     /** Where the job's source comes from (fetched on the host side). */

@@ -9,7 +9,13 @@ export interface CloserOptions {
   steps: readonly (readonly [string, () => Promise<unknown>])[];
   /** Close on the first SIGTERM or SIGINT; a second one, or `timeoutMs` without finishing, exits at once. */
   handleSignals: boolean;
-  timeoutMs: number;
+  /** How long a close started by a signal may take before the process exits at once. Default: no limit. */
+  timeoutMs?: number;
+  /**
+   * What a second signal does instead of exiting at once: the worker ends its running jobs (they
+   * go back to the queue) and the close goes on. A third signal exits at once.
+   */
+  onSecondSignal?: () => Promise<unknown>;
 }
 
 export interface Closer {
@@ -29,15 +35,23 @@ export function createCloser(o: CloserOptions): Closer {
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     signals++;
+    if (signals === 2 && o.onSecondSignal) {
+      o.logger.warn({ signal }, 'second signal: forcing (a third one exits now)');
+      o.onSecondSignal().catch((e: unknown) => o.logger.warn({ err: toError(e).message }, 'forcing failed'));
+      return;
+    }
     if (signals > 1) {
       o.logger.warn({ signal }, 'second signal: exiting now');
       process.exit(1);
     }
     o.logger.info({ signal }, 'closing (a second signal forces)');
-    setTimeout(() => {
-      o.logger.error(`did not close within ${o.timeoutMs} ms: exiting now`);
-      process.exit(1);
-    }, o.timeoutMs).unref();
+    if (o.timeoutMs !== undefined) {
+      const ms = o.timeoutMs;
+      setTimeout(() => {
+        o.logger.error(`did not close within ${ms} ms: exiting now`);
+        process.exit(1);
+      }, ms).unref();
+    }
     void close();
   };
   const close = () => {

@@ -26,6 +26,7 @@ import {
   HostConfig,
   type NetworkMode,
   parseConfig,
+  poolLayout,
   runCommand,
 } from '../../src/core/index.ts';
 import {
@@ -65,7 +66,7 @@ const say = (line = '') => {
 async function runtimeFor(arch: Arch) {
   await ensureImage('busybox', arch, {
     store,
-    cacheDir: join(config.ARCHWAY_POOL_PATH, 'cache'),
+    cacheDir: poolLayout(config.ARCHWAY_POOL_PATH).cache,
     idBase: config.ARCHWAY_UID_BASE,
     mirror: config.ARCHWAY_DEBIAN_MIRROR,
     logger,

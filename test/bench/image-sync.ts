@@ -44,6 +44,7 @@ import {
   HostConfig,
   ImageNotFoundError,
   parseConfig,
+  poolLayout,
   runCommand,
 } from '../../src/core/index.ts';
 import { makeVersion, removeImage } from '../support/image-versions.ts';
@@ -99,7 +100,7 @@ const apiUrl = await app.listen({ host: '127.0.0.1', port: 0 });
 const build = () =>
   buildImage(BASE, ARCH, {
     store,
-    cacheDir: join(config.ARCHWAY_POOL_PATH, 'cache'),
+    cacheDir: poolLayout(config.ARCHWAY_POOL_PATH).cache,
     idBase: config.ARCHWAY_UID_BASE,
     mirror: config.ARCHWAY_DEBIAN_MIRROR,
     logger,
@@ -137,7 +138,7 @@ try {
   await removeImage(store, NAME);
   const v1 = await makeVersion(store, NAME, ARCH, base);
   const deb = await fetchDebianPackage(PACKAGE, ARCH, {
-    cacheDir: join(config.ARCHWAY_POOL_PATH, 'cache'),
+    cacheDir: poolLayout(config.ARCHWAY_POOL_PATH).cache,
     mirror: config.ARCHWAY_DEBIAN_MIRROR,
     suite: 'bookworm',
   });

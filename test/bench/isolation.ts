@@ -18,7 +18,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { buildImage, createImageStore } from '../../images/index.ts';
 import { compileSecrets, createSecretMasker, type SecretAutomaton } from '../../queue/index.ts';
@@ -28,6 +27,7 @@ import {
   HostConfig,
   ImageNotFoundError,
   parseConfig,
+  poolLayout,
 } from '../../src/core/index.ts';
 import {
   createJobLauncher,
@@ -178,7 +178,7 @@ async function launchCost(): Promise<string[]> {
     if (!(e instanceof ImageNotFoundError)) throw e;
     await buildImage('busybox', 'amd64', {
       store,
-      cacheDir: join(config.ARCHWAY_POOL_PATH, 'cache'),
+      cacheDir: poolLayout(config.ARCHWAY_POOL_PATH).cache,
       idBase: config.ARCHWAY_UID_BASE,
       mirror: config.ARCHWAY_DEBIAN_MIRROR,
       logger,

@@ -32,6 +32,7 @@ import {
   ImageNotFoundError,
   limitExclusive,
   parseConfig,
+  poolLayout,
   runCommand,
   setReadonly,
   snapshotSubvolume,
@@ -81,7 +82,7 @@ async function runtimeFor(arch: Arch, seccomp = true) {
     if (!(e instanceof ImageNotFoundError) || IMAGE !== 'busybox') throw e;
     await buildImage('busybox', arch, {
       store,
-      cacheDir: join(config.ARCHWAY_POOL_PATH, 'cache'),
+      cacheDir: poolLayout(config.ARCHWAY_POOL_PATH).cache,
       idBase: config.ARCHWAY_UID_BASE,
       mirror: config.ARCHWAY_DEBIAN_MIRROR,
       logger,
@@ -210,7 +211,10 @@ if (COMPARE_SECCOMP) {
   const stateRoot = join(config.ARCHWAY_RUN_DIR, 'bench-runc');
   const cpu: Record<string, number[]> = {};
   for (const [name, seccomp] of Object.entries(variants)) {
-    const bundle = join(config.ARCHWAY_POOL_PATH, 'bundles', `bench-seccomp-${Object.keys(cpu).length}`);
+    const bundle = join(
+      poolLayout(config.ARCHWAY_POOL_PATH).bundles,
+      `bench-seccomp-${Object.keys(cpu).length}`,
+    );
     await mkdir(bundle, { recursive: true });
     const spec = createOciSpec({
       rootfs: root,
@@ -230,7 +234,7 @@ if (COMPARE_SECCOMP) {
   }
   for (let i = 0; i < RUNS; i++) {
     for (const [n, name] of Object.keys(cpu).entries()) {
-      const bundle = join(config.ARCHWAY_POOL_PATH, 'bundles', `bench-seccomp-${n}`);
+      const bundle = join(poolLayout(config.ARCHWAY_POOL_PATH).bundles, `bench-seccomp-${n}`);
       // bash's `times`: the user and system time of its children (runc and what runc waited for).
       const out = await runCommand('bash', [
         '-c',
@@ -243,7 +247,7 @@ if (COMPARE_SECCOMP) {
     }
   }
   for (const n of Object.keys(cpu).keys())
-    await rm(join(config.ARCHWAY_POOL_PATH, 'bundles', `bench-seccomp-${n}`), {
+    await rm(join(poolLayout(config.ARCHWAY_POOL_PATH).bundles, `bench-seccomp-${n}`), {
       recursive: true,
       force: true,
     });
@@ -435,7 +439,7 @@ if (!LAUNCH_ONLY) {
   const runtime = await runtimeFor('amd64');
   const c = await runtime.prepare(await store.resolve('busybox', 'amd64'), LIMITS, {});
   const initPid = Number(
-    (await readFile(join(config.ARCHWAY_POOL_PATH, 'bundles', c.id, 'init.pid'), 'utf8')).trim(),
+    (await readFile(join(poolLayout(config.ARCHWAY_POOL_PATH).bundles, c.id, 'init.pid'), 'utf8')).trim(),
   );
   const ucounts: number[] = [];
   for (let i = 0; i < RUNS; i++) {

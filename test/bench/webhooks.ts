@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Webhooks } from '@octokit/webhooks';
 import { Redis } from 'ioredis';
+import { createSourceCredentials } from '../../queue/index.ts';
 import { runApi } from '../../src/api/index.ts';
 import { createKeys, createLogger, runCommand } from '../../src/core/index.ts';
 import { createSourceFetcher } from '../../workers/index.ts';
@@ -170,7 +171,11 @@ try {
   });
   const { token } = (await tokenRes.json()) as { token: string };
   const jobId = 'jbench';
-  await client.set(keys.sourceCredential(jobId), JSON.stringify({ host: gh.host, token }));
+  await createSourceCredentials(client, keys).put(
+    [jobId],
+    { host: gh.host, token, installationId: 1, repositoryId: 1, since: Date.now() },
+    600_000,
+  );
   const place = async (commit: string) => {
     const rootfs = await mkdtemp(join(pool, 'rootfs-'));
     try {

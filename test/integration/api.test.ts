@@ -1,31 +1,19 @@
 import { randomBytes } from 'node:crypto';
 import { execa } from 'execa';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import {
-  createJobQueue,
-  createLogWriter,
-  createNodeRegistry,
-  type JobQueue,
-  type NodeRegistry,
-} from '../../queue/index.ts';
-import { type ApiApp, buildApp } from '../../src/api/index.ts';
-import {
-  ApiConfig,
-  createKeys,
-  createLogger,
-  JobSpec,
-  type Keys,
-  parseConfig,
-} from '../../src/core/index.ts';
-import { freePort, startRedis, type TestRedis } from '../support/redis-server.ts';
+import { createLogWriter, type JobQueue, type NodeRegistry } from '../../queue/index.ts';
+import type { ApiApp } from '../../src/api/index.ts';
+import { JobSpec, type Keys } from '../../src/core/index.ts';
+import { freePort } from '../support/redis-server.ts';
+import { startTestApi, type TestApi } from '../support/test-api.ts';
 
 const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
 const CI = `ci-${randomBytes(12).toString('hex')}`;
 const VIEWER = `viewer-${randomBytes(12).toString('hex')}`;
 const BODY_LIMIT = 64 * 1024;
 
-let server: TestRedis;
+let api: TestApi;
 let redis: Redis;
 let keys: Keys;
 let queue: JobQueue;
@@ -35,31 +23,16 @@ let app: ApiApp;
 const followConnections: Redis[] = [];
 
 beforeAll(async () => {
-  server = await startRedis();
-  redis = new Redis(server.url);
-  keys = createKeys(`api${randomBytes(3).toString('hex')}`);
-  queue = createJobQueue({ redis, keys, logRetentionSeconds: 60 });
-  nodes = createNodeRegistry(redis, keys);
-  const config = parseConfig(ApiConfig, {
-    REDIS_URL: server.url,
-    ARCHWAY_REDIS_PREFIX: keys.prefix,
-    ARCHWAY_TOKEN: ADMIN,
-    ARCHWAY_TOKENS: `ci:read+submit:${CI},viewer:read:${VIEWER}`,
-    ARCHWAY_BODY_LIMIT_BYTES: String(BODY_LIMIT),
-  });
-  app = buildApp(config, {
-    redis,
-    queue,
-    nodes,
-    keys,
-    logger: createLogger({ name: 'api-test', level: 'silent' }),
-    createBlockingRedis: () => {
-      const r = new Redis(server.url, { maxRetriesPerRequest: null });
-      followConnections.push(r);
-      return r;
+  api = await startTestApi({
+    name: 'api',
+    env: {
+      ARCHWAY_TOKEN: ADMIN,
+      ARCHWAY_TOKENS: `ci:read+submit:${CI},viewer:read:${VIEWER}`,
+      ARCHWAY_BODY_LIMIT_BYTES: String(BODY_LIMIT),
     },
+    onBlockingRedis: (r) => followConnections.push(r),
   });
-  await app.ready();
+  ({ redis, keys, queue, nodes, app } = api);
   // A live amd64 worker; no other arch has one.
   await nodes.register({
     id: 'node-amd64',
@@ -86,12 +59,7 @@ afterEach(async () => {
   expect(statuses, 'log-follow connections left open').toEqual([]);
 });
 
-afterAll(async () => {
-  await app?.close();
-  await queue?.close();
-  redis?.disconnect();
-  await server?.stop();
-});
+afterAll(() => api?.close());
 
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 const spec = (over: Record<string, unknown> = {}) => ({

@@ -1,6 +1,7 @@
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ARCH_INFO, ARCHES, type Arch } from '../../src/core/index.ts';
-import { collect, createTestHost, leftovers, type TestHost } from '../support/test-host.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
+import { collect, createTestHost, type TestHost } from '../support/test-host.ts';
 
 const hosts = new Map<Arch, TestHost>();
 const host = async (arch: Arch) => {
@@ -12,13 +13,9 @@ const host = async (arch: Arch) => {
   return h;
 };
 
-afterEach(async () => {
+checkLeftovers('each', async () => {
   for (const h of hosts.values()) await h.launcher.close();
   hosts.clear();
-  expect(await leftovers()).toEqual([]);
-});
-afterAll(async () => {
-  for (const h of hosts.values()) await h.launcher.close();
 });
 
 describe.each(ARCHES)('%s', (arch) => {

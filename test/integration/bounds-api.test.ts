@@ -1,14 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { availableParallelism, totalmem } from 'node:os';
 import { execa } from 'execa';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createJobQueue, createNodeRegistry, type JobQueue } from '../../queue/index.ts';
 import { type ApiApp, buildApp } from '../../src/api/index.ts';
 import {
   ApiConfig,
-  createKeys,
-  createLogger,
   DEFAULT_LIMITS,
   hostCeilings,
   type Keys,
@@ -16,58 +13,39 @@ import {
   MAX_SCRIPT_BYTES,
   parseConfig,
 } from '../../src/core/index.ts';
-import { startRedis, type TestRedis } from '../support/redis-server.ts';
+import { startTestApi, type TestApi } from '../support/test-api.ts';
 import { eventually, leftovers, TEST_ENV } from '../support/test-host.ts';
 
 // Issue 9: ceilings, kernel minima, labels and script sizes are refused at the API with a 400 naming the field.
 const TOKEN = `admin-${randomBytes(12).toString('hex')}`;
-let server: TestRedis;
+let api: TestApi;
 let redis: Redis;
 let keys: Keys;
-let queue: JobQueue;
 let app: ApiApp;
 /** An API with no ceilings set: they come from this host. */
 let hostApp: ApiApp;
 
 beforeAll(async () => {
-  server = await startRedis();
-  redis = new Redis(server.url);
-  keys = createKeys(`bounds${randomBytes(3).toString('hex')}`);
-  queue = createJobQueue({ redis, keys, logRetentionSeconds: 60 });
-  const deps = {
-    redis,
-    queue,
-    nodes: createNodeRegistry(redis, keys),
-    keys,
-    logger: createLogger({ name: 'bounds-test', level: 'silent' }),
-    createBlockingRedis: () => new Redis(server.url, { maxRetriesPerRequest: null }),
-  };
-  const env = {
-    REDIS_URL: server.url,
-    ARCHWAY_REDIS_PREFIX: keys.prefix,
-    ARCHWAY_TOKEN: TOKEN,
-    ARCHWAY_POOL_PATH: TEST_ENV.ARCHWAY_POOL_PATH,
-  };
-  app = buildApp(
-    parseConfig(ApiConfig, {
-      ...env,
+  const poolPath = { ARCHWAY_POOL_PATH: TEST_ENV.ARCHWAY_POOL_PATH };
+  api = await startTestApi({
+    name: 'bounds',
+    env: {
+      ...poolPath,
+      ARCHWAY_TOKEN: TOKEN,
       ARCHWAY_MAX_CPUS: '4',
       ARCHWAY_MAX_MEMORY_MIB: '8192',
       ARCHWAY_MAX_PIDS: '2048',
       ARCHWAY_MAX_DISK_MIB: '20480',
-    }),
-    deps,
-  );
-  hostApp = buildApp(parseConfig(ApiConfig, env), deps);
-  await Promise.all([app.ready(), hostApp.ready()]);
+    },
+  });
+  ({ redis, keys, app } = api);
+  hostApp = buildApp(parseConfig(ApiConfig, { ...api.env, ...poolPath }), api.deps);
+  await hostApp.ready();
 });
 
 afterAll(async () => {
-  await app?.close();
   await hostApp?.close();
-  await queue?.close();
-  redis?.disconnect();
-  await server?.stop();
+  await api?.close();
 });
 
 const submit = (body: Record<string, unknown>, to = app) =>
@@ -234,7 +212,7 @@ describe('the CLI on a host', () => {
         PATH: process.env.PATH ?? '/usr/bin:/bin',
         ...TEST_ENV,
         ARCHWAY_LOG_LEVEL: 'info',
-        REDIS_URL: server.url,
+        REDIS_URL: api.redisUrl,
         ARCHWAY_REDIS_PREFIX: `w${keys.prefix}`,
       },
       extendEnv: false,

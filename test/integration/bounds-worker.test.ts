@@ -1,7 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { MAX_SCRIPT_BYTES, MIN_LIMITS } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
-import { leftovers } from '../support/test-host.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
 
 // Issue 9: scripts that fit (a script is a file in the container, not argv) and a node's own ceilings.
 let c: TestCluster;
@@ -11,9 +11,8 @@ beforeAll(async () => {
   await c.addWorker('amd64', { slots: 2, warm: 1, ceilings: { memoryMiB: 256, pids: 200 } });
   await c.addWorker('arm64', { slots: 1, warm: 0 });
 });
-afterAll(async () => {
+checkLeftovers('all', async () => {
   await c.close();
-  expect(await leftovers()).toEqual([]);
 });
 
 /** A script of exactly `bytes` bytes that prints its own size and a marker from its end. */
@@ -92,8 +91,8 @@ describe("a node's own ceilings", () => {
     });
     const job = await c.waitFinal(over);
     const log = await c.log(over);
-    expect(job).toMatchObject({ state: 'failed' });
-    expect(job.reason).toBeUndefined();
+    // The job's own mistake: failed, with the reason that says so.
+    expect(job).toMatchObject({ state: 'failed', reason: 'bad_spec' });
     expect(job.attempts).toHaveLength(1);
     expect(log).toContain(
       "[archway] the job cannot run: limits.memoryMiB: 1024 MiB is over this node's ceiling of 256 MiB (ARCHWAY_MAX_MEMORY_MIB)",

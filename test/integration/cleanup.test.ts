@@ -1,27 +1,19 @@
 import { spawn } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
-import { afterEach, describe, expect, it } from 'vitest';
-import { AbortedError, createHostLeases, processAlive, runCommand } from '../../src/core/index.ts';
+import { describe, expect, it } from 'vitest';
 import {
-  collect,
-  createTestHost,
-  eventually,
-  leftovers,
-  TEST_ENV,
-  type TestHost,
-  testConfig,
-} from '../support/test-host.ts';
+  AbortedError,
+  createHostLeases,
+  poolLayout,
+  processAlive,
+  runCommand,
+} from '../../src/core/index.ts';
+import { checkLeftovers, testHosts } from '../support/leak-check.ts';
+import { collect, eventually, leftovers, TEST_ENV, testConfig } from '../support/test-host.ts';
 
-const hosts: TestHost[] = [];
-const host = async () => {
-  const h = await createTestHost('arm64');
-  hosts.push(h);
-  return h;
-};
-afterEach(async () => {
-  for (const h of hosts.splice(0)) await h.launcher.close();
-  expect(await leftovers()).toEqual([]);
-});
+const hosts = testHosts();
+const host = () => hosts.host('arm64');
+checkLeftovers('each', hosts.close);
 
 describe.each(['none', 'egress'] as const)('nothing is left behind, network %s', (network) => {
   it('after success and after failure', async () => {
@@ -120,7 +112,7 @@ describe.each(['none', 'egress'] as const)('nothing is left behind, network %s',
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
     // Still there: nobody has cleaned up yet.
-    expect((await readdir(`${TEST_ENV.ARCHWAY_POOL_PATH}/jobs`)).length).toBe(1);
+    expect((await readdir(poolLayout(TEST_ENV.ARCHWAY_POOL_PATH).jobs)).length).toBe(1);
     // The orphan keeps its uid range: its lease names its init, which lives on.
     const config = testConfig();
     const leases = createHostLeases({ dir: config.ARCHWAY_UID_LEASE_DIR, size: config.ARCHWAY_UID_RANGES });

@@ -1,6 +1,7 @@
 import { execa } from 'execa';
-import { afterEach, describe, expect, it } from 'vitest';
-import { leftovers, TEST_ENV } from '../support/test-host.ts';
+import { describe, expect, it } from 'vitest';
+import { checkLeftovers } from '../support/leak-check.ts';
+import { TEST_ENV } from '../support/test-host.ts';
 
 const archway = (args: string[]) =>
   execa('bin/archway', args, {
@@ -9,9 +10,7 @@ const archway = (args: string[]) =>
     reject: false,
   });
 
-afterEach(async () => {
-  expect(await leftovers()).toEqual([]);
-});
+checkLeftovers('each');
 
 describe('bin/archway (the acceptance forms)', () => {
   it('run --arch arm64 --image busybox -- uname -m prints aarch64 and exits 0', async () => {

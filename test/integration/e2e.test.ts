@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { execa } from 'execa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { type ApiProcess, runApi } from '../../src/api/index.ts';
 import { ARCH_INFO, ARCHES } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
-import { eventually, leftovers } from '../support/test-host.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
+import { eventually } from '../support/test-host.ts';
 
 let c: TestCluster;
 let api: ApiProcess;
@@ -39,10 +40,9 @@ beforeAll(async () => {
     { handleSignals: false },
   );
 });
-afterAll(async () => {
+checkLeftovers('all', async () => {
   await api?.close();
   await c?.close();
-  expect(await leftovers()).toEqual([]);
 });
 
 describe('end to end: the CLI, the API, workers of every arch', () => {

@@ -1,9 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { Redis } from 'ioredis';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createStallWatch, MAX_ATTEMPTS } from '../../queue/index.ts';
 import { createLogger } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
 import { createTestHost, eventually, leftovers, TEST_ENV } from '../support/test-host.ts';
 
 let c: TestCluster | undefined;
@@ -27,14 +28,13 @@ function spawnWorker(cluster: TestCluster, nodeId: string): ChildProcess {
 const exited = (p: ChildProcess) =>
   p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise((r) => p.once('exit', r));
 
-afterEach(async () => {
+checkLeftovers('each', async () => {
   for (const p of children.splice(0)) {
     p.kill('SIGTERM');
     await exited(p);
   }
   await c?.close();
   c = undefined;
-  expect(await leftovers()).toEqual([]);
 });
 
 describe('faults', () => {

@@ -1,15 +1,16 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Webhooks } from '@octokit/webhooks';
-import { Queue } from 'bullmq';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { createTaskQueue } from '../../queue/index.ts';
 import { type ApiProcess, runApi } from '../../src/api/index.ts';
-import type { JobRecord } from '../../src/core/index.ts';
+import { type JobRecord, poolLayout } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { type FakeCheckRun, type FakeGitHub, startFakeGitHub } from '../support/fake-github.ts';
 import { createDeliverer, example } from '../support/github-deliveries.ts';
-import { eventually, leftovers, testConfig } from '../support/test-host.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
+import { eventually, testConfig } from '../support/test-host.ts';
 
 const SECRET = `current-${randomBytes(8).toString('hex')}`;
 const OLD_SECRET = `previous-${randomBytes(8).toString('hex')}`;
@@ -61,16 +62,15 @@ beforeAll(async () => {
   );
 });
 
-afterAll(async () => {
+checkLeftovers('all', async () => {
   await api?.close();
   await c?.close();
   await gh?.close();
   if (gh)
-    await rm(join(testConfig().ARCHWAY_POOL_PATH, 'cache', 'git', gh.host.replace(':', '_')), {
+    await rm(poolLayout(testConfig().ARCHWAY_POOL_PATH).gitMirrorsOf(gh.host), {
       recursive: true,
       force: true,
     });
-  expect(await leftovers()).toEqual([]);
 });
 
 const CONFIG = `language: shell
@@ -103,8 +103,17 @@ describe('POST /webhooks/github', () => {
     expect(tampered.status).toBe(401);
     await new Promise((r) => setTimeout(r, 500));
     expect((await c.client.keys(`*gh:*`)).sort()).toEqual(before);
-    const events = new Queue('github-events', { connection: c.client, prefix: c.keys.bullPrefix });
-    expect(await events.getJobCountByTypes('wait', 'active', 'completed', 'failed', 'delayed')).toBe(0);
+    const events = createTaskQueue({
+      redis: c.client,
+      duplicate: () => c.client.duplicate(),
+      keys: c.keys,
+      name: c.keys.githubEventsQueue,
+      schema: z.unknown(),
+      attempts: 1,
+      keepCompletedSeconds: 0,
+      keepFailedSeconds: 0,
+    });
+    expect(await events.count()).toBe(0);
     await events.close();
     expect(await jobsOf(sha)).toEqual([]);
     expect(gh.calls).toEqual([]);

@@ -1,5 +1,5 @@
 import { createImageStore, ensureImage } from '../../images/index.ts';
-import { ARCHES, createLogger, ensurePool } from '../../src/core/index.ts';
+import { ARCHES, createLogger, ensurePool, poolLayout } from '../../src/core/index.ts';
 import { createTestHost, testConfig } from '../support/test-host.ts';
 
 /**
@@ -18,7 +18,7 @@ export default async function setup(): Promise<void> {
   for (const arch of ARCHES) {
     await ensureImage('busybox', arch, {
       store,
-      cacheDir: `${config.ARCHWAY_POOL_PATH}/cache`,
+      cacheDir: poolLayout(config.ARCHWAY_POOL_PATH).cache,
       idBase: config.ARCHWAY_UID_BASE,
       mirror: config.ARCHWAY_DEBIAN_MIRROR,
       logger,

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { access, open, readdir, readFile, readlink, rm, stat, truncate } from 'node:fs/promises';
+import { open, readdir, readFile, readlink, rm, stat, truncate } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { Redis } from 'ioredis';
@@ -17,22 +17,15 @@ import {
   type SyncAgent,
   type SyncAgentEvents,
 } from '../../images/index.ts';
+import { createImageCatalog, type ImageCatalog, type NodeRegistry } from '../../queue/index.ts';
+import type { ApiApp } from '../../src/api/index.ts';
 import {
-  createImageCatalog,
-  createJobQueue,
-  createNodeRegistry,
-  type ImageCatalog,
-  type JobQueue,
-  type NodeRegistry,
-} from '../../queue/index.ts';
-import { type ApiApp, buildApp } from '../../src/api/index.ts';
-import {
-  ApiConfig,
   createKeys,
   createLogger,
   ensurePool,
+  exists,
   type Keys,
-  parseConfig,
+  poolLayout,
   runCommand,
 } from '../../src/core/index.ts';
 import {
@@ -44,6 +37,7 @@ import {
 } from '../../workers/index.ts';
 import { makeVersion, removeImage } from '../support/image-versions.ts';
 import { startRedis, type TestRedis } from '../support/redis-server.ts';
+import { startTestApi, type TestApi } from '../support/test-api.ts';
 import { collect, eventually, leftovers, testConfig } from '../support/test-host.ts';
 
 /** The "remote" worker's pool: a second loop-backed btrfs filesystem, so sync crosses filesystems. */
@@ -67,7 +61,7 @@ let redis: Redis;
 let keys: Keys;
 let catalog: ImageCatalog;
 let nodes: NodeRegistry;
-let queue: JobQueue;
+let api: TestApi;
 let app: ApiApp;
 let apiUrl: string;
 let blobDir: string;
@@ -123,12 +117,6 @@ const sha256File = async (path: string) =>
     .update(await readFile(path))
     .digest('hex')}`;
 
-const exists = (p: string) =>
-  access(p).then(
-    () => true,
-    () => false,
-  );
-
 /** Every subvolume of the sync pool, by path. */
 async function syncSubvolumes(): Promise<string[]> {
   const out = await runCommand('btrfs', ['subvolume', 'list', '-o', SYNC_POOL]);
@@ -144,27 +132,16 @@ beforeAll(async () => {
   redis.on('error', () => undefined);
   keys = createKeys(`sync${tag}`);
   catalog = createImageCatalog(redis, keys);
-  nodes = createNodeRegistry(redis, keys);
-  queue = createJobQueue({ redis, keys, logRetentionSeconds: 60 });
   const pool = testConfig().ARCHWAY_POOL_PATH;
   blobDir = join(pool, `blobs-${tag}`);
   pubStore = createImageStore({ poolPath: pool });
-  const config = parseConfig(ApiConfig, {
-    REDIS_URL: server.url,
-    ARCHWAY_REDIS_PREFIX: keys.prefix,
-    ARCHWAY_TOKEN: ADMIN,
-    ARCHWAY_TOKENS: `sync:read:${SYNC_TOKEN}`,
-    ARCHWAY_BLOB_DIR: blobDir,
+  api = await startTestApi({
+    name: 'sync',
+    redis: { url: server.url, client: redis, keys },
+    env: { ARCHWAY_TOKEN: ADMIN, ARCHWAY_TOKENS: `sync:read:${SYNC_TOKEN}`, ARCHWAY_BLOB_DIR: blobDir },
+    listen: true,
   });
-  app = buildApp(config, {
-    redis,
-    queue,
-    nodes,
-    keys,
-    logger: createLogger({ name: 'api-test', level: 'silent' }),
-    createBlockingRedis: () => new Redis(server.url),
-  });
-  apiUrl = await app.listen({ host: '127.0.0.1', port: 0 });
+  ({ nodes, app, url: apiUrl } = api);
 
   await ensurePool({ path: SYNC_POOL, loopSizeGiB: 4, logger });
   syncStore = createImageStore({ poolPath: SYNC_POOL });
@@ -191,7 +168,7 @@ afterAll(async () => {
   for (const w of workers) if (w.exitCode === null) w.kill('SIGKILL');
   await Promise.all(agents.map((a) => a.close()));
   await launcher?.close();
-  await app?.close();
+  await api?.close();
   for (const name of Object.values(IMG)) {
     if (pubStore) await removeImage(pubStore, name);
     if (syncStore) await removeImage(syncStore, name);
@@ -206,10 +183,9 @@ afterAll(async () => {
       '-q',
     ]);
     expect(listed.trim(), 'containers left on the sync pool').toBe('');
-    expect(await readdir(join(SYNC_POOL, 'bundles'))).toEqual([]);
+    expect(await readdir(poolLayout(SYNC_POOL).bundles)).toEqual([]);
   }
   await rm(SYNC_RUN_DIR, { recursive: true, force: true });
-  await queue?.close();
   redis?.disconnect();
   await server?.stop();
   // The second pool goes entirely: unmounted, and its loop file deleted.
@@ -489,6 +465,6 @@ describe('image sync', () => {
     proc.kill('SIGTERM');
     const [code] = await exited;
     expect(code).toBe(0);
-    expect(await readdir(join(SYNC_POOL, 'bundles'))).toEqual([]);
+    expect(await readdir(poolLayout(SYNC_POOL).bundles)).toEqual([]);
   });
 });

@@ -2,72 +2,37 @@ import { randomBytes } from 'node:crypto';
 import { type IncomingMessage, request } from 'node:http';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  createJobQueue,
-  createLogWriter,
-  createNodeRegistry,
-  type JobQueue,
-  type LogWriter,
-} from '../../queue/index.ts';
-import { type ApiApp, buildApp } from '../../src/api/index.ts';
+import { createLogWriter, type JobQueue, type LogWriter } from '../../queue/index.ts';
 import { createLogFanout } from '../../src/api/log-fanout.ts';
-import {
-  ApiConfig,
-  createKeys,
-  createLogger,
-  JobSpec,
-  type Keys,
-  parseConfig,
-} from '../../src/core/index.ts';
-import { startRedis, type TestRedis } from '../support/redis-server.ts';
+import { JobSpec, type Keys } from '../../src/core/index.ts';
+import { startTestApi, type TestApi } from '../support/test-api.ts';
 import { eventually } from '../support/test-host.ts';
 
 // Issue 9, point 9: SSE followers of a job share one Redis reader, and are capped with a 429.
 const TOKEN = `admin-${randomBytes(12).toString('hex')}`;
 const FOLLOWERS = 300;
-let server: TestRedis;
+let api: TestApi;
 let redis: Redis;
 let keys: Keys;
 let queue: JobQueue;
-let app: ApiApp;
 let base: string;
 const opened: Redis[] = [];
 
 beforeAll(async () => {
-  server = await startRedis();
-  redis = new Redis(server.url);
-  keys = createKeys(`fan${randomBytes(3).toString('hex')}`);
-  queue = createJobQueue({ redis, keys, logRetentionSeconds: 60 });
-  app = buildApp(
-    parseConfig(ApiConfig, {
-      REDIS_URL: server.url,
-      ARCHWAY_REDIS_PREFIX: keys.prefix,
+  api = await startTestApi({
+    name: 'fan',
+    env: {
       ARCHWAY_TOKEN: TOKEN,
       ARCHWAY_LOG_FOLLOWERS_PER_JOB: String(FOLLOWERS),
       ARCHWAY_LOG_FOLLOWERS_MAX: String(FOLLOWERS + 5),
-    }),
-    {
-      redis,
-      queue,
-      nodes: createNodeRegistry(redis, keys),
-      keys,
-      logger: createLogger({ name: 'fanout-test', level: 'silent' }),
-      createBlockingRedis: () => {
-        const r = new Redis(server.url, { maxRetriesPerRequest: null, connectionName: 'follow' });
-        opened.push(r);
-        return r;
-      },
     },
-  );
-  base = await app.listen({ host: '127.0.0.1', port: 0 });
+    onBlockingRedis: (r) => opened.push(r),
+    listen: true,
+  });
+  ({ redis, keys, queue, url: base } = api);
 });
 
-afterAll(async () => {
-  await app?.close();
-  await queue?.close();
-  redis?.disconnect();
-  await server?.stop();
-});
+afterAll(() => api?.close());
 
 async function runningJob(): Promise<{ id: string; log: LogWriter }> {
   const { job } = await queue.submit(JobSpec.parse({ arch: 'amd64', image: 'busybox', script: 'true' }), {
@@ -182,7 +147,7 @@ describe('log followers share one reader per job', () => {
     const fanout = createLogFanout({
       redis,
       keys,
-      createBlockingRedis: () => new Redis(server.url, { maxRetriesPerRequest: null }),
+      createBlockingRedis: () => new Redis(api.redisUrl, { maxRetriesPerRequest: null }),
       isFinished: async () => (await queue.get(id))?.state === 'passed',
       maxPerJob: 10,
       maxTotal: 10,
@@ -231,7 +196,7 @@ describe('log followers share one reader per job', () => {
     expect(overTotal).toMatchObject({ status: 429 });
     expect((overTotal as { body: string }).body).toContain('ARCHWAY_LOG_FOLLOWERS_MAX');
     // The log itself, without following, is still served.
-    const plain = await app.inject({
+    const plain = await api.app.inject({
       method: 'GET',
       url: `/v1/jobs/${b.id}/log`,
       headers: { authorization: `Bearer ${TOKEN}` },

@@ -1,14 +1,14 @@
 import { spawn } from 'node:child_process';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createNodeRegistry } from '../../queue/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
-import { eventually, leftovers, TEST_ENV } from '../support/test-host.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
+import { eventually, TEST_ENV } from '../support/test-host.ts';
 
 let c: TestCluster | undefined;
-afterEach(async () => {
+checkLeftovers('each', async () => {
   await c?.close();
   c = undefined;
-  expect(await leftovers()).toEqual([]);
 });
 
 describe('membership', () => {
@@ -129,7 +129,8 @@ describe('membership', () => {
     c = await startCluster();
     const cluster = c;
     const node = await cluster.addWorker('arm64', { slots: 1 });
-    // An image this host does not hold: each attempt errors for a host reason.
+    // An image the catalog has and this host does not hold: each attempt errors for a host reason.
+    await cluster.catalogOnly('not-on-this-host', 'arm64');
     const ids = [];
     for (let i = 0; i < 3; i++)
       ids.push(await cluster.submit({ arch: 'arm64', image: 'not-on-this-host', script: 'true' }));

@@ -1,22 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  createJobQueue,
-  createNodeRegistry,
-  createPoolStore,
-  type JobQueue,
-  type NodeRegistry,
-  type PoolStore,
-} from '../../queue/index.ts';
-import { type ApiApp, buildApp } from '../../src/api/index.ts';
-import { ApiConfig, createKeys, createLogger, type Keys, parseConfig } from '../../src/core/index.ts';
-import { startRedis, type TestRedis } from '../support/redis-server.ts';
+import { createPoolStore, type JobQueue, type NodeRegistry, type PoolStore } from '../../queue/index.ts';
+import type { ApiApp } from '../../src/api/index.ts';
+import type { Keys } from '../../src/core/index.ts';
+import { startTestApi, type TestApi } from '../support/test-api.ts';
 
 const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
 const CI = `ci-${randomBytes(12).toString('hex')}`;
 
-let server: TestRedis;
+let api: TestApi;
 let redis: Redis;
 let keys: Keys;
 let queue: JobQueue;
@@ -27,35 +20,15 @@ let app: ApiApp;
 const as = (token: string) => ({ authorization: `Bearer ${token}` });
 
 beforeAll(async () => {
-  server = await startRedis();
-  redis = new Redis(server.url);
-  keys = createKeys(`pl${randomBytes(3).toString('hex')}`);
-  queue = createJobQueue({ redis, keys, logRetentionSeconds: 60 });
-  nodes = createNodeRegistry(redis, keys);
+  api = await startTestApi({
+    name: 'pl',
+    env: { ARCHWAY_TOKEN: ADMIN, ARCHWAY_TOKENS: `ci:read+submit:${CI}` },
+  });
+  ({ redis, keys, queue, nodes, app } = api);
   pools = createPoolStore(redis, keys);
-  const config = parseConfig(ApiConfig, {
-    REDIS_URL: server.url,
-    ARCHWAY_REDIS_PREFIX: keys.prefix,
-    ARCHWAY_TOKEN: ADMIN,
-    ARCHWAY_TOKENS: `ci:read+submit:${CI}`,
-  });
-  app = buildApp(config, {
-    redis,
-    queue,
-    nodes,
-    keys,
-    logger: createLogger({ name: 'pools-test', level: 'silent' }),
-    createBlockingRedis: () => new Redis(server.url, { maxRetriesPerRequest: null }),
-  });
-  await app.ready();
 });
 
-afterAll(async () => {
-  await app.close();
-  await queue.close();
-  redis.disconnect();
-  await server.stop();
-});
+afterAll(() => api?.close());
 
 interface PoolBody {
   arch: string;

@@ -1,7 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createJobQueue, createLogWriter, type JobQueue, readLog } from '../../queue/index.ts';
+import {
+  createJobEvents,
+  createJobQueue,
+  createLease,
+  createLogWriter,
+  type JobQueue,
+  readLog,
+} from '../../queue/index.ts';
 import { assertNoEviction, createKeys, JobSpec, type Keys } from '../../src/core/index.ts';
 import { logTail } from '../../webhooks/index.ts';
 import { startRedis, type TestRedis } from '../support/redis-server.ts';
@@ -209,5 +216,61 @@ describe('log writer', () => {
     expect(Buffer.byteLength(text)).toBe(40_000);
     expect(text).toBe('é'.repeat(20_000));
     expect(await redis.ttl(keys.log('big'))).toBeGreaterThan(0);
+  });
+});
+
+describe('lease', () => {
+  it('is held by one owner at a time, renewed by its holder, released only by it, free after its ttl', async () => {
+    const key = `${keys.prefix}:lease-test`;
+    const a = createLease(redis, key, 300, { owner: 'a' });
+    const b = createLease(redis, key, 300, { owner: 'b' });
+    expect(await a.take()).toBe(true);
+    expect(await b.take()).toBe(false);
+    expect(await a.take()).toBe(true);
+    expect(await redis.pttl(key)).toBeGreaterThan(200);
+    await b.release();
+    expect(await redis.get(key)).toBe('a');
+    await a.release();
+    expect(await redis.exists(key)).toBe(0);
+    expect(await b.take()).toBe(true);
+    await new Promise((r) => setTimeout(r, 400));
+    // b's lease ran out: a takes it, and b's late release leaves a's alone.
+    expect(await a.take()).toBe(true);
+    await b.release();
+    expect(await redis.get(key)).toBe('a');
+    await a.release();
+    const random = [createLease(redis, key, 1000), createLease(redis, key, 1000)];
+    expect(random[0]?.owner).not.toBe(random[1]?.owner);
+  });
+});
+
+describe('job events', () => {
+  it('reads typed transitions after a position that starts at the end of the stream and is kept', async () => {
+    const events = createJobEvents(redis, keys);
+    const before = await queue.submit(spec(), { clientId: 'c' });
+    const position = events.position(`${keys.prefix}:events-position-test`);
+    const start = await position.get();
+    expect(start).toBe(await events.lastEventId());
+    const { job } = await queue.submit(spec(), { clientId: 'c' });
+    await queue.store.transition(job.id, 'running', { newAttempt: true });
+    await queue.store.transition(job.id, 'failed', { attempt: 1, fields: { reason: 'timeout' } });
+    const conn = redis.duplicate();
+    try {
+      const read = await events.readEvents(conn, start, 100);
+      const mine = read.events.filter((e) => e.job === job.id);
+      expect(read.events.some((e) => e.job === before.job.id)).toBe(false);
+      expect(mine.map((e) => [e.from, e.to, e.attempt, e.reason])).toEqual([
+        [undefined, 'queued', 0, undefined],
+        ['queued', 'running', 1, undefined],
+        ['running', 'failed', 1, 'timeout'],
+      ]);
+      expect(mine[0]?.at).toBeGreaterThan(Date.now() - 60_000);
+      await position.set(read.lastId);
+      expect(await events.position(`${keys.prefix}:events-position-test`).get()).toBe(read.lastId);
+      // Nothing after the last one: an empty read keeps the position.
+      expect(await events.readEvents(conn, read.lastId, 10)).toEqual({ events: [], lastId: read.lastId });
+    } finally {
+      conn.disconnect();
+    }
   });
 });

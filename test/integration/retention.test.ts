@@ -1,15 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  createJobQueue,
-  createNodeRegistry,
-  createRetentionSweep,
-  type JobQueue,
-} from '../../queue/index.ts';
-import { type ApiApp, buildApp } from '../../src/api/index.ts';
-import { ApiConfig, createLogger, JobSpec, type JobSpecInput, parseConfig } from '../../src/core/index.ts';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { createRetentionSweep, type JobQueue } from '../../queue/index.ts';
+import type { ApiApp } from '../../src/api/index.ts';
+import { createLogger, JobSpec, type JobSpecInput } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
-import { eventually, leftovers } from '../support/test-host.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
+import { startTestApi, type TestApi } from '../support/test-api.ts';
+import { eventually } from '../support/test-host.ts';
 
 // Issue 9, point 9: job records expire with their logs, and secrets do not outlive the job.
 const TOKEN = `admin-${randomBytes(12).toString('hex')}`;
@@ -18,33 +15,22 @@ let c: TestCluster;
 /** A queue on the same Redis and keys whose finished jobs are kept 1 s only. */
 let short: JobQueue;
 let app: ApiApp;
+let api: TestApi;
 
 beforeAll(async () => {
   c = await startCluster();
   await c.addWorker('amd64', { slots: 2, warm: 0 });
-  short = createJobQueue({ redis: c.client, keys: c.keys, logRetentionSeconds: 1 });
-  app = buildApp(
-    parseConfig(ApiConfig, {
-      REDIS_URL: c.redis.url,
-      ARCHWAY_REDIS_PREFIX: c.keys.prefix,
-      ARCHWAY_TOKEN: TOKEN,
-    }),
-    {
-      redis: c.client,
-      queue: short,
-      nodes: createNodeRegistry(c.client, c.keys),
-      keys: c.keys,
-      logger: createLogger({ name: 'retention-test', level: 'silent' }),
-      createBlockingRedis: () => c.client.duplicate(),
-    },
-  );
-  await app.ready();
+  api = await startTestApi({
+    name: 'retention',
+    env: { ARCHWAY_TOKEN: TOKEN },
+    redis: { url: c.redis.url, client: c.client, keys: c.keys },
+    logRetentionSeconds: 1,
+  });
+  ({ app, queue: short } = api);
 });
-afterAll(async () => {
-  await app?.close();
-  await short?.close();
+checkLeftovers('all', async () => {
+  await api?.close();
   await c?.close();
-  expect(await leftovers()).toEqual([]);
 });
 
 /** Every byte Redis holds for a job's record, as one string. */

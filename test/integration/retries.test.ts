@@ -1,23 +1,24 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MAX_ATTEMPTS } from '../../queue/index.ts';
 import { retryBackoffMs } from '../../workers/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
-import { leftovers } from '../support/test-host.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
 
 let c: TestCluster | undefined;
-afterEach(async () => {
+checkLeftovers('each', async () => {
   await c?.close();
   c = undefined;
-  expect(await leftovers()).toEqual([]);
 });
 
-// An image the test host does not hold: each attempt errors for a host reason (another node might hold it).
+// An image the catalog has and the test host does not hold: each attempt errors for a host reason
+// (the node did not sync it; another node might hold it).
 const hostFault = { image: 'not-on-this-host', script: 'true' } as const;
 
 describe('retries of errored attempts', () => {
   it('on a pool of one node: retried on that node after a growing back-off, then errored with every attempt on the record', async () => {
     c = await startCluster();
     const node = await c.addWorker('arm64', { slots: 1 });
+    await c.catalogOnly(hostFault.image, 'arm64');
     const id = await c.submit({ arch: 'arm64', ...hostFault });
     const job = await c.waitFinal(id, 60_000);
     expect(job).toMatchObject({ state: 'errored', reason: 'infra', attempt: MAX_ATTEMPTS });
@@ -50,6 +51,7 @@ describe('retries of errored attempts', () => {
     c = await startCluster();
     await c.addWorker('arm64', { slots: 1 });
     await c.addWorker('arm64', { slots: 1 });
+    await c.catalogOnly(hostFault.image, 'arm64');
     const id = await c.submit({ arch: 'arm64', ...hostFault });
     const job = await c.waitFinal(id, 60_000);
     expect(job.state).toBe('errored');

@@ -1,18 +1,19 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { runScaler, type ScalerProcess } from '../../ops/scaler/index.ts';
 import { createJobQueue, createNodeRegistry, createPoolStore, type JobQueue } from '../../queue/index.ts';
 import { createKeys, FINAL_STATES, JobSpec } from '../../src/core/index.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
 import { startRedis, type TestRedis } from '../support/redis-server.ts';
-import { eventually, leftovers, TEST_ENV } from '../support/test-host.ts';
+import { eventually, TEST_ENV } from '../support/test-host.ts';
 
 let server: TestRedis | undefined;
 let client: Redis | undefined;
 let queue: JobQueue | undefined;
 let scaler: ScalerProcess | undefined;
 
-afterEach(async () => {
+checkLeftovers('each', async () => {
   await scaler?.close();
   await queue?.close();
   client?.disconnect();
@@ -21,7 +22,6 @@ afterEach(async () => {
   queue = undefined;
   client = undefined;
   server = undefined;
-  expect(await leftovers()).toEqual([]);
 });
 
 it('scales amd64 up from 0 under a burst with real worker processes, runs the jobs, then drains back to 0', async () => {

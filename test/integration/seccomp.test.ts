@@ -1,7 +1,7 @@
 import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildImage } from '../../images/index.ts';
 import {
   ARCHES,
@@ -9,10 +9,12 @@ import {
   HostRequirementError,
   hasCommand,
   ImageNotFoundError,
+  poolLayout,
   runCommand,
 } from '../../src/core/index.ts';
 import { createRuncRuntime, runtimeOptionsFrom } from '../../workers/index.ts';
-import { collect, createTestHost, leftovers, type TestHost } from '../support/test-host.ts';
+import { checkLeftovers, testHosts } from '../support/leak-check.ts';
+import { collect, type TestHost } from '../support/test-host.ts';
 
 /** The compilers ops/setup-host.sh installs: one static probe binary per arch, built on this amd64 host. */
 const COMPILER: Record<Arch, string> = {
@@ -43,16 +45,9 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const hosts: TestHost[] = [];
-const host = async (arch: Arch, opts: { seccompProfile?: string | false } = {}) => {
-  const h = await createTestHost(arch, opts);
-  hosts.push(h);
-  return h;
-};
-afterEach(async () => {
-  for (const h of hosts.splice(0)) await h.launcher.close();
-  expect(await leftovers()).toEqual([]);
-});
+const hosts = testHosts();
+const host = (arch: Arch, opts: { seccompProfile?: string | false } = {}) => hosts.host(arch, opts);
+checkLeftovers('each', hosts.close);
 
 /** Runs the arch's probe in a busybox container; returns its lines as name -> result, with /proc/self/status's two fields. */
 async function probe(
@@ -238,7 +233,7 @@ describe.skipIf(process.env.ARCHWAY_TEST_DEBIAN !== '1')('seccomp in debian-book
         if (!(e instanceof ImageNotFoundError)) throw e;
         await buildImage(IMAGE, arch, {
           store: h.store,
-          cacheDir: `${h.config.ARCHWAY_POOL_PATH}/cache`,
+          cacheDir: poolLayout(h.config.ARCHWAY_POOL_PATH).cache,
           idBase: h.config.ARCHWAY_UID_BASE,
           mirror: h.config.ARCHWAY_DEBIAN_MIRROR,
           logger: h.logger,

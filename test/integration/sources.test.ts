@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createSourceCredentials, type SourceCredential } from '../../queue/index.ts';
 import { createKeys, createLogger, type Keys } from '../../src/core/index.ts';
 import {
   createSourceFetcher,
@@ -232,6 +233,15 @@ describe('source fetch: where it connects', () => {
   }, 60_000);
 });
 
+/** A webhook job's credential, bound to the fake GitHub's host. */
+const credential = (token: string): SourceCredential => ({
+  host: gh.host,
+  token,
+  installationId: 1,
+  repositoryId: 1,
+  since: Date.now(),
+});
+
 describe("source fetch: the host's mirror", () => {
   let priv: FakeRepo;
   let pub: FakeRepo;
@@ -241,7 +251,7 @@ describe("source fetch: the host's mirror", () => {
     const sha = await priv.commit({ 'recipe.txt': 'top secret\n' });
     const token = await mintToken();
     // A webhook job: its credential is bound to the host.
-    await redis.set(keys.sourceCredential('j-hook'), JSON.stringify({ host: gh.host, token }));
+    await createSourceCredentials(redis, keys).put(['j-hook'], credential(token), 60_000);
     const f = fetcher();
     const hook = await place(f, 'j-hook', priv.cloneUrl, sha);
     expect(hook.mirrorHit).toBe(false);
@@ -254,7 +264,7 @@ describe("source fetch: the host's mirror", () => {
       readFile(join(work, 'rootfs-j-api', 'root/build/acme/secret-sauce/recipe.txt')),
     ).rejects.toThrow();
     // Another job holding a credential for it gets it from the mirror.
-    await redis.set(keys.sourceCredential('j-hook2'), JSON.stringify({ host: gh.host, token }));
+    await createSourceCredentials(redis, keys).put(['j-hook2'], credential(token), 60_000);
     expect((await place(f, 'j-hook2', priv.cloneUrl, sha)).mirrorHit).toBe(true);
   });
 

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { imageForRange, rangeCopiesOf } from '../../images/index.ts';
-import { runCommand } from '../../src/core/index.ts';
+import { poolLayout, runCommand } from '../../src/core/index.ts';
 import type { LaunchedJob } from '../../workers/index.ts';
 import { makeVersion, removeImage } from '../support/image-versions.ts';
 import { collect, createTestHost, eventually, leftovers, type TestHost } from '../support/test-host.ts';
@@ -63,7 +63,7 @@ function follow(job: LaunchedJob): { text: () => string } {
 
 /** Host uids (real, effective, saved, fs) of the init of the container a job runs in. */
 async function uidsOf(h: TestHost, jobId: string): Promise<Set<string>> {
-  const bundles = join(h.config.ARCHWAY_POOL_PATH, 'bundles');
+  const bundles = poolLayout(h.config.ARCHWAY_POOL_PATH).bundles;
   const ids: string[] = [];
   for (const id of await readdir(bundles)) {
     const meta = JSON.parse(await readFile(join(bundles, id, 'meta.json'), 'utf8')) as { jobId?: string };

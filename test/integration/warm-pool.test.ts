@@ -1,7 +1,8 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createImageStore } from '../../images/index.ts';
 import { warmTargetsOf } from '../../workers/index.ts';
 import { makeVersion, removeImage } from '../support/image-versions.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
 import {
   collect,
   createTestHost,
@@ -12,10 +13,9 @@ import {
 } from '../support/test-host.ts';
 
 let h: TestHost | undefined;
-afterEach(async () => {
+checkLeftovers('each', async () => {
   await h?.launcher.close();
   h = undefined;
-  expect(await leftovers()).toEqual([]);
 });
 
 describe('warm pool', () => {

@@ -1,15 +1,16 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createImageStore } from '../../images/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { makeVersion, removeImage } from '../support/image-versions.ts';
-import { eventually, leftovers, TEST_ENV } from '../support/test-host.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
+import { eventually, TEST_ENV } from '../support/test-host.ts';
 
 const store = createImageStore({ poolPath: TEST_ENV.ARCHWAY_POOL_PATH });
 const IMAGE = 'warm-test-held';
 let c: TestCluster | undefined;
 let child: ChildProcess | undefined;
-afterEach(async () => {
+checkLeftovers('each', async () => {
   if (child && child.exitCode === null) {
     const exited = new Promise((r) => child?.once('exit', r));
     child.kill('SIGTERM');
@@ -19,7 +20,6 @@ afterEach(async () => {
   await c?.close();
   c = undefined;
   await removeImage(store, IMAGE);
-  expect(await leftovers()).toEqual([]);
 });
 
 describe('the worker process keeps warm the images it holds', () => {

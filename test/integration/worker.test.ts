@@ -1,11 +1,12 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { HEARTBEAT_MS, stripAnsi } from '../../queue/index.ts';
 import { ARCH_INFO, ARCHES } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
-import { eventually, leftovers, testConfig } from '../support/test-host.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
+import { eventually, testConfig } from '../support/test-host.ts';
 
 let c: TestCluster;
 beforeAll(async () => {
@@ -13,9 +14,8 @@ beforeAll(async () => {
   for (const arch of ARCHES)
     await c.addWorker(arch, { slots: 2, warm: arch === 'amd64' ? 1 : 0, logLimitBytes: 256 * 1024 });
 });
-afterAll(async () => {
+checkLeftovers('all', async () => {
   await c.close();
-  expect(await leftovers()).toEqual([]);
 });
 
 /** The command lines of every process in the test's containers (their cgroups under the test parent). */

@@ -1,6 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { createJobQueue, createNodeRegistry, type JobQueue, readLog } from '../../queue/index.ts';
+import {
+  createImageCatalog,
+  createJobQueue,
+  createNodeRegistry,
+  type JobQueue,
+  readLog,
+} from '../../queue/index.ts';
 import {
   type Arch,
   createKeys,
@@ -29,8 +35,20 @@ export interface TestCluster {
   metrics: WorkerMetrics[];
   addWorker(
     arch: Arch,
-    opts?: { slots?: number; warm?: number; logLimitBytes?: number; ceilings?: Partial<Limits> },
+    opts?: {
+      slots?: number;
+      warm?: number;
+      logLimitBytes?: number;
+      ceilings?: Partial<Limits>;
+      /** The node reports the images it holds with its heartbeat, as a worker without image sync does. */
+      reportImages?: boolean;
+    },
   ): Promise<WorkerDaemon>;
+  /**
+   * Puts a version of an image in the catalog that no node of the test holds: a node that lacks
+   * it then errors for a host reason (it did not sync), as a node would whose sync is broken.
+   */
+  catalogOnly(name: string, arch: Arch): Promise<void>;
   submit(spec: JobSpecInput): Promise<string>;
   waitFinal(id: string, ms?: number): Promise<JobRecord>;
   log(id: string): Promise<string>;
@@ -43,6 +61,7 @@ export async function startCluster(): Promise<TestCluster> {
   client.on('error', () => undefined);
   const keys = createKeys(`t${randomBytes(4).toString('hex')}`);
   const queue = createJobQueue({ redis: client, keys, logRetentionSeconds: 600 });
+  const catalog = createImageCatalog(client, keys);
   const workers: WorkerDaemon[] = [];
   const metrics: WorkerMetrics[] = [];
   const logger = createLogger({ name: 'test-worker', level: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn' });
@@ -75,6 +94,7 @@ export async function startCluster(): Promise<TestCluster> {
         images: host.store,
         queue,
         nodes: createNodeRegistry(client, keys),
+        catalog,
         keys,
         redis: client,
         duplicate: dup,
@@ -82,6 +102,7 @@ export async function startCluster(): Promise<TestCluster> {
         logLimitBytes: o.logLimitBytes ?? 4 * 1024 * 1024,
         logRetentionSeconds: 600,
         version: 'test',
+        ...(o.reportImages ? { reportImages: true } : {}),
         // Tests fetch sources from a git server on the loopback (test/support/fake-github.ts).
         source: createSourceFetcher({
           poolPath: host.config.ARCHWAY_POOL_PATH,
@@ -94,6 +115,22 @@ export async function startCluster(): Promise<TestCluster> {
       await daemon.start();
       workers.push(daemon);
       return daemon;
+    },
+    async catalogOnly(name, arch) {
+      const digest = `sha256:${randomBytes(32).toString('hex')}`;
+      const now = new Date().toISOString();
+      await catalog.publish({
+        name,
+        arch,
+        digest,
+        parent: null,
+        sizeBytes: 1,
+        description: 'in the catalog, on no node of the test',
+        createdAt: now,
+        publishedAt: now,
+        full: { digest, sizeBytes: 1 },
+        incremental: null,
+      });
     },
     async submit(spec) {
       return (await queue.submit(JobSpec.parse(spec), { clientId: 'test' })).job.id;

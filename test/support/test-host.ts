@@ -1,5 +1,5 @@
 import { readdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { createImageStore, type ImageStore } from '../../images/index.ts';
 import {
   type Arch,
@@ -12,6 +12,7 @@ import {
   type Limits,
   type Logger,
   parseConfig,
+  poolLayout,
   runCommand,
 } from '../../src/core/index.ts';
 import {
@@ -118,9 +119,10 @@ export async function leftovers(): Promise<string[]> {
     () => '',
   );
   for (const id of listed.split('\n').filter(Boolean)) found.push(`container ${id}`);
-  for (const dir of ['warm', 'jobs', 'bundles']) {
-    for (const name of await readdir(join(c.ARCHWAY_POOL_PATH, dir)).catch(() => [] as string[]))
-      found.push(`${dir}/${name}`);
+  const pool = poolLayout(c.ARCHWAY_POOL_PATH);
+  for (const dir of [...pool.snapshotDirs, pool.bundles]) {
+    for (const name of await readdir(dir).catch(() => [] as string[]))
+      found.push(`${relative(pool.root, dir)}/${name}`);
   }
   // Job-network leases are host-wide (other suites may hold some): this process's must all be back.
   for (const [index, lease] of await createHostLeases({

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type BuildProgress, buildImage, loadRecipe } from '../../images/index.ts';
-import type { Arch } from '../../src/core/index.ts';
+import { type Arch, poolLayout } from '../../src/core/index.ts';
 import { buildJobScript, expandRepoConfig, JOB_EXIT } from '../../webhooks/index.ts';
 import { collect, createTestHost, leftovers, type TestHost } from '../support/test-host.ts';
 
@@ -22,7 +22,7 @@ async function build(name: string, arch: Arch): Promise<BuildProgress[]> {
   const progress: BuildProgress[] = [];
   await buildImage(name, arch, {
     store: h.store,
-    cacheDir: `${h.config.ARCHWAY_POOL_PATH}/cache`,
+    cacheDir: poolLayout(h.config.ARCHWAY_POOL_PATH).cache,
     idBase: h.config.ARCHWAY_UID_BASE,
     mirror: h.config.ARCHWAY_DEBIAN_MIRROR,
     logger: h.logger,

@@ -1,12 +1,18 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
-import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createImageStore, ensureImage } from '../../images/index.ts';
 import { type ApiProcess, runApi } from '../../src/api/index.ts';
-import { ARCHES, type Arch, createLogger, type JobRecord, runCommand } from '../../src/core/index.ts';
+import {
+  ARCHES,
+  type Arch,
+  createLogger,
+  type JobRecord,
+  poolLayout,
+  runCommand,
+} from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { type FakeGitHub, startFakeGitHub } from '../support/fake-github.ts';
 import { createDeliverer } from '../support/github-deliveries.ts';
@@ -33,7 +39,7 @@ const gitHub = createDeliverer({ apiUrl: () => api.url, secret: SECRET, installa
 const image = (name: string, arch: Arch) =>
   ensureImage(name, arch, {
     store,
-    cacheDir: join(config.ARCHWAY_POOL_PATH, 'cache'),
+    cacheDir: poolLayout(config.ARCHWAY_POOL_PATH).cache,
     idBase: config.ARCHWAY_UID_BASE,
     mirror: config.ARCHWAY_DEBIAN_MIRROR,
     logger,
@@ -95,7 +101,7 @@ afterAll(async () => {
   await c?.close();
   await gh?.close();
   if (gh)
-    await rm(join(config.ARCHWAY_POOL_PATH, 'cache', 'git', gh.host.replace(':', '_')), {
+    await rm(poolLayout(config.ARCHWAY_POOL_PATH).gitMirrorsOf(gh.host), {
       recursive: true,
       force: true,
     });

@@ -1,7 +1,17 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { z } from 'zod';
-import { JobFinishedError, type JobQueue } from '../../queue/index.ts';
+import {
+  type Advance,
+  advance,
+  cancelStages,
+  createBuildStore,
+  finishJob,
+  JobFinishedError,
+  type JobQueue,
+  jobIdOf,
+  rerun,
+  startStages,
+} from '../../queue/index.ts';
 import {
   FINAL_STATES,
   JobSpec,
@@ -16,80 +26,33 @@ import {
 } from '../../src/core/index.ts';
 import {
   type BuildEvent,
+  BuildEventRecord,
   buildJobScript,
   ConfigError,
   type ExpandedJob,
+  ExpandedJobRecord,
   type ExpandResult,
   expandRepoConfig,
-  type IgnoredKey,
   type ImageToolchain,
 } from '../repo-config/index.ts';
-import type { CheckRuns, CheckRunTarget, CheckRunUpdate } from './check-runs.ts';
+import {
+  CANCEL_ACTION,
+  checkName,
+  configErrorUpdate,
+  type GitHubBuild,
+  type GitHubSlot,
+  ignoredNotes,
+  jobSummary,
+  short,
+} from './check-run-text.ts';
+import type { CheckRuns, CheckRunTarget } from './check-runs.ts';
 import type { GitHubClient } from './github-client.ts';
+import { CONFIG_FILES, readRepoConfig } from './read-repo-config.ts';
+import { createSourceTokens } from './source-tokens.ts';
 
-/** The config files read at the commit, in order: the first that exists is used. */
-export const CONFIG_FILES = ['.archway.yml', '.travis.yml'] as const;
-
-/** How long a commit's claim stops a second event from building it again (push and check_suite both ask). */
-const CLAIM_TTL_S = 7 * 86_400;
-/** How long a build record is kept after its last change. */
-const BUILD_TTL_S = 30 * 86_400;
-
-const SlotState = z.enum([
-  'waiting',
-  'queued',
-  'running',
-  'passed',
-  'failed',
-  'errored',
-  'canceled',
-  'skipped',
-]);
-
-/** One job of a build: its place, its current job (a re-run makes a new generation) and its check run. */
-const BuildSlot = z.object({
-  n: z.int().positive(),
-  name: z.string(),
-  stageIndex: z.int().nonnegative(),
-  allowFailure: z.boolean(),
-  /** The expanded job (written by archway: read back as it was written). */
-  job: z.record(z.string(), z.unknown()),
-  gen: z.int().nonnegative(),
-  jobId: z.string(),
-  checkKey: z.string(),
-  state: SlotState,
-});
-type BuildSlot = z.infer<typeof BuildSlot>;
-
-/** A build made from a webhook: what is needed to advance its stages, re-run it, cancel it. */
-export const BuildRecord = z.object({
-  id: z.string(),
-  number: z.int().positive(),
-  repo: z.string(),
-  repoId: z.number(),
-  installationId: z.number(),
-  sha: z.string(),
-  /** Where the source is fetched from (a fork's clone URL for its pull requests). */
-  cloneUrl: z.string(),
-  /** The repository is private (GitHub's `repository.private`): its jobs' sources are shown to admin tokens only. */
-  private: z.boolean().default(false),
-  ref: z.string(),
-  /** Whether the workers get an installation token for the source (not for forks). */
-  credential: z.boolean(),
-  event: z.record(z.string(), z.unknown()),
-  /** `push:<branch>` or `pr:<number>`: a newer build of the same scope supersedes this one. */
-  scope: z.string().optional(),
-  autoCancel: z.boolean(),
-  configPath: z.string(),
-  stages: z.array(z.string()),
-  currentStage: z.int().nonnegative(),
-  state: z.enum(['starting', 'running', 'passed', 'failed', 'canceled']),
-  /** Markdown added to every check run's summary: ignored keys, warnings. */
-  notes: z.string(),
-  createdAt: z.string(),
-  slots: z.array(BuildSlot),
-});
-export type BuildRecord = z.infer<typeof BuildRecord>;
+/** A build of the GitHub App (see queue's build store). */
+export type BuildRecord = GitHubBuild;
+type BuildSlot = GitHubSlot;
 
 /** What a build is started from (a push, a pull request, a check suite's request). */
 export interface BuildInput {
@@ -146,93 +109,20 @@ export interface Builds {
   summary(build: BuildRecord, slot: BuildSlot, line: string): string;
 }
 
-/** A job's id, fixed before it is submitted (its script and its check run name it). */
-export function jobIdOf(buildId: string, n: number, gen: number): string {
-  return `j${createHash('sha256').update(`${buildId}\0${n}\0${gen}`).digest('hex').slice(0, 24)}`;
-}
-
-function short(sha: string): string {
-  return sha.slice(0, 7);
-}
-
-/** `push to main`, `pull request #5 (feature -> main)`, `tag v1.2`. */
-function describeEvent(e: BuildEvent): string {
-  if (e.type === 'pull_request')
-    return `pull request #${e.pullRequest ?? '?'} (${e.headRepo && e.headRepo !== e.repo ? `${e.headRepo}:` : ''}${e.headBranch ?? '?'} -> ${e.branch ?? '?'})`;
-  if (e.tag) return `tag ${e.tag}`;
-  return `${e.type} to ${e.branch ?? '?'}`;
-}
-
-/** A check run's name: the job's name, else its arch and variables; the stage when the build has several. */
-function checkName(job: ExpandedJob, multiStage: boolean): string {
-  const what =
-    job.name ??
-    [
-      ...(job.os !== 'linux' ? [job.os] : []),
-      job.configArch !== job.arch ? job.configArch : job.arch,
-      job.image,
-      ...job.env.slice(0, 4),
-    ].join(' ');
-  return `archway: ${multiStage ? `${job.stage} / ` : ''}${what}`.slice(0, 200);
-}
-
-function ignoredNotes(ignored: IgnoredKey[], warnings: string[]): string {
-  const parts: string[] = [];
-  if (ignored.length > 0) {
-    parts.push(
-      '### Ignored keys\n\narchway reads these keys but does not act on them:\n\n' +
-        ignored
-          .map((i) => `- \`${i.key}\` (${i.paths.map((p) => `\`${p}\``).join(', ')}): ${i.reason}`)
-          .join('\n'),
-    );
-  }
-  if (warnings.length > 0) parts.push(`### Warnings\n\n${warnings.map((w) => `- ${w}`).join('\n')}`);
-  return parts.join('\n\n');
-}
-
-const CANCEL_ACTION = [
-  { label: 'Cancel', identifier: 'cancel', description: 'Cancel this job' },
-] as CheckRunUpdate['actions'];
-
 export function createBuilds(o: BuildsOptions): Builds {
   const log = o.logger.child({ component: 'builds' });
+  const tokens = createSourceTokens({
+    redis: o.redis,
+    keys: o.keys,
+    jobs: o.queue.store,
+    github: o.github,
+    sourcePolicy: o.sourcePolicy,
+    logger: o.logger,
+  });
 
-  async function get(id: string): Promise<BuildRecord | undefined> {
-    const raw = await o.redis.get(o.keys.build(id));
-    if (!raw) return undefined;
-    const parsed = BuildRecord.safeParse(JSON.parse(raw));
-    if (!parsed.success)
-      throw new Error(`build ${id}: stored record is invalid: ${parsed.error.issues[0]?.message}`);
-    return parsed.data;
-  }
-
-  async function save(b: BuildRecord): Promise<void> {
-    await o.redis.set(o.keys.build(b.id), JSON.stringify(b), 'EX', BUILD_TTL_S);
-  }
-
-  /** Changes a build under WATCH: concurrent changes (the reporter, a re-run, a cancel) never overwrite each other. */
-  async function mutate(
-    id: string,
-    fn: (b: BuildRecord) => BuildRecord | undefined,
-  ): Promise<{ before: BuildRecord; after: BuildRecord } | undefined> {
-    const key = o.keys.build(id);
-    for (let i = 0; i < 20; i++) {
-      await o.redis.watch(key);
-      const before = await get(id);
-      if (!before) {
-        await o.redis.unwatch();
-        return undefined;
-      }
-      const after = fn(structuredClone(before));
-      if (!after) {
-        await o.redis.unwatch();
-        return { before, after: before };
-      }
-      const ok = await o.redis.multi().set(key, JSON.stringify(after), 'EX', BUILD_TTL_S).exec();
-      if (ok) return { before, after };
-    }
-    throw new Error(`build ${id}: too much contention`);
-  }
+  const store = createBuildStore(o.redis, o.keys, { job: ExpandedJobRecord, event: BuildEventRecord });
+  const get = (id: string) => store.get(id);
+  const mutate = store.update;
 
   const target = (b: BuildRecord, slot: { name: string; checkKey: string }): CheckRunTarget => ({
     key: slot.checkKey,
@@ -244,26 +134,17 @@ export function createBuilds(o: BuildsOptions): Builds {
 
   const logUrl = (jobId: string) => `${o.publicUrl().replace(/\/+$/, '')}/v1/jobs/${jobId}/log`;
 
-  function summary(b: BuildRecord, slot: BuildSlot, line: string): string {
-    const job = slot.job as unknown as ExpandedJob;
-    const event = b.event as unknown as BuildEvent;
-    const head = [
-      `**Job ${job.number}** of build #${b.number}: ${describeEvent(event)} at \`${short(b.sha)}\``,
-      `${job.arch}${job.configArch !== job.arch ? ` (\`arch: ${job.configArch}\`)` : ''}, image \`${job.image}\`, stage \`${job.stage}\`${slot.allowFailure ? ', allowed to fail' : ''}${job.env.length ? `, env \`${job.env.join(' ')}\`` : ''}`,
-      line,
-      `Log: ${logUrl(slot.jobId)}`,
-    ].join('\n\n');
-    return b.notes ? `${head}\n\n${b.notes}` : head;
-  }
+  const summary = (b: BuildRecord, slot: BuildSlot, line: string) =>
+    jobSummary(b, slot, line, logUrl(slot.jobId));
 
   function specOf(b: BuildRecord, slot: BuildSlot): JobSpec {
-    const job = slot.job as unknown as ExpandedJob;
+    const job = slot.job;
     const src = parseSourceUrl(b.cloneUrl, o.sourcePolicy, 'repository.clone_url');
     return JobSpec.parse({
       arch: job.arch,
       image: job.image,
       script: buildJobScript(job, {
-        event: b.event as unknown as BuildEvent,
+        event: b.event,
         jobId: slot.jobId,
         buildNumber: b.number,
         buildId: b.id,
@@ -279,84 +160,25 @@ export function createBuilds(o: BuildsOptions): Builds {
         build_number: String(b.number),
         job_number: job.number,
         stage: job.stage,
-        event: (b.event as { type?: string }).type ?? 'push',
+        event: b.event.type,
         ...(b.private ? { [VISIBILITY_LABEL]: 'private' } : {}),
       },
     });
   }
 
-  /** Stores the job's source token where its worker reads it, with the token's expiry. */
+  /** Stores the jobs' source token where their workers read it (not for forks). */
   async function storeCredentials(b: BuildRecord, jobIds: string[]): Promise<void> {
-    if (!b.credential || jobIds.length === 0) return;
-    const t = await o.github.sourceToken(b.installationId, b.repoId);
-    const host = parseSourceUrl(b.cloneUrl, o.sourcePolicy, 'repository.clone_url').host;
-    const ttlMs = Math.max(60_000, t.expiresAt - Date.now() - 60_000);
-    const value = JSON.stringify({
-      host,
-      token: t.token,
-      installationId: b.installationId,
-      repositoryId: b.repoId,
-      since: Date.now(),
-    });
-    const m = o.redis.multi();
-    for (const id of jobIds) {
-      m.set(o.keys.sourceCredential(id), value, 'PX', ttlMs);
-      m.zadd(o.keys.sourceCredentials, Date.now() + ttlMs, id);
-    }
-    await m.exec();
+    if (!b.credential) return;
+    await tokens.issue({ installationId: b.installationId, repoId: b.repoId, cloneUrl: b.cloneUrl }, jobIds);
   }
 
-  async function dropCredentials(jobIds: string[]): Promise<void> {
-    if (jobIds.length === 0) return;
-    await o.redis
-      .multi()
-      .del(...jobIds.map((id) => o.keys.sourceCredential(id)))
-      .zrem(o.keys.sourceCredentials, ...jobIds)
-      .exec();
-  }
+  const dropCredentials = (jobIds: string[]) => tokens.drop(jobIds);
 
   async function submit(b: BuildRecord, slot: BuildSlot): Promise<void> {
     await o.queue.submit(specOf(b, slot), { clientId: 'github', jobId: slot.jobId });
   }
 
-  async function readConfig(input: BuildInput): Promise<{ path: string; text: string } | undefined> {
-    const [owner, repo] = input.repo.fullName.split('/') as [string, string];
-    const client = await o.github.installation(input.installationId);
-    for (const path of CONFIG_FILES) {
-      try {
-        const r = await client.request('GET /repos/{owner}/{repo}/contents/{path}', {
-          owner,
-          repo,
-          path,
-          ref: input.sha,
-        });
-        const data = r.data as { type?: string; content?: string; encoding?: string };
-        if (data.type !== 'file' || typeof data.content !== 'string') continue;
-        const text =
-          data.encoding === 'base64' ? Buffer.from(data.content, 'base64').toString('utf8') : data.content;
-        return { path, text };
-      } catch (e) {
-        if ((e as { status?: number }).status === 404) continue;
-        throw e;
-      }
-    }
-    return undefined;
-  }
-
-  async function configError(
-    input: BuildInput,
-    buildId: string,
-    path: string,
-    err: ConfigError,
-  ): Promise<void> {
-    const where =
-      err.line !== undefined
-        ? `${path}, line ${err.line}${err.column ? `, column ${err.column}` : ''}`
-        : path;
-    const excerpt =
-      err.excerpt !== undefined && err.line !== undefined
-        ? `\n\n\`\`\`yaml\n${err.line} | ${err.excerpt}\n${' '.repeat(String(err.line).length + 3 + Math.max(0, (err.column ?? 1) - 1))}^\n\`\`\``
-        : '';
+  async function configError(input: BuildInput, buildId: string, path: string, err: ConfigError) {
     await o.checks.update(
       {
         key: `config-${buildId}`,
@@ -365,36 +187,26 @@ export function createBuilds(o: BuildsOptions): Builds {
         headSha: input.sha,
         name: 'archway: config',
       },
-      {
-        status: 'completed',
-        conclusion: 'failure',
-        completedAt: new Date().toISOString(),
-        title: `${path} is not valid: nothing was built`,
-        summary: `**${where}**: ${err.keyPath ? `\`${err.keyPath}\`: ` : ''}${err.detail}${excerpt}\n\nThe config format: docs/repo-config.md.`,
-      },
+      configErrorUpdate(path, err, new Date().toISOString()),
     );
   }
 
   async function start(input: BuildInput, opts: { force?: boolean } = {}): Promise<BuildRecord | undefined> {
     const repo = input.repo.fullName;
     const scope = input.scope ?? `ref:${input.ref}`;
-    const claimKey = o.keys.buildClaim(repo, input.sha, scope);
-    const lockKey = o.keys.buildClaimLock(repo, input.sha, scope);
-    let id = `b${randomBytes(8).toString('hex')}`;
-    if (opts.force) {
-      await o.redis.set(claimKey, id, 'EX', CLAIM_TTL_S);
-    } else if ((await o.redis.set(claimKey, id, 'EX', CLAIM_TTL_S, 'NX')) === null) {
-      const existing = (await o.redis.get(claimKey)) ?? id;
-      const b = await get(existing);
+    const commit = { repo, sha: input.sha, scope };
+    const fresh = `b${randomBytes(8).toString('hex')}`;
+    const id = await store.claim(commit, fresh, opts);
+    if (id !== fresh) {
+      const b = await get(id);
       if (b && b.state !== 'starting') {
         log.info({ repo, sha: input.sha, build: b.id }, 'commit already built for this branch: nothing new');
         return b;
       }
       // Not started yet: a retry of this event (or another event) takes over, unless one is starting it now.
-      id = existing;
     }
-    const me = randomBytes(8).toString('hex');
-    if ((await o.redis.set(lockKey, me, 'PX', 120_000, 'NX')) === null) {
+    const lock = store.startLock(commit);
+    if (!(await lock.take())) {
       throw new Error(
         `build ${id} of ${repo}@${short(input.sha)} is being started by another event; tried again later`,
       );
@@ -402,14 +214,7 @@ export function createBuilds(o: BuildsOptions): Builds {
     try {
       return await startClaimed(input, id);
     } finally {
-      await o.redis
-        .eval(
-          "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-          1,
-          lockKey,
-          me,
-        )
-        .catch(() => undefined);
+      await lock.release();
     }
   }
 
@@ -418,12 +223,16 @@ export function createBuilds(o: BuildsOptions): Builds {
 
     let b = await get(id);
     if (!b) {
-      const found = await readConfig(input);
+      const found = await readRepoConfig(o.github, {
+        installationId: input.installationId,
+        fullName: repo,
+        sha: input.sha,
+      });
       if (!found) {
         log.info({ repo, sha: input.sha }, `no ${CONFIG_FILES.join(' or ')} at the commit: no build`);
         return undefined;
       }
-      const number = await o.redis.incr(o.keys.buildNumber(repo));
+      const number = await store.nextNumber(repo);
       let result: ExpandResult;
       try {
         result = expandRepoConfig(found.text, input.event, {
@@ -461,7 +270,7 @@ export function createBuilds(o: BuildsOptions): Builds {
           name,
           stageIndex: Math.max(0, result.stages.indexOf(job.stage)),
           allowFailure: job.allowFailure,
-          job: job as unknown as Record<string, unknown>,
+          job,
           gen: 0,
           jobId: jobIdOf(id, n, 0),
           checkKey: `${id}-${n}-0`,
@@ -479,7 +288,7 @@ export function createBuilds(o: BuildsOptions): Builds {
         private: input.private ?? false,
         ref: input.ref,
         credential: !input.fork,
-        event: input.event as unknown as Record<string, unknown>,
+        event: input.event,
         ...(input.scope ? { scope: input.scope } : {}),
         autoCancel: result.settings?.autoCancel ?? o.autoCancel,
         configPath: found.path,
@@ -488,11 +297,11 @@ export function createBuilds(o: BuildsOptions): Builds {
         state: 'starting',
         notes: ignoredNotes(result.ignored, result.warnings),
         createdAt: new Date().toISOString(),
+        origin: 'github',
+        fastFinish: result.fastFinish,
         slots,
       };
-      await save(b);
-      await o.redis.rpush(o.keys.buildsOfSha(repo, input.sha), id);
-      await o.redis.expire(o.keys.buildsOfSha(repo, input.sha), BUILD_TTL_S);
+      await store.create(b);
       // Jobs that cannot run are shown, concluded skipped with the reason: what runs never changes silently.
       const skipped = result.jobs.filter((j) => j.skipped);
       for (const [i, job] of skipped.entries()) {
@@ -536,11 +345,7 @@ export function createBuilds(o: BuildsOptions): Builds {
       });
     }
     for (const slot of b.slots.filter((s) => s.stageIndex === 0)) await submit(b, slot);
-    const started = await mutate(b.id, (x) => {
-      x.state = 'running';
-      for (const s of x.slots) if (s.stageIndex === 0 && s.state === 'waiting') s.state = 'queued';
-      return x;
-    });
+    const started = await mutate(b.id, startStages);
     const built = started?.after ?? b;
     log.info(
       { repo, sha: input.sha, build: built.id, number: built.number, jobs: built.slots.length },
@@ -549,18 +354,14 @@ export function createBuilds(o: BuildsOptions): Builds {
 
     // Auto-cancel: this build supersedes the older one of the same branch or pull request.
     if (built.scope) {
-      const previous = await o.redis.getset(o.keys.buildLatest(repo, built.scope), built.id);
+      const previous = await store.setLatest(repo, built.scope, built.id);
       if (previous && previous !== built.id && built.autoCancel) await cancel(previous, 'superseded', built);
     }
     return built;
   }
 
   async function cancel(buildId: string, reason: 'canceled' | 'superseded', by?: BuildRecord): Promise<void> {
-    const changed = await mutate(buildId, (b) => {
-      if (b.state === 'passed' || b.state === 'failed' || b.state === 'canceled') return undefined;
-      b.state = 'canceled';
-      return b;
-    });
+    const changed = await mutate(buildId, (b) => cancelStages(b)?.build);
     if (!changed || changed.before.state === changed.after.state) return;
     const b = changed.after;
     const why =
@@ -591,54 +392,20 @@ export function createBuilds(o: BuildsOptions): Builds {
   async function jobFinished(jobId: string, buildId: string, state: JobState): Promise<void> {
     if (!FINAL_STATES.includes(state)) return;
     await dropCredentials([jobId]);
-    const changed = await mutate(buildId, (b) => {
-      const slot = b.slots.find((s) => s.jobId === jobId);
-      if (!slot || slot.state === state) return undefined;
-      slot.state = state;
-      return b;
-    });
+    const changed = await mutate(buildId, (b) => finishJob(b, jobId, state));
     if (!changed) return;
-    await advance(buildId);
+    await advanceBuild(buildId);
   }
 
   /** Queues the next stage when every job of the current one has finished and passed (allow_failure excepted). */
-  async function advance(buildId: string): Promise<void> {
-    let next: BuildSlot[] = [];
-    let blocked: BuildSlot[] = [];
-    let failedStage = '';
+  async function advanceBuild(buildId: string): Promise<void> {
+    let step: Advance<ExpandedJob, BuildEvent> | undefined;
     const changed = await mutate(buildId, (b) => {
-      if (b.state !== 'running') return undefined;
-      const current = b.slots.filter((s) => s.stageIndex === b.currentStage);
-      const final = (s: BuildSlot) => (FINAL_STATES as readonly string[]).includes(s.state);
-      if (!current.every(final)) return undefined;
-      const ok = current.every((s) => s.state === 'passed' || s.allowFailure);
-      next = [];
-      blocked = [];
-      if (!ok) {
-        failedStage = b.stages[b.currentStage] ?? '';
-        blocked = b.slots.filter((s) => s.stageIndex > b.currentStage && s.state === 'waiting');
-        for (const s of blocked) s.state = 'skipped';
-        b.state = 'failed';
-        return b;
-      }
-      if (b.currentStage + 1 >= b.stages.length || !b.slots.some((s) => s.stageIndex > b.currentStage)) {
-        b.state = 'passed';
-        return b;
-      }
-      b.currentStage += 1;
-      next = b.slots.filter((s) => s.stageIndex === b.currentStage);
-      for (const s of next) {
-        if (s.state === 'skipped') {
-          // Its check run was concluded when an earlier stage failed: a re-run made the stage pass, so a new one.
-          s.gen += 1;
-          s.jobId = jobIdOf(b.id, s.n, s.gen);
-          s.checkKey = `${b.id}-${s.n}-${s.gen}`;
-        }
-        s.state = 'queued';
-      }
-      return b;
+      step = advance(b);
+      return step?.build;
     });
-    if (!changed) return;
+    if (!changed || !step) return;
+    const { queue: next, skipped: blocked, failedStage = '' } = step;
     const b = changed.after;
     for (const slot of blocked) {
       await o.checks.update(target(b, slot), {
@@ -672,22 +439,14 @@ export function createBuilds(o: BuildsOptions): Builds {
   }
 
   async function rerunJob(jobId: string): Promise<string | undefined> {
-    const labels = await o.redis.hget(o.keys.job(jobId), 'labels');
-    const buildId = labels ? (JSON.parse(labels) as Record<string, string>).build : undefined;
+    const buildId = (await o.queue.get(jobId))?.labels.build;
     if (!buildId) return undefined;
     let slot: BuildSlot | undefined;
     const changed = await mutate(buildId, (b) => {
-      const s = b.slots.find((x) => x.jobId === jobId);
       // Only a finished job of a stage that has been reached is run again.
-      if (!s || !(FINAL_STATES as readonly string[]).includes(s.state) || s.stageIndex > b.currentStage)
-        return undefined;
-      s.gen += 1;
-      s.jobId = jobIdOf(b.id, s.n, s.gen);
-      s.checkKey = `${b.id}-${s.n}-${s.gen}`;
-      s.state = 'queued';
-      if (b.state === 'failed' || b.state === 'passed') b.state = 'running';
-      slot = s;
-      return b;
+      const r = rerun(b, jobId);
+      slot = r?.slot;
+      return r?.build;
     });
     if (!changed || !slot || changed.before === changed.after) return undefined;
     const b = changed.after;
@@ -706,8 +465,7 @@ export function createBuilds(o: BuildsOptions): Builds {
   }
 
   async function rerunCommit(repo: string, sha: string): Promise<BuildRecord | undefined> {
-    const ids = await o.redis.lrange(o.keys.buildsOfSha(repo, sha), -1, -1);
-    const last = ids[0] ? await get(ids[0]) : undefined;
+    const last = await store.lastOfCommit(repo, sha);
     if (!last) return undefined;
     return start(
       {
@@ -717,44 +475,12 @@ export function createBuilds(o: BuildsOptions): Builds {
         cloneUrl: last.cloneUrl,
         private: last.private,
         ref: last.ref,
-        event: last.event as unknown as BuildEvent,
+        event: last.event,
         scope: last.scope,
         fork: !last.credential,
       },
       { force: true },
     );
-  }
-
-  async function renewCredentials(): Promise<void> {
-    const soon = Date.now() + 20 * 60_000;
-    const ids = await o.redis.zrangebyscore(o.keys.sourceCredentials, '-inf', soon, 'LIMIT', 0, 500);
-    for (const id of ids) {
-      const raw = await o.redis.get(o.keys.sourceCredential(id));
-      const state = await o.redis.hget(o.keys.job(id), 'state');
-      const c = raw
-        ? (JSON.parse(raw) as { host: string; installationId: number; repositoryId: number; since: number })
-        : undefined;
-      // Kept for jobs that wait (or wait for their stage) for up to a day; then dropped.
-      if (
-        !c ||
-        (state && (FINAL_STATES as readonly string[]).includes(state)) ||
-        Date.now() - c.since > 86_400_000
-      ) {
-        await dropCredentials([id]);
-        continue;
-      }
-      try {
-        const t = await o.github.sourceToken(c.installationId, c.repositoryId);
-        const ttlMs = Math.max(60_000, t.expiresAt - Date.now() - 60_000);
-        await o.redis
-          .multi()
-          .set(o.keys.sourceCredential(id), JSON.stringify({ ...c, token: t.token }), 'PX', ttlMs)
-          .zadd(o.keys.sourceCredentials, Date.now() + ttlMs, id)
-          .exec();
-      } catch (e) {
-        log.warn({ job: id, err: toError(e).message }, 'could not renew a source token; tried again later');
-      }
-    }
   }
 
   return {
@@ -764,7 +490,7 @@ export function createBuilds(o: BuildsOptions): Builds {
     rerunJob,
     rerunCommit,
     get,
-    renewCredentials,
+    renewCredentials: () => tokens.renew(),
     target,
     slotOf: (b, jobId) => b.slots.find((s) => s.jobId === jobId),
     summary,

@@ -1,7 +1,6 @@
-import { randomBytes } from 'node:crypto';
-import { DelayedError, type Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
+import { createLease, createTaskQueue, PermanentTaskError } from '../../queue/index.ts';
 import { type Keys, type Logger, toError } from '../../src/core/index.ts';
 import type { GitHubClient } from './github-client.ts';
 
@@ -82,10 +81,6 @@ for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('RPUSH', KEYS[2], seq .. '|' .. ARGV[1])
 return seq
 `;
-const RELEASE_LUA = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`;
 
 /** Attempts of one sync: with the delay capped at a minute, several hours of GitHub outage. */
 const SYNC_ATTEMPTS = 500;
@@ -125,28 +120,37 @@ export function createCheckRuns(o: CheckRunsOptions): CheckRuns {
   const log = o.logger.child({ component: 'check-runs' });
   const r = o.redis as Redis & {
     awCheckAppend(k1: string, k2: string, ...args: string[]): Promise<number>;
-    awCheckRelease(k: string, v: string): Promise<number>;
   };
   o.redis.defineCommand('awCheckAppend', { numberOfKeys: 2, lua: APPEND_LUA });
-  o.redis.defineCommand('awCheckRelease', { numberOfKeys: 1, lua: RELEASE_LUA });
-  const queue = new Queue(o.keys.githubChecksQueue, { connection: o.redis, prefix: o.keys.bullPrefix });
-  queue.on('error', (e) => log.debug({ err: e.message }, 'check run queue error'));
-  const base = o.retryBaseMs ?? 1000;
-  const max = o.retryMaxMs ?? 60_000;
-  let worker: Worker | undefined;
-  let connection: Redis | undefined;
-  let closing: Promise<void> | undefined;
+  const queue = createTaskQueue({
+    redis: o.redis,
+    duplicate: o.duplicate,
+    keys: o.keys,
+    name: o.keys.githubChecksQueue,
+    schema: SyncData,
+    attempts: SYNC_ATTEMPTS,
+    keepCompletedSeconds: 0,
+    keepFailedSeconds: 7 * 86_400,
+    concurrency: o.concurrency ?? 8,
+    ...(o.retryBaseMs !== undefined ? { retryBaseMs: o.retryBaseMs } : {}),
+    ...(o.retryMaxMs !== undefined ? { retryMaxMs: o.retryMaxMs } : {}),
+    onFailed: (f) =>
+      log.warn(
+        { check: (f.data as { key?: string } | undefined)?.key, attempt: f.attempt, err: f.err.message },
+        'check run update failed; retried with backoff',
+      ),
+    onError: (e) => log.debug({ err: e.message }, 'check run queue error'),
+  });
 
   /** Sends every recorded state of one check run not yet sent, in order. False when another sync holds it. */
   async function sync(key: string): Promise<boolean> {
-    const lock = o.keys.checkRunLock(key);
-    const me = randomBytes(8).toString('hex');
-    if ((await o.redis.set(lock, me, 'PX', LOCK_MS, 'NX')) === null) return false;
+    const lock = createLease(o.redis, o.keys.checkRunLock(key), LOCK_MS);
+    if (!(await lock.take())) return false;
     try {
       const h = await o.redis.hgetall(o.keys.checkRun(key));
       const [owner, repo] = (h.repo ?? '').split('/');
       if (!owner || !repo || !h.installationId || !h.headSha || !h.name) {
-        throw new UnrecoverableError(`check run ${key}: no record`);
+        throw new PermanentTaskError(`check run ${key}: no record`);
       }
       let applied = Number(h.applied ?? 0);
       let githubId = h.githubId ? Number(h.githubId) : undefined;
@@ -196,7 +200,7 @@ export function createCheckRuns(o: CheckRunsOptions): CheckRuns {
       if (done > 0) await o.redis.ltrim(o.keys.checkRunUpdates(key), done, -1);
       return true;
     } finally {
-      await r.awCheckRelease(lock, me).catch(() => undefined);
+      await lock.release();
     }
   }
 
@@ -215,56 +219,16 @@ export function createCheckRuns(o: CheckRunsOptions): CheckRuns {
         'name',
         target.name,
       );
-      await queue.add(
-        'sync',
-        { key: target.key },
-        {
-          jobId: `${target.key}.${seq}`,
-          attempts: SYNC_ATTEMPTS,
-          backoff: { type: 'custom' },
-          removeOnComplete: true,
-          removeOnFail: { age: 7 * 86_400 },
-        },
-      );
+      await queue.add(`${target.key}.${seq}`, { key: target.key });
     },
     async start() {
-      connection = o.duplicate();
-      worker = new Worker(
-        o.keys.githubChecksQueue,
-        async (job: Job, token?: string) => {
-          const { key } = SyncData.parse(job.data);
-          if (!(await sync(key))) {
-            // Another sync of this check run is sending: come back after it.
-            await job.moveToDelayed(Date.now() + 200, token);
-            throw new DelayedError();
-          }
-        },
-        {
-          connection,
-          prefix: o.keys.bullPrefix,
-          concurrency: o.concurrency ?? 8,
-          settings: {
-            backoffStrategy: (attempts: number) => Math.min(max, base * 2 ** Math.max(0, attempts - 1)),
-          },
-        },
-      );
-      worker.on('failed', (job, err) =>
-        log.warn(
-          { check: job?.data?.key, attempt: job?.attemptsMade, err: err.message },
-          'check run update failed; retried with backoff',
-        ),
-      );
-      worker.on('error', (e) => log.debug({ err: e.message }, 'check run worker error'));
-      await worker.waitUntilReady();
+      await queue.start(async ({ key }) => {
+        // Another sync of this check run is sending: come back after it.
+        if (!(await sync(key))) return { deferMs: 200 };
+        return undefined;
+      });
     },
-    close() {
-      closing ??= (async () => {
-        // Order: the worker (a sync in flight finishes), its connection, then the queue.
-        await worker?.close().catch(() => undefined);
-        await connection?.quit().catch(() => undefined);
-        await queue.close().catch(() => undefined);
-      })();
-      return closing;
-    },
+    /** The sync worker (a sync in flight finishes), its connection, then the queue. */
+    close: () => queue.close(),
   };
 }

@@ -1,8 +1,7 @@
-import { type Job, Queue, Worker } from 'bullmq';
 import type { FastifyPluginAsync } from 'fastify';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import type { JobQueue } from '../../queue/index.ts';
+import { createTaskQueue, type JobQueue } from '../../queue/index.ts';
 import {
   type GitHubConfig,
   type Keys,
@@ -56,8 +55,8 @@ export interface GitHubService {
   /** Starts the check run sync, the reporter, the delivery worker and the token renewal. */
   start(): Promise<void>;
   /**
-   * Idempotent. Order: the delivery worker (deliveries in flight finish), the token renewal, the
-   * reporter, the check run sync (a call in flight finishes), then the delivery queue. Every step
+   * Idempotent. Order: the delivery queue (its worker first: deliveries in flight finish), the
+   * token renewal, the reporter, then the check run sync (a call in flight finishes). Every step
    * runs even when one before it fails.
    */
   close(): Promise<void>;
@@ -114,20 +113,29 @@ export function createGitHubService(o: GitHubServiceOptions): GitHubService {
     logger: o.logger,
   });
   const process = createDeliveryProcessor({ builds, queue: o.queue, logger: o.logger });
-  const events = new Queue(o.keys.githubEventsQueue, { connection: o.redis, prefix: o.keys.bullPrefix });
-  events.on('error', (e) => log.debug({ err: e.message }, 'github-events queue error'));
-  const base = o.retryBaseMs ?? 1000;
-  const max = o.retryMaxMs ?? 60_000;
+  const events = createTaskQueue({
+    redis: o.redis,
+    duplicate: o.duplicate,
+    keys: o.keys,
+    name: o.keys.githubEventsQueue,
+    schema: DeliveryData,
+    attempts: DELIVERY_ATTEMPTS,
+    keepCompletedSeconds: 86_400,
+    keepFailedSeconds: 7 * 86_400,
+    concurrency: o.concurrency ?? 4,
+    ...(o.retryBaseMs !== undefined ? { retryBaseMs: o.retryBaseMs } : {}),
+    ...(o.retryMaxMs !== undefined ? { retryMaxMs: o.retryMaxMs } : {}),
+    onFailed: (f) => {
+      const d = f.data as { event?: string } | undefined;
+      log.warn(
+        { delivery: f.id, event: d?.event, attempt: f.attempt, err: f.err.message },
+        'processing a delivery failed',
+      );
+    },
+    onError: (e) => log.debug({ err: e.message }, 'github-events queue error'),
+  });
 
-  async function enqueue(d: Delivery): Promise<void> {
-    await events.add('delivery', d, {
-      jobId: d.id,
-      attempts: DELIVERY_ATTEMPTS,
-      backoff: { type: 'custom' },
-      removeOnComplete: { age: 86_400 },
-      removeOnFail: { age: 7 * 86_400 },
-    });
-  }
+  const enqueue = (d: Delivery) => events.add(d.id, d);
 
   const routes = createWebhookRoutes({
     secrets: o.config.webhookSecrets,
@@ -137,8 +145,6 @@ export function createGitHubService(o: GitHubServiceOptions): GitHubService {
     memoryLimitBytes: o.config.webhookMemoryBytes,
   });
 
-  let worker: Worker | undefined;
-  let workerConnection: Redis | undefined;
   let renew: NodeJS.Timeout | undefined;
   let renewing: Promise<void> | undefined;
   let closing: Promise<void> | undefined;
@@ -150,28 +156,10 @@ export function createGitHubService(o: GitHubServiceOptions): GitHubService {
     async start() {
       await checks.start();
       await reporter.start();
-      workerConnection = o.duplicate();
-      worker = new Worker(
-        o.keys.githubEventsQueue,
-        async (job: Job) => {
-          const d = DeliveryData.parse(job.data);
-          await process(d);
-        },
-        {
-          connection: workerConnection,
-          prefix: o.keys.bullPrefix,
-          concurrency: o.concurrency ?? 4,
-          settings: { backoffStrategy: (n: number) => Math.min(max, base * 2 ** Math.max(0, n - 1)) },
-        },
-      );
-      worker.on('failed', (job, err) =>
-        log.warn(
-          { delivery: job?.id, event: job?.data?.event, attempt: job?.attemptsMade, err: err.message },
-          'processing a delivery failed',
-        ),
-      );
-      worker.on('error', (e) => log.debug({ err: e.message }, 'github-events worker error'));
-      await worker.waitUntilReady();
+      await events.start(async (d) => {
+        await process(d);
+        return undefined;
+      });
       renew = setInterval(() => {
         renewing ??= builds
           .renewCredentials()
@@ -186,8 +174,7 @@ export function createGitHubService(o: GitHubServiceOptions): GitHubService {
     close() {
       closing ??= (async () => {
         const steps: [string, () => Promise<unknown> | undefined][] = [
-          ['delivery worker', () => worker?.close()],
-          ['delivery worker connection', () => workerConnection?.quit()],
+          ['delivery queue', () => events.close()],
           [
             'token renewal',
             () => {
@@ -197,7 +184,6 @@ export function createGitHubService(o: GitHubServiceOptions): GitHubService {
           ],
           ['reporter', () => reporter.close()],
           ['check run sync', () => checks.close()],
-          ['delivery queue', () => events.close()],
         ];
         for (const [what, step] of steps) {
           try {

@@ -1,5 +1,4 @@
-import { UnrecoverableError } from 'bullmq';
-import { JobFinishedError, JobNotFoundError, type JobQueue } from '../../queue/index.ts';
+import { JobFinishedError, JobNotFoundError, type JobQueue, PermanentTaskError } from '../../queue/index.ts';
 import type { Logger } from '../../src/core/index.ts';
 import type { BuildEvent } from '../repo-config/index.ts';
 import type { BuildInput, Builds } from './builds.ts';
@@ -28,12 +27,12 @@ function parse<T>(
   try {
     json = JSON.parse(d.payload);
   } catch {
-    throw new UnrecoverableError(`delivery ${d.id}: the payload is not JSON`);
+    throw new PermanentTaskError(`delivery ${d.id}: the payload is not JSON`);
   }
   const r = schema.safeParse(json);
   if (!r.success) {
     const i = r.error.issues[0];
-    throw new UnrecoverableError(
+    throw new PermanentTaskError(
       `delivery ${d.id} (${d.event}): ${i?.path.map(String).join('.')}: ${i?.message}`,
     );
   }

@@ -1,14 +1,13 @@
-import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { type JobQueue, maskSecrets, stripAnsi } from '../../queue/index.ts';
 import {
-  FINAL_STATES,
-  type JobRecord,
-  type JobState,
-  type Keys,
-  type Logger,
-  toError,
-} from '../../src/core/index.ts';
+  createJobEvents,
+  createLease,
+  type JobEvent,
+  type JobQueue,
+  maskSecrets,
+  stripAnsi,
+} from '../../queue/index.ts';
+import { FINAL_STATES, type JobRecord, type Keys, type Logger, toError } from '../../src/core/index.ts';
 import { JOB_EXIT } from '../repo-config/index.ts';
 import type { BuildRecord, Builds } from './builds.ts';
 import { type CheckConclusion, type CheckRuns, OUTPUT_LIMIT } from './check-runs.ts';
@@ -164,37 +163,26 @@ function fenced(text: string): string {
  */
 export function createReporter(o: ReporterOptions): Reporter {
   const log = o.logger.child({ component: 'github-reporter' });
-  const me = randomBytes(8).toString('hex');
+  const lease = createLease(o.redis, o.keys.githubReporterLease, LEASE_MS);
+  const events = createJobEvents(o.redis, o.keys);
+  const position = events.position(o.keys.githubReporterPosition);
   const tailChars = Math.min(o.logTailChars ?? 60_000, OUTPUT_LIMIT - 200);
   let stopped = false;
   let loop: Promise<void> | undefined;
   let conn: Redis | undefined;
   let closing: Promise<void> | undefined;
 
-  async function holdLease(): Promise<boolean> {
-    const got = await o.redis.set(o.keys.githubReporterLease, me, 'PX', LEASE_MS, 'NX');
-    if (got !== null) return true;
-    if ((await o.redis.get(o.keys.githubReporterLease)) !== me) return false;
-    await o.redis.pexpire(o.keys.githubReporterLease, LEASE_MS);
-    return true;
-  }
-
-  async function handle(id: string, fields: string[]): Promise<void> {
-    const f: Record<string, string> = {};
-    for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i] as string] = fields[i + 1] as string;
-    const jobId = f.job;
-    const to = f.to as JobState | undefined;
-    if (!jobId || !to) return;
-    const labels = await o.redis.hget(o.keys.job(jobId), 'labels');
-    const buildId = labels ? (JSON.parse(labels) as Record<string, string>).build : undefined;
-    if (!buildId) return;
+  async function handle(e: JobEvent): Promise<void> {
+    const jobId = e.job;
+    const job = await o.queue.get(jobId);
+    const buildId = job?.labels.build;
+    if (!job || !buildId) return;
     const build = await o.builds.get(buildId);
     const slot = build ? o.builds.slotOf(build, jobId) : undefined;
     if (!build || !slot) return;
-    const at = new Date(Number(id.split('-')[0])).toISOString();
+    const at = new Date(e.at).toISOString();
     const target = o.builds.target(build, slot);
-    if (to === 'running' && f.from === 'queued') {
-      const node = await o.redis.hget(o.keys.job(jobId), 'node');
+    if (e.to === 'running' && e.from === 'queued') {
       await o.checks.update(target, {
         status: 'in_progress',
         startedAt: at,
@@ -202,26 +190,26 @@ export function createReporter(o: ReporterOptions): Reporter {
         summary: o.builds.summary(
           build,
           slot,
-          `Running on node \`${node ?? '?'}\`${Number(f.attempt) > 1 ? ` (attempt ${f.attempt})` : ''}.`,
+          `Running on node \`${job.node ?? '?'}\`${e.attempt > 1 ? ` (attempt ${e.attempt})` : ''}.`,
         ),
       });
       return;
     }
-    if (to === 'queued' && f.from === 'running') {
+    if (e.to === 'queued' && e.from === 'running') {
       await o.checks.update(target, {
         status: 'queued',
         title: 'Queued again',
         summary: o.builds.summary(
           build,
           slot,
-          `Attempt ${f.attempt} errored on its host; the job is queued for another node.`,
+          `Attempt ${e.attempt} errored on its host; the job is queued for another node.`,
         ),
       });
       return;
     }
-    if ((FINAL_STATES as readonly string[]).includes(to)) {
+    if (FINAL_STATES.includes(e.to)) {
       await report(build, slot, jobId, at);
-      await o.builds.jobFinished(jobId, buildId, to);
+      await o.builds.jobFinished(jobId, buildId, e.to);
     }
   }
 
@@ -250,21 +238,18 @@ export function createReporter(o: ReporterOptions): Reporter {
     conn = o.duplicate();
     while (!stopped) {
       try {
-        if (!(await holdLease())) {
+        if (!(await lease.take())) {
           await new Promise((r) => setTimeout(r, 1000));
           continue;
         }
-        const pos = (await o.redis.get(o.keys.githubReporterPosition)) ?? '0-0';
-        const reply = (await conn.xread('COUNT', 200, 'BLOCK', 1000, 'STREAMS', o.keys.events, pos)) as
-          | [string, [string, string[]][]][]
-          | null;
-        const entries = reply?.[0]?.[1] ?? [];
-        for (const [id, fields] of entries) {
+        const read = await events.readEvents(conn, await position.get(), 1000);
+        for (const e of read.events) {
           if (stopped) break;
-          await handle(id, fields);
+          await handle(e);
           // Saved after each entry: a restart goes on from the next one.
-          await o.redis.set(o.keys.githubReporterPosition, id);
+          await position.set(e.id);
         }
+        if (!stopped && read.lastId !== read.events.at(-1)?.id) await position.set(read.lastId);
       } catch (e) {
         if (stopped) break;
         // Redis away, or a record that does not parse: the same entry is tried again (nothing is skipped).
@@ -276,25 +261,15 @@ export function createReporter(o: ReporterOptions): Reporter {
 
   return {
     async start() {
-      if (!(await o.redis.exists(o.keys.githubReporterPosition))) {
-        // The first start reports what happens from now on, not the stream's whole past.
-        const last = (await o.redis.xrevrange(o.keys.events, '+', '-', 'COUNT', 1)) as [string, string[]][];
-        await o.redis.set(o.keys.githubReporterPosition, last[0]?.[0] ?? '0-0', 'NX');
-      }
+      // The first start reports what happens from now on, not the stream's whole past.
+      await position.get();
       loop = run();
     },
     close() {
       closing ??= (async () => {
         stopped = true;
         await loop?.catch(() => undefined);
-        await o.redis
-          .eval(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-            1,
-            o.keys.githubReporterLease,
-            me,
-          )
-          .catch(() => undefined);
+        await lease.release();
         await conn?.quit().catch(() => undefined);
       })();
       return closing;

@@ -40,6 +40,7 @@ export {
   MAX_JOBS,
 } from './expand-matrix.ts';
 export { expandRepoConfig } from './expand-repo-config.ts';
+export { BuildEventRecord, ExpandedJobRecord } from './job-records.ts';
 export { canonicalLanguage, type LanguageInfo, languageInfo } from './languages.ts';
 export { DEFAULT_YAML_LIMITS, loadYaml, type YamlLimits, type YamlValue } from './load-yaml.ts';
 export {
@@ -54,7 +55,6 @@ export {
   defaultBuildDir,
   JOB_EXIT,
   type JobScriptContext,
-  shellQuote,
   travisEnv,
 } from './phases.ts';
 export { type ImageToolchain, toolchainWarnings } from './toolchain-check.ts';

@@ -1,3 +1,4 @@
+import { shellQuote } from '../../src/core/index.ts';
 import type { AptAddon } from './apt-addon.ts';
 import type { Phase } from './config-schema.ts';
 import type { EnvVar } from './env-vars.ts';
@@ -34,11 +35,6 @@ export interface JobScriptContext {
    * runs as POSIX sh where it has not (busybox). False: POSIX sh only, in whatever shell runs it.
    */
   preferBash?: boolean;
-}
-
-/** Quotes a string for a POSIX shell. */
-export function shellQuote(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 function capitalize(s: string): string {

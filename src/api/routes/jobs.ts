@@ -1,10 +1,11 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { createPoolStore, JobNotFoundError } from '../../../queue/index.ts';
+import { createImageCatalog, createPoolStore, findImage, JobNotFoundError } from '../../../queue/index.ts';
 import {
   type Ceilings,
   checkCeilings,
   checkSourceUrl,
+  ImageNotFoundError,
   InvalidInputError,
   JobSpec,
 } from '../../core/index.ts';
@@ -20,6 +21,7 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps; ceilings: Ceiling
 ) => {
   const { queue, nodes } = deps;
   const pools = createPoolStore(deps.redis, deps.keys);
+  const catalog = createImageCatalog(deps.redis, deps.keys);
 
   app.post(
     '/jobs',
@@ -28,7 +30,7 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps; ceilings: Ceiling
       schema: {
         summary: 'Submit a job',
         description:
-          "Writes the job and queues it for its arch. With an Idempotency-Key, a retried request returns the first job (200) instead of making another; the same key with a different body is a 409. An arch with no live worker is accepted, and `warnings` says so; an arch whose pool is disabled (max 0) is refused with 409 POOL_DISABLED. A resource over the operator's ceiling (ARCHWAY_MAX_CPUS, _MEMORY_MIB, _PIDS, _DISK_MIB) or under what the kernel can apply is a 400 naming the field and the limit.",
+          "Writes the job and queues it for its arch. With an Idempotency-Key, a retried request returns the first job (200) instead of making another; the same key with a different body is a 409. An image that neither the catalog nor a live worker of the arch holds is a 404 IMAGE_NOT_FOUND listing the images the arch has. An arch with no live worker is accepted, and `warnings` says so; an arch whose pool is disabled (max 0) is refused with 409 POOL_DISABLED. A resource over the operator's ceiling (ARCHWAY_MAX_CPUS, _MEMORY_MIB, _PIDS, _DISK_MIB) or under what the kernel can apply is a 400 naming the field and the limit.",
         tags: ['jobs'],
         security,
         headers: z
@@ -40,7 +42,11 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps; ceilings: Ceiling
           })
           .loose(),
         body: JobSpec,
-        response: { 200: CreatedJob, 201: CreatedJob, ...errorResponses(400, 401, 403, 409, 413, 415) },
+        response: {
+          200: CreatedJob,
+          201: CreatedJob,
+          ...errorResponses(400, 401, 403, 404, 409, 413, 415),
+        },
       },
     },
     async (req, reply) => {
@@ -54,6 +60,14 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps; ceilings: Ceiling
       checkCeilings(spec.resources, ceilings);
       // Fetched on a worker's host: only remote https and git URLs (400 naming source.git otherwise).
       if (spec.source) await checkSourceUrl(spec.source.git, deps.sourcePolicy ?? {});
+      // An image neither the catalog nor a live node of the arch holds (a typo) would fail on every
+      // node: 404 naming it and the images there are. When nothing reports images for the arch
+      // (no catalog entry, no live node that says what it holds), the node decides at run time.
+      const image = await findImage({ catalog, nodes }, spec.image, spec.arch);
+      if (!image.found && image.known.length > 0)
+        throw new ImageNotFoundError(
+          `no image '${spec.image}' for ${spec.arch}: neither the catalog nor a live node of ${spec.arch} holds it; ${spec.arch} has: ${image.known.join(', ')}`,
+        );
       // A disabled pool (max 0) would never run it: refused (409 POOL_DISABLED) rather than left waiting.
       await pools.assertEnabled(spec.arch);
       // Never a silent fallback to another arch: the job waits for its own, and the user is told.

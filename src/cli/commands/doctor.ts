@@ -1,4 +1,4 @@
-import { access, readFile, statfs } from 'node:fs/promises';
+import { readFile, statfs } from 'node:fs/promises';
 import type { Command } from 'commander';
 import {
   CAPABILITIES,
@@ -13,6 +13,7 @@ import {
   archSupport,
   ceilingsSet,
   cgroupMode,
+  exists,
   HostConfig,
   hasCommand,
   hostArch,
@@ -361,11 +362,4 @@ async function highestSubId(): Promise<number> {
     }
   }
   return top;
-}
-
-async function exists(p: string): Promise<boolean> {
-  return access(p).then(
-    () => true,
-    () => false,
-  );
 }

@@ -1,8 +1,10 @@
-import { mkdir, open, stat } from 'node:fs/promises';
+import { mkdir, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { HostRequirementError } from '../errors/host-requirement-error.ts';
 import { enableQuota, isBtrfs } from './btrfs.ts';
+import { exists } from './exists.ts';
+import { poolLayout } from './pool-layout.ts';
 import { runCommand } from './run-command.ts';
 
 export interface EnsurePoolOptions {
@@ -55,16 +57,6 @@ export async function ensurePool(opts: EnsurePoolOptions): Promise<PoolMount> {
     logger.info({ path, loopFile }, 'pool path is not on btrfs: mounted the loop-backed btrfs file there');
   }
   await enableQuota(path);
-  for (const dir of ['images', 'warm', 'jobs', 'bundles', 'cache'])
-    await mkdir(`${path}/${dir}`, { recursive: true });
+  for (const dir of poolLayout(path).dirs) await mkdir(dir, { recursive: true });
   return { path, loopFile };
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -46,6 +46,8 @@ export function createKeys(prefix = 'archway') {
     githubChecksQueue: 'github-checks',
     /** A build made from a webhook: a hash (repo, sha, event, stages, jobs). */
     build: (id: string) => `${t}:gh:build:${id}`,
+    /** Every build by its creation time (ms), for listing newest first. */
+    buildsAll: `${t}:builds`,
     /** The build number counter of a repository. */
     buildNumber: (repo: string) => `${t}:gh:build-number:${repo}`,
     /** The newest build of a branch or pull request (`push:<branch>`, `pr:<n>`), for auto-cancel. */
