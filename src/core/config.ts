@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { InvalidInputError } from './errors/invalid-input-error.ts';
+import { toError } from './errors/to-error.ts';
+import { parseRedisUrl } from './redis/connection.ts';
 import { allowEntryError } from './source-url.ts';
 
 const int = (def: number, min = 1) => z.coerce.number().int().min(min).default(def);
@@ -151,7 +153,17 @@ const RedisSettings = {
   /** Redis to use. */
   REDIS_URL: z
     .string()
-    .regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL')
+    .regex(
+      /^rediss?(\+sentinel)?:\/\//,
+      'a redis:// or rediss:// URL, or redis+sentinel://[:password@]host:port[,host:port...]/primary-name',
+    )
+    .superRefine((url, ctx) => {
+      try {
+        parseRedisUrl(url);
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: toError(e).message });
+      }
+    })
     .default('redis://127.0.0.1:6379'),
   /** Prefix of every key (and the hash tag of the shared ones). */
   ARCHWAY_REDIS_PREFIX: z

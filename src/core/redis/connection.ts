@@ -12,14 +12,73 @@ export interface RedisOptions {
   blocking?: boolean;
 }
 
-/** An ioredis connection that reconnects by itself, with backoff capped at 2 s. */
+/** Where a REDIS_URL points: one server, or the primary that Redis Sentinel names. */
+export type RedisTarget =
+  | { kind: 'server'; url: string }
+  | {
+      kind: 'sentinel';
+      sentinels: { host: string; port: number }[];
+      /** The primary's name in the sentinels' `sentinel monitor NAME ...`. */
+      primary: string;
+      username?: string;
+      password?: string;
+      tls: boolean;
+    };
+
+const SENTINEL_URL = /^(rediss?)\+sentinel:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/]+)\/([^/?#]+)\/?$/;
+
+/**
+ * Reads a REDIS_URL: `redis://` or `rediss://` (one server), or
+ * `redis+sentinel://[user][:password@]host:port[,host:port...]/NAME` (`rediss+sentinel://` for
+ * TLS): the primary named NAME, found through those sentinels; the password is the data nodes'
+ * (and the sentinels', when they ask for one). Throws on a malformed sentinel URL.
+ */
+export function parseRedisUrl(url: string): RedisTarget {
+  if (!url.includes('+sentinel://')) return { kind: 'server', url };
+  const m = url.match(SENTINEL_URL);
+  const [, scheme, user, pass, hosts, primary] = m ?? [];
+  if (!m || !hosts || !primary)
+    throw new Error('a Sentinel URL is redis+sentinel://[:password@]host:port[,host:port...]/primary-name');
+  const sentinels = hosts.split(',').map((h) => {
+    const hp = h.match(/^\[?([^\]]+?)\]?:(\d+)$/);
+    if (!hp) throw new Error(`sentinel address '${h}' is not host:port`);
+    return { host: hp[1] ?? '', port: Number(hp[2]) };
+  });
+  return {
+    kind: 'sentinel',
+    sentinels,
+    primary: decodeURIComponent(primary),
+    ...(user ? { username: decodeURIComponent(user) } : {}),
+    ...(pass ? { password: decodeURIComponent(pass) } : {}),
+    tls: scheme === 'rediss',
+  };
+}
+
+/**
+ * An ioredis connection that reconnects by itself, with backoff capped at 2 s. Through Sentinel
+ * it asks the sentinels for the primary at every (re)connect and follows a failover: on the
+ * sentinels' `+switch-master`, and on a READONLY reply (it reached a server that became a replica).
+ */
 export function createRedis(o: RedisOptions): Redis {
-  return new Redis(o.url, {
+  const common = {
     connectionName: o.name,
     maxRetriesPerRequest: o.blocking ? null : 3,
     enableReadyCheck: true,
-    retryStrategy: (times) => Math.min(50 * 2 ** times, 2000),
+    retryStrategy: (times: number) => Math.min(50 * 2 ** times, 2000),
     lazyConnect: false,
+  };
+  const target = parseRedisUrl(o.url);
+  if (target.kind === 'server') return new Redis(o.url, common);
+  return new Redis({
+    ...common,
+    sentinels: target.sentinels,
+    name: target.primary,
+    ...(target.username ? { username: target.username, sentinelUsername: target.username } : {}),
+    ...(target.password ? { password: target.password, sentinelPassword: target.password } : {}),
+    ...(target.tls ? { tls: {}, sentinelTLS: {}, enableTLSForSentinelMode: true } : {}),
+    failoverDetector: true,
+    sentinelRetryStrategy: (times: number) => Math.min(100 * times, 2000),
+    reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 2 : false),
   });
 }
 
