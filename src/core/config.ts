@@ -154,8 +154,8 @@ const RedisSettings = {
   REDIS_URL: z
     .string()
     .regex(
-      /^rediss?(\+sentinel)?:\/\//,
-      'a redis:// or rediss:// URL, or redis+sentinel://[:password@]host:port[,host:port...]/primary-name',
+      /^rediss?(\+sentinel|\+cluster)?:\/\//,
+      'a redis:// or rediss:// URL, redis+sentinel://[:password@]host:port[,host:port...]/primary-name, or redis+cluster://[:password@]host:port[,host:port...]',
     )
     .superRefine((url, ctx) => {
       try {

@@ -32,3 +32,20 @@ describe('REDIS_URL', () => {
     );
   });
 });
+
+describe('REDIS_URL for a Redis Cluster', () => {
+  it('redis+cluster:// names some of its primaries and the password', () => {
+    expect(parseRedisUrl('rediss+cluster://:pw@10.0.0.1:7000,10.0.0.2:7000')).toEqual({
+      kind: 'cluster',
+      nodes: [
+        { host: '10.0.0.1', port: 7000 },
+        { host: '10.0.0.2', port: 7000 },
+      ],
+      password: 'pw',
+      tls: true,
+    });
+    expect(() => parseRedisUrl('redis+cluster://10.0.0.1')).toThrow(
+      /cluster node address '10.0.0.1' is not host:port/,
+    );
+  });
+});
