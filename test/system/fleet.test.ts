@@ -509,6 +509,8 @@ describe('a fleet of two worker hosts and a core machine, over real links', () =
     const events = await redis.xrange(keys.events, '-', '+');
     const finals = events.filter(([, f]) => f[1] === id && FINAL_STATES.includes((f[5] ?? '') as never));
     expect(finals).toHaveLength(1);
+    const finalLog = await logText(id);
+    expect(finalLog).toContain(`finished on ${other}`);
     // The cut host's worker destroys what it ran; nothing is left there.
     await eventually(
       async () => (await hostLeftovers(cut)).length === 0,
