@@ -2,7 +2,14 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { createJobQueue, createNodeRegistry, type JobQueue, type NodeRegistry } from '../../queue/index.ts';
 import { type ApiApp, type ApiDeps, buildApp } from '../../src/api/index.ts';
-import { ApiConfig, createKeys, createLogger, createRedis, type Keys, parseConfig } from '../../src/core/index.ts';
+import {
+  ApiConfig,
+  createKeys,
+  createLogger,
+  createRedis,
+  type Keys,
+  parseConfig,
+} from '../../src/core/index.ts';
 import { startRedis, type TestRedis } from './redis-server.ts';
 
 export interface TestApiOptions {

@@ -56,7 +56,8 @@ export function parseRedisUrl(url: string): RedisTarget {
   if (url.includes('+cluster://')) {
     const c = url.match(CLUSTER_URL);
     const [, scheme, user, pass, hosts] = c ?? [];
-    if (!c || !hosts) throw new Error('a Cluster URL is redis+cluster://[:password@]host:port[,host:port...]');
+    if (!c || !hosts)
+      throw new Error('a Cluster URL is redis+cluster://[:password@]host:port[,host:port...]');
     return {
       kind: 'cluster',
       nodes: hostPorts(hosts, 'cluster node'),
