@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { toError } from './errors/to-error.ts';
 import { parseRedisUrl } from './redis/connection.ts';
 import { allowEntryError } from './source-url.ts';
 
