@@ -112,12 +112,20 @@ export async function keyCount(redis: Redis): Promise<number> {
 }
 
 /**
- * Whether a connection archway closed has closed: `end` for a Redis connection; a Cluster client
- * (the suite's cluster mode) stops at `close` once every node's connection is gone.
+ * Whether a connection archway closed has closed: `end` for a Redis connection. A Cluster client
+ * (the suite's cluster mode) stops at `close` once every node's connection is gone, and one
+ * closed while it was still connecting stays `disconnecting` for ever with no connection open
+ * (ioredis 5.11; checked with ss): closed too when it holds no node's connection.
  */
 export function connectionClosed(redis: Redis): boolean {
-  const cluster = (redis as unknown as { isCluster?: boolean }).isCluster === true;
-  return redis.status === 'end' || (cluster && redis.status === 'close');
+  const cluster = redis as unknown as { isCluster?: boolean; nodes?: (role: 'all') => Redis[] };
+  if (!cluster.isCluster) return redis.status === 'end';
+  const status: string = redis.status;
+  return (
+    status === 'end' ||
+    status === 'close' ||
+    (status === 'disconnecting' && (cluster.nodes?.('all').length ?? 0) === 0)
+  );
 }
 
 /** CONFIG SET on the test's Redis: on every node in the suite's cluster mode (CONFIG is per node). */

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { createConnection } from 'node:net';
+import { createConnection, createServer } from 'node:net';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
@@ -179,7 +179,7 @@ Example (a second installation beside the first):
         parts.push(arch ? { ...p, arch } : p);
       };
       start('the API', ['api']);
-      const metricsPorts = workerMetricsPorts(arches, config.ARCHWAY_PORT, env.ARCHWAY_WORKER_METRICS_PORT);
+      const metricsPorts = await workerMetricsPorts(arches, env.ARCHWAY_WORKER_METRICS_PORT);
       for (const arch of arches) {
         const m = metricsPorts[arch];
         start(
@@ -273,23 +273,43 @@ Example (a second installation beside the first):
 }
 
 /**
- * The /metrics port of each of `up`'s workers: consecutive ports from `base`
- * (ARCHWAY_WORKER_METRICS_PORT) when set, else from the API's port + 1 (8081, 8082, ...), so a
- * development stack is scraped as production is. None when the API takes any free port (0) and
- * no base is set, or the base is 0.
+ * The /metrics port of each of `up`'s workers: consecutive ports from
+ * ARCHWAY_WORKER_METRICS_PORT when it is set (0: none); otherwise a free port for each, chosen
+ * by the kernel (a fixed offset from the API's port collided with the ports around it, Redis's
+ * among them). `up` prints them.
  */
-export function workerMetricsPorts(
+export async function workerMetricsPorts(
   arches: readonly Arch[],
-  apiPort: number,
   base: string | undefined,
-): Partial<Record<Arch, number>> {
-  const first = base !== undefined && base !== '' ? Number(base) : apiPort > 0 ? apiPort + 1 : 0;
-  if (!Number.isInteger(first) || first <= 0) return {};
+): Promise<Partial<Record<Arch, number>>> {
+  if (base === undefined || base === '') {
+    const ports: [Arch, number][] = [];
+    for (const a of arches) ports.push([a, await freeLoopbackPort()]);
+    return Object.fromEntries(ports);
+  }
+  const first = Number(base);
+  if (!Number.isInteger(first) || first < 0)
+    throw new Error(`ARCHWAY_WORKER_METRICS_PORT '${base}': expected a port number (0: no metrics)`);
+  if (first === 0) return {};
   if (first + arches.length - 1 > 65_535)
     throw new Error(
       `ARCHWAY_WORKER_METRICS_PORT ${first}: ${arches.length} workers need ports up to ${first + arches.length - 1}, above 65535`,
     );
   return Object.fromEntries(arches.map((a, i) => [a, first + i]));
+}
+
+/** A port no process listens on now (the kernel's pick), for a child to bind next. */
+function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, () => {
+      const addr = srv.address();
+      srv.close(() =>
+        typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no free port')),
+      );
+    });
+  });
 }
 
 async function demo(
