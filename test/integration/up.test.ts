@@ -181,7 +181,13 @@ describe('two installations on one host', { timeout: 300_000 }, () => {
   const { ARCHWAY_RUN_DIR: _r, ARCHWAY_CGROUP_PARENT: _c, ...hostEnv } = TEST_ENV;
   const stack = (pool: string, apiPort: number, redisPort: number): Up & { api: typeof api } => {
     const u = up(
-      { ARCHWAY_POOL_PATH: pool, ARCHWAY_PORT: String(apiPort), ARCHWAY_UP_REDIS_PORT: String(redisPort) },
+      {
+        ARCHWAY_POOL_PATH: pool,
+        ARCHWAY_PORT: String(apiPort),
+        ARCHWAY_UP_REDIS_PORT: String(redisPort),
+        // Apart from the other stack's ports: by default the workers' follow the API's (+1).
+        ARCHWAY_WORKER_METRICS_PORT: String(apiPort + 10),
+      },
       undefined,
       hostEnv,
     );

@@ -17,6 +17,14 @@ describe("up: its workers' metrics ports", () => {
     expect(workerMetricsPorts(['amd64'], 0, undefined)).toEqual({});
     expect(workerMetricsPorts(['amd64'], 8080, '0')).toEqual({});
   });
+  it("pass over the ports taken on the host (up's own Redis, another installation's API)", () => {
+    const taken = new Set([8082, 8083]);
+    expect(workerMetricsPorts(['amd64', 'arm64', 's390x'], 8080, undefined, (p) => taken.has(p))).toEqual({
+      amd64: 8081,
+      arm64: 8084,
+      s390x: 8085,
+    });
+  });
   it('refuse a base that leaves no room below 65536', () => {
     expect(() => workerMetricsPorts(['amd64', 'arm64'], 8080, '65535')).toThrow(/65535/);
   });

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { createConnection } from 'node:net';
+import { createConnection, createServer } from 'node:net';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
@@ -85,7 +85,7 @@ export function registerUp(program: Command, env: Record<string, string | undefi
   ARCHWAY_TOKEN         the admin token (default: a new one each time)
 
 Example (a second installation beside the first):
-  ARCHWAY_POOL_PATH=/var/lib/archway-two ARCHWAY_PORT=8081 ARCHWAY_UP_REDIS_PORT=6380 archway up`,
+  ARCHWAY_POOL_PATH=/var/lib/archway-two ARCHWAY_PORT=8090 ARCHWAY_UP_REDIS_PORT=6380 archway up`,
     )
     .action(async (opts: { arches: string; slots: string; demo: boolean; exitAfterDemo?: boolean }) => {
       const arches = parseArchList(opts.arches);
@@ -179,7 +179,19 @@ Example (a second installation beside the first):
         parts.push(arch ? { ...p, arch } : p);
       };
       start('the API', ['api']);
-      const metricsPorts = workerMetricsPorts(arches, config.ARCHWAY_PORT, env.ARCHWAY_WORKER_METRICS_PORT);
+      // Skipping ports taken on this host (up's own Redis, another installation's API or workers).
+      const taken = new Set([config.ARCHWAY_UP_REDIS_PORT, config.ARCHWAY_PORT]);
+      const first = workerMetricsPorts(arches, config.ARCHWAY_PORT, env.ARCHWAY_WORKER_METRICS_PORT);
+      const from = Math.min(...Object.values(first));
+      if (Number.isFinite(from))
+        for (let p = from; p < Math.min(from + arches.length + 16, 65_536); p++)
+          if (!taken.has(p) && !(await canListen(p))) taken.add(p);
+      const metricsPorts = workerMetricsPorts(
+        arches,
+        config.ARCHWAY_PORT,
+        env.ARCHWAY_WORKER_METRICS_PORT,
+        (p) => taken.has(p),
+      );
       for (const arch of arches) {
         const m = metricsPorts[arch];
         start(
@@ -282,14 +294,31 @@ export function workerMetricsPorts(
   arches: readonly Arch[],
   apiPort: number,
   base: string | undefined,
+  /** Ports to pass over (taken on this host); the next free one is used instead. */
+  skip: (port: number) => boolean = () => false,
 ): Partial<Record<Arch, number>> {
   const first = base !== undefined && base !== '' ? Number(base) : apiPort > 0 ? apiPort + 1 : 0;
   if (!Number.isInteger(first) || first <= 0) return {};
-  if (first + arches.length - 1 > 65_535)
-    throw new Error(
-      `ARCHWAY_WORKER_METRICS_PORT ${first}: ${arches.length} workers need ports up to ${first + arches.length - 1}, above 65535`,
-    );
-  return Object.fromEntries(arches.map((a, i) => [a, first + i]));
+  const out: Partial<Record<Arch, number>> = {};
+  let port = first;
+  for (const arch of arches) {
+    while (skip(port)) port++;
+    if (port > 65_535)
+      throw new Error(
+        `ARCHWAY_WORKER_METRICS_PORT ${first}: ${arches.length} workers need ports up to ${port}, above 65535`,
+      );
+    out[arch] = port++;
+  }
+  return out;
+}
+
+/** Whether a listener can bind 127.0.0.1:`port` now (nothing else holds it). */
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
 }
 
 async function demo(
