@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { createJobQueue, createLogWriter, createNodeRegistry } from '../../queue/index.ts';
-import { buildApp } from '../../src/api/index.ts';
+import { buildApp, createApiStores } from '../../src/api/index.ts';
 import { createPageLinks } from '../../src/api/pages/index.ts';
 import { ApiConfig, createKeys, createLogger, JobSpec, parseConfig } from '../../src/core/index.ts';
 import { bigLog } from '../support/big-log.ts';
@@ -45,6 +45,7 @@ const app = buildApp(
     redis,
     queue,
     nodes: createNodeRegistry(redis, keys),
+    ...createApiStores({ redis, keys, queue, nodes: createNodeRegistry(redis, keys) }),
     keys,
     pageLinks: links,
     logger: createLogger({ name: 'bench', level: 'silent' }),

@@ -131,7 +131,10 @@ describe('POST /v1/jobs', () => {
     const got = await get(`/v1/jobs/${job.id}`);
     expect(got.statusCode).toBe(200);
     // GET adds the job's page: a signed link (issue 12).
-    expect(got.json()).toEqual({ ...job, pageUrl: expect.stringMatching(/\/jobs\/j\w+\?exp=\d+&sig=[\w-]{43}$/) });
+    expect(got.json()).toEqual({
+      ...job,
+      pageUrl: expect.stringMatching(/\/jobs\/j\w+\?exp=\d+&sig=[\w-]{43}$/),
+    });
   });
 
   it.each([

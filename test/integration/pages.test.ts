@@ -3,7 +3,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createBuildStore, createLogWriter, createNodeRegistry } from '../../queue/index.ts';
-import { type ApiProcess, buildApp, runApi } from '../../src/api/index.ts';
+import { type ApiProcess, buildApp, createApiStores, runApi } from '../../src/api/index.ts';
 import { createPageLinks } from '../../src/api/pages/index.ts';
 import { ApiConfig, createLogger, JobSpec, type JobSpecInput, parseConfig } from '../../src/core/index.ts';
 import { bigLog } from '../support/big-log.ts';
@@ -451,6 +451,12 @@ describe('access to the pages', () => {
         redis: c.client,
         queue: c.queue,
         nodes: createNodeRegistry(c.client, c.keys),
+        ...createApiStores({
+          redis: c.client,
+          keys: c.keys,
+          queue: c.queue,
+          nodes: createNodeRegistry(c.client, c.keys),
+        }),
         keys: c.keys,
         logger: createLogger({ name: 'pages-test', level: 'silent' }),
         createBlockingRedis: () => c.client.duplicate(),

@@ -111,11 +111,9 @@ describe('a uid range per container', () => {
       expect(tb.text()).toMatch(new RegExp(`^\\s*0\\s+${hostB}\\s+65536$`, 'm'));
       // From the host, each container's files belong to its own root uid.
       const rootfsOwners = await Promise.all(
-        ['warm', 'jobs'].map(async (dir) => {
-          const names = await readdir(join(h.config.ARCHWAY_POOL_PATH, dir));
-          return Promise.all(
-            names.map(async (n) => (await stat(join(h.config.ARCHWAY_POOL_PATH, dir, n, 'bin/busybox'))).uid),
-          );
+        poolLayout(h.config.ARCHWAY_POOL_PATH).snapshotDirs.map(async (dir) => {
+          const names = await readdir(dir);
+          return Promise.all(names.map(async (n) => (await stat(join(dir, n, 'bin/busybox'))).uid));
         }),
       );
       expect(rootfsOwners.flat().map(String)).toEqual(expect.arrayContaining([hostA, hostB]));

@@ -17,6 +17,7 @@ const node = (o: Partial<NodeInfo>): NodeInfo => ({
   startedAt: '',
   lastSeen: 0,
   lost: false,
+  silentMs: 0,
   images: [],
   ...o,
 });
