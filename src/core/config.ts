@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { toError } from './errors/to-error.ts';
+import { parseRedisUrl } from './redis/connection.ts';
 import { allowEntryError } from './source-url.ts';
 
 export { parseConfig } from './parse-config.ts';
@@ -148,7 +150,17 @@ const RedisSettings = {
   /** Redis to use. */
   REDIS_URL: z
     .string()
-    .regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL')
+    .regex(
+      /^rediss?(\+sentinel|\+cluster)?:\/\//,
+      'a redis:// or rediss:// URL, redis+sentinel://[:password@]host:port[,host:port...]/primary-name, or redis+cluster://[:password@]host:port[,host:port...]',
+    )
+    .superRefine((url, ctx) => {
+      try {
+        parseRedisUrl(url);
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: toError(e).message });
+      }
+    })
     .default('redis://127.0.0.1:6379'),
   /** Prefix of every key (and the hash tag of the shared ones). */
   ARCHWAY_REDIS_PREFIX: z

@@ -34,6 +34,7 @@ const keys = createKeys(`bench${randomBytes(3).toString('hex')}`);
 const queue = createJobQueue({ redis, keys, logRetentionSeconds: 600 });
 const secret = randomBytes(32).toString('hex');
 let base = '';
+const nodes = createNodeRegistry(redis, keys);
 const links = createPageLinks({ secret, publicUrl: () => base, linkSeconds: 3600, sessionSeconds: 3600 });
 const app = buildApp(
   parseConfig(ApiConfig, {
@@ -44,9 +45,9 @@ const app = buildApp(
   {
     redis,
     queue,
-    nodes: createNodeRegistry(redis, keys),
-    ...createApiStores({ redis, keys, queue, nodes: createNodeRegistry(redis, keys) }),
+    nodes,
     keys,
+    ...createApiStores({ redis, keys, queue, nodes }),
     pageLinks: links,
     logger: createLogger({ name: 'bench', level: 'silent' }),
     createBlockingRedis: () => new Redis(server.url, { maxRetriesPerRequest: null }),

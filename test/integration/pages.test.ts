@@ -458,6 +458,12 @@ describe('access to the pages', () => {
           nodes: createNodeRegistry(c.client, c.keys),
         }),
         keys: c.keys,
+        ...createApiStores({
+          redis: c.client,
+          keys: c.keys,
+          queue: c.queue,
+          nodes: createNodeRegistry(c.client, c.keys),
+        }),
         logger: createLogger({ name: 'pages-test', level: 'silent' }),
         createBlockingRedis: () => c.client.duplicate(),
       },

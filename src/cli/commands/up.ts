@@ -174,13 +174,23 @@ Example (a second installation beside the first):
         ARCHWAY_PAGE_SECRET: pageSecret,
       };
       const parts: Part[] = [];
-      const start = (name: string, args: string[], arch?: Arch) => {
-        const p = startPart(name, BIN, args, { env: childEnv, stdio: ['ignore', 'inherit', 'inherit'] });
+      const start = (name: string, args: string[], arch?: Arch, extra: Record<string, string> = {}) => {
+        const p = startPart(name, BIN, args, {
+          env: { ...childEnv, ...extra },
+          stdio: ['ignore', 'inherit', 'inherit'],
+        });
         parts.push(arch ? { ...p, arch } : p);
       };
       start('the API', ['api']);
+      const metricsPorts = workerMetricsPorts(arches, config.ARCHWAY_PORT, env.ARCHWAY_WORKER_METRICS_PORT);
       for (const arch of arches) {
-        start(`the ${arch} worker`, ['worker', '--arch', arch, '--slots', opts.slots, '--warm', '1'], arch);
+        const m = metricsPorts[arch];
+        start(
+          `the ${arch} worker`,
+          ['worker', '--arch', arch, '--slots', opts.slots, '--warm', '1'],
+          arch,
+          m ? { ARCHWAY_WORKER_METRICS_PORT: String(m) } : {},
+        );
       }
 
       let stopping: Promise<void> | undefined;
@@ -250,6 +260,8 @@ Example (a second installation beside the first):
           `\narchway is up: ${url}  (pages: sign in at ${url}/login with the token; API docs: ${url}/docs)`,
         );
         say(`admin token: ${token}`);
+        for (const [arch, m] of Object.entries(metricsPorts))
+          say(`  ${arch} worker metrics: http://127.0.0.1:${m}/metrics`);
         say(`  export ARCHWAY_URL=${url} ARCHWAY_TOKEN=${token}`);
         say(`  bin/archway submit --arch ${arches[0] ?? 'amd64'} --image busybox --follow -- 'uname -m'`);
         say('Ctrl-C stops everything.');
@@ -261,6 +273,26 @@ Example (a second installation beside the first):
       process.off('SIGTERM', onSignal);
       if (failed) throw new ArchwayError('UP_PART_FAILED', failed, { httpStatus: 503, infra: true });
     });
+}
+
+/**
+ * The /metrics port of each of `up`'s workers: consecutive ports from `base`
+ * (ARCHWAY_WORKER_METRICS_PORT) when set, else from the API's port + 1 (8081, 8082, ...), so a
+ * development stack is scraped as production is. None when the API takes any free port (0) and
+ * no base is set, or the base is 0.
+ */
+export function workerMetricsPorts(
+  arches: readonly Arch[],
+  apiPort: number,
+  base: string | undefined,
+): Partial<Record<Arch, number>> {
+  const first = base !== undefined && base !== '' ? Number(base) : apiPort > 0 ? apiPort + 1 : 0;
+  if (!Number.isInteger(first) || first <= 0) return {};
+  if (first + arches.length - 1 > 65_535)
+    throw new Error(
+      `ARCHWAY_WORKER_METRICS_PORT ${first}: ${arches.length} workers need ports up to ${first + arches.length - 1}, above 65535`,
+    );
+  return Object.fromEntries(arches.map((a, i) => [a, first + i]));
 }
 
 async function demo(
