@@ -200,6 +200,16 @@ jobs:
     const id =
       ((await call('GET', '/v1/builds?state=failed&branch=main')).json.builds as BuildJson[])[0]?.id ?? '';
     const before = (await call('GET', `/v1/builds/${id}`)).json as BuildJson;
+    // Its page (issue 12): a signed link that opens it with no token, its jobs by stage.
+    const pageUrl = String((before as BuildJson & { pageUrl?: string }).pageUrl);
+    expect(pageUrl).toMatch(new RegExp(`^${api.url}/builds/${id}\\?exp=\\d+&sig=[\\w-]{43}$`));
+    const page = await fetch(pageUrl);
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    expect(html).toContain('<section class="stage" data-stage="test">');
+    expect(html).toContain('<section class="stage" data-stage="deploy">');
+    expect(html.match(/<tr class="slot"/g)).toHaveLength(4);
+    expect((await fetch(`${api.url}/builds/${id}`)).status).toBe(403);
     // Restart of the failed ones: the job that passed keeps its run; the others get a new one.
     const restart = await archway(['restart', id, '--failed']);
     expect(restart.exitCode).toBe(0);

@@ -34,6 +34,8 @@ export const UpConfig = HostConfig.extend({
   ARCHWAY_PORT: z.coerce.number().int().min(1).max(65_535).default(8080),
   /** The admin token; default: a new random one each time. */
   ARCHWAY_TOKEN: z.string().min(16, 'at least 16 characters').optional(),
+  /** The key of the pages' signed links; default: the one kept in `<pool>/page-secret` (made on the first `up`). */
+  ARCHWAY_PAGE_SECRET: z.string().min(32, 'at least 32 characters').optional(),
 });
 
 /** A process `up` started, and what it is for the messages. */
@@ -83,6 +85,7 @@ export function registerUp(program: Command, env: Record<string, string | undefi
   ARCHWAY_UP_REDIS_PORT the port of that Redis (default 6379)
   ARCHWAY_PORT          the API's port (default 8080)
   ARCHWAY_TOKEN         the admin token (default: a new one each time)
+  ARCHWAY_PAGE_SECRET   the key of the pages' signed links (default: kept in <pool>/page-secret)
 
 Example (a second installation beside the first):
   ARCHWAY_POOL_PATH=/var/lib/archway-two ARCHWAY_PORT=8090 ARCHWAY_UP_REDIS_PORT=6380 archway up`,
@@ -162,7 +165,7 @@ Example (a second installation beside the first):
       const token = config.ARCHWAY_TOKEN ?? randomBytes(24).toString('hex');
       const url = `http://127.0.0.1:${config.ARCHWAY_PORT}`;
       // Kept under the pool, so signed page links (check runs' Details) outlive a restart of up.
-      const pageSecret = env.ARCHWAY_PAGE_SECRET ?? (await pageSecretIn(config.ARCHWAY_POOL_PATH));
+      const pageSecret = config.ARCHWAY_PAGE_SECRET ?? (await pageSecretIn(config.ARCHWAY_POOL_PATH));
       const childEnv = {
         ...env,
         REDIS_URL: redisUrl,
