@@ -259,6 +259,46 @@ jobs:
   }, 120_000);
 });
 
+describe('archway submit --git', () => {
+  it("fetches the job's source from a git URL (here an upload's) and refuses a refused URL by name", async () => {
+    const up = await upload(
+      (await makeTreeBundle(await tree({ 'greeting.txt': 'from the source\n' }))).bundle,
+    );
+    const git = `${api.url}/git/uploads/${up.json.id}.git`;
+    const r = await archway([
+      'submit',
+      '--arch',
+      'amd64',
+      '--image',
+      'busybox',
+      '--follow',
+      '--git',
+      git,
+      '--ref',
+      'refs/heads/main',
+      '--sha',
+      up.json.sha,
+      '--',
+      'cat greeting.txt',
+    ]);
+    expect(r.stdout).toContain('from the source');
+    expect(r.exitCode).toBe(0);
+    const refused = await archway([
+      'submit',
+      '--arch',
+      'amd64',
+      '--image',
+      'busybox',
+      '--git',
+      'file:///etc',
+      '--',
+      'true',
+    ]);
+    expect(refused.exitCode).toBe(2);
+    expect(refused.stderr).toMatch(/source\.git/);
+  }, 60_000);
+});
+
 describe('builds: cancel', () => {
   it('cancels a running build: its jobs stop, a restart while it ran was refused, a second cancel is a 409', async () => {
     const up = await upload((await makeTreeBundle(await tree({ x: 'x\n' }))).bundle);

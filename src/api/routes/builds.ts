@@ -315,6 +315,13 @@ export const buildRoutes: FastifyPluginAsyncZod<{
   );
 };
 
+/** An AbortSignal that fires when the response ends or its connection closes (then git has no reader). */
+function abortOnClose(raw: { once(e: 'close', f: () => void): unknown }): AbortSignal {
+  const ac = new AbortController();
+  raw.once('close', () => ac.abort());
+  return ac.signal;
+}
+
 /** git's smart HTTP for uploads (fetch only), outside /v1: workers fetch with the unguessable upload id, no token. */
 export const uploadGitRoutes: FastifyPluginAsyncZod<{ uploads: Uploads }> = async (app, { uploads }) => {
   app.addContentTypeParser(
@@ -355,6 +362,7 @@ export const uploadGitRoutes: FastifyPluginAsyncZod<{ uploads: Uploads }> = asyn
         method: 'POST',
         contentType: req.headers['content-type'],
         body: req.body as Buffer,
+        signal: abortOnClose(reply.raw),
       });
       return reply.code(r.status).headers(r.headers).send(r.body);
     },

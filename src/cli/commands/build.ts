@@ -151,7 +151,11 @@ export function registerBuild(program: Command, env: Record<string, string | und
     .option('--json', 'print the finished build as JSON instead of the summary table')
     .addHelpText(
       'after',
-      `${CLIENT_ENV_HELP}\n\nExample:\n  archway build . --arch arm64,s390x --env CC=clang`,
+      `${CLIENT_ENV_HELP}
+
+Example:
+  archway build . --arch amd64,arm64 --env DEBUG=1
+  archway build ~/src/project --config ci/linux.yml --detach`,
     )
     .action(async (dir: string, opts: BuildCliOptions) => {
       const api = client();
@@ -227,7 +231,13 @@ export function registerBuild(program: Command, env: Record<string, string | und
     .description('a build and its jobs')
     .argument('<id>', 'the build id')
     .option('--json', 'print JSON')
-    .addHelpText('after', `${CLIENT_ENV_HELP}\n\nExample:\n  archway build show b1a2b3c4d5e6 --json`)
+    .addHelpText(
+      'after',
+      `${CLIENT_ENV_HELP}
+
+Example:
+  archway build show b3f1c2d4e5f60718`,
+    )
     .action(async (id: string, opts: { json?: boolean }) => {
       const b = await client().json<BuildJson>('GET', `/v1/builds/${encodeURIComponent(id)}`);
       process.stdout.write(
@@ -245,7 +255,13 @@ export function registerBuild(program: Command, env: Record<string, string | und
     .option('--state <state>', 'only builds in this state')
     .option('--limit <n>', 'how many', '20')
     .option('--json', 'print JSON')
-    .addHelpText('after', `${CLIENT_ENV_HELP}\n\nExample:\n  archway builds --repo octo/zlib --state failed`)
+    .addHelpText(
+      'after',
+      `${CLIENT_ENV_HELP}
+
+Example:
+  archway builds --branch main --state failed`,
+    )
     .action(
       async (opts: { repo?: string; branch?: string; state?: string; limit: string; json?: boolean }) => {
         const q = new URLSearchParams({ limit: opts.limit });
@@ -277,7 +293,14 @@ export function registerBuild(program: Command, env: Record<string, string | und
     .argument('<id>', 'a build id (b...) or a job id (j...)')
     .option('--failed', 'only the jobs that did not pass (builds)')
     .option('--json', 'print JSON')
-    .addHelpText('after', `${CLIENT_ENV_HELP}\n\nExample:\n  archway restart b1a2b3c4d5e6 --failed`)
+    .addHelpText(
+      'after',
+      `${CLIENT_ENV_HELP}
+
+Example:
+  archway restart b3f1c2d4e5f60718 --failed
+  archway restart j0123456789abcdef01234567`,
+    )
     .action(async (id: string, opts: { failed?: boolean; json?: boolean }) => {
       const api = client();
       if (id.startsWith('b')) {
