@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes a fresh clone runnable: host packages (ops/setup-host.sh, as root) when something the
-# runtime needs is missing, then `npm ci` when node_modules is missing. Quiet when all is there.
+# runtime needs is missing, then `npm ci` when node_modules is missing (its `prepare` compiles dist/). Quiet when all is there.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 need_host=0
@@ -23,7 +23,7 @@ if [ "$need_host" = 1 ]; then
     echo "archway: host packages are missing; run 'sudo bash ops/setup-host.sh' first" >&2
   fi
 fi
-if [ ! -x "$root/node_modules/.bin/tsx" ]; then
+if [ ! -e "$root/node_modules/esbuild/package.json" ]; then
   echo "archway: installing npm dependencies (npm ci)" >&2
   (cd "$root" && npm ci --no-audit --no-fund) >&2
 fi

@@ -37,6 +37,8 @@ export interface NodeInfo {
   lastSeen: number;
   /** Derived: no heartbeat for LOST_AFTER_MS. */
   lost: boolean;
+  /** Derived: ms since the last heartbeat, by Redis's clock. */
+  silentMs: number;
   /** Image versions the node holds, as its sync agent last reported (empty without one). */
   images: HeldImage[];
 }
@@ -44,7 +46,7 @@ export interface NodeInfo {
 export interface NodeRegistry {
   /** Writes the node's record and its first heartbeat. */
   register(
-    info: Omit<NodeInfo, 'lastSeen' | 'lost' | 'drainRequested' | 'quarantineReason' | 'images'>,
+    info: Omit<NodeInfo, 'lastSeen' | 'lost' | 'silentMs' | 'drainRequested' | 'quarantineReason' | 'images'>,
   ): Promise<void>;
   /** Records the image versions the node holds, on its record only while it is registered. */
   setImages(id: string, images: readonly HeldImage[]): Promise<void>;
@@ -59,6 +61,8 @@ export interface NodeRegistry {
   /** Whether an operator has asked the node to drain (the durable flag; one read, for each job a node takes). */
   isDrainRequested(id: string): Promise<boolean>;
   deregister(id: string): Promise<void>;
+  /** Deletes the records of nodes silent for longer than `silentMs` (a lost node's leftovers); returns their ids. */
+  forgetLost(silentMs: number): Promise<string[]>;
   list(): Promise<NodeInfo[]>;
   /** Nodes of `arch` that heartbeat within LOST_AFTER_MS and take jobs. */
   live(arch: Arch): Promise<NodeInfo[]>;
@@ -112,6 +116,7 @@ export function createNodeRegistry(redis: Redis, keys: Keys): NodeRegistry {
         startedAt: h.startedAt ?? '',
         lastSeen,
         lost: now - lastSeen > LOST_AFTER_MS,
+        silentMs: Math.max(0, now - lastSeen),
         images: parseHeld(h.images),
       });
     }
@@ -164,6 +169,11 @@ export function createNodeRegistry(redis: Redis, keys: Keys): NodeRegistry {
     },
     async deregister(id) {
       await redis.multi().del(keys.node(id)).zrem(keys.nodes, id).exec();
+    },
+    async forgetLost(silentMs) {
+      const gone = (await list()).filter((n) => n.lost && n.silentMs > silentMs).map((n) => n.id);
+      for (const id of gone) await redis.multi().del(keys.node(id)).zrem(keys.nodes, id).exec();
+      return gone;
     },
     list,
     async live(arch) {

@@ -51,7 +51,11 @@ export interface RunWorkerOptions {
  */
 export async function runWorker(o: RunWorkerOptions): Promise<void> {
   const config = parseConfig(WorkerConfig, o.env);
-  const logger = createLogger({ name: 'worker', level: config.ARCHWAY_LOG_LEVEL });
+  const logger = createLogger({
+    name: 'worker',
+    level: config.ARCHWAY_LOG_LEVEL,
+    format: config.ARCHWAY_LOG_FORMAT,
+  });
   const nodeId = config.ARCHWAY_NODE_ID ?? `${hostname()}-${o.arch}-${process.pid}`;
   const redis = createRedis({ url: config.REDIS_URL, name: `archway-worker-${nodeId}`, blocking: true });
   redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));

@@ -4,11 +4,10 @@ import { createJobQueue, createNodeRegistry, createPoolStatus, createPoolStore }
 import {
   ARCHES,
   type Arch,
-  assertNoEviction,
+  connectRedis,
   createCloser,
   createKeys,
   createLogger,
-  createRedis,
   parseArch,
   parseConfig,
   ScalerConfig,
@@ -75,15 +74,12 @@ export async function runScaler(
               .map((s) => parseArch(s, 'ARCHWAY_SCALER_ARCHES')),
           ),
         ];
-  const logger = createLogger({ name: 'scaler', level: config.ARCHWAY_LOG_LEVEL });
-  const redis = createRedis({ url: config.REDIS_URL, name: 'archway-scaler' });
-  redis.on('error', (e: Error) => logger.warn({ err: e.message }, 'redis connection error'));
-  try {
-    await assertNoEviction(redis);
-  } catch (e) {
-    redis.disconnect();
-    throw e;
-  }
+  const logger = createLogger({
+    name: 'scaler',
+    level: config.ARCHWAY_LOG_LEVEL,
+    format: config.ARCHWAY_LOG_FORMAT,
+  });
+  const redis = await connectRedis({ url: config.REDIS_URL, name: 'archway-scaler', logger });
   const keys = createKeys(config.ARCHWAY_REDIS_PREFIX);
   const queue = createJobQueue({
     redis,

@@ -1,7 +1,18 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { Redis } from 'ioredis';
-import type { JobQueue, NodeRegistry } from '../../queue/index.ts';
+import {
+  createImageCatalog,
+  createPoolStatus,
+  createPoolStore,
+  type ImageCatalog,
+  type JobQueue,
+  type NodeRegistry,
+  type PoolStatusReader,
+  type PoolStore,
+} from '../../queue/index.ts';
 import type { Keys, Logger, SourceUrlPolicy } from '../core/index.ts';
+import type { ApiBuilds } from './builds/api-builds.ts';
+import type { Uploads } from './builds/uploads.ts';
 
 /** What the API is built from: made by the composition root (`runApi`), or by a test. */
 export interface ApiDeps {
@@ -9,6 +20,12 @@ export interface ApiDeps {
   redis: Redis;
   queue: JobQueue;
   nodes: NodeRegistry;
+  /** Pool settings per arch (min, max, slots per node, desired). */
+  pools: PoolStore;
+  /** Pools with their load and estimated wait. */
+  poolStatus: PoolStatusReader;
+  /** The image catalog (current version per image and arch). */
+  catalog: ImageCatalog;
   keys: Keys;
   /** A new connection for the log reader of one followed job (it blocks in XREAD), shared by its followers; closed when the last leaves. */
   createBlockingRedis: () => Redis;
@@ -19,4 +36,21 @@ export interface ApiDeps {
   sourcePolicy?: SourceUrlPolicy;
   /** Whether jobs may ask for `network: egress` (ARCHWAY_EGRESS). Default true. */
   egress?: boolean;
+  /** Builds (`/v1/builds`, `/v1/uploads`, the uploads' git endpoint); the routes are left out without it. */
+  builds?: { builds: ApiBuilds; uploads: Uploads; publicUrl: () => string };
+}
+
+/** The stores the routes read, built once from the API's connection (by `runApi`, or a test). */
+export function createApiStores(o: {
+  redis: Redis;
+  keys: Keys;
+  queue: JobQueue;
+  nodes: NodeRegistry;
+}): Pick<ApiDeps, 'pools' | 'poolStatus' | 'catalog'> {
+  const pools = createPoolStore(o.redis, o.keys);
+  return {
+    pools,
+    poolStatus: createPoolStatus({ ...o, pools }),
+    catalog: createImageCatalog(o.redis, o.keys),
+  };
 }

@@ -29,12 +29,32 @@ const body = (code: string, message: string, field?: string): ErrorBody => ({
   error: field === undefined ? { code, message } : { code, message, field },
 });
 
+/** Seconds a client is told to wait (Retry-After) while the API cannot reach Redis. */
+export const REDIS_DOWN_RETRY_AFTER_SECONDS = 5;
+
+/** Errors of a Redis that is not there (ioredis's own, by name: it exports no classes for them). */
+function isRedisOutage(e: Error): boolean {
+  const code = (e as NodeJS.ErrnoException).code;
+  return (
+    e.name === 'MaxRetriesPerRequestError' ||
+    e.message === 'Connection is closed.' ||
+    code === 'ECONNREFUSED' ||
+    code === 'ECONNRESET' ||
+    code === 'ETIMEDOUT'
+  );
+}
+
 /**
  * The API's one error handler: zod validation errors become 400 INVALID_INPUT naming the field,
  * an ArchwayError answers with its own status and code, fastify's request errors (413, 415, bad
- * JSON) with archway's codes, and anything else is a logged 500 with a generic message.
+ * JSON) with archway's codes; a failure while Redis is away is a 503 REDIS_UNAVAILABLE with
+ * Retry-After (issue #10: a submit during an outage was a 500); anything else is a logged 500.
  */
-export function createErrorHandler(o: { bodyLimit: number }) {
+export function createErrorHandler(o: {
+  bodyLimit: number;
+  /** Whether the API's Redis connection is down now. Default: never. */
+  redisDown?: () => boolean;
+}) {
   return function errorHandler(error: FastifyError, req: FastifyRequest, reply: FastifyReply) {
     if (hasZodFastifySchemaValidationErrors(error)) {
       const issue = error.validation[0];
@@ -63,7 +83,15 @@ export function createErrorHandler(o: { bodyLimit: number }) {
     if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
       return reply.code(error.statusCode).send(body('BAD_REQUEST', error.message));
     }
-    req.log.error({ err: toError(error) }, 'request failed');
+    const err = toError(error);
+    if (o.redisDown?.() || isRedisOutage(err)) {
+      req.log.warn({ err: err.message }, 'request failed: Redis is unavailable');
+      return reply
+        .code(503)
+        .header('retry-after', String(REDIS_DOWN_RETRY_AFTER_SECONDS))
+        .send(body('REDIS_UNAVAILABLE', 'the API cannot reach Redis now; retry shortly'));
+    }
+    req.log.error({ err }, 'request failed');
     return reply.code(500).send(body('INTERNAL', 'internal error; the API logged the details'));
   };
 }

@@ -2,6 +2,7 @@ import { recipeToolchains } from '../../images/index.ts';
 import {
   createJobQueue,
   createNodeRegistry,
+  createPoolStore,
   createRetentionSweep,
   createStallWatch,
   MAX_ATTEMPTS,
@@ -9,8 +10,7 @@ import {
 import { createGitHubService, loadPrivateKey } from '../../webhooks/index.ts';
 import {
   ApiConfig,
-  ArchwayError,
-  assertNoEviction,
+  connectRedis,
   createCloser,
   createKeys,
   createLogger,
@@ -18,7 +18,14 @@ import {
   parseConfig,
   toError,
 } from '../core/index.ts';
+import { createApiStores } from './api-deps.ts';
 import { type ApiApp, buildApp } from './build-app.ts';
+import { createApiBuilds } from './builds/api-builds.ts';
+import { createBuildFollower } from './builds/build-follower.ts';
+import { createUploads } from './builds/uploads.ts';
+
+/** A lost node's record is deleted this long after its last heartbeat. */
+const FORGET_LOST_NODES_AFTER_MS = 86_400_000;
 
 /** Longest a graceful close may take before the process is stopped anyway. */
 const CLOSE_TIMEOUT_MS = 15_000;
@@ -38,11 +45,6 @@ export interface ApiProcess {
   readonly closed: Promise<void>;
 }
 
-/** The URL with any password hidden, for messages and logs. */
-function safeUrl(url: string): string {
-  return url.replace(/\/\/([^@/]*)@/, '//[secure]@');
-}
-
 /**
  * The composition root of `archway api`: parses the config once, builds the logger, the Redis
  * connections, the queue and the node registry, refuses a Redis that may evict keys, and listens.
@@ -52,23 +54,13 @@ export async function runApi(
   opts: RunApiOptions = {},
 ): Promise<ApiProcess> {
   const config = parseConfig(ApiConfig, env);
-  const logger = createLogger({ name: 'api', level: config.ARCHWAY_LOG_LEVEL });
+  const logger = createLogger({
+    name: 'api',
+    level: config.ARCHWAY_LOG_LEVEL,
+    format: config.ARCHWAY_LOG_FORMAT,
+  });
   const githubKey = config.github ? await loadPrivateKey(config.github.privateKey) : undefined;
-  const redis = createRedis({ url: config.REDIS_URL, name: 'archway-api' });
-  redis.on('error', (e: Error) => logger.warn({ err: e.message }, 'redis connection error'));
-  try {
-    await redis.ping().catch((e: unknown) => {
-      throw new ArchwayError(
-        'REDIS_UNREACHABLE',
-        `cannot reach Redis at ${safeUrl(config.REDIS_URL)}: ${toError(e).message}`,
-        { httpStatus: 503, infra: true, cause: e },
-      );
-    });
-    await assertNoEviction(redis);
-  } catch (e) {
-    redis.disconnect();
-    throw e;
-  }
+  const redis = await connectRedis({ url: config.REDIS_URL, name: 'archway-api', logger });
 
   const keys = createKeys(config.ARCHWAY_REDIS_PREFIX);
   const queue = createJobQueue({
@@ -103,13 +95,47 @@ export async function runApi(
           egress: config.ARCHWAY_EGRESS,
         })
       : undefined;
+  // Builds through the API: uploads kept on this host, the stage machine advanced by the follower.
+  const uploads = createUploads({
+    dir: config.ARCHWAY_UPLOAD_DIR ?? `${config.ARCHWAY_POOL_PATH.replace(/\/+$/, '')}/uploads`,
+    limitBytes: config.ARCHWAY_UPLOAD_LIMIT_BYTES,
+    unusedTtlMs: 3_600_000,
+    logger,
+  });
+  const apiBuilds = createApiBuilds({
+    redis,
+    keys,
+    queue,
+    pools: createPoolStore(redis, keys),
+    uploads,
+    logger,
+    publicUrl: () => publicUrl,
+    sourcePolicy,
+    egress: config.ARCHWAY_EGRESS,
+    toolchains: await recipeToolchains(),
+    uploadRetentionMs: config.ARCHWAY_UPLOAD_RETENTION_HOURS * 3_600_000,
+  });
+  const buildFollower = createBuildFollower({
+    redis,
+    duplicate: () => {
+      const r = createRedis({ url: config.REDIS_URL, name: 'archway-api-builds', blocking: true });
+      r.on('error', () => undefined);
+      return r;
+    },
+    keys,
+    queue,
+    builds: apiBuilds,
+    logger,
+  });
   const app = buildApp(config, {
     ...(github ? { webhookRoutes: github.routes } : {}),
+    builds: { builds: apiBuilds, uploads, publicUrl: () => publicUrl },
     sourcePolicy,
     egress: config.ARCHWAY_EGRESS,
     redis,
     queue,
     nodes,
+    ...createApiStores({ redis, keys, queue, nodes }),
     keys,
     logger,
     createBlockingRedis: () => {
@@ -138,7 +164,18 @@ export async function runApi(
   // Finished jobs leave Redis with their logs: records, secrets and index entries alike.
   const retention = createRetentionSweep({ store: queue.store, logger });
   retention.start();
+  // A lost node's record goes a day after its last heartbeat (it left the default list long before).
+  const forgetNodes = setInterval(() => {
+    nodes
+      .forgetLost(FORGET_LOST_NODES_AFTER_MS)
+      .then((ids) => {
+        if (ids.length) logger.info({ nodes: ids }, 'deleted the records of nodes lost for a day');
+      })
+      .catch((e: unknown) => logger.warn({ err: toError(e).message }, 'deleting lost nodes failed'));
+  }, 60_000);
+  forgetNodes.unref();
   await github?.start();
+  await buildFollower.start();
 
   // Order: the HTTP server first (no new requests; open follows are ended), then the queue, then
   // Redis, which both use. Every step runs even when one before it fails.
@@ -150,8 +187,10 @@ export async function runApi(
     steps: [
       ['http server', () => app.close()],
       ['github app', async () => github?.close()],
+      ['build follower', () => buildFollower.close()],
       ['stall watch', () => stallWatch.close()],
       ['retention sweep', () => retention.close()],
+      ['lost node sweep', async () => clearInterval(forgetNodes)],
       ['queue', () => queue.close()],
       ['redis', () => redis.quit()],
     ],

@@ -17,6 +17,13 @@ import {
   poolLayout,
 } from '../core/index.ts';
 
+/** The environment variables the host commands (run, images, up, worker) read, for `--help`. */
+export const HOST_ENV_HELP = `
+Environment (docs/configuration.md lists every variable):
+  ARCHWAY_POOL_PATH     the btrfs pool (default /var/lib/archway)
+  ARCHWAY_POOL_SIZE_GIB size of the loop-backed pool made when the path is not btrfs
+  ARCHWAY_LOG_LEVEL     debug, info (default), warn or error`;
+
 /** What every host command (run, images, up) needs: config, logger, the pool mounted, the image store. */
 export interface HostContext {
   config: HostConfig;
@@ -30,7 +37,7 @@ export async function createHostContext(
   name: string,
 ): Promise<HostContext> {
   const config = parseConfig(HostConfig, env);
-  const logger = createLogger({ name, level: config.ARCHWAY_LOG_LEVEL });
+  const logger = createLogger({ name, level: config.ARCHWAY_LOG_LEVEL, format: config.ARCHWAY_LOG_FORMAT });
   await ensurePool({ path: config.ARCHWAY_POOL_PATH, loopSizeGiB: config.ARCHWAY_POOL_SIZE_GIB, logger });
   const store = createImageStore({ poolPath: config.ARCHWAY_POOL_PATH });
   return { config, logger, store, cacheDir: poolLayout(config.ARCHWAY_POOL_PATH).cache };

@@ -1,38 +1,58 @@
 import { Command, CommanderError } from 'commander';
-import { ArchwayError, toError } from '../core/index.ts';
-import { registerApi } from './commands/api.ts';
-import { registerClient } from './commands/client.ts';
-import { registerConfig } from './commands/config.ts';
-import { registerDoctor } from './commands/doctor.ts';
-import { registerImages } from './commands/images.ts';
-import { registerNodes } from './commands/nodes.ts';
-import { registerPools } from './commands/pools.ts';
-import { registerRun } from './commands/run.ts';
-import { registerScaler } from './commands/scaler.ts';
-import { registerUp } from './commands/up.ts';
-import { registerWorker } from './commands/worker.ts';
+// The errors alone (not the core's door): `--version` must not load zod (issue #13).
+import { ArchwayError, toError } from '../core/errors/index.ts';
+import { exitQuietlyOnEpipe } from './output.ts';
+import { VERSION } from './version.ts';
+
+type Env = Record<string, string | undefined>;
+type Register = (program: Command, env: Env) => void;
+
+/**
+ * Each command's module, loaded only when that command runs: `archway --version` or
+ * `archway jobs` must not load fastify, BullMQ and the runtime (issue #13: at most 300 ms).
+ * A module may register several commands; `--help` and an unknown command load them all.
+ */
+const COMMANDS: Record<string, () => Promise<Register>> = {
+  up: async () => (await import('./commands/up.ts')).registerUp,
+  run: async () => (await import('./commands/run.ts')).registerRun,
+  images: async () => (await import('./commands/images.ts')).registerImages,
+  doctor: async () => (await import('./commands/doctor.ts')).registerDoctor,
+  api: async () => (await import('./commands/api.ts')).registerApi,
+  submit: async () => (await import('./commands/submit.ts')).registerSubmit,
+  logs: async () => (await import('./commands/logs.ts')).registerLogs,
+  cancel: async () => (await import('./commands/cancel.ts')).registerCancel,
+  jobs: async () => (await import('./commands/jobs.ts')).registerJobs,
+  job: async () => (await import('./commands/jobs.ts')).registerJobs,
+  build: async () => (await import('./commands/build.ts')).registerBuild,
+  builds: async () => (await import('./commands/build.ts')).registerBuild,
+  restart: async () => (await import('./commands/build.ts')).registerBuild,
+  config: async () => (await import('./commands/config.ts')).registerConfig,
+  worker: async () => (await import('./commands/worker.ts')).registerWorker,
+  nodes: async () => (await import('./commands/nodes.ts')).registerNodes,
+  pools: async () => (await import('./commands/pools.ts')).registerPools,
+  scaler: async () => (await import('./commands/scaler.ts')).registerScaler,
+};
 
 /** The `archway` command line. `env` is injectable for tests; only this file reads process.env. */
-export async function main(
-  argv: string[],
-  env: Record<string, string | undefined> = process.env,
-): Promise<void> {
+export async function main(argv: string[], env: Env = process.env): Promise<void> {
   const program = new Command('archway')
     .description('CI runner backend for ephemeral multi-arch builders')
+    .version(VERSION, '-V, --version', "print archway's version")
     .showHelpAfterError()
     .exitOverride();
-  registerUp(program, env);
-  registerRun(program, env);
-  registerImages(program, env);
-  registerDoctor(program, env);
-  registerApi(program, env);
-  registerClient(program, env);
-  registerConfig(program, env);
-  registerWorker(program, env);
-  registerNodes(program, env);
-  registerPools(program, env);
-  registerScaler(program, env);
+  exitQuietlyOnEpipe();
   try {
+    const name = argv.find((a) => !a.startsWith('-'));
+    const versionOnly = name === undefined && argv.some((a) => a === '-V' || a === '--version');
+    const loaders =
+      name !== undefined && COMMANDS[name] ? [COMMANDS[name]] : versionOnly ? [] : Object.values(COMMANDS);
+    const registered = new Set<Register>();
+    for (const load of loaders) {
+      const register = await load();
+      if (registered.has(register)) continue;
+      registered.add(register);
+      register(program, env);
+    }
     await program.parseAsync(argv, { from: 'user' });
   } catch (e) {
     if (e instanceof CommanderError) {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
-import { InvalidInputError } from './errors/invalid-input-error.ts';
 import { allowEntryError } from './source-url.ts';
+
+export { parseConfig } from './parse-config.ts';
 
 const int = (def: number, min = 1) => z.coerce.number().int().min(min).default(def);
 
@@ -22,6 +23,16 @@ const cidrList = commaList(
 );
 
 /** Job egress (a network namespace per container, a veth to the host, nftables), shared by every host process. */
+const LogSettings = {
+  /** pino log level. Per-request lines of the API are at `debug`. */
+  ARCHWAY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /**
+   * `pretty` (short human lines, through pino-pretty) or `json` (one JSON object a line). Default:
+   * pretty when stderr is a terminal, else json. `--log-format` on the command line sets it.
+   */
+  ARCHWAY_LOG_FORMAT: z.enum(['pretty', 'json']).optional(),
+};
+
 const EgressSettings = {
   /**
    * Whether jobs may have `network: egress`. On the API: `false` refuses such jobs (400) and builds
@@ -95,9 +106,15 @@ export const HostConfig = z.object({
   ARCHWAY_CONTAINER_MAX_NAMESPACES: int(64, 0),
   /** OCI runtime: runc, crun, or auto (crun where the host's cgroups are unified v2, else runc). */
   ARCHWAY_OCI_RUNTIME: z.enum(['auto', 'runc', 'crun']).default('auto'),
-  /** Directory for the OCI runtime's state (a tmpfs, so a reboot forgets containers). */
+  /**
+   * Directory for the OCI runtime's state (a tmpfs, so a reboot forgets containers). Default
+   * /run/archway for the default pool, else derived from ARCHWAY_POOL_PATH (withDerivedDefaults).
+   */
   ARCHWAY_RUN_DIR: z.string().startsWith('/', 'an absolute path').default('/run/archway'),
-  /** cgroup (under each hierarchy's root) that every container's cgroup is made in. */
+  /**
+   * cgroup (under each hierarchy's root) that every container's cgroup is made in. Default
+   * archway for the default pool, else derived from ARCHWAY_POOL_PATH (withDerivedDefaults).
+   */
   ARCHWAY_CGROUP_PARENT: z
     .string()
     .regex(/^[a-z0-9][a-z0-9_.-]*$/, 'a cgroup name such as archway')
@@ -116,8 +133,7 @@ export const HostConfig = z.object({
   ARCHWAY_BLOB_DIR: z.string().startsWith('/', 'an absolute path').optional(),
   /** Debian mirror for image builds. */
   ARCHWAY_DEBIAN_MIRROR: z.url().default('http://deb.debian.org/debian'),
-  /** pino log level. */
-  ARCHWAY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  ...LogSettings,
   ...EgressSettings,
   ...CeilingSettings,
 });
@@ -126,25 +142,6 @@ export type HostConfig = z.infer<typeof HostConfig>;
 /** The blob store's directory: ARCHWAY_BLOB_DIR, else `<ARCHWAY_POOL_PATH>/blobs`. */
 export function blobDirOf(c: { ARCHWAY_POOL_PATH: string; ARCHWAY_BLOB_DIR?: string | undefined }): string {
   return c.ARCHWAY_BLOB_DIR ?? `${c.ARCHWAY_POOL_PATH.replace(/\/+$/, '')}/blobs`;
-}
-
-/** Parses `env` with `schema`; a bad value throws an error naming the variable and what it expects. */
-export function parseConfig<S extends z.ZodType>(
-  schema: S,
-  env: Record<string, string | undefined>,
-): z.infer<S> {
-  // Empty strings count as unset, as shells and systemd units often leave them.
-  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
-  const result = schema.safeParse(cleaned);
-  if (!result.success) {
-    const issue = result.error.issues[0];
-    const name = String(issue?.path[0] ?? 'environment');
-    throw new InvalidInputError(
-      name,
-      `invalid value ${JSON.stringify(cleaned[name] ?? '')}: ${issue?.message ?? 'invalid'}`,
-    );
-  }
-  return result.data;
 }
 
 const RedisSettings = {
@@ -322,9 +319,25 @@ export const ApiConfig = z
     ARCHWAY_POOL_PATH: z.string().startsWith('/', 'an absolute path').default('/var/lib/archway'),
     /** Directory of the image blob store the API serves. Default `<pool>/blobs`. */
     ARCHWAY_BLOB_DIR: z.string().startsWith('/', 'an absolute path').optional(),
+    /**
+     * How long a lost node (no heartbeat for 10 s) stays in `GET /v1/nodes` and `archway nodes`;
+     * after it only `?all=true` / `nodes --all` shows it, and after a day its record is deleted.
+     * Default 600 (10 minutes).
+     */
+    ARCHWAY_LOST_NODE_RETENTION_SECONDS: z.coerce.number().int().min(0).default(600),
     /** The API's address as users reach it (links to job logs). Default http://HOST:PORT. */
     ARCHWAY_PUBLIC_URL: z.url().optional(),
-    ARCHWAY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** Where uploaded trees (`POST /v1/uploads`) are kept. Default `<pool>/uploads`. */
+    ARCHWAY_UPLOAD_DIR: z.string().startsWith('/', 'an absolute path').optional(),
+    /** Largest uploaded tree (a git bundle), in bytes; a bigger one is refused with 413. */
+    ARCHWAY_UPLOAD_LIMIT_BYTES: z.coerce
+      .number()
+      .int()
+      .positive()
+      .default(100 * 1024 * 1024),
+    /** How long an uploaded tree is kept after its build ended (a restart within it still runs), in hours. */
+    ARCHWAY_UPLOAD_RETENTION_HOURS: z.coerce.number().positive().default(24),
+    ...LogSettings,
     ...GitHubSettings,
     ...ALLOW_LOOPBACK_SOURCES,
     ARCHWAY_EGRESS: EgressSettings.ARCHWAY_EGRESS,
@@ -419,7 +432,7 @@ export const ScalerConfig = z
     ARCHWAY_SCALER_BOOT_TIMEOUT_SECONDS: seconds(300, 1),
     /** Warm containers per image of each `local` worker (its --warm). */
     ARCHWAY_SCALER_LOCAL_WARM: z.coerce.number().int().min(0).max(64).default(1),
-    ARCHWAY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    ...LogSettings,
   })
   .superRefine((c, ctx) => {
     if (c.ARCHWAY_SCALER_PROVIDER === 'exec' && !c.ARCHWAY_SCALER_EXEC_COMMAND)

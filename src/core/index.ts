@@ -1,5 +1,6 @@
 /** The shared core: domain words and schemas, config, errors, logger, and host primitives. */
 export * from './config.ts';
+export * from './derived-defaults.ts';
 export * from './domain.ts';
 export * from './errors/index.ts';
 export * from './host/binfmt.ts';

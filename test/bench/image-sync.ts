@@ -34,7 +34,7 @@ import {
   createJobQueue,
   createNodeRegistry,
 } from '../../queue/index.ts';
-import { buildApp } from '../../src/api/index.ts';
+import { buildApp, createApiStores } from '../../src/api/index.ts';
 import {
   ApiConfig,
   type Arch,
@@ -90,6 +90,7 @@ const app = buildApp(
     redis,
     queue,
     nodes: createNodeRegistry(redis, apiKeys),
+    ...createApiStores({ redis, keys: apiKeys, queue, nodes: createNodeRegistry(redis, apiKeys) }),
     keys: apiKeys,
     logger: createLogger({ name: 'bench-api', level: 'warn' }),
     createBlockingRedis: () => new Redis(redisServer.url),

@@ -12,7 +12,7 @@ import { request } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { createJobQueue, createLogWriter, createNodeRegistry } from '../../queue/index.ts';
-import { buildApp } from '../../src/api/index.ts';
+import { buildApp, createApiStores } from '../../src/api/index.ts';
 import { ApiConfig, createKeys, createLogger, JobSpec, parseConfig } from '../../src/core/index.ts';
 import { startRedis } from '../support/redis-server.ts';
 import { machine, ms, summarize } from './stats.ts';
@@ -40,6 +40,7 @@ const app = buildApp(
     redis,
     queue,
     nodes: createNodeRegistry(redis, keys),
+    ...createApiStores({ redis, keys, queue, nodes: createNodeRegistry(redis, keys) }),
     keys,
     logger: createLogger({ name: 'bench', level: 'silent' }),
     createBlockingRedis: () => new Redis(server.url, { maxRetriesPerRequest: null }),

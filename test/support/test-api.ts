@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { createJobQueue, createNodeRegistry, type JobQueue, type NodeRegistry } from '../../queue/index.ts';
-import { type ApiApp, type ApiDeps, buildApp } from '../../src/api/index.ts';
+import { type ApiApp, type ApiDeps, buildApp, createApiStores } from '../../src/api/index.ts';
 import { ApiConfig, createKeys, createLogger, type Keys, parseConfig } from '../../src/core/index.ts';
 import { startRedis, type TestRedis } from './redis-server.ts';
 
@@ -56,6 +56,7 @@ export async function startTestApi(o: TestApiOptions): Promise<TestApi> {
     redis,
     queue,
     nodes,
+    ...createApiStores({ redis, keys, queue, nodes }),
     keys,
     logger: createLogger({ name: `${o.name}-test`, level: 'silent' }),
     createBlockingRedis: () => {

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { exitCodeOf, keyValues, parseSse, type SseEvent } from '../../src/cli/commands/client.ts';
+import { describeEnd, exitCodeOf, type JobEnd } from '../../src/cli/exit-codes.ts';
+import { keyValues } from '../../src/cli/parse.ts';
+import { parseSse, type SseEvent } from '../../src/cli/sse.ts';
 
 async function events(chunks: string[]): Promise<SseEvent[]> {
   const body = (async function* () {
@@ -20,10 +22,23 @@ describe('submit --follow exit codes', () => {
     [{ state: 'failed', exitCode: null, reason: 'silence' }, 124],
     [{ state: 'failed', exitCode: 137, reason: 'oom' }, 137],
     [{ state: 'canceled', exitCode: null, reason: 'canceled' }, 130],
-    [{ state: 'errored', exitCode: null, reason: 'infra' }, 1],
+    [{ state: 'errored', exitCode: null, reason: 'infra' }, 125],
+    [{ state: 'errored', exitCode: null, reason: null }, 125],
     [{ state: 'failed', exitCode: null, reason: 'log_limit' }, 1],
   ] as const)('%j -> %i', (end, code) => {
     expect(exitCodeOf(end)).toBe(code);
+  });
+
+  // Issue #10: a timeout exited 124 but said "exit code 137" (the SIGKILL that ended it).
+  it.each([
+    [{ state: 'failed', exitCode: 137, reason: 'timeout' }, /timeout\); exit 124$/],
+    [{ state: 'failed', exitCode: 3, reason: null }, /failed with exit code 3$/],
+    [{ state: 'errored', exitCode: null, reason: 'infra' }, /host failed it \(infra\); exit 125$/],
+    [{ state: 'passed', exitCode: 0, reason: null }, /passed; exit 0$/],
+  ] as const)('the message of %j names the code it exits with', (end, line) => {
+    const text = describeEnd('j1', end as JobEnd).trimEnd();
+    expect(text).toMatch(line);
+    expect(text).not.toMatch(/137/);
   });
 });
 

@@ -11,7 +11,7 @@ const archway = (args: string[], input?: string) =>
 
 const fixture = (name: string) => `test/fixtures/travis/${name}`;
 
-// Each test spawns the real CLI (tsx transpiles it at every start: seconds on a loaded 2-core host).
+// Each test spawns the real CLI (compiled into dist/; bin/archway compiles again when a source is newer).
 describe('bin/archway config expand', { timeout: 60_000 }, () => {
   it('prints one block per job, the dropped jobs and the ignored keys', async () => {
     const r = await archway([

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { CatalogEntry, createImageCatalog } from '../../../queue/index.ts';
+import { CatalogEntry } from '../../../queue/index.ts';
 import { Arch, BlobNotFoundError, Digest, RangeNotSatisfiableError } from '../../core/index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 import { ErrorBody, errorResponses } from '../schemas.ts';
@@ -61,7 +61,7 @@ export function parseRange(
 
 /** The blob store (`GET /v1/images/blobs/sha256:...`) and the images' sync state (`GET /v1/images`). */
 export const imageRoutes: FastifyPluginAsyncZod<ImageRoutesOptions> = async (app, { deps, blobDir }) => {
-  const catalog = createImageCatalog(deps.redis, deps.keys);
+  const { catalog } = deps;
 
   app.get(
     '/images',

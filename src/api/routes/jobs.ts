@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { createImageCatalog, createPoolStore, findImage, JobNotFoundError } from '../../../queue/index.ts';
+import { findImage, JobNotFoundError } from '../../../queue/index.ts';
 import {
   type Ceilings,
   checkCeilings,
@@ -20,8 +20,7 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps; ceilings: Ceiling
   { deps, ceilings },
 ) => {
   const { queue, nodes } = deps;
-  const pools = createPoolStore(deps.redis, deps.keys);
-  const catalog = createImageCatalog(deps.redis, deps.keys);
+  const { pools, catalog } = deps;
 
   app.post(
     '/jobs',

@@ -1,16 +1,25 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { Gauge, Registry } from 'prom-client';
-import { createPoolStore } from '../../../queue/index.ts';
 import { ARCHES, JOB_STATES } from '../../core/index.ts';
 import type { ApiDeps } from '../api-deps.ts';
+import { isForgotten } from './nodes.ts';
 
 /** /metrics for Prometheus: the fleet and the queues as the control plane sees them, read at scrape time. */
-export const metricsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, { deps }) => {
+export const metricsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps; lostRetentionMs: number }> = async (
+  app,
+  { deps, lostRetentionMs },
+) => {
   const registry = new Registry();
   const nodes = new Gauge({
     name: 'archway_nodes',
     help: 'Nodes by arch and state (lost counted apart)',
     labelNames: ['arch', 'state'] as const,
+    registers: [registry],
+  });
+  const forgotten = new Gauge({
+    name: 'archway_nodes_lost_unlisted',
+    help: 'Lost nodes past ARCHWAY_LOST_NODE_RETENTION_SECONDS: out of `archway nodes`, shown by `nodes --all` until their record is deleted',
+    labelNames: ['arch'] as const,
     registers: [registry],
   });
   const depth = new Gauge({
@@ -31,7 +40,7 @@ export const metricsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (ap
     labelNames: ['arch', 'kind'] as const,
     registers: [registry],
   });
-  const pools = createPoolStore(deps.redis, deps.keys);
+  const { pools } = deps;
   const slots = new Gauge({
     name: 'archway_slots',
     help: 'Slots of live nodes per arch, total and busy',
@@ -57,6 +66,7 @@ export const metricsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (ap
             .length,
         );
       }
+      forgotten.set({ arch }, list.filter((n) => n.arch === arch && isForgotten(n, lostRetentionMs)).length);
       const live = list.filter((n) => n.arch === arch && !n.lost);
       slots.set(
         { arch, kind: 'total' },

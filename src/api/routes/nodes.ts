@@ -31,26 +31,43 @@ class NodeNotFoundError extends ArchwayError {
   }
 }
 
+/** A node lost for longer than the retention: out of the default list (issue #10: dead records piled up). */
+export const isForgotten = (n: { lost: boolean; silentMs: number }, retentionMs: number) =>
+  n.lost && n.silentMs > retentionMs;
+
 const view = (n: Awaited<ReturnType<ApiDeps['nodes']['list']>>[number]) => ({
   ...n,
   lastSeen: new Date(n.lastSeen).toISOString(),
 });
 
 /** Nodes (worker processes) and their drain (under /v1). */
-export const nodeRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, { deps }) => {
+export const nodeRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps; lostRetentionMs: number }> = async (
+  app,
+  { deps, lostRetentionMs },
+) => {
   app.get(
     '/nodes',
     {
       schema: {
         summary: 'List nodes',
         description:
-          'Every registered node with its arch, emulation, slots, busy slots and state; `lost` when it has not heartbeat for 10 s.',
+          'Every registered node with its arch, emulation, slots, busy slots and state; `lost` when it has not heartbeat for 10 s. A node lost for longer than ARCHWAY_LOST_NODE_RETENTION_SECONDS (default 10 min) is listed only with `all=true`.',
         tags: ['nodes'],
         security,
-        response: { 200: z.object({ nodes: z.array(NodeView) }), ...errorResponses(401, 403) },
+        querystring: z.object({
+          all: z
+            .enum(['true', 'false', '1', '0'])
+            .optional()
+            .transform((v) => v === 'true' || v === '1'),
+        }),
+        response: { 200: z.object({ nodes: z.array(NodeView) }), ...errorResponses(400, 401, 403) },
       },
     },
-    async () => ({ nodes: (await deps.nodes.list()).map(view) }),
+    async (req) => ({
+      nodes: (await deps.nodes.list())
+        .filter((n) => req.query.all || !isForgotten(n, lostRetentionMs))
+        .map(view),
+    }),
   );
   for (const [action, drain] of [
     ['drain', true],

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { createPoolStatus, createPoolStore, POOL_LIMITS, type PoolStatus } from '../../../queue/index.ts';
+import { POOL_LIMITS, type PoolStatus } from '../../../queue/index.ts';
 import { ARCHES, ArchInput } from '../../core/index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 import { errorResponses } from '../schemas.ts';
@@ -87,14 +87,7 @@ function view(s: PoolStatus): PoolView {
 
 /** Pools per arch: their settings, load and estimated wait (under /v1). */
 export const poolRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, { deps }) => {
-  const pools = createPoolStore(deps.redis, deps.keys);
-  const status = createPoolStatus({
-    redis: deps.redis,
-    keys: deps.keys,
-    queue: deps.queue,
-    nodes: deps.nodes,
-    pools,
-  });
+  const { pools, poolStatus: status } = deps;
 
   app.get(
     '/pools',

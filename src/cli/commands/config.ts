@@ -146,6 +146,14 @@ export function registerConfig(program: Command, _env: Record<string, string | u
     .option('--fork', 'the build is of a fork')
     .option('--build-number <n>', 'the build number in job numbers', '1')
     .option('--json', 'print the expansion as JSON')
+    .addHelpText(
+      'after',
+      `
+Environment: none (it reads only the file, and no API or host).
+
+Example:
+  archway config expand .travis.yml --event pull_request --branch main`,
+    )
     .action(async (file: string, opts: ExpandCliOptions) => {
       const text = await readConfigFile(file);
       const event = eventFrom(opts);

@@ -23,6 +23,7 @@ import {
   parseConfig,
   runCommand,
 } from '../../core/index.ts';
+import { HOST_ENV_HELP } from '../host-context.ts';
 import { positiveNumber } from '../parse.ts';
 
 interface Check {
@@ -40,6 +41,14 @@ export function registerDoctor(program: Command, env: Record<string, string | un
     .command('doctor')
     .description('check that this host can run archway workers')
     .option('--slots <n>', 'job slots of all the workers this host runs together (the disk check)', '2')
+    .addHelpText(
+      'after',
+      `${HOST_ENV_HELP}
+  REDIS_URL             the Redis it checks (default redis://127.0.0.1:6379)
+
+Example:
+  ARCHWAY_POOL_PATH=/var/lib/archway archway doctor --slots 8`,
+    )
     .action(async (opts: { slots: string }) => {
       const config = parseConfig(HostConfig, env);
       const slots = positiveNumber('--slots', opts.slots, true);

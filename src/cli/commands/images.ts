@@ -11,9 +11,11 @@ import {
   parseArch,
   parseConfig,
 } from '../../core/index.ts';
-import { createHostContext } from '../host-context.ts';
+import { apiClientFrom, CLIENT_ENV_HELP } from '../api-client.ts';
+import { createHostContext, HOST_ENV_HELP } from '../host-context.ts';
+import { withLogFormat } from '../log-format.ts';
+import { out, outJson } from '../output.ts';
 import { formatBytes, table } from '../table.ts';
-import { ClientConfig, createApiClient } from './client.ts';
 
 interface ImageStatusRow {
   name: string;
@@ -31,9 +33,12 @@ export function parseArchList(value: string): Arch[] {
 }
 
 export function registerImages(program: Command, env: Record<string, string | undefined>): void {
-  const showStatus = async () => {
-    const api = createApiClient(parseConfig(ClientConfig, env));
-    const { images: list } = await api.json<{ images: ImageStatusRow[] }>('GET', '/v1/images');
+  // `images status --json`: the parent `images` has --json too, and commander gives it the option.
+  const showStatus = async (_opts: unknown, cmd: Command) => {
+    const opts = cmd.optsWithGlobals<{ json?: boolean }>();
+    const answer = await apiClientFrom(env).json<{ images: ImageStatusRow[] }>('GET', '/v1/images');
+    if (opts.json) return outJson(answer);
+    const list = answer.images;
     const rows: string[][] = [];
     for (const i of list) {
       for (const v of i.versions) {
@@ -48,18 +53,31 @@ export function registerImages(program: Command, env: Record<string, string | un
         ]);
       }
     }
-    process.stdout.write(table(['NAME', 'ARCH', 'DIGEST', 'CATALOG', 'BLOB', 'NODES'], rows));
+    await out(table(['NAME', 'ARCH', 'DIGEST', 'CATALOG', 'BLOB', 'NODES'], rows));
   };
+  const statusHelp = `${CLIENT_ENV_HELP}
+
+Example:
+  archway images status --json`;
   // Bare `archway images` shows the fleet's view: what is current, and which nodes hold what.
   const images = program
     .command('images')
     .description('build, publish and list images; alone: their sync state')
+    .option('--json', 'print {"images": [...]} as the API returns them')
+    .addHelpText('after', statusHelp)
     .action(showStatus);
-  images
-    .command('build')
+  withLogFormat(images.command('build'), env)
     .description('build an image from its recipe in images/recipes')
     .argument('<name>', 'recipe name: busybox, debian-bookworm, debian-bookworm-build, ...')
     .requiredOption('--arch <arches>', "one arch, a comma-separated list, or 'all'")
+    .addHelpText(
+      'after',
+      `${HOST_ENV_HELP}
+  ARCHWAY_DEBIAN_MIRROR the Debian mirror (default http://deb.debian.org/debian)
+
+Example:
+  archway images build debian-bookworm --arch amd64,arm64`,
+    )
     .action(async (name: string, opts: { arch: string }) => {
       const arches = parseArchList(opts.arch);
       const ctx = await createHostContext(env, 'images');
@@ -86,13 +104,21 @@ export function registerImages(program: Command, env: Record<string, string | un
         );
       }
     });
-  images
-    .command('publish')
+  withLogFormat(images.command('publish'), env)
     .description(
       'publish the current version of an image: full and incremental blobs (btrfs send | zstd) to the blob store, then the catalog',
     )
     .argument('<name>', 'image name')
     .requiredOption('--arch <arches>', "one arch, a comma-separated list, or 'all'")
+    .addHelpText(
+      'after',
+      `${HOST_ENV_HELP}
+  REDIS_URL             Redis, where the catalog is (default redis://127.0.0.1:6379)
+  ARCHWAY_BLOB_DIR      the blob store (default <pool>/blobs)
+
+Example:
+  archway images publish busybox --arch all`,
+    )
     .action(async (name: string, opts: { arch: string }) => {
       const arches = parseArchList(opts.arch);
       const config = parseConfig(PublishConfig, env);
@@ -127,15 +153,20 @@ export function registerImages(program: Command, env: Record<string, string | un
     .description(
       "per image and arch, the catalog's current version and which nodes hold which version (from the API)",
     )
+    .option('--json', 'print {"images": [...]} as the API returns them')
+    .addHelpText('after', statusHelp)
     .action(showStatus);
   images
     .command('list')
     .description('list the images held on this host, with their digests')
     .option('--all', 'also list versions that are not current')
-    .action(async (opts: { all?: boolean }) => {
+    .option('--json', 'print {"images": [...]}: name, arch, digest, sizeBytes, createdAt, current')
+    .addHelpText('after', `${HOST_ENV_HELP}\n\nExample:\n  archway images list --all --json`)
+    .action(async (opts: { all?: boolean; json?: boolean }) => {
       const ctx = await createHostContext(env, 'images');
       const rows = (await ctx.store.list()).filter((i) => opts.all || i.current);
-      process.stdout.write(
+      if (opts.json) return outJson({ images: rows });
+      await out(
         table(
           ['NAME', 'ARCH', 'DIGEST', 'SIZE', 'CREATED', ...(opts.all ? ['CURRENT'] : [])],
           rows.map((i) => [

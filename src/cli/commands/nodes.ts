@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { parseConfig } from '../../core/index.ts';
+import { apiClientFrom, CLIENT_ENV_HELP } from '../api-client.ts';
+import { out, outJson } from '../output.ts';
 import { table } from '../table.ts';
-import { ClientConfig, createApiClient } from './client.ts';
 
 interface NodeRow {
   id: string;
@@ -20,15 +20,26 @@ interface NodeRow {
 
 /** `archway nodes` (a table in the style of `lxc cluster list`), `nodes drain ID`, `nodes undrain ID`. */
 export function registerNodes(program: Command, env: Record<string, string | undefined>): void {
-  const api = () => createApiClient(parseConfig(ClientConfig, env));
+  const api = () => apiClientFrom(env);
   const nodes = program
     .command('nodes')
     .description('list worker nodes with their arch, emulation, slots and state')
-    .action(async () => {
-      const { nodes: list } = await api().json<{ nodes: NodeRow[] }>('GET', '/v1/nodes');
+    .option('--json', 'print {"nodes": [...]} as the API returns them')
+    .option('--all', 'also nodes lost for longer than ARCHWAY_LOST_NODE_RETENTION_SECONDS (default 10 min)')
+    .addHelpText(
+      'after',
+      `${CLIENT_ENV_HELP}
+
+Example:
+  archway nodes --json`,
+    )
+    .action(async (opts: { json?: boolean; all?: boolean }) => {
+      const answer = await api().json<{ nodes: NodeRow[] }>('GET', `/v1/nodes${opts.all ? '?all=true' : ''}`);
+      if (opts.json) return outJson(answer);
+      const list = answer.nodes;
       const status = (n: NodeRow) =>
         n.lost ? 'LOST' : n.state === 'active' ? 'ONLINE' : n.state.toUpperCase();
-      process.stdout.write(
+      await out(
         table(
           ['NAME', 'ARCH', 'HOST', 'EMULATED', 'SLOTS', 'BUSY', 'STATUS', 'MESSAGE'],
           list.map((n) => [
@@ -55,14 +66,16 @@ export function registerNodes(program: Command, env: Record<string, string | und
       .command(action)
       .description(`ask a node to ${what}`)
       .argument('<id>', 'node id (see `archway nodes`)')
-      .action(async (id: string) => {
-        const { node } = await api().json<{ node: NodeRow }>(
+      .option('--json', 'print the node as the API returns it')
+      .addHelpText('after', `${CLIENT_ENV_HELP}\n\nExample:\n  archway nodes ${action} amd64-host1-1a2b`)
+      .action(async (id: string, opts: { json?: boolean }) => {
+        const answer = await api().json<{ node: NodeRow }>(
           'POST',
           `/v1/nodes/${encodeURIComponent(id)}/${action}`,
         );
-        process.stdout.write(
-          `${node.id}: ${action === 'drain' ? 'draining' : 'undrained'} (${node.busy} running)\n`,
-        );
+        if (opts.json) return outJson(answer);
+        const { node } = answer;
+        await out(`${node.id}: ${action === 'drain' ? 'draining' : 'undrained'} (${node.busy} running)\n`);
       });
   }
 }

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
-import { InvalidInputError, parseArch, parseConfig } from '../../core/index.ts';
+import { InvalidInputError, parseArch } from '../../core/light.ts';
+import { apiClientFrom, CLIENT_ENV_HELP } from '../api-client.ts';
+import { out, outJson } from '../output.ts';
 import { table } from '../table.ts';
-import { ClientConfig, createApiClient } from './client.ts';
 
 /** A pool as `GET /v1/pools` returns it (the fields this command prints). */
 interface PoolRow {
@@ -86,13 +87,23 @@ function rows(list: PoolRow[]): string {
 
 /** `archway pools` (a table of every arch's pool) and `archway pools set ARCH --min N --max N [--slots N]`. */
 export function registerPools(program: Command, env: Record<string, string | undefined>): void {
-  const api = () => createApiClient(parseConfig(ClientConfig, env));
+  const api = () => apiClientFrom(env);
   const pools = program
     .command('pools')
     .description('list the pools per arch: settings, nodes, running and waiting jobs, estimated wait')
-    .action(async () => {
-      const { pools: list } = await api().json<{ pools: PoolRow[] }>('GET', '/v1/pools');
-      process.stdout.write(rows(list));
+    .option('--json', 'print {"pools": [...]} as the API returns them')
+    .addHelpText(
+      'after',
+      `${CLIENT_ENV_HELP}
+
+Example:
+  archway pools --json`,
+    )
+    .action(async (opts: { json?: boolean }) => {
+      const answer = await api().json<{ pools: PoolRow[] }>('GET', '/v1/pools');
+      if (opts.json) return outJson(answer);
+      const list = answer.pools;
+      await out(rows(list));
       const scalers = list.filter((p) => p.scaler);
       if (scalers.length === 0) process.stderr.write('archway: no scaler has reported (`archway scaler`)\n');
     });
@@ -103,7 +114,15 @@ export function registerPools(program: Command, env: Record<string, string | und
     .option('--min <n>', 'nodes kept even with nothing to do')
     .option('--max <n>', 'nodes the scaler never goes beyond (0 disables the pool)')
     .option('--slots <n>', 'slots (jobs at once) of each node the scaler starts')
-    .action(async (archArg: string, opts: { min?: string; max?: string; slots?: string }) => {
+    .option('--json', 'print the pool as the API returns it')
+    .addHelpText(
+      'after',
+      `${CLIENT_ENV_HELP}
+
+Example:
+  archway pools set arm64 --min 1 --max 4`,
+    )
+    .action(async (archArg: string, opts: { min?: string; max?: string; slots?: string; json?: boolean }) => {
       const arch = parseArch(archArg, 'ARCH');
       const body = {
         ...(opts.min === undefined ? {} : { min: count('--min', opts.min) }),
@@ -113,6 +132,6 @@ export function registerPools(program: Command, env: Record<string, string | und
       if (Object.keys(body).length === 0)
         throw new InvalidInputError('pools set', 'give at least one of --min, --max, --slots');
       const pool = await api().json<PoolRow>('PUT', `/v1/pools/${arch}`, { body });
-      process.stdout.write(rows([pool]));
+      await (opts.json ? outJson(pool) : out(rows([pool])));
     });
 }

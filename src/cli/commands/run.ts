@@ -10,7 +10,7 @@ import {
   parseArch,
   ResourceLimits,
 } from '../../core/index.ts';
-import { createHostContext, createHostLauncher } from '../host-context.ts';
+import { createHostContext, createHostLauncher, HOST_ENV_HELP } from '../host-context.ts';
 import { positiveNumber } from '../parse.ts';
 
 /** Exit codes `run` uses for a job that did not simply exit (after coreutils' timeout and the shell's conventions). */
@@ -41,6 +41,15 @@ export function registerRun(program: Command, env: Record<string, string | undef
     .option('-e, --env <KEY=VALUE...>', 'environment variable for the command')
     .option('--network <mode>', 'none (only loopback) or egress (outbound only, through the host)', 'none')
     .argument('<command...>', 'the command and its arguments (after --)')
+    .addHelpText(
+      'after',
+      `${HOST_ENV_HELP}
+
+Exit codes: the command's own; 124 timeout, 130 canceled, 137 out of memory.
+
+Example:
+  archway run --arch arm64 --image busybox --memory 64 -- uname -m`,
+    )
     .action(async (command: string[], opts: Record<string, string | string[] | undefined>) => {
       const arch = parseArch(String(opts.arch));
       const network = NetworkMode.safeParse(opts.network);

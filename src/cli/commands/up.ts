@@ -4,32 +4,110 @@ import { mkdir } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import type { Command } from 'commander';
+import { z } from 'zod';
 import { ensureImage } from '../../../images/index.ts';
-import type { Arch } from '../../core/index.ts';
-import { createHostContext } from '../host-context.ts';
+import {
+  type Arch,
+  ArchwayError,
+  connectRedis,
+  HostConfig,
+  parseConfig,
+  safeRedisUrl,
+} from '../../core/index.ts';
+import { createHostContext, createHostLauncher, HOST_ENV_HELP } from '../host-context.ts';
+import { withLogFormat } from '../log-format.ts';
 import { parseArchList } from './images.ts';
 
 const DEMO_SCRIPT = 'echo "hello from $(hostname): $(uname -m)"; id';
 const BIN = new URL('../../../bin/archway', import.meta.url).pathname;
 
+/** What `up` reads besides a host's settings. */
+export const UpConfig = HostConfig.extend({
+  /** An existing Redis to use; unset: one answering on ARCHWAY_UP_REDIS_PORT, else `up` starts its own there. */
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL')
+    .optional(),
+  /** The port of the Redis `up` uses or starts on 127.0.0.1 when REDIS_URL is unset. Default 6379. */
+  ARCHWAY_UP_REDIS_PORT: z.coerce.number().int().min(1).max(65_535).default(6379),
+  /** The API's port. Default 8080. */
+  ARCHWAY_PORT: z.coerce.number().int().min(1).max(65_535).default(8080),
+  /** The admin token; default: a new random one each time. */
+  ARCHWAY_TOKEN: z.string().min(16, 'at least 16 characters').optional(),
+});
+
+/** A process `up` started, and what it is for the messages. */
+interface Part {
+  name: string;
+  /** The arch of a worker. */
+  arch?: Arch;
+  proc: ChildProcess;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+function startPart(name: string, cmd: string, args: string[], o: Parameters<typeof spawn>[2]): Part {
+  const proc = spawn(cmd, args, o);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    proc.once('exit', (code, signal) => resolve({ code, signal }));
+    proc.once('error', () => resolve({ code: 127, signal: null }));
+  });
+  return { name, proc, exited };
+}
+
+const running = (p: Part) => p.proc.exitCode === null && p.proc.signalCode === null;
+
 /**
  * The whole stack on this host, for development and the quick start: Redis (REDIS_URL, else one
- * answering on 127.0.0.1:6379, else its own with AOF under the pool), the API, one worker per
- * arch, and the busybox image where missing. Runs a first job on every arch through the API,
- * prints the URL and the admin token, and stops everything on Ctrl-C or SIGTERM.
+ * answering on 127.0.0.1:ARCHWAY_UP_REDIS_PORT, else its own there with AOF under the pool), the
+ * API, one worker per arch, and the busybox image where missing. Runs a first job on every arch,
+ * then prints the URL and the admin token last, once everything is ready.
+ *
+ * Stopping (issue #10): every signal is handled and `up` never exits before its parts; the first
+ * SIGINT or SIGTERM stops the API and the workers (running jobs are re-queued, containers
+ * destroyed), and the Redis it started stops last: it runs in its own session, so the
+ * terminal's Ctrl-C does not reach it while the workers still need it. When a part exits by
+ * itself, `up` stops the others and exits 1; the part's own message (on the same terminal) says
+ * what failed.
  */
 export function registerUp(program: Command, env: Record<string, string | undefined>): void {
-  program
-    .command('up')
+  withLogFormat(program.command('up'), env)
     .description('run the whole stack on this host: Redis, the API, one worker per arch')
     .option('--arches <list>', "comma-separated arches, or 'all'", 'all')
     .option('--slots <n>', 'slots per worker', '2')
     .option('--no-demo', 'do not run the first job on every arch')
     .option('--exit-after-demo', 'stop the stack once the first jobs have run (a smoke test)')
+    .addHelpText(
+      'after',
+      `${HOST_ENV_HELP}
+  REDIS_URL             an existing Redis (default: 127.0.0.1:ARCHWAY_UP_REDIS_PORT, else its own)
+  ARCHWAY_UP_REDIS_PORT the port of that Redis (default 6379)
+  ARCHWAY_PORT          the API's port (default 8080)
+  ARCHWAY_TOKEN         the admin token (default: a new one each time)
+
+Example (a second installation beside the first):
+  ARCHWAY_POOL_PATH=/var/lib/archway-two ARCHWAY_PORT=8081 ARCHWAY_UP_REDIS_PORT=6380 archway up`,
+    )
     .action(async (opts: { arches: string; slots: string; demo: boolean; exitAfterDemo?: boolean }) => {
       const arches = parseArchList(opts.arches);
-      const ctx = await createHostContext(env, 'up');
+      const config = parseConfig(UpConfig, env);
       const say = (s: string) => process.stdout.write(`${s}\n`);
+      const tell = (s: string) => process.stderr.write(`archway up: ${s}\n`);
+
+      // Redis first: an unreachable REDIS_URL is a clear error now, not a 60 s wait.
+      let redisUrl = config.REDIS_URL;
+      let ownRedis: Part | undefined;
+      if (redisUrl) {
+        const r = await connectRedis({ url: redisUrl, name: 'archway-up', logger: { warn: () => {} } });
+        r.disconnect();
+        tell(`using Redis at ${safeRedisUrl(redisUrl)} (REDIS_URL)`);
+      } else if (await answers(config.ARCHWAY_UP_REDIS_PORT)) {
+        redisUrl = `redis://127.0.0.1:${config.ARCHWAY_UP_REDIS_PORT}`;
+        tell(
+          `using the Redis already answering on 127.0.0.1:${config.ARCHWAY_UP_REDIS_PORT} (ARCHWAY_UP_REDIS_PORT sets another port)`,
+        );
+      }
+
+      const ctx = await createHostContext(env, 'up');
       for (const arch of arches) {
         await ensureImage('busybox', arch, {
           store: ctx.store,
@@ -37,94 +115,143 @@ export function registerUp(program: Command, env: Record<string, string | undefi
           idBase: ctx.config.ARCHWAY_UID_BASE,
           mirror: ctx.config.ARCHWAY_DEBIAN_MIRROR,
           logger: ctx.logger,
-          onBuild: () => say(`building the busybox image for ${arch}...`),
+          onBuild: () => tell(`building the busybox image for ${arch}...`),
         });
       }
-      const children: ChildProcess[] = [];
-      let ownRedis: ChildProcess | undefined;
-      let redisUrl = env.REDIS_URL;
+
       if (!redisUrl) {
-        if (await answers(6379)) {
-          redisUrl = 'redis://127.0.0.1:6379';
-        } else {
-          const dir = join(ctx.config.ARCHWAY_POOL_PATH, 'redis');
-          await mkdir(dir, { recursive: true });
-          const port = 6379;
-          ownRedis = spawn(
-            'redis-server',
-            [
-              '--port',
-              String(port),
-              '--bind',
-              '127.0.0.1',
-              '--dir',
-              dir,
-              '--appendonly',
-              'yes',
-              '--maxmemory-policy',
-              'noeviction',
-              '--save',
-              '',
-            ],
-            { stdio: 'ignore' },
+        const port = config.ARCHWAY_UP_REDIS_PORT;
+        const dir = join(config.ARCHWAY_POOL_PATH, 'redis');
+        await mkdir(dir, { recursive: true });
+        // Its own session: the terminal's SIGINT goes to up's process group, not to Redis, which
+        // must outlive the workers that re-queue their jobs into it.
+        ownRedis = startPart(
+          'redis-server',
+          'redis-server',
+          [
+            '--port',
+            String(port),
+            '--bind',
+            '127.0.0.1',
+            '--dir',
+            dir,
+            '--appendonly',
+            'yes',
+            '--maxmemory-policy',
+            'noeviction',
+            '--save',
+            '',
+          ],
+          { stdio: 'ignore', detached: true },
+        );
+        redisUrl = `redis://127.0.0.1:${port}`;
+        for (let i = 0; i < 100 && running(ownRedis) && !(await answers(port)); i++) await sleep(50);
+        if (!running(ownRedis) || !(await answers(port))) {
+          ownRedis.proc.kill('SIGKILL');
+          throw new ArchwayError(
+            'REDIS_START_FAILED',
+            `redis-server did not start on 127.0.0.1:${port} (is redis-server installed? is the port taken? ARCHWAY_UP_REDIS_PORT sets another)`,
+            { httpStatus: 503, infra: true },
           );
-          redisUrl = `redis://127.0.0.1:${port}`;
-          for (let i = 0; i < 100 && !(await answers(port)); i++) await sleep(50);
-          say(`started redis-server on 127.0.0.1:${port} (AOF in ${dir})`);
         }
+        tell(
+          `started redis-server on 127.0.0.1:${port} (AOF in ${dir}; ARCHWAY_UP_REDIS_PORT sets the port)`,
+        );
       }
-      const token = env.ARCHWAY_TOKEN ?? randomBytes(24).toString('hex');
-      const port = env.ARCHWAY_PORT ?? '8080';
-      const url = `http://127.0.0.1:${port}`;
-      const childEnv = { ...env, REDIS_URL: redisUrl, ARCHWAY_TOKEN: token, ARCHWAY_PORT: port };
-      const start = (args: string[]) => {
-        const c = spawn(BIN, args, { env: childEnv, stdio: ['ignore', 'inherit', 'inherit'] });
-        children.push(c);
-        return c;
+
+      const token = config.ARCHWAY_TOKEN ?? randomBytes(24).toString('hex');
+      const url = `http://127.0.0.1:${config.ARCHWAY_PORT}`;
+      const childEnv = {
+        ...env,
+        REDIS_URL: redisUrl,
+        ARCHWAY_TOKEN: token,
+        ARCHWAY_PORT: String(config.ARCHWAY_PORT),
       };
-      start(['api']);
-      for (const arch of arches) start(['worker', '--arch', arch, '--slots', opts.slots, '--warm', '1']);
+      const parts: Part[] = [];
+      const start = (name: string, args: string[], arch?: Arch) => {
+        const p = startPart(name, BIN, args, { env: childEnv, stdio: ['ignore', 'inherit', 'inherit'] });
+        parts.push(arch ? { ...p, arch } : p);
+      };
+      start('the API', ['api']);
+      for (const arch of arches) {
+        start(`the ${arch} worker`, ['worker', '--arch', arch, '--slots', opts.slots, '--warm', '1'], arch);
+      }
 
       let stopping: Promise<void> | undefined;
+      let failed: string | undefined;
       const stopAll = () => {
         stopping ??= (async () => {
-          say('\nstopping: workers re-queue running jobs and destroy their containers...');
+          tell('stopping: workers re-queue running jobs and destroy their containers...');
           // Two SIGTERMs: the first drains, the second ends running jobs (re-queued) instead of waiting.
-          for (const c of children) c.kill('SIGTERM');
+          for (const p of parts.filter(running)) p.proc.kill('SIGTERM');
           await sleep(200);
-          for (const c of children) c.kill('SIGTERM');
-          await Promise.all(
-            children.map((c) => (c.exitCode !== null ? undefined : new Promise((r) => c.once('exit', r)))),
-          );
-          if (ownRedis) {
-            ownRedis.kill('SIGTERM');
-            await new Promise((r) => ownRedis?.once('exit', r));
+          for (const p of parts.filter(running)) p.proc.kill('SIGTERM');
+          const ends = await Promise.all(parts.map((p) => p.exited));
+          // A worker that was killed (SIGKILL, OOM) left its containers: remove them now, not at the next start.
+          const killed = parts.filter((p, i) => p.arch && ends[i]?.code !== 0);
+          for (const p of killed) {
+            if (!p.arch) continue;
+            try {
+              await (await createHostLauncher(ctx, p.arch)).close();
+            } catch (e) {
+              tell(`could not remove what ${p.name} left: ${e instanceof Error ? e.message : String(e)}`);
+            }
           }
-          say('stopped; no container left');
+          if (ownRedis && running(ownRedis)) {
+            ownRedis.proc.kill('SIGTERM');
+            await ownRedis.exited;
+          }
+          tell('stopped; no container left');
         })();
         return stopping;
       };
-      process.once('SIGINT', () => void stopAll());
-      process.once('SIGTERM', () => void stopAll());
+      // Every signal, not once: a second Ctrl-C must not end `up` before its parts (they would be orphaned).
+      let signals = 0;
+      const onSignal = () => {
+        signals++;
+        if (signals > 1) {
+          const left = [...parts, ...(ownRedis ? [ownRedis] : [])].filter(running).map((p) => p.name);
+          tell(`still stopping (${left.join(', ') || 'nothing'} left); it ends once they have`);
+        }
+        void stopAll();
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      // A part that exits by itself (a bad setting, a lost Redis) stops the stack: its own message is above.
+      for (const p of [...parts, ...(ownRedis ? [ownRedis] : [])]) {
+        void p.exited.then(({ code, signal }) => {
+          if (stopping) return;
+          failed = `${p.name} exited (${signal ?? `exit code ${code}`}); see its message above`;
+          tell(failed);
+          void stopAll();
+        });
+      }
 
-      await waitForApi(url, arches.length, token);
-      say(`\narchway is up: ${url}  (API docs: ${url}/docs)`);
-      say(`admin token: ${token}`);
-      say(`  export ARCHWAY_URL=${url} ARCHWAY_TOKEN=${token}`);
-      say(`  bin/archway submit --arch arm64 --image busybox --follow -- 'uname -m'`);
-      if (opts.demo) {
+      await waitForApi(url, arches.length, token, () => stopping !== undefined);
+      const ready = !stopping;
+      if (ready && opts.demo) {
         const results = await Promise.all(arches.map((arch) => demo(url, token, arch)));
         for (const r of results) {
           for (const line of r.text.trimEnd().split('\n')) say(`[${r.arch}] ${line}`);
         }
-        const failed = results.filter((r) => r.state !== 'passed').length;
-        say(failed ? `${failed} arch(es) failed` : `a job ran on each of ${results.length} arches`);
-        if (failed) process.exitCode = 1;
+        const bad = results.filter((r) => r.state !== 'passed').length;
+        say(bad ? `${bad} arch(es) failed` : `a job ran on each of ${results.length} arches`);
+        if (bad) process.exitCode = 1;
+      }
+      if (ready && !stopping) {
+        // Last, once every part is ready: what the user needs stays on the screen (issue #13).
+        say(`\narchway is up: ${url}  (API docs: ${url}/docs)`);
+        say(`admin token: ${token}`);
+        say(`  export ARCHWAY_URL=${url} ARCHWAY_TOKEN=${token}`);
+        say(`  bin/archway submit --arch ${arches[0] ?? 'amd64'} --image busybox --follow -- 'uname -m'`);
+        say('Ctrl-C stops everything.');
       }
       if (opts.exitAfterDemo) await stopAll();
-      // Otherwise serve until a signal starts stopAll, then wait for it to finish.
-      while (!stopping) await sleep(200);
+      await until(() => stopping !== undefined);
       await stopping;
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      if (failed) throw new ArchwayError('UP_PART_FAILED', failed, { httpStatus: 503, infra: true });
     });
 }
 
@@ -151,21 +278,29 @@ async function demo(
   return { arch, state: final.job?.state ?? final.state ?? 'unknown', text };
 }
 
-async function waitForApi(url: string, workers: number, token: string): Promise<void> {
-  for (let i = 0; i < 600; i++) {
+/**
+ * Resolves once the API is ready and `workers` live nodes have joined, or when `stop` says so;
+ * never rejects (a part that fails exits, and that stops `up`).
+ */
+async function waitForApi(url: string, workers: number, token: string, stop: () => boolean): Promise<void> {
+  while (!stop()) {
     try {
       const ready = await fetch(`${url}/readyz`);
       const nodes = await fetch(`${url}/v1/nodes`, { headers: { authorization: `Bearer ${token}` } }).catch(
         () => undefined,
       );
-      const count = nodes?.ok ? ((await nodes.json()) as { nodes: unknown[] }).nodes.length : workers;
+      const list = nodes?.ok ? ((await nodes.json()) as { nodes: { lost: boolean }[] }).nodes : [];
+      const count = list.filter((n) => !n.lost).length;
       if (ready.ok && count >= workers) return;
     } catch {
       // not listening yet
     }
     await sleep(100);
   }
-  throw new Error(`the API at ${url} did not become ready`);
+}
+
+async function until(done: () => boolean): Promise<void> {
+  while (!done()) await sleep(100);
 }
 
 function answers(port: number): Promise<boolean> {

@@ -1,12 +1,13 @@
 import type { Command } from 'commander';
 import { runWorker } from '../../../workers/index.ts';
 import { ImageName, parseArch } from '../../core/index.ts';
+import { HOST_ENV_HELP } from '../host-context.ts';
+import { withLogFormat } from '../log-format.ts';
 import { positiveNumber } from '../parse.ts';
 import { VERSION } from '../version.ts';
 
 export function registerWorker(program: Command, env: Record<string, string | undefined>): void {
-  program
-    .command('worker')
+  withLogFormat(program.command('worker'), env)
     .description('run a worker node: take jobs of one arch from Redis and run them on this host')
     .requiredOption('--arch <arch>', 'amd64, arm64, ppc64le or s390x (foreign arches run emulated)')
     .option('--slots <n>', 'jobs run at once', '2')
@@ -14,6 +15,15 @@ export function registerWorker(program: Command, env: Record<string, string | un
     .option(
       '--warm-images <list>',
       'comma-separated images to keep warm, in order (default: ARCHWAY_WARM_IMAGES, else every image the node holds)',
+    )
+    .addHelpText(
+      'after',
+      `${HOST_ENV_HELP}
+  REDIS_URL             Redis (default redis://127.0.0.1:6379)
+  ARCHWAY_NODE_ID       this node's id (default <hostname>-<arch>-<pid>)
+
+Example:
+  REDIS_URL=redis://10.0.0.5:6379 archway worker --arch arm64 --slots 4`,
     )
     .action(async (opts: { arch: string; slots: string; warm: string; warmImages?: string }) => {
       const warm = Number(opts.warm);
