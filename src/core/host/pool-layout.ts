@@ -9,6 +9,7 @@ import { join } from 'node:path';
  * - `bundles/<id>`: each container's OCI bundle and its record
  * - `cache/`: the image builder's packages, the git mirrors (`cache/git`), the package cache of
  *   egress jobs (`cache/apt-cacher-ng`, unless ARCHWAY_APT_CACHE_DIR moves it)
+ * - `redis/`: the data of the Redis that `archway up` starts when it finds none
  */
 export interface PoolLayout {
   readonly root: string;
@@ -23,6 +24,8 @@ export interface PoolLayout {
   gitMirrorsOf(host: string): string;
   /** The default directory of the host's package cache (apt-cacher-ng). */
   readonly aptCache: string;
+  /** Where `archway up` keeps the data (AOF) of the Redis it starts itself. */
+  readonly upRedis: string;
   /** The directories made when the pool is (`ensurePool`). */
   readonly dirs: readonly string[];
   /** The directories that hold containers' snapshots (warm, jobs). */
@@ -45,6 +48,7 @@ export function poolLayout(poolPath: string): PoolLayout {
     gitMirrors: join(cache, 'git'),
     gitMirrorsOf: (host) => join(cache, 'git', host.replace(/:/g, '_')),
     aptCache: join(cache, 'apt-cacher-ng'),
+    upRedis: join(poolPath, 'redis'),
     dirs: [images, warm, jobs, bundles, cache],
     snapshotDirs: [warm, jobs],
   };
