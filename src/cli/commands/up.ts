@@ -358,7 +358,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * A secret shorter than the API accepts is replaced.
  */
 export async function pageSecretIn(poolPath: string): Promise<string> {
-  const file = join(poolPath, 'page-secret');
+  const file = poolLayout(poolPath).upPageSecret;
   const kept = (await readFile(file, 'utf8').catch(() => '')).trim();
   if (kept.length >= 32) return kept;
   const secret = randomBytes(32).toString('hex');

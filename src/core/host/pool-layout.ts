@@ -9,7 +9,8 @@ import { join } from 'node:path';
  * - `bundles/<id>`: each container's OCI bundle and its record
  * - `cache/`: the image builder's packages, the git mirrors (`cache/git`), the package cache of
  *   egress jobs (`cache/apt-cacher-ng`, unless ARCHWAY_APT_CACHE_DIR moves it)
- * - `redis/`: the data of the Redis that `archway up` starts when it finds none
+ * - `redis/`, `page-secret`: the data of the Redis that `archway up` starts when it finds none,
+ *   and the secret `up` signs page links with
  */
 export interface PoolLayout {
   readonly root: string;
@@ -26,6 +27,8 @@ export interface PoolLayout {
   readonly aptCache: string;
   /** Where `archway up` keeps the data (AOF) of the Redis it starts itself. */
   readonly upRedis: string;
+  /** The secret `archway up` signs its page links with (mode 0600), kept so links outlive a restart. */
+  readonly upPageSecret: string;
   /** The directories made when the pool is (`ensurePool`). */
   readonly dirs: readonly string[];
   /** The directories that hold containers' snapshots (warm, jobs). */
@@ -49,6 +52,7 @@ export function poolLayout(poolPath: string): PoolLayout {
     gitMirrorsOf: (host) => join(cache, 'git', host.replace(/:/g, '_')),
     aptCache: join(cache, 'apt-cacher-ng'),
     upRedis: join(poolPath, 'redis'),
+    upPageSecret: join(poolPath, 'page-secret'),
     dirs: [images, warm, jobs, bundles, cache],
     snapshotDirs: [warm, jobs],
   };
