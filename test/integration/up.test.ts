@@ -1,8 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { createConnection } from 'node:net';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { leftovers, TEST_ENV } from '../support/test-host.ts';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { poolLayout } from '../../src/core/index.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
+import { TEST_ENV } from '../support/test-host.ts';
 
 const BIN = new URL('../../bin/archway', import.meta.url).pathname;
 // Ports in this suite's own range (the machine runs other stacks beside it).
@@ -100,9 +102,9 @@ async function runningJob(): Promise<string> {
 let current: Up | undefined;
 beforeEach(async () => {
   // up keeps its Redis under the pool (AOF): each test starts with none, so no job of an earlier one runs.
-  await rm(`${TEST_ENV.ARCHWAY_POOL_PATH}/redis`, { recursive: true, force: true });
+  await rm(poolLayout(TEST_ENV.ARCHWAY_POOL_PATH).upRedis, { recursive: true, force: true });
 });
-afterEach(async () => {
+checkLeftovers('each', async () => {
   // A failed test must not leave its stack running: its group, and the Redis in its own session.
   if (current && current.proc.exitCode === null) {
     process.kill(-(current.proc.pid ?? 0), 'SIGKILL');
@@ -111,7 +113,6 @@ afterEach(async () => {
   for (const line of await strays(current?.proc.pid ?? -1))
     process.kill(Number(line.split(' ')[0]), 'SIGKILL');
   current = undefined;
-  expect(await leftovers()).toEqual([]);
 });
 
 // Issue #10 item 5: Redis stops last, up exits with its parts, nothing is orphaned.
@@ -232,7 +233,8 @@ describe('two installations on one host', { timeout: 300_000 }, () => {
       expect(await b.exited).toBe(0);
       for (const pool of [TEST_ENV.ARCHWAY_POOL_PATH, POOL_B]) {
         const name = pool.slice('/var/lib/'.length);
-        for (const dir of ['warm', 'jobs', 'bundles']) expect(await readdir(`${pool}/${dir}`)).toEqual([]);
+        const layout = poolLayout(pool);
+        for (const dir of [...layout.snapshotDirs, layout.bundles]) expect(await readdir(dir)).toEqual([]);
         expect(await readdir(`/run/${name}/runc`).catch(() => [])).toEqual([]);
       }
     } finally {

@@ -2,7 +2,6 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createConnection, createServer } from 'node:net';
-import { join } from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { ensureImage } from '../../../images/index.ts';
@@ -12,6 +11,7 @@ import {
   connectRedis,
   HostConfig,
   parseConfig,
+  poolLayout,
   safeRedisUrl,
 } from '../../core/index.ts';
 import { createHostContext, createHostLauncher, HOST_ENV_HELP } from '../host-context.ts';
@@ -124,7 +124,7 @@ Example (a second installation beside the first):
 
       if (!redisUrl) {
         const port = config.ARCHWAY_UP_REDIS_PORT;
-        const dir = join(config.ARCHWAY_POOL_PATH, 'redis');
+        const dir = poolLayout(config.ARCHWAY_POOL_PATH).upRedis;
         await mkdir(dir, { recursive: true });
         // Its own session: the terminal's SIGINT goes to up's process group, not to Redis, which
         // must outlive the workers that re-queue their jobs into it.
@@ -390,7 +390,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * A secret shorter than the API accepts is replaced.
  */
 export async function pageSecretIn(poolPath: string): Promise<string> {
-  const file = join(poolPath, 'page-secret');
+  const file = poolLayout(poolPath).upPageSecret;
   const kept = (await readFile(file, 'utf8').catch(() => '')).trim();
   if (kept.length >= 32) return kept;
   const secret = randomBytes(32).toString('hex');
