@@ -1,7 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { createConnection } from 'node:net';
+import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createImageStore } from '../../images/index.ts';
 import { leftovers, TEST_ENV } from '../support/test-host.ts';
 
 const BIN = new URL('../../bin/archway', import.meta.url).pathname;
@@ -208,6 +210,13 @@ describe('two installations on one host', { timeout: 300_000 }, () => {
 
   it('run side by side, each on its own pool: neither reaps the other', async () => {
     await rm(`${POOL_B}/redis`, { recursive: true, force: true });
+    // The second pool has no busybox: its up builds it, and shows the build's phases.
+    const store = createImageStore({ poolPath: POOL_B });
+    const held = await store.resolve('busybox', 'amd64').catch(() => undefined);
+    if (held) {
+      await rm(join(store.dirOf('busybox', 'amd64'), 'current'));
+      await store.remove('busybox', 'amd64', held.digest);
+    }
     const a = stack(TEST_ENV.ARCHWAY_POOL_PATH, 23061, 23062);
     const b = stack(POOL_B, 23063, 23064);
     try {
@@ -215,6 +224,8 @@ describe('two installations on one host', { timeout: 300_000 }, () => {
       const jobA = await runningIn(a);
       // The second one starts while the first runs a job: its workers' start-up reap must spare it.
       await waitFor('stack two', () => b.out().includes('archway is up'), 180_000);
+      expect(b.out()).toMatch(/building the busybox image for amd64/);
+      expect(b.out()).toMatch(/busybox\/amd64: shifting owners/);
       const jobB = await runningIn(b);
       expect(await state(a, jobA)).toMatchObject({ state: 'running', attempts: [expect.anything()] });
       // The first stops (and reaps what its own workers leave); the second's job runs on.
