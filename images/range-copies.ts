@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rename, rm, rmdir } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   deleteSubvolume,
@@ -25,16 +25,23 @@ const RANGES_SUFFIX = '.ranges';
 const MAKING_PREFIX = '.making-';
 
 /**
- * The version as a container of uid range `range` sees it: range 0 is the version itself (its
- * owners were shifted by the uid base at build); any other range gets a read-only copy beside the
- * version with every owner shifted by `range.shift` more, made once (a btrfs snapshot, then a
- * chown pass: metadata only, the data stays shared) and kept until the version is removed.
+ * The version as a container of uid range `range` sees it: a tree whose root belongs to
+ * `range.hostId`. The version itself when its owners already fit (range 0: they were shifted by
+ * the uid base at build); any other range, or range 0 of a version built under another uid base
+ * (the host's `ARCHWAY_UID_BASE` changed since), gets a read-only copy beside the version with
+ * every owner moved by the difference, made once (a btrfs snapshot, then a chown pass: metadata
+ * only, the data stays shared) and kept until the version is removed. A copy whose owners no
+ * longer fit (the base changed after it was made) is made again.
  */
 export async function imageForRange(image: Pick<ResolvedImage, 'path'>, range: IdRange): Promise<string> {
-  if (range.index === 0) return image.path;
+  const builtFor = await rootOwner(image.path);
+  if (builtFor === range.hostId) return image.path;
   const ranges = `${image.path}${RANGES_SUFFIX}`;
   const path = join(ranges, String(range.index));
-  if (await isSubvolume(path)) return path;
+  if (await isSubvolume(path)) {
+    if ((await rootOwner(path)) === range.hostId) return path;
+    await deleteSubvolume(path);
+  }
   await mkdir(ranges, { recursive: true, mode: 0o700 });
   await removeAbandoned(ranges);
   // Made aside and renamed into place: nobody snapshots a half-shifted tree, and of two processes
@@ -42,7 +49,7 @@ export async function imageForRange(image: Pick<ResolvedImage, 'path'>, range: I
   const tmp = join(ranges, `${MAKING_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
     await snapshotSubvolume(image.path, tmp);
-    await shiftOwners(tmp, range.shift, undefined, range.hostId);
+    await shiftOwners(tmp, range.hostId - builtFor, undefined, range.hostId);
     await setReadonly(tmp, true);
     await rename(tmp, path).catch(async (e: unknown) => {
       if (!(await isSubvolume(path))) throw e;
@@ -51,6 +58,11 @@ export async function imageForRange(image: Pick<ResolvedImage, 'path'>, range: I
     if (await isSubvolume(tmp)) await deleteSubvolume(tmp).catch(() => undefined);
   }
   return path;
+}
+
+/** The host uid that owns a tree's root: the uid its container root must map to. */
+async function rootOwner(path: string): Promise<number> {
+  return (await stat(path)).uid;
 }
 
 /** Deletes every shifted copy of the version at `versionPath` (its image store removes the version). */

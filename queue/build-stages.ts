@@ -134,3 +134,29 @@ export function cancelStages<J, E>(
     waiting: b.slots.filter((s) => s.state === 'waiting'),
   };
 }
+
+/**
+ * Runs a finished build again: every job, or with `failedOnly` those that did not pass (failed,
+ * errored, canceled, skipped). Each chosen slot gets its next generation; the build goes back to
+ * the first stage that has one and queues that stage's chosen jobs (the others wait for their
+ * stage). `undefined` when the build has not finished, or nothing is to run again.
+ */
+export function restartStages<J, E>(
+  build: BuildRecord<J, E>,
+  opts: { failedOnly?: boolean } = {},
+): { build: BuildRecord<J, E>; queue: BuildSlot<J>[] } | undefined {
+  if (build.state !== 'passed' && build.state !== 'failed' && build.state !== 'canceled') return undefined;
+  const b = structuredClone(build);
+  const chosen = b.slots.filter((s) => (opts.failedOnly ? s.state !== 'passed' : true));
+  if (chosen.length === 0) return undefined;
+  for (const s of chosen) {
+    nextGeneration(b, s);
+    s.state = 'waiting';
+  }
+  b.currentStage = Math.min(...chosen.map((s) => s.stageIndex));
+  const queue = chosen.filter((s) => s.stageIndex === b.currentStage);
+  for (const s of queue) s.state = 'queued';
+  b.state = 'running';
+  delete b.finishedAt;
+  return { build: b, queue };
+}

@@ -72,6 +72,8 @@ const BuildHead = z.object({
   clientId: z.string().optional(),
   /** API builds from an uploaded tree: the upload's id (kept while the build may still run). */
   upload: z.string().optional(),
+  /** API builds: variables added to every job's environment (plain, not secrets). */
+  env: z.record(z.string(), z.string()).optional(),
   /** When the build was decided (passed, failed, canceled). */
   finishedAt: z.string().optional(),
 });

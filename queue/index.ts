@@ -7,6 +7,7 @@ export {
   finishJob,
   jobIdOf,
   rerun,
+  restartStages,
   startStages,
 } from './build-stages.ts';
 export {

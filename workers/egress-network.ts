@@ -6,6 +6,7 @@ import {
   exists,
   HostRequirementError,
   hasCommand,
+  isSubvolume,
   type Logger,
   leaseHolderAlive,
   type ProcessIdentity,
@@ -330,11 +331,18 @@ async function pidAlive(pidFile: string): Promise<boolean> {
  * Whether the helper of `pidFile` runs with exactly `args`; if it runs with others (an older
  * archway, another setting), it is stopped so that the caller starts it anew.
  */
-async function runningWith(pidFile: string, args: readonly string[]): Promise<boolean> {
+async function runningWith(
+  pidFile: string,
+  args: readonly string[],
+  /** Whether a helper running with these other args serves as well (it is then kept). */
+  serves?: (running: string[]) => Promise<boolean>,
+): Promise<boolean> {
   const argsFile = `${pidFile}.args`;
   const want = JSON.stringify(args);
   const alive = await pidAlive(pidFile);
-  if (alive && (await readFile(argsFile, 'utf8').catch(() => '')) === want) return true;
+  const stored = alive ? await readFile(argsFile, 'utf8').catch(() => '') : '';
+  if (alive && stored === want) return true;
+  if (alive && serves && (await serves(parseArgs(stored)))) return true;
   if (alive) {
     const pid = Number((await readFile(pidFile, 'utf8')).trim());
     process.kill(pid, 'SIGTERM');
@@ -342,6 +350,31 @@ async function runningWith(pidFile: string, args: readonly string[]): Promise<bo
   }
   await writeFile(argsFile, want);
   return false;
+}
+
+function parseArgs(text: string): string[] {
+  try {
+    const v: unknown = JSON.parse(text);
+    return Array.isArray(v) ? v.map(String) : [];
+  } catch {
+    return [];
+  }
+}
+
+const CACHE_DIR_ARG = 'CacheDir=';
+
+/**
+ * The package cache is one per host, but its store lives in a storage pool, and two
+ * installations on one host have two pools: a cache running on another installation's store
+ * serves this one as well, as long as that store is still there and nothing else differs.
+ * Restarting it onto our own store instead would make two installations stop each other's
+ * cache in turn (and cut the downloads of the other's running jobs).
+ */
+async function cacheServes(running: string[], want: readonly string[]): Promise<boolean> {
+  const other = (a: readonly string[]) => a.filter((x) => !x.startsWith(CACHE_DIR_ARG));
+  if (JSON.stringify(other(running)) !== JSON.stringify(other(want))) return false;
+  const dir = running.find((x) => x.startsWith(CACHE_DIR_ARG))?.slice(CACHE_DIR_ARG.length);
+  return dir !== undefined && (await isSubvolume(dir));
 }
 
 async function ensureDnsForwarder(stateDir: string, service: string, log: Logger): Promise<void> {
@@ -372,13 +405,6 @@ async function ensureDnsForwarder(stateDir: string, service: string, log: Logger
 async function ensurePackageCache(o: EgressNetworkOptions, service: string, log: Logger): Promise<void> {
   const dir = join(o.stateDir, 'apt-cacher-ng');
   const pidFile = join(dir, 'pid');
-  await mkdir(join(dir, 'log'), { recursive: true });
-  await ensureCacheDir(o.aptCacheDir, o.aptCacheBytes);
-  const owner = await runCommand('id', ['-u', 'apt-cacher-ng']).catch(() => '');
-  if (owner) {
-    await runCommand('chown', ['-R', 'apt-cacher-ng:apt-cacher-ng', dir]);
-    await runCommand('chown', ['apt-cacher-ng:apt-cacher-ng', o.aptCacheDir]);
-  }
   const args = [
     '-c',
     '/etc/apt-cacher-ng',
@@ -396,7 +422,14 @@ async function ensurePackageCache(o: EgressNetworkOptions, service: string, log:
     // without a backend every request is a "503 Host not found". The operator's mirror it is.
     `Remap-debrep=file:deb_mirror*.gz /debian ; ${o.mirror.replace(/\/*$/, '/')}`,
   ];
-  if (await runningWith(pidFile, args)) return;
+  await mkdir(join(dir, 'log'), { recursive: true });
+  if (await runningWith(pidFile, args, (running) => cacheServes(running, args))) return;
+  await ensureCacheDir(o.aptCacheDir, o.aptCacheBytes);
+  const owner = await runCommand('id', ['-u', 'apt-cacher-ng']).catch(() => '');
+  if (owner) {
+    await runCommand('chown', ['-R', 'apt-cacher-ng:apt-cacher-ng', dir]);
+    await runCommand('chown', ['apt-cacher-ng:apt-cacher-ng', o.aptCacheDir]);
+  }
   // Not as root: it serves untrusted jobs. setpriv (util-linux) drops to its own user.
   if (owner)
     await runCommand('setpriv', [

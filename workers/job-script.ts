@@ -1,7 +1,8 @@
 import { constants } from 'node:fs';
 import { chown, lstat, mkdir, open, stat } from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
-import { ArchwayError, type JobSpec, shellQuote } from '../src/core/index.ts';
+import { ArchwayError, InvalidInputError, type JobSpec, shellQuote } from '../src/core/index.ts';
 
 /**
  * Where a job's script is placed in its container. It runs from a file, not from argv: one
@@ -49,9 +50,19 @@ export async function writeScript(rootfs: string, script: JobSpec['script']): Pr
     constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
     0o644,
   );
+  const text = scriptText(script);
   try {
-    await fh.writeFile(scriptText(script));
+    await fh.writeFile(text);
     await fh.chown(root.uid, root.gid);
+  } catch (e) {
+    // EDQUOT is the container's own qgroup, set from the job's diskMiB: the job's mistake, which
+    // must not count against the node (ENOSPC, the pool itself full, stays the host's).
+    if ((e as NodeJS.ErrnoException).errno === -osConstants.errno.EDQUOT)
+      throw new InvalidInputError(
+        'resources.diskMiB',
+        `the job's disk limit cannot hold its own script (${Buffer.byteLength(text)} bytes): ask for more`,
+      );
+    throw e;
   } finally {
     await fh.close();
   }

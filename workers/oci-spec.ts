@@ -147,7 +147,19 @@ export interface ProcessSpecOptions {
   cwd: string;
 }
 
-/** The process.json of one job's exec: argv, env and cwd. Kept in a file so env (secrets) never shows in `ps`. */
+/** The shell every job's process is started under (EXEC_WRAPPER). */
+export const EXEC_SHELL = '/bin/sh';
+
+/**
+ * What a job's process runs under: its argv in a subshell that has no fd 3, then its exit status
+ * (`$?`: the code, or 128 + the signal) written to fd 3, a FIFO the host reads. `runc exec
+ * --detach` (which keeps stdout and stderr one stream) does not wait for the process, and the
+ * process's parent is then the container's init, which reaps it: this is how the code gets out.
+ * `exec` in the subshell runs the command itself, never a shell builtin of the same name.
+ */
+export const EXEC_WRAPPER = '( exec "$@" ) 3>&-; echo $? >&3';
+
+/** The process.json of one job's exec: argv (under EXEC_WRAPPER), env and cwd. Kept in a file so env (secrets) never shows in `ps`. */
 export function createProcessSpec(o: ProcessSpecOptions) {
   const env = {
     PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
@@ -157,7 +169,7 @@ export function createProcessSpec(o: ProcessSpecOptions) {
   return {
     terminal: false,
     user: { uid: 0, gid: 0 },
-    args: [...o.argv],
+    args: [EXEC_SHELL, '-c', EXEC_WRAPPER, 'archway', ...o.argv],
     env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
     cwd: o.cwd,
     capabilities: { bounding: CAPABILITIES, effective: CAPABILITIES, permitted: CAPABILITIES },

@@ -22,6 +22,21 @@ import type { WorkerEvents } from './worker-events.ts';
 /** Why the worker stopped a running job: one of the job's end reasons, or the node shutting down (the job is retried). */
 export type StopReason = EndReason | 'shutdown';
 
+/**
+ * Where an image is that this node lacks: `overdue`, the catalog's current version, published
+ * longer than IMAGE_SYNC_GRACE_MS ago (the node's sync failed: the host's fault); `elsewhere`,
+ * published since, or held by another live node (retried, not the host's fault); `nowhere`.
+ */
+export type MissingImage = 'overdue' | 'elsewhere' | 'nowhere';
+
+/**
+ * How long after the catalog publishes a version a node that still lacks it counts that as its
+ * own failure: its sync agent follows the catalog's events and reconciles every minute, so a sync
+ * that works has long finished, while a job submitted right after a publish must not count
+ * against a node that is still receiving the image.
+ */
+export const IMAGE_SYNC_GRACE_MS = 10 * 60_000;
+
 /** What is known when one attempt is over: the input of classifyAttempt. */
 export interface AttemptFacts {
   /** Why the worker stopped the job, when it did (cancel, silence, log limit, node shutdown). */
@@ -30,8 +45,8 @@ export interface AttemptFacts {
   exit?: { exitCode: number; reason?: LaunchEndReason | undefined } | undefined;
   /** The attempt failed before or around the job's process: launch, image, source, runtime. */
   error?: Error | undefined;
-  /** For an image this node lacks: whether the catalog or another live node of the arch holds it. */
-  imageElsewhere?: boolean | undefined;
+  /** For an image this node lacks: where it is (see MissingImage). */
+  missingImage?: MissingImage | undefined;
   /** No attempt follows this one should it error. */
   lastAttempt: boolean;
 }
@@ -61,7 +76,8 @@ export type AttemptVerdict =
     };
 
 /**
- * The outcome of one attempt, from what happened (docs/architecture.md, "Whose failure"): the
+ * The outcome of one attempt, from what happened (docs/architecture.md, "Whose failure an
+ * attempt is"): the
  * job's exit or stop reason; a failure of the job's own spec (`bad_spec`, `source`), which fails
  * it and never counts against the node; or a failure of the host, which errors the attempt, is
  * retried while attempts are left, and counts toward quarantine. Pure: unit-tested without Redis or root.
@@ -85,10 +101,16 @@ export function classifyAttempt(f: AttemptFacts): AttemptVerdict {
     return { state: 'canceled', reason: f.stopReason, host: 'unknown' };
   if (f.stopReason === undefined) {
     if (err instanceof ImageNotFoundError) {
-      // This node lacks an image others hold: the host's fault (it did not sync), retried elsewhere.
-      if (f.imageElsewhere)
-        return { state: 'errored', error: err.message, retry: !f.lastAttempt, host: 'failed' };
-      return { state: 'failed', reason: 'bad_spec', error: err.message, host: 'fine' };
+      // Nobody holds it (a typo, a version gone from every node): the job's own mistake.
+      if (f.missingImage === undefined || f.missingImage === 'nowhere')
+        return { state: 'failed', reason: 'bad_spec', error: err.message, host: 'fine' };
+      // Held elsewhere or on its way here: retried; the host's fault only when its sync is overdue.
+      return {
+        state: 'errored',
+        error: err.message,
+        retry: !f.lastAttempt,
+        host: f.missingImage === 'overdue' ? 'failed' : 'unknown',
+      };
     }
     if (err instanceof SourceFetchError) {
       // A git server that is down may come back: retried, but never the host's fault (it cannot
@@ -120,8 +142,8 @@ export interface JobRunnerOptions {
   events: EventEmitter<WorkerEvents>;
   /** The job's cancel flag, read when its attempt starts (a cancel may have come while it was taken). */
   cancelState: (id: string) => Promise<CancelState>;
-  /** Whether the catalog or another live node of the arch holds an image this node lacks. */
-  imageElsewhere: (image: string) => Promise<boolean>;
+  /** Where an image is that this node lacks (the catalog, another live node, nowhere). */
+  whereIsImage: (image: string) => Promise<MissingImage>;
   /** Live nodes of the arch, other than this one, that take jobs (where a retry can go at once). */
   otherLiveNodes: () => Promise<number>;
 }
@@ -232,7 +254,8 @@ export function createJobRunner(o: JobRunnerOptions): JobRunner {
     } catch (e) {
       facts.error = toError(e);
       if (facts.error instanceof ImageNotFoundError && stopReason === undefined)
-        facts.imageElsewhere = await o.imageElsewhere(spec.image).catch(() => true);
+        // Unknown (Redis away): retried, and not counted against the node.
+        facts.missingImage = await o.whereIsImage(spec.image).catch((): MissingImage => 'elsewhere');
     } finally {
       clearTimeout(silence);
       stops.delete(id);

@@ -1,10 +1,9 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { closeSync, constants, openSync } from 'node:fs';
+import { closeSync, constants, openSync, writeSync } from 'node:fs';
 import { access, lchown, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { Socket } from 'node:net';
-import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { imageForRange, type ResolvedImage } from '../images/index.ts';
 import {
@@ -44,7 +43,7 @@ import {
   type EgressNetworkOptions,
   type NetworkAttachment,
 } from './egress-network.ts';
-import { CAPABILITIES, createOciSpec, createProcessSpec, ociResources } from './oci-spec.ts';
+import { CAPABILITIES, createOciSpec, createProcessSpec, EXEC_SHELL, ociResources } from './oci-spec.ts';
 import { startOrphanWatch } from './orphan-watch.ts';
 import { seccompFor } from './seccomp-profile.ts';
 import {
@@ -125,8 +124,6 @@ export function runtimeOptionsFrom(config: HostConfig, arch: Arch, logger: Logge
 export const CONTAINER_PREFIX = 'aw-';
 /** How long output may go on after the job's process exited before the container is killed. */
 const GRACE_FOR_OUTPUT_MS = 100;
-/** How often a running job's process is checked for its exit (see exec). */
-const PROCESS_POLL_MS = 20;
 
 /** The process that made a container: a reused pid does not count as alive (src/core/host/host-leases.ts). */
 type Owner = ProcessIdentity;
@@ -343,7 +340,11 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
             aptSettings: aptHostSettings,
           }),
           limitExclusive(rootfs, limits.diskMiB * 1024 * 1024, { timeoutMs: remaining(ctl, 10_000) }),
-          runCommand('mkfifo', ['-m', '0600', join(bundle, 'output.fifo')]),
+          // The job may reopen its stdout (`> /dev/stderr`): the output FIFO is its root's; the
+          // status FIFO stays the host's.
+          runCommand('mkfifo', ['-m', '0600', join(bundle, 'output.fifo'), join(bundle, 'status.fifo')]).then(
+            () => lchown(join(bundle, 'output.fifo'), range.hostId, range.hostId),
+          ),
           writeFile(
             join(bundle, 'config.json'),
             JSON.stringify(
@@ -454,12 +455,18 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
           : undefined,
       ]);
       abortIfNeeded(ctl, 'exec');
-      // One FIFO for both stdout and stderr: the kernel keeps the two in the order they were written.
+      // One FIFO is the process's stdout and stderr, all the way: the kernel keeps the order of
+      // the two. `runc exec` without a terminal would copy each through a pipe of its own
+      // (issue 10); detached, it hands its own fds 1 and 2 to the process as they are.
       const fifo = join(bundle, 'output.fifo');
       const readFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
       const writeFd = openSync(fifo, constants.O_WRONLY);
+      // The process's exit status comes back on its fd 3 (EXEC_WRAPPER), from a FIFO that only the
+      // host can open: the job can neither forge it nor hold it open.
+      const statusFifo = join(bundle, 'status.fifo');
+      const statusReadFd = openSync(statusFifo, constants.O_RDONLY | constants.O_NONBLOCK);
+      const statusWriteFd = openSync(statusFifo, constants.O_WRONLY);
       const execLog = join(bundle, 'exec.log');
-      const execPid = join(bundle, 'exec.pid');
       const proc = spawn(
         ociRuntime,
         [
@@ -470,55 +477,54 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
           '--log-format',
           'json',
           'exec',
-          '--pid-file',
-          execPid,
+          '--detach',
+          '--preserve-fds',
+          '1',
           '--process',
           processFile,
           c.id,
         ],
-        {
-          env: HOST_ENV,
-          stdio: ['ignore', writeFd, writeFd],
-        },
+        { env: HOST_ENV, stdio: ['ignore', writeFd, writeFd, statusWriteFd] },
       );
-      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-        proc.once('exit', (code, signal) => resolve({ code, signal }));
-        proc.once('error', () => resolve({ code: 255, signal: null }));
+      closeSync(statusWriteFd);
+      const started = new Promise<number>((resolve) => {
+        proc.once('exit', (code) => resolve(code ?? 255));
+        proc.once('error', () => resolve(255));
       });
-      closeSync(writeFd);
       const output = new Socket({ fd: readFd, readable: true, writable: false });
       const ended = once(output, 'end').then(
         () => undefined,
         () => undefined,
       );
-      // runc exec copies the output through pipes of its own and exits only at their end, so a
-      // background process that keeps them open would hold it (and the job) until the timeout:
-      // the script's end is seen on its pid instead, and runc then exits with its status.
-      const scriptEnded = processEnded(execPid, exited);
+      const status = readStatus(new Socket({ fd: statusReadFd, readable: true, writable: false }));
       const done = (async (): Promise<ExecResult> => {
-        if ((await Promise.race([exited.then(() => 'runc'), scriptEnded])) !== 'runc') {
-          const grace = await Promise.race([
-            ended.then(() => true),
-            sleep(GRACE_FOR_OUTPUT_MS).then(() => false),
-          ]);
-          // SIGKILL to the container's init ends its pid namespace at once, without a `runc kill`
-          // to start (tens of ms on a busy host); runc's kill is the fallback.
-          if (!grace && !(await killInit(c))) await runtime.kill(c, {}).catch(() => undefined);
+        const runc = await started;
+        if (runc !== 0) {
+          // runc said why in its log; the process never started, and the FIFO's last writer is ours.
+          const err = await lastRuncError(execLog);
+          const missing = /executable file not found|no such file or directory/i.test(err);
+          if (missing)
+            writeSync(
+              writeFd,
+              `archway: the image has no ${EXEC_SHELL}, which every job's process runs under\n`,
+            );
+          closeSync(writeFd);
+          await ended;
+          if (missing) return { exitCode: 127, oomKilled: false };
+          throw new HostCommandError(`${ociRuntime} exec`, runc, err || `exited with ${runc}`);
         }
-        const r = await exited;
-        let exitCode = r.code ?? (r.signal ? 128 + signalNumber(r.signal) : 255);
-        // Processes the job left in the background still hold the pipe: the job is over, so end them.
+        closeSync(writeFd);
+        // No status: the wrapper itself was killed (the container's kill, the OOM killer, the job).
+        const exitCode = (await status) ?? 137;
+        // Processes the job left in the background still hold the FIFO: the job is over, so end them.
         const grace = await Promise.race([
           ended.then(() => true),
           sleep(GRACE_FOR_OUTPUT_MS).then(() => false),
         ]);
-        if (!grace) await runtime.kill(c, {}).catch(() => undefined);
+        // SIGKILL to the container's init ends its pid namespace at once, without a `runc kill`
+        // to start (tens of ms on a busy host); runc's kill is the fallback.
+        if (!grace && !(await killInit(c))) await runtime.kill(c, {}).catch(() => undefined);
         await ended;
-        if (exitCode === 255) {
-          const err = await lastRuncError(execLog);
-          if (/executable file not found|no such file or directory/i.test(err)) exitCode = 127;
-          else if (err) throw new HostCommandError(`${ociRuntime} exec`, 255, err);
-        }
         return { exitCode, oomKilled: (await oomKills(mode as CgroupMode, c.cgroupsPath)) > 0 };
       })();
       return { output, done } satisfies Execution;
@@ -611,30 +617,18 @@ async function killInit(c: RuncContainer): Promise<boolean> {
 }
 
 /**
- * Resolves when the process whose pid runc writes to `pidFile` has exited (gone, or a zombie its
- * parent has not reaped yet), or when `stop` settles first. Polls: a non-child has no exit event.
+ * The exit status the exec wrapper writes on its fd 3 (`<code>\n`) before it exits; undefined when
+ * the FIFO ends without one (the wrapper was killed). At most a few bytes are kept.
  */
-async function processEnded(pidFile: string, stop: Promise<unknown>): Promise<'script'> {
-  let stopped = false;
-  void stop.then(() => {
-    stopped = true;
+async function readStatus(s: Socket): Promise<number | undefined> {
+  let text = '';
+  s.on('data', (d: Buffer) => {
+    if (text.length < 16) text += d.toString('latin1');
   });
-  let who: Owner | undefined;
-  while (!stopped) {
-    if (!who) {
-      const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
-      if (pid > 0) who = { pid, start: await processStart(pid) };
-    }
-    if (who && (who.start === '' || !(await isRunning(who)))) return 'script';
-    await sleep(PROCESS_POLL_MS);
-  }
-  return new Promise<never>(() => {});
-}
-
-async function isRunning(p: Owner): Promise<boolean> {
-  const stat = await readFile(`/proc/${p.pid}/stat`, 'utf8').catch(() => '');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return fields[19] === p.start && fields[0] !== 'Z' && fields[0] !== 'X';
+  await once(s, 'end').catch(() => undefined);
+  s.destroy();
+  const m = /^(\d{1,3})\n$/.exec(text);
+  return m && Number(m[1]) <= 255 ? Number(m[1]) : undefined;
 }
 
 async function lastRuncError(logFile: string): Promise<string> {
@@ -651,10 +645,6 @@ async function lastRuncError(logFile: string): Promise<string> {
     })
     .filter((l) => l.level === 'error');
   return errors.at(-1)?.msg ?? '';
-}
-
-function signalNumber(sig: string): number {
-  return (osConstants.signals as Record<string, number>)[sig] ?? 0;
 }
 
 /** Quota groups of deleted snapshots stay behind as `<stale>`; remove them so accounting stays small. */

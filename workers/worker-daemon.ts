@@ -13,7 +13,7 @@ import type { Arch, Keys, Logger, WorkerMetrics } from '../src/core/index.ts';
 import type { JobLauncher } from './job-launcher.ts';
 import { createNodeMembership } from './node-membership.ts';
 import { handOffMs } from './retry-policy.ts';
-import { createJobRunner } from './run-job.ts';
+import { createJobRunner, IMAGE_SYNC_GRACE_MS, type MissingImage } from './run-job.ts';
 import type { SourceFetcher } from './source-fetch.ts';
 import { recordWorkerMetrics, type WorkerEvents } from './worker-events.ts';
 
@@ -27,9 +27,10 @@ export interface WorkerDaemonOptions {
   queue: JobQueue;
   nodes: NodeRegistry;
   /**
-   * The image catalog: an image this node lacks but the catalog has is the host's failure
-   * (retried elsewhere); one that neither it nor another live node holds is the job's (`bad_spec`).
-   * Without one, only the other live nodes' images count.
+   * The image catalog: an image this node lacks that the catalog published over
+   * IMAGE_SYNC_GRACE_MS ago is the host's failure (its sync failed; retried elsewhere); one that
+   * neither the catalog nor another live node holds is the job's (`bad_spec`). Without one, only
+   * the other live nodes' images count.
    */
   catalog?: ImageCatalog;
   keys: Keys;
@@ -97,9 +98,13 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     }
   }
 
-  /** Whether an image this node lacks is held elsewhere: in the catalog, or by another live node of the arch. */
-  const imageElsewhere = async (image: string) =>
-    (await findImage({ catalog: o.catalog, nodes: o.nodes, exceptNode: o.nodeId }, image, o.arch)).found;
+  /** Where an image is that this node lacks: the catalog's current version (overdue here once its grace passed), another live node, nowhere. */
+  async function whereIsImage(image: string): Promise<MissingImage> {
+    const at = await findImage({ catalog: o.catalog, nodes: o.nodes, exceptNode: o.nodeId }, image, o.arch);
+    if (!at.found) return 'nowhere';
+    const age = at.published ? Date.now() - Date.parse(at.published) : Number.NaN;
+    return age > IMAGE_SYNC_GRACE_MS ? 'overdue' : 'elsewhere';
+  }
 
   const runner = createJobRunner({
     nodeId: o.nodeId,
@@ -112,7 +117,7 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     source: o.source,
     events,
     cancelState: (id) => o.queue.store.cancelState(id),
-    imageElsewhere,
+    whereIsImage,
     otherLiveNodes,
   });
 

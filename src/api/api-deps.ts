@@ -11,6 +11,8 @@ import {
   type PoolStore,
 } from '../../queue/index.ts';
 import type { Keys, Logger, SourceUrlPolicy } from '../core/index.ts';
+import type { ApiBuilds } from './builds/api-builds.ts';
+import type { Uploads } from './builds/uploads.ts';
 
 /** What the API is built from: made by the composition root (`runApi`), or by a test. */
 export interface ApiDeps {
@@ -34,6 +36,8 @@ export interface ApiDeps {
   sourcePolicy?: SourceUrlPolicy;
   /** Whether jobs may ask for `network: egress` (ARCHWAY_EGRESS). Default true. */
   egress?: boolean;
+  /** Builds (`/v1/builds`, `/v1/uploads`, the uploads' git endpoint); the routes are left out without it. */
+  builds?: { builds: ApiBuilds; uploads: Uploads; publicUrl: () => string };
 }
 
 /** The stores the routes read, built once from the API's connection (by `runApi`, or a test). */

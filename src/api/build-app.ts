@@ -20,6 +20,7 @@ import type { ApiDeps } from './api-deps.ts';
 import { createAuthHook, createTokenVerifier } from './auth.ts';
 import { createErrorHandler, notFoundHandler } from './error-handler.ts';
 import { createLogFanout } from './log-fanout.ts';
+import { buildRoutes, uploadGitRoutes } from './routes/builds.ts';
 import { healthRoutes } from './routes/health.ts';
 import { imageRoutes } from './routes/images.ts';
 import { jobRoutes } from './routes/jobs.ts';
@@ -148,6 +149,7 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
   app.register(healthRoutes, { deps });
   app.register(metricsRoutes, { deps, lostRetentionMs: config.ARCHWAY_LOST_NODE_RETENTION_SECONDS * 1000 });
   if (deps.webhookRoutes) app.register(deps.webhookRoutes);
+  if (deps.builds) app.register(uploadGitRoutes, { uploads: deps.builds.uploads });
   app.register(
     async (v1) => {
       v1.addHook('onRequest', createAuthHook(createTokenVerifier(config.tokens)));
@@ -159,6 +161,7 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
       });
       await v1.register(imageRoutes, { deps, blobDir: blobDirOf(config) });
       await v1.register(poolRoutes, { deps });
+      if (deps.builds) await v1.register(buildRoutes, { ...deps.builds, queue: deps.queue });
     },
     { prefix: '/v1' },
   );

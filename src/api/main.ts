@@ -2,6 +2,7 @@ import { recipeToolchains } from '../../images/index.ts';
 import {
   createJobQueue,
   createNodeRegistry,
+  createPoolStore,
   createRetentionSweep,
   createStallWatch,
   MAX_ATTEMPTS,
@@ -19,6 +20,9 @@ import {
 } from '../core/index.ts';
 import { createApiStores } from './api-deps.ts';
 import { type ApiApp, buildApp } from './build-app.ts';
+import { createApiBuilds } from './builds/api-builds.ts';
+import { createBuildFollower } from './builds/build-follower.ts';
+import { createUploads } from './builds/uploads.ts';
 
 /** A lost node's record is deleted this long after its last heartbeat. */
 const FORGET_LOST_NODES_AFTER_MS = 86_400_000;
@@ -91,8 +95,41 @@ export async function runApi(
           egress: config.ARCHWAY_EGRESS,
         })
       : undefined;
+  // Builds through the API: uploads kept on this host, the stage machine advanced by the follower.
+  const uploads = createUploads({
+    dir: config.ARCHWAY_UPLOAD_DIR ?? `${config.ARCHWAY_POOL_PATH.replace(/\/+$/, '')}/uploads`,
+    limitBytes: config.ARCHWAY_UPLOAD_LIMIT_BYTES,
+    unusedTtlMs: 3_600_000,
+    logger,
+  });
+  const apiBuilds = createApiBuilds({
+    redis,
+    keys,
+    queue,
+    pools: createPoolStore(redis, keys),
+    uploads,
+    logger,
+    publicUrl: () => publicUrl,
+    sourcePolicy,
+    egress: config.ARCHWAY_EGRESS,
+    toolchains: await recipeToolchains(),
+    uploadRetentionMs: config.ARCHWAY_UPLOAD_RETENTION_HOURS * 3_600_000,
+  });
+  const buildFollower = createBuildFollower({
+    redis,
+    duplicate: () => {
+      const r = createRedis({ url: config.REDIS_URL, name: 'archway-api-builds', blocking: true });
+      r.on('error', () => undefined);
+      return r;
+    },
+    keys,
+    queue,
+    builds: apiBuilds,
+    logger,
+  });
   const app = buildApp(config, {
     ...(github ? { webhookRoutes: github.routes } : {}),
+    builds: { builds: apiBuilds, uploads, publicUrl: () => publicUrl },
     sourcePolicy,
     egress: config.ARCHWAY_EGRESS,
     redis,
@@ -138,6 +175,7 @@ export async function runApi(
   }, 60_000);
   forgetNodes.unref();
   await github?.start();
+  await buildFollower.start();
 
   // Order: the HTTP server first (no new requests; open follows are ended), then the queue, then
   // Redis, which both use. Every step runs even when one before it fails.
@@ -149,6 +187,7 @@ export async function runApi(
     steps: [
       ['http server', () => app.close()],
       ['github app', async () => github?.close()],
+      ['build follower', () => buildFollower.close()],
       ['stall watch', () => stallWatch.close()],
       ['retention sweep', () => retention.close()],
       ['lost node sweep', async () => clearInterval(forgetNodes)],

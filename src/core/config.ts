@@ -327,6 +327,16 @@ export const ApiConfig = z
     ARCHWAY_LOST_NODE_RETENTION_SECONDS: z.coerce.number().int().min(0).default(600),
     /** The API's address as users reach it (links to job logs). Default http://HOST:PORT. */
     ARCHWAY_PUBLIC_URL: z.url().optional(),
+    /** Where uploaded trees (`POST /v1/uploads`) are kept. Default `<pool>/uploads`. */
+    ARCHWAY_UPLOAD_DIR: z.string().startsWith('/', 'an absolute path').optional(),
+    /** Largest uploaded tree (a git bundle), in bytes; a bigger one is refused with 413. */
+    ARCHWAY_UPLOAD_LIMIT_BYTES: z.coerce
+      .number()
+      .int()
+      .positive()
+      .default(100 * 1024 * 1024),
+    /** How long an uploaded tree is kept after its build ended (a restart within it still runs), in hours. */
+    ARCHWAY_UPLOAD_RETENTION_HOURS: z.coerce.number().positive().default(24),
     ...LogSettings,
     ...GitHubSettings,
     ...ALLOW_LOOPBACK_SOURCES,

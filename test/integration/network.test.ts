@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -238,6 +238,30 @@ wget -q -O- http://deb.debian.org/debian/dists/bookworm/Release | head -1`,
     h = await createTestHost('amd64');
     expect(await pids()).toEqual(before);
     for (const pid of before) expect(() => process.kill(Number(pid), 0)).not.toThrow();
+  });
+
+  it("another installation's runtime (its cache store in another pool) reuses the running package cache instead of restarting it", async () => {
+    const state = testConfig().ARCHWAY_NET_STATE_DIR;
+    const pidOf = async () => (await readFile(join(state, 'apt-cacher-ng', 'pid'), 'utf8')).trim();
+    const before = await pidOf();
+    const otherStore = join(testConfig().ARCHWAY_POOL_PATH, 'cache', 'apt-other-installation');
+    const other = await createTestHost('amd64', { env: { ARCHWAY_APT_CACHE_DIR: otherStore } });
+    try {
+      const r = await collect(
+        await other.launcher.launch({
+          jobId: 'other-install',
+          image: 'busybox',
+          network: 'egress',
+          argv: ['sh', '-c', 'wget -q -O /dev/null http://10.89.0.1:3142/ 2>&1; echo reached $?'],
+        }),
+      );
+      expect(r.output).toMatch(/reached/);
+      expect(await pidOf()).toBe(before);
+      // Nothing was made for the other store: the running cache keeps its own.
+      await expect(stat(otherStore)).rejects.toThrow(/ENOENT/);
+    } finally {
+      await other.launcher.close();
+    }
   });
 
   it("bounds the package cache's store: a btrfs subvolume with a qgroup limit of ARCHWAY_APT_CACHE_GIB", async () => {

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CatalogEntry, createImageCatalog } from '../../queue/index.ts';
 import type { Arch } from '../../src/core/index.ts';
@@ -62,6 +63,36 @@ describe('at submission', () => {
       payload: { arch: 'arm64', image: 'busybox', script: 'true', ...over },
     });
 
+  it("the CLI's submit says so over real HTTP, and exits 2 (the user's error)", async () => {
+    const served = await startTestApi({
+      name: 'owncli',
+      listen: true,
+      redis: { url: api.redisUrl, client: api.redis, keys: api.keys },
+      env: { ARCHWAY_TOKEN: api.token },
+    });
+    try {
+      const r = await execa(
+        'bin/archway',
+        ['submit', '--arch', 'aarch64', '--image', 'busybx', '--', 'true'],
+        {
+          env: {
+            PATH: process.env.PATH ?? '/usr/bin:/bin',
+            ARCHWAY_URL: served.url,
+            ARCHWAY_TOKEN: api.token,
+          },
+          extendEnv: false,
+          reject: false,
+        },
+      );
+      expect(r.exitCode).toBe(2);
+      expect(r.stderr).toContain(
+        "archway: no image 'busybx' for arm64: neither the catalog nor a live node of arm64 holds it; arm64 has: busybox",
+      );
+    } finally {
+      await served.close();
+    }
+  });
+
   it('an image neither the catalog nor a live node of the arch holds: 404 naming it and listing those there are; nothing written', async () => {
     const before = await api.redis.dbsize();
     const res = await submit({ image: 'busybx' });
@@ -75,6 +106,17 @@ describe('at submission', () => {
     expect(version.statusCode).toBe(404);
     expect(version.json().error.message).toContain(`no image 'busybox@sha256:${'0'.repeat(64)}' for arm64`);
     expect(await api.redis.dbsize()).toBe(before);
+  });
+
+  it('an older version still in the catalog but on no node is a 404: nodes sync only the current one', async () => {
+    const catalog = createImageCatalog(api.redis, api.keys);
+    const v1 = entry('alpine-ish', 'arm64');
+    await catalog.publish(v1);
+    await catalog.publish({ ...entry('alpine-ish', 'arm64'), parent: v1.digest });
+    const old = await submit({ image: `alpine-ish@${v1.digest}` });
+    expect(old.statusCode).toBe(404);
+    expect(old.json().error.message).toContain(`no image 'alpine-ish@${v1.digest}' for arm64`);
+    expect((await submit({ image: 'alpine-ish' })).statusCode).toBe(201);
   });
 
   it('an image in the catalog, or held by a live node of the arch, is accepted', async () => {
@@ -169,6 +211,50 @@ describe('at run time, on a pool of one node', () => {
     const ok = await c.submit({ arch: 'arm64', image: 'busybox', script: 'echo fine' });
     expect(await c.waitFinal(ok)).toMatchObject({ state: 'passed' });
   }, 90_000);
+
+  it('three jobs whose script does not fit their own disk limit fail bad_spec and do not quarantine the node', async () => {
+    c = await startCluster();
+    const cluster = c;
+    const node = await cluster.addWorker('amd64', { slots: 1 });
+    for (let i = 0; i < 3; i++) {
+      const id = await cluster.submit({
+        arch: 'amd64',
+        image: 'busybox',
+        // 1 MB of comment: more than a 1 MiB qgroup takes once the file's metadata is counted.
+        script: `# ${'x'.repeat(1_000_000)}\necho should not run`,
+        resources: { diskMiB: 1 },
+      });
+      const job = await cluster.waitFinal(id);
+      const log = await cluster.log(id);
+      expect(job, log).toMatchObject({ state: 'failed', reason: 'bad_spec', attempt: 1 });
+      expect(log).toContain(
+        "[archway] the job cannot run: resources.diskMiB: the job's disk limit cannot hold its own script",
+      );
+    }
+    expect(node.state).toBe('active');
+    const ok = await cluster.submit({ arch: 'amd64', image: 'busybox', script: 'echo fine' });
+    expect(await cluster.waitFinal(ok)).toMatchObject({ state: 'passed' });
+  });
+
+  it('three jobs for an image published a moment ago that the node has not synced yet: retried, and the node is not quarantined', async () => {
+    c = await startCluster();
+    const cluster = c;
+    const node = await cluster.addWorker('arm64', { slots: 1 });
+    // Published now: the node's sync may still be receiving it, which is no fault of the host.
+    await createImageCatalog(cluster.client, cluster.keys).publish(entry('fresh-image', 'arm64'));
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++)
+      ids.push(await cluster.submit({ arch: 'arm64', image: 'fresh-image', script: 'true' }));
+    for (const id of ids) {
+      const job = await cluster.waitFinal(id, 60_000);
+      // Never synced here in the end: errored after every attempt, each one on its record.
+      expect(job).toMatchObject({ state: 'errored', reason: 'infra', attempt: 3 });
+      expect(job.attempts.every((a) => a.outcome === 'errored')).toBe(true);
+    }
+    expect(node.state).toBe('active');
+    const ok = await cluster.submit({ arch: 'arm64', image: 'busybox', script: 'echo fine' });
+    expect(await cluster.waitFinal(ok)).toMatchObject({ state: 'passed' });
+  }, 120_000);
 
   it('three jobs whose git source does not exist fail with reason source and do not quarantine the node; a good job runs', async () => {
     c = await startCluster();

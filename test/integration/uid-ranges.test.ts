@@ -111,11 +111,9 @@ describe('a uid range per container', () => {
       expect(tb.text()).toMatch(new RegExp(`^\\s*0\\s+${hostB}\\s+65536$`, 'm'));
       // From the host, each container's files belong to its own root uid.
       const rootfsOwners = await Promise.all(
-        ['warm', 'jobs'].map(async (dir) => {
-          const names = await readdir(join(h.config.ARCHWAY_POOL_PATH, dir));
-          return Promise.all(
-            names.map(async (n) => (await stat(join(h.config.ARCHWAY_POOL_PATH, dir, n, 'bin/busybox'))).uid),
-          );
+        poolLayout(h.config.ARCHWAY_POOL_PATH).snapshotDirs.map(async (dir) => {
+          const names = await readdir(dir);
+          return Promise.all(names.map(async (n) => (await stat(join(dir, n, 'bin/busybox'))).uid));
         }),
       );
       expect(rootfsOwners.flat().map(String)).toEqual(expect.arrayContaining([hostA, hostB]));
@@ -257,12 +255,14 @@ describe('a uid range per container', () => {
     const base = amd64.config.ARCHWAY_UID_BASE;
     const size = amd64.config.ARCHWAY_UID_SIZE;
     const v1 = await makeVersion(amd64.store, 'rangecopy', 'amd64', busybox, async (root) => {
-      // As the build leaves them: owners shifted by the base, capabilities with rootid = base.
+      // As the build leaves them: owners shifted by the base the version was built under (the
+      // owner of its root), capabilities with that rootid.
+      const built = (await stat(root)).uid;
       await copyFile(join(root, 'bin/busybox'), join(root, 'suid'));
       await copyFile(join(root, 'bin/busybox'), join(root, 'capped'));
-      await runCommand('chown', [`${base}:${base}`, join(root, 'suid'), join(root, 'capped')]);
+      await runCommand('chown', [`${built}:${built}`, join(root, 'suid'), join(root, 'capped')]);
       await runCommand('chmod', ['4755', join(root, 'suid')]);
-      await runCommand('setcap', ['-n', String(base), 'cap_net_raw+ep', join(root, 'capped')]);
+      await runCommand('setcap', ['-n', String(built), 'cap_net_raw+ep', join(root, 'capped')]);
     });
     try {
       // Three at once hold three ranges: at least two are not range 0 and need a copy.
@@ -306,6 +306,44 @@ describe('a uid range per container', () => {
       await expect(stat(`${v1.path}.ranges`)).rejects.toThrow(/ENOENT/);
     } finally {
       await removeImage(amd64.store, 'rangecopy');
+    }
+  });
+
+  it('runs a version built under another uid base (ARCHWAY_UID_BASE changed since): its owners are moved to the range, not left to fail', async () => {
+    const busybox = await amd64.store.resolve('busybox', 'amd64');
+    const base = amd64.config.ARCHWAY_UID_BASE;
+    const size = amd64.config.ARCHWAY_UID_SIZE;
+    const old = base + 1000 * size; // a base this host does not use now
+    const v1 = await makeVersion(amd64.store, 'oldbase', 'amd64', busybox, async (root) => {
+      // As a build under the old base left it: every owner shifted by old - base more.
+      await runCommand('chown', ['-R', '-h', `${old}:${old}`, root]);
+    });
+    try {
+      expect((await stat(v1.path)).uid).toBe(old);
+      const r = await collect(
+        await amd64.launcher.launch({
+          jobId: 'oldbase',
+          image: 'oldbase',
+          argv: ['sh', '-c', 'stat -c "%u" /bin/busybox; mkdir /made && echo made'],
+        }),
+      );
+      expect(r.output).toBe('0\nmade\n');
+      expect(r.exitCode).toBe(0);
+      // Range 0 too gets a copy, since the version itself no longer fits any range of this base.
+      const range0 = { index: 0, shift: 0, hostId: base };
+      const copy0 = await imageForRange(v1, range0);
+      expect(copy0).not.toBe(v1.path);
+      expect((await stat(copy0)).uid).toBe(base);
+      // A copy made under yet another base is made again, not reused with its stale owners.
+      await runCommand('btrfs', ['property', 'set', copy0, 'ro', 'false']);
+      await runCommand('chown', ['-h', `${old}:${old}`, copy0]);
+      const again = await imageForRange(v1, range0);
+      expect(again).toBe(copy0);
+      expect((await stat(again)).uid).toBe(base);
+      expect((await stat(join(again, 'bin/busybox'))).uid).toBe(base);
+    } finally {
+      await amd64.launcher.close();
+      await removeImage(amd64.store, 'oldbase');
     }
   });
 });

@@ -45,8 +45,9 @@ export interface TestCluster {
     },
   ): Promise<WorkerDaemon>;
   /**
-   * Puts a version of an image in the catalog that no node of the test holds: a node that lacks
-   * it then errors for a host reason (it did not sync), as a node would whose sync is broken.
+   * Puts a version of an image in the catalog that no node of the test holds, published an hour
+   * ago: a node that lacks it then errors for a host reason (its sync is overdue), as a node
+   * would whose sync is broken.
    */
   catalogOnly(name: string, arch: Arch): Promise<void>;
   submit(spec: JobSpecInput): Promise<string>;
@@ -118,7 +119,7 @@ export async function startCluster(): Promise<TestCluster> {
     },
     async catalogOnly(name, arch) {
       const digest = `sha256:${randomBytes(32).toString('hex')}`;
-      const now = new Date().toISOString();
+      const now = new Date(Date.now() - 3600_000).toISOString();
       await catalog.publish({
         name,
         arch,

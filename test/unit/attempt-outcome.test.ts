@@ -59,25 +59,33 @@ describe('classifyAttempt: whose failure an attempt is', () => {
     ).toMatchObject({ state: 'errored', retry: false, host: 'unknown' });
   });
 
-  it('an image nobody holds is the job’s mistake (bad_spec); one held elsewhere is this host’s failure', () => {
-    expect(classifyAttempt(facts({ error: missingImage, imageElsewhere: false }))).toEqual({
+  it('an image nobody holds is the job’s mistake (bad_spec)', () => {
+    expect(classifyAttempt(facts({ error: missingImage, missingImage: 'nowhere' }))).toEqual({
       state: 'failed',
       reason: 'bad_spec',
       error: missingImage.message,
       host: 'fine',
     });
-    expect(classifyAttempt(facts({ error: missingImage, imageElsewhere: true }))).toEqual({
+  });
+
+  it('an image the catalog published long ago and this node lacks is its failure (its sync is overdue), retried elsewhere', () => {
+    expect(classifyAttempt(facts({ error: missingImage, missingImage: 'overdue' }))).toEqual({
       state: 'errored',
       error: missingImage.message,
       retry: true,
       host: 'failed',
     });
     expect(
-      classifyAttempt(facts({ error: missingImage, imageElsewhere: true, lastAttempt: true })),
-    ).toMatchObject({
+      classifyAttempt(facts({ error: missingImage, missingImage: 'overdue', lastAttempt: true })),
+    ).toMatchObject({ state: 'errored', retry: false, host: 'failed' });
+  });
+
+  it('an image published just now (still syncing here) or held by another node: retried, not counted against this node', () => {
+    expect(classifyAttempt(facts({ error: missingImage, missingImage: 'elsewhere' }))).toEqual({
       state: 'errored',
-      retry: false,
-      host: 'failed',
+      error: missingImage.message,
+      retry: true,
+      host: 'unknown',
     });
   });
 

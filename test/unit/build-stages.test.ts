@@ -7,6 +7,7 @@ import {
   finishJob,
   jobIdOf,
   rerun,
+  restartStages,
   startStages,
 } from '../../queue/index.ts';
 
@@ -179,6 +180,30 @@ describe('build stage machine', () => {
     expect(a?.skipped.map((s) => s.n)).toEqual([3]);
     expect(a?.build.slots[1]?.state).toBe('queued');
     expect(advance(startStages(build([slot(1, 0), slot(2, 0)])))).toBeUndefined();
+  });
+
+  it('restarts the failed jobs of a finished build from the first stage that has one', () => {
+    const b = startStages(build([slot(1, 0), slot(2, 0), slot(3, 1), slot(4, 1)]));
+    const failed = advance(finish(b, { 1: 'passed', 2: 'failed' }))?.build as Build;
+    expect(restartStages(b)).toBeUndefined();
+    const r = restartStages(failed, { failedOnly: true });
+    expect(r?.build.state).toBe('running');
+    expect(r?.build.currentStage).toBe(0);
+    expect(r?.queue.map((s) => [s.n, s.gen])).toEqual([[2, 1]]);
+    expect(r?.build.slots.map((s) => s.state)).toEqual(['passed', 'queued', 'waiting', 'waiting']);
+    const next = advance(finish(r?.build as Build, { 2: 'passed' }));
+    expect(next?.queue.map((s) => [s.n, s.gen])).toEqual([
+      [3, 1],
+      [4, 1],
+    ]);
+    // All of them: every slot is a new generation.
+    const all = restartStages(failed);
+    expect(all?.queue.map((s) => [s.n, s.gen])).toEqual([
+      [1, 1],
+      [2, 1],
+    ]);
+    const passed = advance(finish(startStages(build([slot(1, 0)])), { 1: 'passed' }))?.build as Build;
+    expect(restartStages(passed, { failedOnly: true })).toBeUndefined();
   });
 
   it('names jobs by build, slot and generation', () => {

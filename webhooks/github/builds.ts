@@ -14,26 +14,23 @@ import {
 } from '../../queue/index.ts';
 import {
   FINAL_STATES,
-  JobSpec,
   type JobState,
   type Keys,
   type Logger,
   parseSourceUrl,
   type SourceUrlPolicy,
-  sourceBuildDir,
   toError,
-  VISIBILITY_LABEL,
 } from '../../src/core/index.ts';
 import {
   type BuildEvent,
   BuildEventRecord,
-  buildJobScript,
   ConfigError,
   type ExpandedJob,
   ExpandedJobRecord,
   type ExpandResult,
   expandRepoConfig,
   type ImageToolchain,
+  slotJobSpec,
 } from '../repo-config/index.ts';
 import {
   CANCEL_ACTION,
@@ -137,34 +134,16 @@ export function createBuilds(o: BuildsOptions): Builds {
   const summary = (b: BuildRecord, slot: BuildSlot, line: string) =>
     jobSummary(b, slot, line, logUrl(slot.jobId));
 
-  function specOf(b: BuildRecord, slot: BuildSlot): JobSpec {
-    const job = slot.job;
-    const src = parseSourceUrl(b.cloneUrl, o.sourcePolicy, 'repository.clone_url');
-    return JobSpec.parse({
-      arch: job.arch,
-      image: job.image,
-      script: buildJobScript(job, {
-        event: b.event,
-        jobId: slot.jobId,
-        buildNumber: b.number,
-        buildId: b.id,
-        buildDir: sourceBuildDir(src.path),
-      }),
-      source: { git: b.cloneUrl, ref: b.ref, sha: b.sha },
-      // Travis jobs had network: builds from a repository get egress unless the operator forbids it.
-      network: o.egress ? 'egress' : 'none',
-      labels: {
-        repo: b.repo,
-        sha: b.sha,
-        build: b.id,
-        build_number: String(b.number),
-        job_number: job.number,
-        stage: job.stage,
-        event: b.event.type,
-        ...(b.private ? { [VISIBILITY_LABEL]: 'private' } : {}),
-      },
+  const specOf = (b: BuildRecord, slot: BuildSlot) =>
+    slotJobSpec({
+      job: slot.job,
+      event: b.event,
+      jobId: slot.jobId,
+      build: b,
+      sourcePolicy: o.sourcePolicy,
+      sourceField: 'repository.clone_url',
+      egress: o.egress,
     });
-  }
 
   /** Stores the jobs' source token where their workers read it (not for forks). */
   async function storeCredentials(b: BuildRecord, jobIds: string[]): Promise<void> {

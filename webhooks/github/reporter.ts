@@ -178,7 +178,8 @@ export function createReporter(o: ReporterOptions): Reporter {
     const buildId = job?.labels.build;
     if (!job || !buildId) return;
     const build = await o.builds.get(buildId);
-    const slot = build ? o.builds.slotOf(build, jobId) : undefined;
+    // Builds made through the API have no check runs: the API's build follower advances them.
+    const slot = build?.origin === 'github' ? o.builds.slotOf(build, jobId) : undefined;
     if (!build || !slot) return;
     const at = new Date(e.at).toISOString();
     const target = o.builds.target(build, slot);

@@ -57,4 +57,5 @@ export {
   type JobScriptContext,
   travisEnv,
 } from './phases.ts';
+export { type SlotJobSpecInput, slotJobSpec } from './slot-job-spec.ts';
 export { type ImageToolchain, toolchainWarnings } from './toolchain-check.ts';

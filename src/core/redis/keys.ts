@@ -66,6 +66,9 @@ export function createKeys(prefix = 'archway') {
     /** The GitHub reporter: its position in the events stream, and the lease of the one that runs. */
     githubReporterPosition: `${t}:gh:reporter:position`,
     githubReporterLease: `${t}:gh:reporter:lease`,
+    /** The follower of API builds (stage advance on job events): its position and the lease of the one that runs. */
+    buildFollowerPosition: `${t}:builds:follower:position`,
+    buildFollowerLease: `${t}:builds:follower:lease`,
     /** A job's short-lived source credential (JSON {host, token}), read by its worker; with a TTL. */
     sourceCredential: (jobId: string) => `${t}:source-cred:${jobId}`,
     /** Jobs with a source credential, by the credential's expiry (ms): renewed while they wait. */

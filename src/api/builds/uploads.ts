@@ -1,0 +1,278 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { HostCommandError, InvalidInputError, type Logger, runCommand, toError } from '../../core/index.ts';
+import { UploadTooLargeError } from './upload-too-large-error.ts';
+
+/** An uploaded tree: a git commit in a bare repository of the API's, served to workers as a git source. */
+export interface Upload {
+  id: string;
+  /** The commit holding the tree. */
+  sha: string;
+  sizeBytes: number;
+}
+
+export interface UploadsOptions {
+  /** Where uploads are kept (`<id>.git` bare repositories). Made when missing. */
+  dir: string;
+  /** Largest upload, in bytes: a bigger one is refused with 413 UPLOAD_TOO_LARGE. */
+  limitBytes: number;
+  /** An upload no build has used is removed after this, in ms. */
+  unusedTtlMs: number;
+  logger: Logger;
+}
+
+export interface Uploads {
+  /**
+   * Takes a git bundle (what `archway build` sends: one commit of the working tree at
+   * `refs/heads/main`), checks every object (`fsck`: no `..`, `.git` or absolute names, no bad
+   * modes; git has no device files or hard links), and keeps it as a bare repository.
+   */
+  ingest(body: Readable, declaredLength?: number): Promise<Upload>;
+  /** The upload, or `undefined` when it is unknown (never made, or removed). */
+  get(id: string): Promise<Upload | undefined>;
+  /** The text of the first of `files` in the upload's commit (a symlink gives its target's name, never the file). */
+  readFile(id: string, files: readonly string[]): Promise<{ path: string; text: string } | undefined>;
+  /** Marks an upload as used by a build (kept until the build lets it go). */
+  claim(id: string, buildId: string): Promise<void>;
+  remove(id: string): Promise<void>;
+  /** Removes the uploads that no build claimed within `unusedTtlMs`. Returns their ids. */
+  sweep(now?: number): Promise<string[]>;
+  /** The directory `git http-backend` serves (`<dir>/<id>.git`). */
+  readonly dir: string;
+}
+
+const ID = /^u[0-9a-f]{24}$/;
+/** fsck checks made errors: what could reach a path outside the build directory, or git's own files. */
+const FSCK_CHECKS = [
+  'hasDot',
+  'hasDotdot',
+  'hasDotgit',
+  'fullPathname',
+  'emptyName',
+  'badFilemode',
+  'zeroPaddedFilemode',
+  'duplicateEntries',
+  'nulInHeader',
+];
+const FSCK_FETCH = FSCK_CHECKS.flatMap((m) => ['-c', `fetch.fsck.${m}=error`]);
+const FSCK_ALL = FSCK_CHECKS.flatMap((m) => ['-c', `fsck.${m}=error`]);
+const GIT_ENV = {
+  GIT_CONFIG_NOSYSTEM: '1',
+  GIT_CONFIG_GLOBAL: '/dev/null',
+  HOME: '/nonexistent',
+  GIT_TERMINAL_PROMPT: '0',
+};
+
+const git = (args: string[], label: string) =>
+  runCommand('git', args, { env: GIT_ENV, timeoutMs: 120_000, label });
+
+export function createUploads(o: UploadsOptions): Uploads {
+  const log = o.logger.child({ component: 'uploads' });
+  const repoOf = (id: string) => join(o.dir, `${id}.git`);
+  const metaOf = (id: string) => join(o.dir, `${id}.json`);
+
+  async function readMeta(id: string): Promise<(Upload & { createdMs: number; build?: string }) | undefined> {
+    if (!ID.test(id)) return undefined;
+    try {
+      return JSON.parse(await readFile(metaOf(id), 'utf8')) as Upload & { createdMs: number; build?: string };
+    } catch {
+      return undefined;
+    }
+  }
+
+  async function remove(id: string): Promise<void> {
+    if (!ID.test(id)) return;
+    await rm(metaOf(id), { force: true });
+    await rm(repoOf(id), { recursive: true, force: true });
+  }
+
+  return {
+    dir: o.dir,
+    async ingest(body, declaredLength) {
+      if (declaredLength !== undefined && declaredLength > o.limitBytes) {
+        body.resume();
+        throw new UploadTooLargeError(o.limitBytes);
+      }
+      await mkdir(o.dir, { recursive: true, mode: 0o700 });
+      const id = `u${randomBytes(12).toString('hex')}`;
+      const bundle = join(o.dir, `.in-${id}.bundle`);
+      let size = 0;
+      try {
+        const out = createWriteStream(bundle, { mode: 0o600 });
+        await pipeline(
+          body,
+          async function* (source) {
+            for await (const chunk of source) {
+              size += (chunk as Buffer).length;
+              if (size > o.limitBytes) throw new UploadTooLargeError(o.limitBytes);
+              yield chunk;
+            }
+          },
+          out,
+        );
+        const repo = repoOf(id);
+        await git(['init', '--bare', '--quiet', repo], 'git init');
+        try {
+          await git(['--git-dir', repo, 'bundle', 'verify', '--quiet', bundle], 'git bundle verify');
+        } catch (e) {
+          throw new InvalidInputError(
+            'body',
+            `not a git bundle of one commit at refs/heads/main (${firstLine(e)})`,
+          );
+        }
+        try {
+          await git(
+            [
+              '-c',
+              'transfer.fsckObjects=true',
+              ...FSCK_FETCH,
+              '--git-dir',
+              repo,
+              'fetch',
+              '--quiet',
+              '--no-tags',
+              bundle,
+              'refs/heads/main:refs/heads/main',
+            ],
+            'git fetch (bundle)',
+          );
+        } catch (e) {
+          throw new InvalidInputError('body', `the tree was refused: ${firstLine(e)}`);
+        }
+        // Checked again as a whole (a fetch from a bundle does not run every check on every git).
+        try {
+          await git(
+            [
+              '-c',
+              'fsck.skipList=/dev/null',
+              ...FSCK_ALL,
+              '--git-dir',
+              repo,
+              'fsck',
+              '--strict',
+              '--no-dangling',
+              '--no-progress',
+            ],
+            'git fsck',
+          );
+        } catch (e) {
+          throw new InvalidInputError('body', `the tree was refused: ${firstLine(e)}`);
+        }
+        const sha = await git(['--git-dir', repo, 'rev-parse', 'refs/heads/main^{commit}'], 'git rev-parse');
+        const upload: Upload = { id, sha, sizeBytes: size };
+        await writeFile(metaOf(id), JSON.stringify({ ...upload, createdMs: Date.now() }), { mode: 0o600 });
+        log.info({ upload: id, sha, bytes: size }, 'tree uploaded');
+        return upload;
+      } catch (e) {
+        await remove(id);
+        throw e;
+      } finally {
+        await rm(bundle, { force: true });
+      }
+    },
+    async get(id) {
+      const m = await readMeta(id);
+      return m ? { id: m.id, sha: m.sha, sizeBytes: m.sizeBytes } : undefined;
+    },
+    async readFile(id, files) {
+      const m = await readMeta(id);
+      if (!m) return undefined;
+      for (const path of files) {
+        try {
+          const text = await git(['--git-dir', repoOf(id), 'show', `${m.sha}:${path}`], 'git show');
+          return { path, text };
+        } catch (e) {
+          if (e instanceof HostCommandError) continue;
+          throw e;
+        }
+      }
+      return undefined;
+    },
+    async claim(id, buildId) {
+      const m = await readMeta(id);
+      if (!m) return;
+      await writeFile(metaOf(id), JSON.stringify({ ...m, build: buildId }), { mode: 0o600 });
+    },
+    remove,
+    async sweep(now = Date.now()) {
+      const removed: string[] = [];
+      for (const name of await readdir(o.dir).catch(() => [] as string[])) {
+        const id = name.replace(/\.json$/, '');
+        if (!name.endsWith('.json') || !ID.test(id)) {
+          // A bundle left by a crashed upload.
+          if (name.startsWith('.in-')) {
+            const st = await stat(join(o.dir, name)).catch(() => undefined);
+            if (st && now - st.mtimeMs > o.unusedTtlMs) await rm(join(o.dir, name), { force: true });
+          }
+          continue;
+        }
+        const m = await readMeta(id);
+        if (m && !m.build && now - m.createdMs > o.unusedTtlMs) {
+          await remove(id);
+          removed.push(id);
+        }
+      }
+      return removed;
+    },
+  };
+}
+
+function firstLine(e: unknown): string {
+  return (
+    toError(e)
+      .message.split('\n')
+      .find((l) => l.trim()) ?? ''
+  ).slice(0, 300);
+}
+
+/**
+ * Answers one request of git's smart HTTP protocol for an upload (`info/refs` and
+ * `git-upload-pack` only: nothing can be pushed) with `git http-backend`.
+ */
+export async function serveUploadGit(o: {
+  dir: string;
+  path: string;
+  query: string;
+  method: string;
+  contentType?: string | undefined;
+  body?: Buffer;
+}): Promise<{ status: number; headers: Record<string, string>; body: Buffer }> {
+  const chunks: Buffer[] = [];
+  const cgi = spawn('git', ['http-backend'], {
+    env: {
+      ...GIT_ENV,
+      PATH: '/usr/bin:/bin',
+      GIT_PROJECT_ROOT: o.dir,
+      GIT_HTTP_EXPORT_ALL: '1',
+      PATH_INFO: o.path,
+      QUERY_STRING: o.query,
+      REQUEST_METHOD: o.method,
+      CONTENT_TYPE: o.contentType ?? '',
+      CONTENT_LENGTH: String(o.body?.length ?? 0),
+      REMOTE_ADDR: '127.0.0.1',
+    },
+    stdio: ['pipe', 'pipe', 'ignore'],
+  });
+  // git may answer before it has read the whole request (an error): not a reason to throw.
+  cgi.stdin.on('error', () => undefined);
+  cgi.stdin.end(o.body ?? Buffer.alloc(0));
+  for await (const c of cgi.stdout) chunks.push(c as Buffer);
+  const all = Buffer.concat(chunks);
+  const split = all.indexOf('\r\n\r\n');
+  if (split < 0) return { status: 502, headers: {}, body: Buffer.from('git http-backend failed\n') };
+  let status = 200;
+  const headers: Record<string, string> = {};
+  for (const line of all.subarray(0, split).toString().split('\r\n')) {
+    const i = line.indexOf(':');
+    const k = line.slice(0, i).trim();
+    const v = line.slice(i + 1).trim();
+    if (k.toLowerCase() === 'status') status = Number(v.split(' ')[0]);
+    else if (k) headers[k] = v;
+  }
+  return { status, headers, body: all.subarray(split + 4) };
+}

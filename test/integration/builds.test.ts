@@ -1,0 +1,429 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { execa } from 'execa';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { type ApiProcess, runApi } from '../../src/api/index.ts';
+import { makeTreeBundle } from '../../src/cli/tree-bundle.ts';
+import { poolLayout, runCommand } from '../../src/core/index.ts';
+import { startCluster, type TestCluster } from '../support/cluster.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
+import { eventually, TEST_ENV, testConfig } from '../support/test-host.ts';
+
+const token = `t-${randomBytes(12).toString('hex')}`;
+let c: TestCluster;
+let api: ApiProcess;
+let work: string;
+let uploadDir: string;
+const UPLOAD_LIMIT = 1024 * 1024;
+
+interface BuildJson {
+  id: string;
+  state: string;
+  jobs: {
+    id: string;
+    name: string;
+    arch: string;
+    stage: string;
+    state: string;
+    allowFailure: boolean;
+    startedAt?: string;
+    finishedAt?: string;
+    previous: string[];
+  }[];
+}
+
+const archway = (args: string[], cwd?: string) =>
+  execa(join(process.cwd(), 'bin/archway'), args, {
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      ...TEST_ENV,
+      ARCHWAY_URL: api.url,
+      ARCHWAY_TOKEN: token,
+    },
+    extendEnv: false,
+    reject: false,
+    ...(cwd ? { cwd } : {}),
+  });
+
+async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+  const res = await fetch(`${api.url}${path}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(body !== undefined && !(body instanceof Buffer) ? { 'content-type': 'application/json' } : {}),
+      ...headers,
+    },
+    ...(body === undefined ? {} : { body: body instanceof Buffer ? body : JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  // biome-ignore lint/suspicious/noExplicitAny: the answers' shapes are what the tests check
+  return { status: res.status, json: (text ? JSON.parse(text) : undefined) as Record<string, any> };
+}
+
+/** A directory with these files (paths may have directories); returns its path. */
+async function tree(files: Record<string, string>): Promise<string> {
+  const dir = await mkdtemp(join(work, 'tree-'));
+  for (const [p, text] of Object.entries(files)) {
+    await mkdir(dirname(join(dir, p)), { recursive: true });
+    await writeFile(join(dir, p), text);
+  }
+  return dir;
+}
+
+async function upload(bundle: Buffer) {
+  return call('POST', '/v1/uploads', bundle, { 'content-type': 'application/x-git-bundle' });
+}
+
+async function finished(id: string, ms = 120_000): Promise<BuildJson> {
+  let b: BuildJson | undefined;
+  await eventually(
+    async () => {
+      b = (await call('GET', `/v1/builds/${id}`)).json as BuildJson;
+      return ['passed', 'failed', 'canceled'].includes(b.state);
+    },
+    `build ${id} finished`,
+    ms,
+  );
+  return b as BuildJson;
+}
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), 'archway-builds-test-'));
+  uploadDir = join(work, 'uploads');
+  c = await startCluster();
+  await c.addWorker('amd64', { slots: 3 });
+  await c.addWorker('arm64', { slots: 2 });
+  await c.addWorker('ppc64le', { slots: 2 });
+  await c.addWorker('s390x', { slots: 2 });
+  api = await runApi(
+    {
+      REDIS_URL: c.redis.url,
+      ARCHWAY_REDIS_PREFIX: c.keys.prefix,
+      ARCHWAY_TOKEN: token,
+      ARCHWAY_PORT: '0',
+      ARCHWAY_LOG_LEVEL: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn',
+      ARCHWAY_ALLOW_LOOPBACK_SOURCES: '1',
+      ARCHWAY_UPLOAD_DIR: uploadDir,
+      ARCHWAY_UPLOAD_LIMIT_BYTES: String(UPLOAD_LIMIT),
+      // Builds' jobs get no network here: busybox jobs need none, and the egress setup is not under test.
+      ARCHWAY_EGRESS: 'false',
+    },
+    { handleSignals: false },
+  );
+}, 120_000);
+
+checkLeftovers(
+  'all',
+  () => api?.close(),
+  () => c?.close(),
+  // The workers' mirrors of this API's uploads (one per upload), and the test's own files.
+  () =>
+    api &&
+    rm(poolLayout(testConfig().ARCHWAY_POOL_PATH).gitMirrorsOf(new URL(api.url).host), {
+      recursive: true,
+      force: true,
+    }),
+  () => work && rm(work, { recursive: true, force: true }),
+);
+
+describe('archway build', () => {
+  it('runs a 4-arch x 2-env .travis.yml of a local checkout on real workers, each line prefixed, and exits 0', async () => {
+    const dir = await tree({
+      '.travis.yml': `language: shell
+image: busybox
+arch: [amd64, arm64, ppc64le, s390x]
+env: [GREETING=one, GREETING=two]
+script:
+  - echo "hello $GREETING from $(uname -m)"
+  - cat hello.txt
+`,
+      'hello.txt': 'committed\n',
+      'build.log': 'ignored output\n',
+      '.gitignore': '*.log\n',
+    });
+    await runCommand('git', ['-C', dir, 'init', '-q', '-b', 'feature']);
+    await runCommand('git', ['-C', dir, 'add', '-A']);
+    await runCommand('git', ['-C', dir, '-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-qm', 'x']);
+    // An uncommitted change is what is built.
+    await writeFile(join(dir, 'hello.txt'), 'uncommitted change\n');
+    const r = await archway(['build', dir]);
+    expect(r.stderr).toMatch(/8 jobs/);
+    expect(r.exitCode).toBe(0);
+    const uname = { amd64: 'x86_64', arm64: 'aarch64', ppc64le: 'ppc64le', s390x: 's390x' };
+    for (const [arch, m] of Object.entries(uname)) {
+      for (const g of ['one', 'two']) {
+        expect(r.stdout).toContain(`[${arch} GREETING=${g}] hello ${g} from ${m}`);
+        expect(r.stdout).toContain(`[${arch} GREETING=${g}] uncommitted change`);
+      }
+    }
+    expect(r.stdout).not.toContain('committed\n');
+    // The summary: one row per job, all passed.
+    const rows = r.stdout.split('\n').filter((l) => /^\d+\.\d+\s/.test(l));
+    expect(rows).toHaveLength(8);
+    for (const row of rows) expect(row).toMatch(/\stest\s+passed\s/);
+    // The build is listed, with the checkout's branch.
+    const list = await call('GET', '/v1/builds?branch=feature&state=passed');
+    expect(list.json.builds).toHaveLength(1);
+  }, 300_000);
+
+  it('fails (non-zero, with the summary) when a required job fails; an allowed failure does not count; a failed stage stops the next', async () => {
+    const dir = await tree({
+      '.archway.yml': `language: shell
+image: busybox
+arch: amd64
+jobs:
+  allow_failures:
+    - env: FLAKY=1
+  include:
+    - stage: test
+      env: OK=1
+      script: echo fine
+    - stage: test
+      env: FLAKY=1
+      script: exit 3
+    - stage: test
+      env: BAD=1
+      script: test -f marker || exit 4
+    - stage: deploy
+      script: echo deployed
+`,
+    });
+    const r = await archway(['build', dir, '--branch', 'main']);
+    expect(r.exitCode).toBe(1);
+    expect(r.stdout).toMatch(/amd64 OK=1\s+amd64\s+test\s+passed/);
+    expect(r.stdout).toMatch(/amd64 FLAKY=1\s+amd64\s+test\s+failed \(allowed to fail\)/);
+    expect(r.stdout).toMatch(/amd64 BAD=1\s+amd64\s+test\s+failed/);
+    expect(r.stdout).toMatch(/\s+amd64\s+deploy\s+skipped/);
+    expect(r.stdout).not.toContain('deployed');
+    const id =
+      ((await call('GET', '/v1/builds?state=failed&branch=main')).json.builds as BuildJson[])[0]?.id ?? '';
+    const before = (await call('GET', `/v1/builds/${id}`)).json as BuildJson;
+    // Restart of the failed ones: the job that passed keeps its run; the others get a new one.
+    const restart = await archway(['restart', id, '--failed']);
+    expect(restart.exitCode).toBe(0);
+    const after = await finished(id);
+    expect(after.jobs[0]?.id).toBe(before.jobs[0]?.id);
+    for (const i of [1, 2, 3]) {
+      expect(after.jobs[i]?.id).not.toBe(before.jobs[i]?.id);
+      expect(after.jobs[i]?.previous).toEqual([before.jobs[i]?.id]);
+    }
+    expect(after.state).toBe('failed');
+  }, 240_000);
+
+  it('runs stages in order, and with fast_finish passes before an allowed failure has finished', async () => {
+    const up = await upload((await makeTreeBundle(await tree({ 'x.txt': 'x\n' }))).bundle);
+    expect(up.status).toBe(201);
+    const created = await call('POST', '/v1/builds', {
+      source: { upload: up.json.id },
+      config: `language: shell
+image: busybox
+arch: amd64
+jobs:
+  fast_finish: true
+  allow_failures:
+    - env: SLOW=1
+  include:
+    - stage: one
+      script: sleep 1
+    - stage: one
+      env: SLOW=1
+      script: sleep 60
+    - stage: two
+      script: echo two
+`,
+    });
+    expect(created.status).toBe(201);
+    const b = await finished(created.json.build.id, 60_000);
+    expect(b.state).toBe('passed');
+    const [first, slow, second] = b.jobs;
+    expect(slow?.state).toBe('running');
+    expect(Date.parse(second?.startedAt ?? '')).toBeGreaterThanOrEqual(Date.parse(first?.finishedAt ?? ''));
+    // A restart of a job still running is refused, and changes nothing.
+    const refused = await call('POST', `/v1/jobs/${slow?.id}/restart`);
+    expect(refused.status).toBe(409);
+    expect(refused.json.error.message).toMatch(/still running/);
+    await c.queue.cancel(slow?.id ?? '');
+    await c.waitFinal(slow?.id ?? '');
+  }, 120_000);
+});
+
+describe('builds: cancel', () => {
+  it('cancels a running build: its jobs stop, a restart while it ran was refused, a second cancel is a 409', async () => {
+    const up = await upload((await makeTreeBundle(await tree({ x: 'x\n' }))).bundle);
+    const created = await call('POST', '/v1/builds', {
+      source: { upload: up.json.id },
+      config:
+        'language: shell\nimage: busybox\narch: amd64\nscript: sleep 60\njobs:\n  include:\n    - stage: one\n    - stage: two\n',
+    });
+    const id = created.json.build.id as string;
+    await eventually(
+      async () => ((await call('GET', `/v1/builds/${id}`)).json as BuildJson).jobs[0]?.state === 'running',
+      'first job running',
+      30_000,
+    );
+    const early = await call('POST', `/v1/builds/${id}/restart`);
+    expect(early.status).toBe(409);
+    expect(early.json.error.message).toMatch(/still running/);
+    const r = await call('POST', `/v1/builds/${id}/cancel`);
+    expect(r.status).toBe(202);
+    expect(r.json.state).toBe('canceled');
+    const first = (r.json as BuildJson).jobs[0]?.id ?? '';
+    expect((await c.waitFinal(first)).state).toBe('canceled');
+    const b = (await call('GET', `/v1/builds/${id}`)).json as BuildJson;
+    expect(b.jobs[1]?.state).toBe('canceled');
+    expect(await c.queue.get(b.jobs[1]?.id ?? '')).toBeUndefined();
+    expect((await call('POST', `/v1/builds/${id}/cancel`)).status).toBe(409);
+    expect((await call('GET', `/v1/builds/b${'0'.repeat(16)}`)).status).toBe(404);
+  }, 60_000);
+});
+
+describe('builds: bad input', () => {
+  it('answers a config error with the line, column and caret that config expand prints; nothing is queued', async () => {
+    const before = (await c.queue.list({ limit: 100 })).jobs.length;
+    const builds = (await call('GET', '/v1/builds?limit=100')).json.builds.length;
+    const up = await upload((await makeTreeBundle(await tree({ a: 'a\n' }))).bundle);
+    const r = await call('POST', '/v1/builds', {
+      source: { upload: up.json.id },
+      config:
+        'language: shell\nimage: busybox\nscript: true\njobs:\n  include:\n    - arch: amd64\n    - arch: riscv64\n',
+    });
+    expect(r.status).toBe(400);
+    expect(r.json.error.field).toBe('config');
+    expect(r.json.error.message).toMatch(/^config: line 7, column \d+: .*riscv64/);
+    expect(r.json.error.message).toMatch(/\n7 \|\s+- arch: riscv64\n\s+\^$/);
+    expect((await c.queue.list({ limit: 100 })).jobs.length).toBe(before);
+    expect((await call('GET', '/v1/builds?limit=100')).json.builds.length).toBe(builds);
+  });
+
+  it('refuses an upload over the limit with 413 and keeps nothing', async () => {
+    const dir = await tree({ '.travis.yml': 'script: true\n' });
+    await writeFile(join(dir, 'big.bin'), randomBytes(UPLOAD_LIMIT + 4096));
+    const kept = (await readdir(uploadDir).catch(() => [] as string[])).sort();
+    const r = await upload((await makeTreeBundle(dir)).bundle);
+    expect(r.status).toBe(413);
+    expect(r.json.error.code).toBe('UPLOAD_TOO_LARGE');
+    expect(r.json.error.message).toMatch(/ARCHWAY_UPLOAD_LIMIT_BYTES/);
+    const cli = await archway(['build', dir]);
+    expect(cli.exitCode).not.toBe(0);
+    expect(cli.stderr).toMatch(/upload refused \(413\)/);
+    // Neither the bundle nor a repository of it is left.
+    expect((await readdir(uploadDir).catch(() => [] as string[])).sort()).toEqual(kept);
+  });
+
+  it('refuses a body that is not a bundle, and a tree with a `..` entry', async () => {
+    const notBundle = await upload(Buffer.from('not a bundle at all'));
+    expect(notBundle.status).toBe(400);
+    expect(notBundle.json.error.message).toMatch(/not a git bundle/);
+    // A hand-made tree whose entry is named `..` (git itself never makes one).
+    const g = await mkdtemp(join(work, 'evil-'));
+    await runCommand('git', ['init', '-q', '--bare', g]);
+    const blob = (
+      await runCommand('git', ['--git-dir', g, 'hash-object', '-w', '--stdin'], { input: 'x\n' })
+    ).trim();
+    const sub = (
+      await runCommand('git', ['--git-dir', g, 'mktree'], { input: `100644 blob ${blob}\tpasswd\n` })
+    ).trim();
+    const top = (
+      await runCommand('git', ['--git-dir', g, 'mktree'], { input: `040000 tree ${sub}\t..\n` })
+    ).trim();
+    const commit = (
+      await runCommand('git', ['--git-dir', g, 'commit-tree', top, '-m', 'evil'], {
+        env: {
+          GIT_AUTHOR_NAME: 'e',
+          GIT_AUTHOR_EMAIL: 'e@e',
+          GIT_COMMITTER_NAME: 'e',
+          GIT_COMMITTER_EMAIL: 'e@e',
+        },
+      })
+    ).trim();
+    await runCommand('git', ['--git-dir', g, 'update-ref', 'refs/heads/main', commit]);
+    const file = join(work, 'evil.bundle');
+    await runCommand('git', ['--git-dir', g, 'bundle', 'create', '--quiet', file, 'refs/heads/main']);
+    const r = await upload(await readFile(file));
+    expect(r.status).toBe(400);
+    expect(r.json.error.message).toMatch(/refused.*(hasDotdot|\.\.)/i);
+  });
+
+  it('keeps a symlink pointing outside the tree a symlink: the job never sees the host file', async () => {
+    const secret = join(work, `host-secret-${randomBytes(4).toString('hex')}`);
+    await writeFile(secret, 'HOST-ONLY-CONTENT\n');
+    const dir = await tree({
+      '.travis.yml':
+        'language: shell\nimage: busybox\narch: amd64\nscript:\n  - readlink link\n  - cat link || echo "no such file here"\n',
+    });
+    await symlink(secret, join(dir, 'link'));
+    const r = await archway(['build', dir]);
+    expect(r.stdout).toContain(`] ${secret}`);
+    expect(r.stdout).toContain('no such file here');
+    expect(r.stdout).not.toContain('HOST-ONLY-CONTENT');
+    expect(r.exitCode).toBe(0);
+  }, 120_000);
+
+  it('refuses an unknown upload, a refused source URL, an unknown arch filter, and a build of no job', async () => {
+    const unknown = await call('POST', '/v1/builds', {
+      source: { upload: `u${'0'.repeat(24)}` },
+      config: 'script: true\n',
+    });
+    expect(unknown.status).toBe(400);
+    expect(unknown.json.error.field).toBe('source.upload');
+    const file = await call('POST', '/v1/builds', {
+      source: { git: 'file:///etc' },
+      config: 'script: true\n',
+    });
+    expect(file.status).toBe(400);
+    expect(file.json.error.field).toBe('source.git');
+    const up = await upload(
+      (
+        await makeTreeBundle(
+          await tree({ '.travis.yml': 'language: shell\nimage: busybox\narch: amd64\nscript: true\n' }),
+        )
+      ).bundle,
+    );
+    const arch = await call('POST', '/v1/builds', { source: { upload: up.json.id }, arches: ['riscv64'] });
+    expect(arch.status).toBe(400);
+    const none = await call('POST', '/v1/builds', { source: { upload: up.json.id }, arches: ['s390x'] });
+    expect(none.status).toBe(400);
+    expect(none.json.error.message).toMatch(/no job of the config runs on s390x/);
+    const noConfig = await call('POST', '/v1/builds', {
+      source: { upload: (await upload((await makeTreeBundle(await tree({ x: 'x' }))).bundle)).json.id },
+    });
+    expect(noConfig.status).toBe(400);
+    expect(noConfig.json.error.message).toMatch(/no \.archway\.yml or \.travis\.yml/);
+  });
+
+  it('returns the first build for a retried Idempotency-Key, 409 for the key with another body', async () => {
+    const up = await upload(
+      (
+        await makeTreeBundle(
+          await tree({ '.travis.yml': 'language: shell\nimage: busybox\narch: amd64\nscript: true\n' }),
+        )
+      ).bundle,
+    );
+    const body = { source: { upload: up.json.id } };
+    const a = await call('POST', '/v1/builds', body, { 'idempotency-key': 'k-1' });
+    const b = await call('POST', '/v1/builds', body, { 'idempotency-key': 'k-1' });
+    expect(a.status).toBe(201);
+    expect(b.status).toBe(200);
+    expect(b.json.build.id).toBe(a.json.build.id);
+    const other = await call(
+      'POST',
+      '/v1/builds',
+      { ...body, env: { X: '1' } },
+      { 'idempotency-key': 'k-1' },
+    );
+    expect(other.status).toBe(409);
+    await finished(a.json.build.id);
+    const doc = (await (await fetch(`${api.url}/openapi.json`)).json()) as { paths: Record<string, unknown> };
+    for (const p of [
+      '/v1/builds',
+      '/v1/builds/{id}',
+      '/v1/builds/{id}/cancel',
+      '/v1/builds/{id}/restart',
+      '/v1/jobs/{id}/restart',
+      '/v1/uploads',
+    ])
+      expect(Object.keys(doc.paths)).toContain(p);
+  }, 60_000);
+});
