@@ -4,7 +4,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 need_host=0
-for cmd in btrfs runc mkfs.btrfs zstd mmdebstrap arch-test gpg catatonit redis-server busybox slirp4netns pasta git curl aarch64-linux-gnu-gcc s390x-linux-gnu-gcc powerpc64le-linux-gnu-gcc; do
+for cmd in btrfs runc mkfs.btrfs zstd mmdebstrap arch-test gpg catatonit redis-server busybox slirp4netns pasta git curl aarch64-linux-gnu-gcc s390x-linux-gnu-gcc powerpc64le-linux-gnu-gcc promtool systemd-analyze; do
   command -v "$cmd" >/dev/null 2>&1 || need_host=1
 done
 # By path: /usr/sbin is not on a user's PATH. nft, dnsmasq, apt-cacher-ng: network egress for jobs.

@@ -48,6 +48,8 @@ declare -A pkgs=(
 )
 # Only the test suite needs these: the seccomp probe is cross-compiled, static, for each arch.
 declare -A test_pkgs=(
+  # The pages' browser tests drive Debian's headless chromium (never a downloaded browser).
+  [chromium]=/usr/bin/chromium
   [gcc]=/usr/bin/x86_64-linux-gnu-gcc
   [libc6-dev]=/usr/include/x86_64-linux-gnu/sys/syscall.h
   [gcc-aarch64-linux-gnu]=/usr/bin/aarch64-linux-gnu-gcc
@@ -56,6 +58,9 @@ declare -A test_pkgs=(
   [libc6-dev-ppc64el-cross]=/usr/powerpc64le-linux-gnu/lib/libc.a
   [gcc-s390x-linux-gnu]=/usr/bin/s390x-linux-gnu-gcc
   [libc6-dev-s390x-cross]=/usr/s390x-linux-gnu/lib/libc.a
+  # ops/ files: promtool checks and unit-tests the alert rules, systemd-analyze the units.
+  [prometheus]=/usr/bin/promtool
+  [systemd]=/usr/bin/systemd-analyze
 )
 want=()
 for p in "${!pkgs[@]}" "${!test_pkgs[@]}"; do
@@ -70,6 +75,11 @@ if ((${#want[@]})); then
   if apt-get update -qq >/dev/null 2>&1 || true; then :; fi
   if apt-get install -y -qq --no-install-recommends "${want[@]}" >/tmp/archway-setup-apt.log 2>&1; then
     did+=("installed ${want[*]}")
+    # Only promtool is wanted: the package also enables a Prometheus server, which a CI host
+    # does not run (where systemd is not PID 1, nothing was started).
+    if [[ " ${want[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+      systemctl disable --now prometheus >/dev/null 2>&1 && did+=("disabled the prometheus service its package enabled")
+    fi
   else
     say "apt-get install failed; see /tmp/archway-setup-apt.log"
   fi

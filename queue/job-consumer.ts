@@ -204,12 +204,28 @@ export function createJobConsumer(o: JobConsumerOptions, handler: JobHandler): J
         ...(out.reason ? { reason: out.reason } : {}),
         ...(out.error ? { error: out.error } : {}),
       });
-      await finish(id, attempt, out.state, {
+      const owned = await finish(id, attempt, out.state, {
         ...(out.exitCode === undefined ? {} : { exitCode: out.exitCode }),
         reason: out.reason ?? null,
         finishedAt: endedAt,
         logBytes: out.logBytes,
       });
+      if (!owned && out.state !== 'canceled') {
+        // Cut off from Redis while it ran (a partition): the node was lost and the job re-run
+        // elsewhere. This run's end does not count, and the record must not list it as a second
+        // passed (or failed) attempt.
+        await store.recordAttempt(id, {
+          n: attempt,
+          node: o.nodeId,
+          startedAt,
+          endedAt,
+          outcome: 'errored',
+          reason: 'infra',
+          ...(out.exitCode === undefined ? {} : { exitCode: out.exitCode }),
+          error: `node ${o.nodeId} lost the job while it ran (its heartbeats did not reach Redis): it was re-queued, and this run's ${out.state} was discarded`,
+        });
+        return out.state;
+      }
       await out.onRecorded?.();
       if (out.error) throw new UnrecoverableError(out.error);
       return out.state;

@@ -35,5 +35,7 @@ export function recordWorkerMetrics(
   );
   events.on('log:write', (e) => metrics.logBytes.inc({ arch }, e.bytes));
   events.on('job:end', (e) => metrics.outcomes.inc({ arch, state: e.state, reason: e.reason ?? '' }));
+  // Every errored attempt, retried or not: the rate operators alert on (ops/prometheus).
+  events.on('attempt:error', () => metrics.outcomes.inc({ arch, state: 'errored', reason: 'infra' }));
   events.on('slot:free', (e) => metrics.running.set({ arch }, e.busy));
 }

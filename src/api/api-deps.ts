@@ -13,6 +13,7 @@ import {
 import type { Keys, Logger, SourceUrlPolicy } from '../core/index.ts';
 import type { ApiBuilds } from './builds/api-builds.ts';
 import type { Uploads } from './builds/uploads.ts';
+import type { PageLinks } from './pages/index.ts';
 
 /** What the API is built from: made by the composition root (`runApi`), or by a test. */
 export interface ApiDeps {
@@ -34,6 +35,8 @@ export interface ApiDeps {
   webhookRoutes?: FastifyPluginAsync;
   /** Which `source.git` URLs a submitted job may use. Default: remote https and git URLs only. */
   sourcePolicy?: SourceUrlPolicy;
+  /** Signs the pages' links (what check runs link to). Default: made from the config (ARCHWAY_PAGE_SECRET, ARCHWAY_PUBLIC_URL). */
+  pageLinks?: PageLinks;
   /** Whether jobs may ask for `network: egress` (ARCHWAY_EGRESS). Default true. */
   egress?: boolean;
   /** Builds (`/v1/builds`, `/v1/uploads`, the uploads' git endpoint); the routes are left out without it. */

@@ -20,6 +20,7 @@ import type { ApiDeps } from './api-deps.ts';
 import { createAuthHook, createTokenVerifier } from './auth.ts';
 import { createErrorHandler, notFoundHandler } from './error-handler.ts';
 import { createLogFanout } from './log-fanout.ts';
+import { createPageLinks, pageRoutes } from './pages/index.ts';
 import { buildRoutes, uploadGitRoutes } from './routes/builds.ts';
 import { healthRoutes } from './routes/health.ts';
 import { imageRoutes } from './routes/images.ts';
@@ -106,6 +107,14 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
     maxPerJob: config.ARCHWAY_LOG_FOLLOWERS_PER_JOB,
     maxTotal: config.ARCHWAY_LOG_FOLLOWERS_MAX,
   });
+  const links =
+    deps.pageLinks ??
+    createPageLinks({
+      secret: config.ARCHWAY_PAGE_SECRET,
+      publicUrl: () => config.ARCHWAY_PUBLIC_URL ?? '',
+      linkSeconds: config.ARCHWAY_PAGE_LINK_DAYS * 86_400,
+      sessionSeconds: config.ARCHWAY_PAGE_SESSION_HOURS * 3600,
+    });
   app.addHook('preClose', async () => {
     for (const f of follows) f.abort();
   });
@@ -150,10 +159,19 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
   app.register(metricsRoutes, { deps, lostRetentionMs: config.ARCHWAY_LOST_NODE_RETENTION_SECONDS * 1000 });
   if (deps.webhookRoutes) app.register(deps.webhookRoutes);
   if (deps.builds) app.register(uploadGitRoutes, { uploads: deps.builds.uploads });
+  app.register(pageRoutes, {
+    deps,
+    links,
+    tokens: config.tokens,
+    publicLogs: config.ARCHWAY_PUBLIC_LOGS,
+    secureCookie: (config.ARCHWAY_PUBLIC_URL ?? '').startsWith('https:'),
+    follows,
+    fanout,
+  });
   app.register(
     async (v1) => {
       v1.addHook('onRequest', createAuthHook(createTokenVerifier(config.tokens)));
-      await v1.register(jobRoutes, { deps, ceilings });
+      await v1.register(jobRoutes, { deps, ceilings, links });
       await v1.register(logRoutes, { deps, follows, fanout });
       await v1.register(nodeRoutes, {
         deps,

@@ -23,6 +23,7 @@ import { type ApiApp, buildApp } from './build-app.ts';
 import { createApiBuilds } from './builds/api-builds.ts';
 import { createBuildFollower } from './builds/build-follower.ts';
 import { createUploads } from './builds/uploads.ts';
+import { createPageLinks } from './pages/index.ts';
 
 /** A lost node's record is deleted this long after its last heartbeat. */
 const FORGET_LOST_NODES_AFTER_MS = 86_400_000;
@@ -74,6 +75,14 @@ export async function runApi(
     allow: config.ARCHWAY_SOURCE_ALLOW,
   };
   let publicUrl = config.ARCHWAY_PUBLIC_URL ?? '';
+  if (!config.ARCHWAY_PAGE_SECRET)
+    logger.warn('ARCHWAY_PAGE_SECRET is unset: signed page links and page logins end when this process does');
+  const pageLinks = createPageLinks({
+    secret: config.ARCHWAY_PAGE_SECRET,
+    publicUrl: () => publicUrl,
+    linkSeconds: config.ARCHWAY_PAGE_LINK_DAYS * 86_400,
+    sessionSeconds: config.ARCHWAY_PAGE_SESSION_HOURS * 3600,
+  });
   // The GitHub App runs in the API process: its route, the delivery worker, the reporter, the check run sync.
   const github =
     config.github && githubKey
@@ -89,6 +98,7 @@ export async function runApi(
           queue,
           logger,
           publicUrl: () => publicUrl,
+          jobPageUrl: (id) => pageLinks.jobUrl(id),
           sourcePolicy,
           // The shipped recipes' provides: check runs warn about a compiler or version an image lacks.
           toolchains: await recipeToolchains(),
@@ -131,6 +141,7 @@ export async function runApi(
     ...(github ? { webhookRoutes: github.routes } : {}),
     builds: { builds: apiBuilds, uploads, publicUrl: () => publicUrl },
     sourcePolicy,
+    pageLinks,
     egress: config.ARCHWAY_EGRESS,
     redis,
     queue,

@@ -20,6 +20,8 @@ export const apiSchemas = z.registry<{ id: string }>();
 export const JobView = JobRecord.extend({
   // The request schema's arch is a transform (aliases), which a response cannot be encoded through.
   spec: StoredJobSpec.extend({ arch: Arch }),
+  /** A signed link to the job's page (its live log), for people: `GET /v1/jobs/:id` sets it. */
+  pageUrl: z.string().optional(),
 }).register(apiSchemas, { id: 'Job' });
 export type JobView = z.infer<typeof JobView>;
 

@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { toError } from './errors/to-error.ts';
+import { parseRedisUrl } from './redis/connection.ts';
 import { allowEntryError } from './source-url.ts';
 
 export { parseConfig } from './parse-config.ts';
@@ -148,7 +150,17 @@ const RedisSettings = {
   /** Redis to use. */
   REDIS_URL: z
     .string()
-    .regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL')
+    .regex(
+      /^rediss?(\+sentinel|\+cluster)?:\/\//,
+      'a redis:// or rediss:// URL, redis+sentinel://[:password@]host:port[,host:port...]/primary-name, or redis+cluster://[:password@]host:port[,host:port...]',
+    )
+    .superRefine((url, ctx) => {
+      try {
+        parseRedisUrl(url);
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: toError(e).message });
+      }
+    })
     .default('redis://127.0.0.1:6379'),
   /** Prefix of every key (and the hash tag of the shared ones). */
   ARCHWAY_REDIS_PREFIX: z
@@ -327,6 +339,21 @@ export const ApiConfig = z
     ARCHWAY_LOST_NODE_RETENTION_SECONDS: z.coerce.number().int().min(0).default(600),
     /** The API's address as users reach it (links to job logs). Default http://HOST:PORT. */
     ARCHWAY_PUBLIC_URL: z.url().optional(),
+    /**
+     * Key of the signed page links (check runs' Details, `pageUrl`) and of page login cookies.
+     * Unset: a random key per process, so links and logins end when the API restarts (`up`
+     * keeps one under its pool). No default: a secret.
+     */
+    ARCHWAY_PAGE_SECRET: z.string().min(32, 'at least 32 characters').optional(),
+    /** Days a signed page link stays valid. */
+    ARCHWAY_PAGE_LINK_DAYS: z.coerce.number().positive().max(3650).default(30),
+    /** Hours a page login (its session cookie) lasts. */
+    ARCHWAY_PAGE_SESSION_HOURS: z.coerce.number().positive().max(8760).default(12),
+    /**
+     * Job and build pages and their logs open without a signed link or a login (jobs of private
+     * repositories excepted): for open-source installations.
+     */
+    ARCHWAY_PUBLIC_LOGS: z.stringbool().default(false),
     /** Where uploaded trees (`POST /v1/uploads`) are kept. Default `<pool>/uploads`. */
     ARCHWAY_UPLOAD_DIR: z.string().startsWith('/', 'an absolute path').optional(),
     /** Largest uploaded tree (a git bundle), in bytes; a bigger one is refused with 413. */

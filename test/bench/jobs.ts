@@ -8,8 +8,7 @@
  *                            ARCHWAY_BENCH_ONLY=latency|log|jobs for one part)
  */
 import { performance } from 'node:perf_hooks';
-import { Redis } from 'ioredis';
-import { ARCHES, createKeys } from '../../src/core/index.ts';
+import { ARCHES, createKeys, createRedis } from '../../src/core/index.ts';
 import { peakRssMiB, startStack, waitForNodes } from './stack.ts';
 import { machine, ms, summarize } from './stats.ts';
 
@@ -147,7 +146,8 @@ if (part('jobs')) {
     for (let i = 0; i < JOBS; i += 50)
       await Promise.all(Array.from({ length: Math.min(50, JOBS - i) }, (_, k) => submitOne(i + k)));
     const submitted = performance.now() - t0;
-    const redis = new Redis(stack.redis.url);
+    // createRedis: ARCHWAY_TEST_REDIS=cluster runs the stack on a 3-primary Redis Cluster.
+    const redis = createRedis({ url: stack.redis.url, name: 'bench' });
     const keys = createKeys(stack.prefix);
     let finished = 0;
     while (finished < JOBS) {

@@ -1,9 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { Redis } from 'ioredis';
 import { createNodeRegistry } from '../../queue/index.ts';
-import { type Arch, createKeys } from '../../src/core/index.ts';
+import { type Arch, createKeys, createRedis } from '../../src/core/index.ts';
 import { freePort, startRedis, type TestRedis } from '../support/redis-server.ts';
 
 const BIN = new URL('../../bin/archway', import.meta.url).pathname;
@@ -23,10 +22,20 @@ export interface BenchStack {
   close(): Promise<void>;
 }
 
+/**
+ * The benchmark's pool and runtime state; ARCHWAY_BENCH_POOL, ARCHWAY_BENCH_RUN_DIR,
+ * ARCHWAY_BENCH_CGROUP_PARENT, ARCHWAY_BENCH_UID_BASE and ARCHWAY_BENCH_UID_LEASE_DIR move them
+ * (as the tests' move variables do), so a run beside another engineer's shares nothing. The
+ * pool must hold the busybox image built for that uid base.
+ */
 export const BENCH_ENV = {
-  ARCHWAY_POOL_PATH: '/var/lib/archway-bench',
-  ARCHWAY_RUN_DIR: '/run/archway-bench',
-  ARCHWAY_CGROUP_PARENT: 'archway-bench',
+  ARCHWAY_POOL_PATH: process.env.ARCHWAY_BENCH_POOL ?? '/var/lib/archway-bench',
+  ARCHWAY_RUN_DIR: process.env.ARCHWAY_BENCH_RUN_DIR ?? '/run/archway-bench',
+  ARCHWAY_CGROUP_PARENT: process.env.ARCHWAY_BENCH_CGROUP_PARENT ?? 'archway-bench',
+  ...(process.env.ARCHWAY_BENCH_UID_BASE ? { ARCHWAY_UID_BASE: process.env.ARCHWAY_BENCH_UID_BASE } : {}),
+  ...(process.env.ARCHWAY_BENCH_UID_LEASE_DIR
+    ? { ARCHWAY_UID_LEASE_DIR: process.env.ARCHWAY_BENCH_UID_LEASE_DIR }
+    : {}),
   ARCHWAY_LOG_LEVEL: 'warn',
 };
 
@@ -103,7 +112,7 @@ export async function peakRssMiB(pid: number): Promise<number> {
 
 /** Waits until `n` worker nodes of `arch` are registered and live (they register once their runtime is ready). */
 export async function waitForNodes(stack: BenchStack, arch: Arch, n: number): Promise<void> {
-  const redis = new Redis(stack.redis.url);
+  const redis = createRedis({ url: stack.redis.url, name: 'bench' });
   const nodes = createNodeRegistry(redis, createKeys(stack.prefix));
   try {
     for (let i = 0; i < 1200; i++) {

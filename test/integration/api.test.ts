@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLogWriter, type JobQueue, type NodeRegistry } from '../../queue/index.ts';
 import type { ApiApp } from '../../src/api/index.ts';
 import { JobSpec, type Keys } from '../../src/core/index.ts';
-import { freePort } from '../support/redis-server.ts';
+import { configSetAll, connectionClosed, freePort, keyCount } from '../support/redis-server.ts';
 import { startTestApi, type TestApi } from '../support/test-api.ts';
 
 const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
@@ -49,10 +49,10 @@ beforeAll(async () => {
 
 afterEach(async () => {
   // A follow that ended must have closed its Redis connection.
-  for (let i = 0; i < 50 && followConnections.some((r) => r.status !== 'end'); i++) {
+  for (let i = 0; i < 50 && followConnections.some((r) => !connectionClosed(r)); i++) {
     await new Promise((r) => setTimeout(r, 20));
   }
-  const open = followConnections.filter((r) => r.status !== 'end');
+  const open = followConnections.filter((r) => !connectionClosed(r));
   const statuses = open.map((r) => r.status);
   for (const r of open) r.disconnect();
   followConnections.length = 0;
@@ -130,7 +130,11 @@ describe('POST /v1/jobs', () => {
     expect(res.headers.location).toBe(`/v1/jobs/${job.id}`);
     const got = await get(`/v1/jobs/${job.id}`);
     expect(got.statusCode).toBe(200);
-    expect(got.json()).toEqual(job);
+    // GET adds the job's page: a signed link (issue 12).
+    expect(got.json()).toEqual({
+      ...job,
+      pageUrl: expect.stringMatching(/\/jobs\/j\w+\?exp=\d+&sig=[\w-]{43}$/),
+    });
   });
 
   it.each([
@@ -196,11 +200,11 @@ describe('POST /v1/jobs', () => {
     const other = await submit(spec(), { ...bearer(ADMIN), 'idempotency-key': key });
     expect(other.statusCode).toBe(201);
     expect(other.json().job.id).not.toBe(first.json().job.id);
-    const before = await redis.dbsize();
+    const before = await keyCount(redis);
     const conflict = await submit(spec({ script: 'echo other' }), { 'idempotency-key': key });
     expect(conflict.statusCode).toBe(409);
     expect(conflict.json().error.code).toBe('IDEMPOTENCY_CONFLICT');
-    expect(await redis.dbsize()).toBe(before);
+    expect(await keyCount(redis)).toBe(before);
   });
 });
 
@@ -299,12 +303,12 @@ describe('bad requests get a clear error and change nothing', () => {
   ];
 
   it.each(cases)('%s', async (_what, send, status, error) => {
-    const before = await redis.dbsize();
+    const before = await keyCount(redis);
     const res = await send();
     expect(res.statusCode).toBe(status);
     expect(res.json().error).toMatchObject(error);
     expect(typeof res.json().error.message).toBe('string');
-    expect(await redis.dbsize()).toBe(before);
+    expect(await keyCount(redis)).toBe(before);
   });
 
   it('401 carries WWW-Authenticate: Bearer', async () => {
@@ -512,13 +516,13 @@ describe('health, readiness and the OpenAPI document', () => {
 
   it('/readyz is 200 with noeviction and 503 once Redis may evict keys', async () => {
     expect((await app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(200);
-    await redis.config('SET', 'maxmemory-policy', 'allkeys-lru');
+    await configSetAll(redis, 'maxmemory-policy', 'allkeys-lru');
     try {
       const res = await app.inject({ method: 'GET', url: '/readyz' });
       expect(res.statusCode).toBe(503);
       expect(res.json()).toMatchObject({ status: 'unready', error: expect.stringMatching(/noeviction/) });
     } finally {
-      await redis.config('SET', 'maxmemory-policy', 'noeviction');
+      await configSetAll(redis, 'maxmemory-policy', 'noeviction');
     }
   });
 

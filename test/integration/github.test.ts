@@ -143,7 +143,11 @@ describe('builds from GitHub', () => {
       expect(run.history).toEqual(['queued', 'in_progress', 'completed:success']);
       const job = jobs.find((j) => j.id === run.external_id);
       expect(job?.state).toBe('passed');
-      expect(run.details_url).toBe(`${api.url}/v1/jobs/${job?.id}/log`);
+      // Details opens the job's page with a signed link (issue 12), no token needed.
+      expect(run.details_url).toMatch(new RegExp(`^${api.url}/jobs/${job?.id}\\?exp=\\d+&sig=[\\w-]{43}$`));
+      const details = await fetch(run.details_url ?? '');
+      expect(details.status).toBe(200);
+      expect(await details.text()).toContain(`<div id="log"`);
       expect(run.output.text).toContain('hello from the repo');
       expect(run.output.text).toContain(job?.arch === 'arm64' ? 'aarch64' : 'x86_64');
       // The tree is owned by the container's root.

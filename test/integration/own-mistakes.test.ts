@@ -6,6 +6,7 @@ import type { Arch } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { type FakeGitHub, startFakeGitHub } from '../support/fake-github.ts';
 import { checkLeftovers } from '../support/leak-check.ts';
+import { keyCount } from '../support/redis-server.ts';
 import { startTestApi, type TestApi } from '../support/test-api.ts';
 
 // Issue 10, item 2: a job's own mistakes are refused at submission where they can be, else fail
@@ -94,7 +95,7 @@ describe('at submission', () => {
   });
 
   it('an image neither the catalog nor a live node of the arch holds: 404 naming it and listing those there are; nothing written', async () => {
-    const before = await api.redis.dbsize();
+    const before = await keyCount(api.redis);
     const res = await submit({ image: 'busybx' });
     expect(res.statusCode).toBe(404);
     expect(res.json().error.code).toBe('IMAGE_NOT_FOUND');
@@ -105,7 +106,7 @@ describe('at submission', () => {
     const version = await submit({ image: `busybox@sha256:${'0'.repeat(64)}` });
     expect(version.statusCode).toBe(404);
     expect(version.json().error.message).toContain(`no image 'busybox@sha256:${'0'.repeat(64)}' for arm64`);
-    expect(await api.redis.dbsize()).toBe(before);
+    expect(await keyCount(api.redis)).toBe(before);
   });
 
   it('an older version still in the catalog but on no node is a 404: nodes sync only the current one', async () => {
@@ -128,7 +129,7 @@ describe('at submission', () => {
   });
 
   it('an env or secret value with a NUL byte: 400 naming the variable; nothing written', async () => {
-    const before = await api.redis.dbsize();
+    const before = await keyCount(api.redis);
     const env = await submit({ env: { GOOD: 'x', BAD: 'a\u0000b' } });
     expect(env.statusCode).toBe(400);
     expect(env.json().error).toMatchObject({ code: 'INVALID_INPUT', field: 'env.BAD' });
@@ -136,7 +137,7 @@ describe('at submission', () => {
     const secret = await submit({ secrets: { TOKEN: '\u0000' } });
     expect(secret.statusCode).toBe(400);
     expect(secret.json().error.field).toBe('secrets.TOKEN');
-    expect(await api.redis.dbsize()).toBe(before);
+    expect(await keyCount(api.redis)).toBe(before);
   });
 
   it.each([

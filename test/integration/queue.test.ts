@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createJobEvents,
@@ -9,9 +9,9 @@ import {
   type JobQueue,
   readLog,
 } from '../../queue/index.ts';
-import { assertNoEviction, createKeys, JobSpec, type Keys } from '../../src/core/index.ts';
+import { assertNoEviction, createKeys, createRedis, JobSpec, type Keys } from '../../src/core/index.ts';
 import { logTail } from '../../webhooks/index.ts';
-import { startRedis, type TestRedis } from '../support/redis-server.ts';
+import { configSetAll, startRedis, type TestRedis } from '../support/redis-server.ts';
 
 let server: TestRedis;
 let redis: Redis;
@@ -22,7 +22,8 @@ const spec = (over: Record<string, unknown> = {}) =>
 
 beforeAll(async () => {
   server = await startRedis();
-  redis = new Redis(server.url);
+  // Through createRedis, as archway connects: the suite's cluster mode (ARCHWAY_TEST_REDIS=cluster) works too.
+  redis = createRedis({ url: server.url, name: 'test' });
   keys = createKeys(`t${randomBytes(3).toString('hex')}`);
   queue = createJobQueue({ redis, keys, logRetentionSeconds: 60 });
 });
@@ -33,6 +34,16 @@ afterAll(async () => {
 });
 
 describe('job queue', () => {
+  it.runIf(process.env.ARCHWAY_TEST_REDIS === 'cluster')(
+    "runs on a 3-primary Redis Cluster (the suite's cluster mode)",
+    async () => {
+      await redis.ping();
+      const cluster = redis as unknown as Cluster;
+      expect(cluster.isCluster).toBe(true);
+      expect(cluster.nodes('master')).toHaveLength(3);
+    },
+  );
+
   it('submits a job: record queued, BullMQ job with the same id, arch alias normalised', async () => {
     const { job, created } = await queue.submit(spec({ labels: { repo: 'a/b' } }), { clientId: 'c' });
     expect(created).toBe(true);
@@ -130,11 +141,11 @@ describe('job queue', () => {
   });
 
   it('refuses a Redis that may evict keys, naming the policy', async () => {
-    await redis.config('SET', 'maxmemory-policy', 'allkeys-lru');
+    await configSetAll(redis, 'maxmemory-policy', 'allkeys-lru');
     await expect(assertNoEviction(redis)).rejects.toThrow(
       /maxmemory-policy is 'allkeys-lru', archway needs 'noeviction'/,
     );
-    await redis.config('SET', 'maxmemory-policy', 'noeviction');
+    await configSetAll(redis, 'maxmemory-policy', 'noeviction');
     await expect(assertNoEviction(redis)).resolves.toBeUndefined();
   });
 });

@@ -38,6 +38,13 @@ describe('retries of errored attempts', () => {
     expect(log).toMatch(/the retry waits 4 s/);
     // The retries of one job count once toward quarantine: the only node goes on taking jobs.
     expect(node.state).toBe('active');
+    // Each errored attempt counts in the node's outcomes (what the infra error-rate alert reads).
+    const text = (await c.metrics[0]?.registry.metrics()) ?? '';
+    expect(text).toMatch(
+      new RegExp(
+        `archway_job_outcomes_total\\{[^}]*state="errored",reason="infra"[^}]*\\} ${MAX_ATTEMPTS}\\n`,
+      ),
+    );
   }, 90_000);
 
   it('with another live node: the retry runs there, not where it errored', async () => {

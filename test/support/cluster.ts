@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import {
   createImageCatalog,
   createJobQueue,
@@ -11,6 +11,7 @@ import {
   type Arch,
   createKeys,
   createLogger,
+  createRedis,
   createWorkerMetrics,
   FINAL_STATES,
   type JobRecord,
@@ -56,10 +57,16 @@ export interface TestCluster {
   close(): Promise<void>;
 }
 
-export async function startCluster(): Promise<TestCluster> {
-  const redis = await startRedis();
-  const client = new Redis(redis.url, { maxRetriesPerRequest: null });
-  client.on('error', () => undefined);
+/** `redis`: a Redis (or Sentinel set) started by the test; default, one of its own. */
+export async function startCluster(o: { redis?: TestRedis } = {}): Promise<TestCluster> {
+  const redis = o.redis ?? (await startRedis());
+  // Through createRedis, as every archway process connects: a redis+sentinel:// URL works too.
+  const connect = (name: string) => {
+    const c = createRedis({ url: redis.url, name, blocking: true });
+    c.on('error', () => undefined);
+    return c;
+  };
+  const client = connect('test');
   const keys = createKeys(`t${randomBytes(4).toString('hex')}`);
   const queue = createJobQueue({ redis: client, keys, logRetentionSeconds: 600 });
   const catalog = createImageCatalog(client, keys);
@@ -78,11 +85,7 @@ export async function startCluster(): Promise<TestCluster> {
         ...(o.warm ? { warm: { busybox: o.warm } } : {}),
         ...(o.ceilings ? { ceilings: o.ceilings } : {}),
       });
-      const dup = () => {
-        const c = new Redis(redis.url, { maxRetriesPerRequest: null });
-        c.on('error', () => undefined);
-        return c;
-      };
+      const dup = () => connect('test-worker');
       const nodeId = `test-${arch}-${randomBytes(3).toString('hex')}`;
       const m = createWorkerMetrics({ node: nodeId, arch });
       metrics.push(m);

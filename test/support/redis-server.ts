@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { startRedisCluster } from './redis-cluster.ts';
 
 /** A free TCP port on the loopback. */
 export async function freePort(): Promise<number> {
@@ -30,6 +31,8 @@ export interface TestRedis {
  * was acknowledged) and maxmemory-policy noeviction, as archway requires.
  */
 export async function startRedis(): Promise<TestRedis> {
+  // The suite's cluster mode: the same tests against a real 3-primary Redis Cluster.
+  if (process.env.ARCHWAY_TEST_REDIS === 'cluster') return startRedisCluster();
   const port = await freePort();
   const dir = await mkdtemp(join(tmpdir(), 'archway-redis-'));
   let proc: ChildProcess | undefined;
@@ -98,4 +101,28 @@ export async function startRedis(): Promise<TestRedis> {
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Keys in the test's Redis: DBSIZE, summed over the primaries in the suite's cluster mode (DBSIZE is per node). */
+export async function keyCount(redis: Redis): Promise<number> {
+  const cluster = redis as unknown as { isCluster?: boolean; nodes?: (role: 'master') => Redis[] };
+  if (!cluster.isCluster || !cluster.nodes) return redis.dbsize();
+  const counts = await Promise.all(cluster.nodes('master').map((n) => n.dbsize()));
+  return counts.reduce((a, b) => a + b, 0);
+}
+
+/**
+ * Whether a connection archway closed has closed: `end` for a Redis connection; a Cluster client
+ * (the suite's cluster mode) stops at `close` once every node's connection is gone.
+ */
+export function connectionClosed(redis: Redis): boolean {
+  const cluster = (redis as unknown as { isCluster?: boolean }).isCluster === true;
+  return redis.status === 'end' || (cluster && redis.status === 'close');
+}
+
+/** CONFIG SET on the test's Redis: on every node in the suite's cluster mode (CONFIG is per node). */
+export async function configSetAll(redis: Redis, key: string, value: string): Promise<void> {
+  const cluster = redis as unknown as { isCluster?: boolean; nodes?: () => Redis[] };
+  const servers = cluster.isCluster && cluster.nodes ? cluster.nodes() : [redis];
+  await Promise.all(servers.map((s) => s.config('SET', key, value)));
 }

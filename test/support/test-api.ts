@@ -1,8 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { createJobQueue, createNodeRegistry, type JobQueue, type NodeRegistry } from '../../queue/index.ts';
 import { type ApiApp, type ApiDeps, buildApp, createApiStores } from '../../src/api/index.ts';
-import { ApiConfig, createKeys, createLogger, type Keys, parseConfig } from '../../src/core/index.ts';
+import {
+  ApiConfig,
+  createKeys,
+  createLogger,
+  createRedis,
+  type Keys,
+  parseConfig,
+} from '../../src/core/index.ts';
 import { startRedis, type TestRedis } from './redis-server.ts';
 
 export interface TestApiOptions {
@@ -46,7 +53,8 @@ export interface TestApi {
 export async function startTestApi(o: TestApiOptions): Promise<TestApi> {
   const server = o.redis ? undefined : await startRedis();
   const redisUrl = o.redis?.url ?? (server as TestRedis).url;
-  const redis = o.redis?.client ?? new Redis(redisUrl);
+  // Through createRedis, as the API connects (the suite's cluster mode too).
+  const redis = o.redis?.client ?? createRedis({ url: redisUrl, name: 'test-api' });
   const keys = o.redis?.keys ?? createKeys(`${o.name}${randomBytes(3).toString('hex')}`);
   const queue = createJobQueue({ redis, keys, logRetentionSeconds: o.logRetentionSeconds ?? 60 });
   const nodes = createNodeRegistry(redis, keys);
@@ -60,7 +68,7 @@ export async function startTestApi(o: TestApiOptions): Promise<TestApi> {
     keys,
     logger: createLogger({ name: `${o.name}-test`, level: 'silent' }),
     createBlockingRedis: () => {
-      const r = new Redis(redisUrl, { maxRetriesPerRequest: null });
+      const r = createRedis({ url: redisUrl, name: 'test-api-follow', blocking: true });
       o.onBlockingRedis?.(r);
       return r;
     },

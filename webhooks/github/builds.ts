@@ -76,6 +76,8 @@ export interface BuildsOptions {
   logger: Logger;
   /** The API's address as users reach it: check runs link to `<url>/v1/jobs/<id>/log`. */
   publicUrl: () => string;
+  /** A job's page (a signed link to its live log), which check runs' `details_url` then opens instead. */
+  jobPageUrl?: (jobId: string) => string;
   /** Default of auto-cancel for repos that do not say (`archway: { auto_cancel: ... }`). */
   autoCancel: boolean;
   sourcePolicy: SourceUrlPolicy;
@@ -129,7 +131,8 @@ export function createBuilds(o: BuildsOptions): Builds {
     name: slot.name,
   });
 
-  const logUrl = (jobId: string) => `${o.publicUrl().replace(/\/+$/, '')}/v1/jobs/${jobId}/log`;
+  const logUrl = (jobId: string) =>
+    o.jobPageUrl?.(jobId) ?? `${o.publicUrl().replace(/\/+$/, '')}/v1/jobs/${jobId}/log`;
 
   const summary = (b: BuildRecord, slot: BuildSlot, line: string) =>
     jobSummary(b, slot, line, logUrl(slot.jobId));

@@ -29,6 +29,8 @@ export interface GitHubServiceOptions {
   logger: Logger;
   /** The API's address as users reach it (check runs link to job logs). */
   publicUrl: () => string;
+  /** A job's page for people (a signed link): what check runs' Details open. Default: `<publicUrl>/v1/jobs/<id>/log`. */
+  jobPageUrl?: (jobId: string) => string;
   /** Which source URLs webhook jobs may use (loopback only in tests). */
   sourcePolicy: SourceUrlPolicy;
   /** Whether builds' jobs get `network: egress` (as Travis jobs had network). Default true. */
@@ -98,6 +100,7 @@ export function createGitHubService(o: GitHubServiceOptions): GitHubService {
     checks,
     logger: o.logger,
     publicUrl: o.publicUrl,
+    ...(o.jobPageUrl ? { jobPageUrl: o.jobPageUrl } : {}),
     autoCancel: o.config.autoCancel,
     sourcePolicy: o.sourcePolicy,
     toolchains: o.toolchains,

@@ -10,15 +10,17 @@ import {
   JobSpec,
 } from '../../core/index.ts';
 import type { ApiDeps } from '../api-deps.ts';
+import type { PageLinks } from '../pages/index.ts';
 import { CreatedJob, errorResponses, JobList, JobParams, JobView, ListQuery, maskJob } from '../schemas.ts';
 
 const security = [{ bearer: [] }];
 
 /** Submit, read, list and cancel jobs (under /v1). */
-export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps; ceilings: Ceilings }> = async (
-  app,
-  { deps, ceilings },
-) => {
+export const jobRoutes: FastifyPluginAsyncZod<{
+  deps: ApiDeps;
+  ceilings: Ceilings;
+  links: PageLinks;
+}> = async (app, { deps, ceilings, links }) => {
   const { queue, nodes } = deps;
   const { pools, catalog } = deps;
 
@@ -90,7 +92,8 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps; ceilings: Ceiling
     {
       schema: {
         summary: 'Get a job',
-        description: 'The job record; secret values are replaced by [secure].',
+        description:
+          "The job record; secret values are replaced by [secure]. `pageUrl` is a signed link to the job's page (its live log), valid for ARCHWAY_PAGE_LINK_DAYS.",
         tags: ['jobs'],
         security,
         params: JobParams,
@@ -100,7 +103,8 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps; ceilings: Ceiling
     async (req) => {
       const job = await queue.get(req.params.id);
       if (!job) throw new JobNotFoundError(req.params.id);
-      return maskJob(job, { admin: req.clientAdmin });
+      // pageUrl: the job's page for whoever holds the link (ARCHWAY_PAGE_LINK_DAYS).
+      return { ...maskJob(job, { admin: req.clientAdmin }), pageUrl: links.jobUrl(job.id) };
     },
   );
 

@@ -1,7 +1,8 @@
 import { once } from 'node:events';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { JobNotFoundError, readLog } from '../../../queue/index.ts';
+import { JobNotFoundError, type JobQueue, readLog } from '../../../queue/index.ts';
 import { FINAL_STATES, type JobRecord } from '../../core/index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 import type { LogFanout } from '../log-fanout.ts';
@@ -29,15 +30,6 @@ export function sseEvent(event: string, data: unknown, id?: string): string {
 /** `GET /v1/jobs/:id/log`: the log so far, followed as plain text, or as server-sent events. */
 export const logRoutes: FastifyPluginAsyncZod<LogRoutesOptions> = async (app, { deps, follows, fanout }) => {
   const { queue, redis, keys } = deps;
-
-  async function settled(id: string): Promise<JobRecord | undefined> {
-    const deadline = Date.now() + SETTLE_MS;
-    for (;;) {
-      const job = await queue.get(id);
-      if (!job || FINAL_STATES.includes(job.state) || Date.now() >= deadline) return job;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
 
   app.get(
     '/jobs/:id/log',
@@ -84,56 +76,87 @@ export const logRoutes: FastifyPluginAsyncZod<LogRoutesOptions> = async (app, { 
           .send(chunks.map((c) => c.text).join(''));
       }
 
-      // Over a cap: 429 (with a Retry-After) before anything is streamed.
-      reply.header('retry-after', '10');
-      const follower = fanout.join(id);
-      reply.removeHeader('retry-after');
-      // A stream of our own: fastify's stream handling would hold the headers until the first chunk.
-      reply.hijack();
-      const res = reply.raw;
-      const stop = new AbortController();
-      follows.add(stop);
-      const onClose = () => stop.abort();
-      res.once('close', onClose);
-      let keepalive: NodeJS.Timeout | undefined;
-      const write = async (s: string) => {
-        if (!res.write(s)) await once(res, 'drain', { signal: stop.signal });
-      };
-      try {
-        res.writeHead(200, {
-          'content-type': sse ? 'text/event-stream; charset=utf-8' : 'text/plain; charset=utf-8',
-          'cache-control': 'no-cache',
-          'x-accel-buffering': 'no',
-        });
-        res.flushHeaders();
-        // Each event is one write, so a comment written from the timer never lands inside one.
-        if (sse) keepalive = setInterval(() => res.write(': keep-alive\n\n'), KEEPALIVE_MS);
-        const chunks = follower.chunks(after, stop.signal);
-        for await (const c of chunks) await write(sse ? sseEvent('log', c.text, c.id) : c.text);
-        if (sse && !stop.signal.aborted) {
-          const end = await settled(id);
-          await write(
-            sseEvent('end', {
-              state: end?.state ?? null,
-              exitCode: end?.exitCode ?? null,
-              reason: end?.reason ?? null,
-            }),
-          );
-        }
-        // Ended by the API closing: cut the response short, so the client knows to resume elsewhere.
-        if (stop.signal.aborted) res.destroy();
-        else res.end();
-      } catch (e) {
-        // A client that went away (or a closing API) is the normal end of a follow, not an error.
-        if (!stop.signal.aborted) req.log.warn({ err: e, job: id }, 'log follow failed');
-        res.destroy();
-      } finally {
-        clearInterval(keepalive);
-        follows.delete(stop);
-        res.off('close', onClose);
-        follower.leave();
-      }
-      return reply;
+      return followLog({ req, reply, id, sse, after, queue, follows, fanout });
     },
   );
 };
+
+export interface FollowLogOptions {
+  req: FastifyRequest;
+  reply: FastifyReply;
+  /** The job, known to exist. */
+  id: string;
+  /** Server-sent events (else chunked text/plain). */
+  sse: boolean;
+  /** Only the chunks after this log entry id. */
+  after: string | undefined;
+  queue: JobQueue;
+  follows: Set<AbortController>;
+  fanout: LogFanout;
+}
+
+/**
+ * Streams a job's log as it is written, until its end (then, for SSE, one `end` event with the
+ * job's state): the follow of `GET /v1/jobs/:id/log` and of the job's page.
+ */
+export async function followLog(o: FollowLogOptions): Promise<FastifyReply> {
+  const { req, reply, id, sse, after, queue, follows, fanout } = o;
+  const settled = async (jobId: string): Promise<JobRecord | undefined> => {
+    const deadline = Date.now() + SETTLE_MS;
+    for (;;) {
+      const job = await queue.get(jobId);
+      if (!job || FINAL_STATES.includes(job.state) || Date.now() >= deadline) return job;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  // Over a cap: 429 (with a Retry-After) before anything is streamed.
+  reply.header('retry-after', '10');
+  const follower = fanout.join(id);
+  reply.removeHeader('retry-after');
+  // A stream of our own: fastify's stream handling would hold the headers until the first chunk.
+  reply.hijack();
+  const res = reply.raw;
+  const stop = new AbortController();
+  follows.add(stop);
+  const onClose = () => stop.abort();
+  res.once('close', onClose);
+  let keepalive: NodeJS.Timeout | undefined;
+  const write = async (s: string) => {
+    if (!res.write(s)) await once(res, 'drain', { signal: stop.signal });
+  };
+  try {
+    res.writeHead(200, {
+      'content-type': sse ? 'text/event-stream; charset=utf-8' : 'text/plain; charset=utf-8',
+      'cache-control': 'no-cache',
+      'x-accel-buffering': 'no',
+    });
+    res.flushHeaders();
+    // Each event is one write, so a comment written from the timer never lands inside one.
+    if (sse) keepalive = setInterval(() => res.write(': keep-alive\n\n'), KEEPALIVE_MS);
+    const chunks = follower.chunks(after, stop.signal);
+    for await (const c of chunks) await write(sse ? sseEvent('log', c.text, c.id) : c.text);
+    if (sse && !stop.signal.aborted) {
+      const end = await settled(id);
+      await write(
+        sseEvent('end', {
+          state: end?.state ?? null,
+          exitCode: end?.exitCode ?? null,
+          reason: end?.reason ?? null,
+        }),
+      );
+    }
+    // Ended by the API closing: cut the response short, so the client knows to resume elsewhere.
+    if (stop.signal.aborted) res.destroy();
+    else res.end();
+  } catch (e) {
+    // A client that went away (or a closing API) is the normal end of a follow, not an error.
+    if (!stop.signal.aborted) req.log.warn({ err: e, job: id }, 'log follow failed');
+    res.destroy();
+  } finally {
+    clearInterval(keepalive);
+    follows.delete(stop);
+    res.off('close', onClose);
+    follower.leave();
+  }
+  return reply;
+}

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { type Command, Option } from 'commander';
 import { ArchwayError, InvalidInputError, parseArch, parseConfig, toError } from '../../core/index.ts';
-import { type ApiClient, CLIENT_ENV_HELP, ClientConfig, createApiClient } from '../api-client.ts';
+import { type ApiClient, apiClientFrom, CLIENT_ENV_HELP, ClientConfig } from '../api-client.ts';
 import { keyValues } from '../parse.ts';
 import { parseSse } from '../sse.ts';
 import { table } from '../table.ts';
@@ -134,7 +134,7 @@ const collect = (value: string, previous: string[]) => [...previous, value];
 
 /** `build [DIR]`, `build show ID`, `builds`, `restart JOB|BUILD`: builds through the API. */
 export function registerBuild(program: Command, env: Record<string, string | undefined>): void {
-  const client = () => createApiClient(parseConfig(ClientConfig, env));
+  const client = () => apiClientFrom(env);
 
   const build = program
     .command('build')

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import type { Command } from 'commander';
@@ -167,20 +167,33 @@ Example (a second installation beside the first):
 
       const token = config.ARCHWAY_TOKEN ?? randomBytes(24).toString('hex');
       const url = `http://127.0.0.1:${config.ARCHWAY_PORT}`;
+      // Kept under the pool, so signed page links (check runs' Details) outlive a restart of up.
+      const pageSecret = env.ARCHWAY_PAGE_SECRET ?? (await pageSecretIn(config.ARCHWAY_POOL_PATH));
       const childEnv = {
         ...env,
         REDIS_URL: redisUrl,
         ARCHWAY_TOKEN: token,
         ARCHWAY_PORT: String(config.ARCHWAY_PORT),
+        ARCHWAY_PAGE_SECRET: pageSecret,
       };
       const parts: Part[] = [];
-      const start = (name: string, args: string[], arch?: Arch) => {
-        const p = startPart(name, BIN, args, { env: childEnv, stdio: ['ignore', 'inherit', 'inherit'] });
+      const start = (name: string, args: string[], arch?: Arch, extra: Record<string, string> = {}) => {
+        const p = startPart(name, BIN, args, {
+          env: { ...childEnv, ...extra },
+          stdio: ['ignore', 'inherit', 'inherit'],
+        });
         parts.push(arch ? { ...p, arch } : p);
       };
       start('the API', ['api']);
+      const metricsPorts = workerMetricsPorts(arches, config.ARCHWAY_PORT, env.ARCHWAY_WORKER_METRICS_PORT);
       for (const arch of arches) {
-        start(`the ${arch} worker`, ['worker', '--arch', arch, '--slots', opts.slots, '--warm', '1'], arch);
+        const m = metricsPorts[arch];
+        start(
+          `the ${arch} worker`,
+          ['worker', '--arch', arch, '--slots', opts.slots, '--warm', '1'],
+          arch,
+          m ? { ARCHWAY_WORKER_METRICS_PORT: String(m) } : {},
+        );
       }
 
       let stopping: Promise<void> | undefined;
@@ -246,8 +259,12 @@ Example (a second installation beside the first):
       }
       if (ready && !stopping) {
         // Last, once every part is ready: what the user needs stays on the screen (issue #13).
-        say(`\narchway is up: ${url}  (API docs: ${url}/docs)`);
+        say(
+          `\narchway is up: ${url}  (pages: sign in at ${url}/login with the token; API docs: ${url}/docs)`,
+        );
         say(`admin token: ${token}`);
+        for (const [arch, m] of Object.entries(metricsPorts))
+          say(`  ${arch} worker metrics: http://127.0.0.1:${m}/metrics`);
         say(`  export ARCHWAY_URL=${url} ARCHWAY_TOKEN=${token}`);
         say(`  bin/archway submit --arch ${arches[0] ?? 'amd64'} --image busybox --follow -- 'uname -m'`);
         say('Ctrl-C stops everything.');
@@ -259,6 +276,26 @@ Example (a second installation beside the first):
       process.off('SIGTERM', onSignal);
       if (failed) throw new ArchwayError('UP_PART_FAILED', failed, { httpStatus: 503, infra: true });
     });
+}
+
+/**
+ * The /metrics port of each of `up`'s workers: consecutive ports from `base`
+ * (ARCHWAY_WORKER_METRICS_PORT) when set, else from the API's port + 1 (8081, 8082, ...), so a
+ * development stack is scraped as production is. None when the API takes any free port (0) and
+ * no base is set, or the base is 0.
+ */
+export function workerMetricsPorts(
+  arches: readonly Arch[],
+  apiPort: number,
+  base: string | undefined,
+): Partial<Record<Arch, number>> {
+  const first = base !== undefined && base !== '' ? Number(base) : apiPort > 0 ? apiPort + 1 : 0;
+  if (!Number.isInteger(first) || first <= 0) return {};
+  if (first + arches.length - 1 > 65_535)
+    throw new Error(
+      `ARCHWAY_WORKER_METRICS_PORT ${first}: ${arches.length} workers need ports up to ${first + arches.length - 1}, above 65535`,
+    );
+  return Object.fromEntries(arches.map((a, i) => [a, first + i]));
 }
 
 async function demo(
@@ -321,3 +358,17 @@ function answers(port: number): Promise<boolean> {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The page secret of this host's stack: `<pool>/page-secret` (mode 0600), made on the first `up`.
+ * A secret shorter than the API accepts is replaced.
+ */
+export async function pageSecretIn(poolPath: string): Promise<string> {
+  const file = join(poolPath, 'page-secret');
+  const kept = (await readFile(file, 'utf8').catch(() => '')).trim();
+  if (kept.length >= 32) return kept;
+  const secret = randomBytes(32).toString('hex');
+  await mkdir(poolPath, { recursive: true });
+  await writeFile(file, `${secret}\n`, { mode: 0o600 });
+  return secret;
+}
