@@ -7,9 +7,10 @@ import { createImageStore } from '../../images/index.ts';
 import { leftovers, TEST_ENV } from '../support/test-host.ts';
 
 const BIN = new URL('../../bin/archway', import.meta.url).pathname;
-// Ports in this suite's own range (the machine runs other stacks beside it).
+// Ports in this suite's own range (the machine runs other stacks beside it). up gives its workers
+// the metrics ports after the API's (API + 1, ...): Redis keeps clear of them.
 const API_PORT = 23041;
-const REDIS_PORT = 23042;
+const REDIS_PORT = 23049;
 
 interface Up {
   proc: ChildProcess;
@@ -217,8 +218,8 @@ describe('two installations on one host', { timeout: 300_000 }, () => {
       await rm(join(store.dirOf('busybox', 'amd64'), 'current'));
       await store.remove('busybox', 'amd64', held.digest);
     }
-    const a = stack(TEST_ENV.ARCHWAY_POOL_PATH, 23061, 23062);
-    const b = stack(POOL_B, 23063, 23064);
+    const a = stack(TEST_ENV.ARCHWAY_POOL_PATH, 23061, 23068);
+    const b = stack(POOL_B, 23065, 23069);
     try {
       await waitFor('stack one', () => a.out().includes('archway is up'), 180_000);
       const jobA = await runningIn(a);
@@ -243,7 +244,7 @@ describe('two installations on one host', { timeout: 300_000 }, () => {
     } finally {
       for (const s of [a, b]) if (s.proc.exitCode === null) process.kill(-(s.proc.pid ?? 0), 'SIGKILL');
       for (const s of [a, b]) {
-        for (const line of await strays(s.proc.pid ?? -1, [23062, 23064]))
+        for (const line of await strays(s.proc.pid ?? -1, [23068, 23069]))
           process.kill(Number(line.split(' ')[0]), 'SIGKILL');
       }
     }
