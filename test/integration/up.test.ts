@@ -1,15 +1,18 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { createConnection } from 'node:net';
+import { join } from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
+import { createImageStore } from '../../images/index.ts';
 import { poolLayout } from '../../src/core/index.ts';
 import { checkLeftovers } from '../support/leak-check.ts';
 import { TEST_ENV } from '../support/test-host.ts';
 
 const BIN = new URL('../../bin/archway', import.meta.url).pathname;
-// Ports in this suite's own range (the machine runs other stacks beside it).
+// Ports in this suite's own range (the machine runs other stacks beside it). up gives its workers
+// the metrics ports after the API's (API + 1, ...): Redis keeps clear of them.
 const API_PORT = 23041;
-const REDIS_PORT = 23042;
+const REDIS_PORT = 23049;
 
 interface Up {
   proc: ChildProcess;
@@ -215,13 +218,22 @@ describe('two installations on one host', { timeout: 300_000 }, () => {
 
   it('run side by side, each on its own pool: neither reaps the other', async () => {
     await rm(`${POOL_B}/redis`, { recursive: true, force: true });
-    const a = stack(TEST_ENV.ARCHWAY_POOL_PATH, 23061, 23062);
-    const b = stack(POOL_B, 23063, 23064);
+    // The second pool has no busybox: its up builds it, and shows the build's phases.
+    const store = createImageStore({ poolPath: POOL_B });
+    const held = await store.resolve('busybox', 'amd64').catch(() => undefined);
+    if (held) {
+      await rm(join(store.dirOf('busybox', 'amd64'), 'current'));
+      await store.remove('busybox', 'amd64', held.digest);
+    }
+    const a = stack(TEST_ENV.ARCHWAY_POOL_PATH, 23061, 23068);
+    const b = stack(POOL_B, 23065, 23069);
     try {
       await waitFor('stack one', () => a.out().includes('archway is up'), 180_000);
       const jobA = await runningIn(a);
       // The second one starts while the first runs a job: its workers' start-up reap must spare it.
       await waitFor('stack two', () => b.out().includes('archway is up'), 180_000);
+      expect(b.out()).toMatch(/building the busybox image for amd64/);
+      expect(b.out()).toMatch(/busybox\/amd64: shifting owners/);
       const jobB = await runningIn(b);
       expect(await state(a, jobA)).toMatchObject({ state: 'running', attempts: [expect.anything()] });
       // The first stops (and reaps what its own workers leave); the second's job runs on.
@@ -240,7 +252,7 @@ describe('two installations on one host', { timeout: 300_000 }, () => {
     } finally {
       for (const s of [a, b]) if (s.proc.exitCode === null) process.kill(-(s.proc.pid ?? 0), 'SIGKILL');
       for (const s of [a, b]) {
-        for (const line of await strays(s.proc.pid ?? -1, [23062, 23064]))
+        for (const line of await strays(s.proc.pid ?? -1, [23068, 23069]))
           process.kill(Number(line.split(' ')[0]), 'SIGKILL');
       }
     }

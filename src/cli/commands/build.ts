@@ -238,7 +238,9 @@ Example:
 Example:
   archway build show b3f1c2d4e5f60718`,
     )
-    .action(async (id: string, opts: { json?: boolean }) => {
+    .action(async (id: string, _opts: unknown, cmd: Command) => {
+      // `build` has --json too, and commander gives it the option: read both.
+      const opts = cmd.optsWithGlobals<{ json?: boolean }>();
       const b = await client().json<BuildJson>('GET', `/v1/builds/${encodeURIComponent(id)}`);
       process.stdout.write(
         opts.json

@@ -4,7 +4,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createConnection, createServer } from 'node:net';
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { ensureImage } from '../../../images/index.ts';
+import { createProgressPrinter, ensureImage } from '../../../images/index.ts';
 import {
   type Arch,
   ArchwayError,
@@ -111,6 +111,11 @@ Example (a second installation beside the first):
       }
 
       const ctx = await createHostContext(env, 'up');
+      // A first build takes a while: its phases, live on a terminal, a line each otherwise.
+      const printer = createProgressPrinter({
+        tty: process.stderr.isTTY === true,
+        write: (text) => process.stderr.write(text),
+      });
       for (const arch of arches) {
         await ensureImage('busybox', arch, {
           store: ctx.store,
@@ -119,7 +124,8 @@ Example (a second installation beside the first):
           mirror: ctx.config.ARCHWAY_DEBIAN_MIRROR,
           logger: ctx.logger,
           onBuild: () => tell(`building the busybox image for ${arch}...`),
-        });
+          onProgress: printer.update,
+        }).finally(() => printer.end());
       }
 
       if (!redisUrl) {
