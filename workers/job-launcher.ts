@@ -107,97 +107,118 @@ export function createJobLauncher(o: JobLauncherOptions): JobLauncher {
         ),
     );
 
+  /** Closes with close(): a launch still making its container is aborted, and none starts after. */
+  const closing = new AbortController();
+  /** Launches not yet returned: close() waits for them, so none adds a job after it looked. */
+  const launching = new Set<Promise<unknown>>();
+
+  async function launchOne(req: LaunchRequest, opts: { signal?: AbortSignal }): Promise<LaunchedJob> {
+    const started = performance.now();
+    const limits = validate(req, o.ceilings);
+    const image = await o.images.resolve(req.image, o.runtime.arch);
+    const cancel = new AbortController();
+    const signal = AbortSignal.any([...(opts.signal ? [opts.signal] : []), cancel.signal, closing.signal]);
+    const network = req.network ?? 'none';
+    const taken = o.warmPool?.take(image, network);
+    const container =
+      taken ?? (await o.runtime.prepare(image, limits, { signal, jobId: req.jobId, network }));
+    let execution: Awaited<ReturnType<ContainerRuntime['exec']>>;
+    try {
+      if (req.prepare) await req.prepare(container.rootfs, signal, container.idBase);
+      execution = await o.runtime.exec(
+        container,
+        {
+          jobId: req.jobId,
+          argv: req.argv,
+          env: req.env ?? {},
+          cwd: req.cwd ?? '/',
+          limits,
+          // A little after this launcher's own timer, which ends the job with its reason first.
+          ...(req.timeoutSeconds
+            ? { killAt: Date.now() + req.timeoutSeconds * 1000 + ORPHAN_KILL_AFTER_MS }
+            : {}),
+        },
+        { signal },
+      );
+    } catch (e) {
+      reclaim(container);
+      if (signal.aborted) throw new AbortedError(`job ${req.jobId}`, signal.reason);
+      throw e;
+    }
+    const execAt = performance.now();
+    let reason: LaunchEndReason | undefined;
+    const end = (why: LaunchEndReason) => {
+      reason ??= why;
+      o.runtime
+        .kill(container, {})
+        .catch((err: unknown) => o.logger.error({ err: toError(err), id: container.id }, 'kill failed'));
+    };
+    const onAbort = () => end('canceled');
+    signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) onAbort();
+    const timer = req.timeoutSeconds
+      ? setTimeout(() => end('timeout'), req.timeoutSeconds * 1000)
+      : undefined;
+    const result = execution.done
+      .then(
+        (r): JobOutcome => {
+          const why = reason ?? (r.oomKilled ? 'oom' : undefined);
+          return {
+            exitCode: r.exitCode,
+            ...(why ? { reason: why } : {}),
+            durationMs: Math.round(performance.now() - execAt),
+          };
+        },
+        (e: unknown): JobOutcome => {
+          // Killed while runc was still starting the process: runc reports that as its own failure.
+          if (reason) return { exitCode: 137, reason, durationMs: Math.round(performance.now() - execAt) };
+          throw e;
+        },
+      )
+      .finally(() => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', onAbort);
+        reclaim(container);
+      });
+    const entry = { end: () => end('canceled'), output: execution.output, result };
+    active.add(entry);
+    void result.then(
+      () => active.delete(entry),
+      () => active.delete(entry),
+    );
+    return {
+      jobId: req.jobId,
+      image,
+      warm: taken !== undefined,
+      emulated: o.runtime.emulated,
+      launchMs: Math.round(execAt - started),
+      output: execution.output,
+      result,
+      cancel: () => cancel.abort(new Error('canceled')),
+    };
+  }
+
   return {
     runtime: o.runtime,
-    async launch(req, opts = {}) {
-      const started = performance.now();
-      const limits = validate(req, o.ceilings);
-      const image = await o.images.resolve(req.image, o.runtime.arch);
-      const cancel = new AbortController();
-      const signal = opts.signal ? AbortSignal.any([opts.signal, cancel.signal]) : cancel.signal;
-      const network = req.network ?? 'none';
-      const taken = o.warmPool?.take(image, network);
-      const container =
-        taken ?? (await o.runtime.prepare(image, limits, { signal, jobId: req.jobId, network }));
-      let execution: Awaited<ReturnType<ContainerRuntime['exec']>>;
-      try {
-        if (req.prepare) await req.prepare(container.rootfs, signal, container.idBase);
-        execution = await o.runtime.exec(
-          container,
-          {
-            jobId: req.jobId,
-            argv: req.argv,
-            env: req.env ?? {},
-            cwd: req.cwd ?? '/',
-            limits,
-            // A little after this launcher's own timer, which ends the job with its reason first.
-            ...(req.timeoutSeconds
-              ? { killAt: Date.now() + req.timeoutSeconds * 1000 + ORPHAN_KILL_AFTER_MS }
-              : {}),
-          },
-          { signal },
-        );
-      } catch (e) {
-        reclaim(container);
-        if (signal.aborted) throw new AbortedError(`job ${req.jobId}`, signal.reason);
-        throw e;
-      }
-      const execAt = performance.now();
-      let reason: LaunchEndReason | undefined;
-      const end = (why: LaunchEndReason) => {
-        reason ??= why;
-        o.runtime
-          .kill(container, {})
-          .catch((err: unknown) => o.logger.error({ err: toError(err), id: container.id }, 'kill failed'));
-      };
-      const onAbort = () => end('canceled');
-      signal.addEventListener('abort', onAbort, { once: true });
-      if (signal.aborted) onAbort();
-      const timer = req.timeoutSeconds
-        ? setTimeout(() => end('timeout'), req.timeoutSeconds * 1000)
-        : undefined;
-      const result = execution.done
-        .then(
-          (r): JobOutcome => {
-            const why = reason ?? (r.oomKilled ? 'oom' : undefined);
-            return {
-              exitCode: r.exitCode,
-              ...(why ? { reason: why } : {}),
-              durationMs: Math.round(performance.now() - execAt),
-            };
-          },
-          (e: unknown): JobOutcome => {
-            // Killed while runc was still starting the process: runc reports that as its own failure.
-            if (reason) return { exitCode: 137, reason, durationMs: Math.round(performance.now() - execAt) };
-            throw e;
-          },
-        )
-        .finally(() => {
-          clearTimeout(timer);
-          signal.removeEventListener('abort', onAbort);
-          reclaim(container);
-        });
-      const entry = { end: () => end('canceled'), output: execution.output, result };
-      active.add(entry);
-      void result.then(
-        () => active.delete(entry),
-        () => active.delete(entry),
+    launch(req, opts = {}) {
+      if (closing.signal.aborted)
+        return Promise.reject(new AbortedError(`job ${req.jobId}`, closing.signal.reason));
+      const p = launchOne(req, opts);
+      launching.add(p);
+      void p.then(
+        () => launching.delete(p),
+        () => launching.delete(p),
       );
-      return {
-        jobId: req.jobId,
-        image,
-        warm: taken !== undefined,
-        emulated: o.runtime.emulated,
-        launchMs: Math.round(execAt - started),
-        output: execution.output,
-        result,
-        cancel: () => cancel.abort(new Error('canceled')),
-      };
+      return p;
     },
     close() {
       closed ??= (async () => {
-        // Order: end running jobs (draining output nobody reads, so they can finish), then the
-        // warm pool, then wait for every used container to be destroyed.
+        // Order: stop launches (one making its container is aborted and removes it; issue 14: a
+        // launch after close left its container behind), end running jobs (draining output
+        // nobody reads, so they can finish), then the warm pool, then wait for every used
+        // container to be destroyed.
+        closing.abort(new Error('the launcher is closed'));
+        await Promise.allSettled([...launching]);
         for (const job of active) {
           job.end();
           job.output.resume();

@@ -179,7 +179,7 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
       });
       await v1.register(imageRoutes, { deps, blobDir: blobDirOf(config) });
       await v1.register(poolRoutes, { deps });
-      if (deps.builds) await v1.register(buildRoutes, { ...deps.builds, queue: deps.queue });
+      if (deps.builds) await v1.register(buildRoutes, { ...deps.builds, queue: deps.queue, links });
     },
     { prefix: '/v1' },
   );

@@ -33,6 +33,9 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   scaler: async () => (await import('./commands/scaler.ts')).registerScaler,
 };
 
+/** Commands that run until stopped: a reader that goes away must not end them before their shutdown. */
+const LONG_RUNNING = new Set(['up', 'api', 'worker', 'scaler']);
+
 /** The `archway` command line. `env` is injectable for tests; only this file reads process.env. */
 export async function main(argv: string[], env: Env = process.env): Promise<void> {
   const program = new Command('archway')
@@ -40,7 +43,7 @@ export async function main(argv: string[], env: Env = process.env): Promise<void
     .version(VERSION, '-V, --version', "print archway's version")
     .showHelpAfterError()
     .exitOverride();
-  exitQuietlyOnEpipe();
+  exitQuietlyOnEpipe({ longRunning: LONG_RUNNING.has(argv.find((a) => !a.startsWith('-')) ?? '') });
   try {
     const name = argv.find((a) => !a.startsWith('-'));
     const versionOnly = name === undefined && argv.some((a) => a === '-V' || a === '--version');

@@ -4,11 +4,13 @@ import { once } from 'node:events';
  * Ends the process quietly when the reader of stdout or stderr has gone (`archway doctor |
  * head -1`): that is the reader's choice, not an error worth a stack trace (issue #10).
  */
-export function exitQuietlyOnEpipe(): void {
+export function exitQuietlyOnEpipe(o: { longRunning: boolean }): void {
   for (const stream of [process.stdout, process.stderr]) {
     stream.on('error', (e: NodeJS.ErrnoException) => {
-      if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-      throw e;
+      if (e.code !== 'EPIPE') throw e;
+      // A process that runs others (up) or serves (api, worker, scaler) must not die before its
+      // own shutdown has run: it goes on without that output.
+      if (!o.longRunning) process.exit(process.exitCode ?? 0);
     });
   }
 }

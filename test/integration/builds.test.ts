@@ -200,6 +200,16 @@ jobs:
     const id =
       ((await call('GET', '/v1/builds?state=failed&branch=main')).json.builds as BuildJson[])[0]?.id ?? '';
     const before = (await call('GET', `/v1/builds/${id}`)).json as BuildJson;
+    // Its page (issue 12): a signed link that opens it with no token, its jobs by stage.
+    const pageUrl = String((before as BuildJson & { pageUrl?: string }).pageUrl);
+    expect(pageUrl).toMatch(new RegExp(`^${api.url}/builds/${id}\\?exp=\\d+&sig=[\\w-]{43}$`));
+    const page = await fetch(pageUrl);
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    expect(html).toContain('<section class="stage" data-stage="test">');
+    expect(html).toContain('<section class="stage" data-stage="deploy">');
+    expect(html.match(/<tr class="slot"/g)).toHaveLength(4);
+    expect((await fetch(`${api.url}/builds/${id}`)).status).toBe(403);
     // Restart of the failed ones: the job that passed keeps its run; the others get a new one.
     const restart = await archway(['restart', id, '--failed']);
     expect(restart.exitCode).toBe(0);
@@ -247,6 +257,46 @@ jobs:
     await c.queue.cancel(slow?.id ?? '');
     await c.waitFinal(slow?.id ?? '');
   }, 120_000);
+});
+
+describe('archway submit --git', () => {
+  it("fetches the job's source from a git URL (here an upload's) and refuses a refused URL by name", async () => {
+    const up = await upload(
+      (await makeTreeBundle(await tree({ 'greeting.txt': 'from the source\n' }))).bundle,
+    );
+    const git = `${api.url}/git/uploads/${up.json.id}.git`;
+    const r = await archway([
+      'submit',
+      '--arch',
+      'amd64',
+      '--image',
+      'busybox',
+      '--follow',
+      '--git',
+      git,
+      '--ref',
+      'refs/heads/main',
+      '--sha',
+      up.json.sha,
+      '--',
+      'cat greeting.txt',
+    ]);
+    expect(r.stdout).toContain('from the source');
+    expect(r.exitCode).toBe(0);
+    const refused = await archway([
+      'submit',
+      '--arch',
+      'amd64',
+      '--image',
+      'busybox',
+      '--git',
+      'file:///etc',
+      '--',
+      'true',
+    ]);
+    expect(refused.exitCode).toBe(2);
+    expect(refused.stderr).toMatch(/source\.git/);
+  }, 60_000);
 });
 
 describe('builds: cancel', () => {

@@ -137,3 +137,17 @@ describe.each(['none', 'egress'] as const)('nothing is left behind, network %s',
     expect((await leases.list()).get(ghost)?.id).not.toBe('aw-ghost');
   });
 });
+
+describe('a closed launcher', () => {
+  it('aborts a launch still making its container, removes it, and refuses the next', async () => {
+    const h = await host();
+    const inFlight = h.launcher.launch({ jobId: 'in-flight', image: 'busybox', argv: ['true'] });
+    const closed = h.launcher.close();
+    await expect(inFlight).rejects.toThrow(AbortedError);
+    await closed;
+    await expect(h.launcher.launch({ jobId: 'after', image: 'busybox', argv: ['true'] })).rejects.toThrow(
+      /the launcher is closed/,
+    );
+    // checkLeftovers: neither left a container, snapshot, bundle, lease or cgroup.
+  });
+});

@@ -107,6 +107,10 @@ describe('bin/archway as scripts use it (issue #13)', () => {
     expect(job).toMatchObject({ id: created.job.id, state: 'failed', exitCode: 3 });
     expect(job.imageDigest).toMatch(/^sha256:[0-9a-f]{64}$/);
     expect(job.attempts).toEqual([expect.objectContaining({ n: 1, outcome: 'failed', node: job.node })]);
+    // Its page, a signed link (issue 12), in --json and for people.
+    const pageUrl = (job as Job & { pageUrl?: string }).pageUrl ?? '';
+    expect(pageUrl).toMatch(new RegExp(`^${api.url}/jobs/${job.id}\\?exp=\\d+&sig=[\\w-]{43}$`));
+    expect((await fetch(pageUrl)).status).toBe(200);
 
     const human = await cli(['job', 'show', created.job.id]);
     expect(human.exitCode).toBe(0);
@@ -114,6 +118,7 @@ describe('bin/archway as scripts use it (issue #13)', () => {
     expect(human.stdout).toMatch(new RegExp(`^image: +busybox \\(${job.imageDigest}\\)$`, 'm'));
     expect(human.stdout).toMatch(new RegExp(`^node: +${job.node}$`, 'm'));
     expect(human.stdout).toMatch(new RegExp(`^log: +${api.url}/v1/jobs/${job.id}/log `, 'm'));
+    expect(human.stdout).toMatch(new RegExp(`^page: +${api.url}/jobs/${job.id}\\?exp=\\d+&sig=`, 'm'));
     expect(human.stdout).toMatch(/^attempts: 1\n +# +NODE +OUTCOME.*\n +1 +\S+ +failed/m);
   });
 

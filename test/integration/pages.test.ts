@@ -451,6 +451,12 @@ describe('access to the pages', () => {
         redis: c.client,
         queue: c.queue,
         nodes: createNodeRegistry(c.client, c.keys),
+        ...createApiStores({
+          redis: c.client,
+          keys: c.keys,
+          queue: c.queue,
+          nodes: createNodeRegistry(c.client, c.keys),
+        }),
         keys: c.keys,
         ...createApiStores({
           redis: c.client,

@@ -1,13 +1,18 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { createConnection } from 'node:net';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { leftovers, TEST_ENV } from '../support/test-host.ts';
+import { join } from 'node:path';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { createImageStore } from '../../images/index.ts';
+import { poolLayout } from '../../src/core/index.ts';
+import { checkLeftovers } from '../support/leak-check.ts';
+import { TEST_ENV } from '../support/test-host.ts';
 
 const BIN = new URL('../../bin/archway', import.meta.url).pathname;
-// Ports in this suite's own range (the machine runs other stacks beside it).
+// Ports in this suite's own range (the machine runs other stacks beside it). up gives its workers
+// the metrics ports after the API's (API + 1, ...): Redis keeps clear of them.
 const API_PORT = 23041;
-const REDIS_PORT = 23042;
+const REDIS_PORT = 23049;
 
 interface Up {
   proc: ChildProcess;
@@ -100,9 +105,9 @@ async function runningJob(): Promise<string> {
 let current: Up | undefined;
 beforeEach(async () => {
   // up keeps its Redis under the pool (AOF): each test starts with none, so no job of an earlier one runs.
-  await rm(`${TEST_ENV.ARCHWAY_POOL_PATH}/redis`, { recursive: true, force: true });
+  await rm(poolLayout(TEST_ENV.ARCHWAY_POOL_PATH).upRedis, { recursive: true, force: true });
 });
-afterEach(async () => {
+checkLeftovers('each', async () => {
   // A failed test must not leave its stack running: its group, and the Redis in its own session.
   if (current && current.proc.exitCode === null) {
     process.kill(-(current.proc.pid ?? 0), 'SIGKILL');
@@ -111,7 +116,6 @@ afterEach(async () => {
   for (const line of await strays(current?.proc.pid ?? -1))
     process.kill(Number(line.split(' ')[0]), 'SIGKILL');
   current = undefined;
-  expect(await leftovers()).toEqual([]);
 });
 
 // Issue #10 item 5: Redis stops last, up exits with its parts, nothing is orphaned.
@@ -181,7 +185,13 @@ describe('two installations on one host', { timeout: 300_000 }, () => {
   const { ARCHWAY_RUN_DIR: _r, ARCHWAY_CGROUP_PARENT: _c, ...hostEnv } = TEST_ENV;
   const stack = (pool: string, apiPort: number, redisPort: number): Up & { api: typeof api } => {
     const u = up(
-      { ARCHWAY_POOL_PATH: pool, ARCHWAY_PORT: String(apiPort), ARCHWAY_UP_REDIS_PORT: String(redisPort) },
+      {
+        ARCHWAY_POOL_PATH: pool,
+        ARCHWAY_PORT: String(apiPort),
+        ARCHWAY_UP_REDIS_PORT: String(redisPort),
+        // Apart from the other stack's ports: by default the workers' follow the API's (+1).
+        ARCHWAY_WORKER_METRICS_PORT: String(apiPort + 10),
+      },
       undefined,
       hostEnv,
     );
@@ -208,13 +218,22 @@ describe('two installations on one host', { timeout: 300_000 }, () => {
 
   it('run side by side, each on its own pool: neither reaps the other', async () => {
     await rm(`${POOL_B}/redis`, { recursive: true, force: true });
-    const a = stack(TEST_ENV.ARCHWAY_POOL_PATH, 23061, 23062);
-    const b = stack(POOL_B, 23063, 23064);
+    // The second pool has no busybox: its up builds it, and shows the build's phases.
+    const store = createImageStore({ poolPath: POOL_B });
+    const held = await store.resolve('busybox', 'amd64').catch(() => undefined);
+    if (held) {
+      await rm(join(store.dirOf('busybox', 'amd64'), 'current'));
+      await store.remove('busybox', 'amd64', held.digest);
+    }
+    const a = stack(TEST_ENV.ARCHWAY_POOL_PATH, 23061, 23068);
+    const b = stack(POOL_B, 23065, 23069);
     try {
       await waitFor('stack one', () => a.out().includes('archway is up'), 180_000);
       const jobA = await runningIn(a);
       // The second one starts while the first runs a job: its workers' start-up reap must spare it.
       await waitFor('stack two', () => b.out().includes('archway is up'), 180_000);
+      expect(b.out()).toMatch(/building the busybox image for amd64/);
+      expect(b.out()).toMatch(/busybox\/amd64: shifting owners/);
       const jobB = await runningIn(b);
       expect(await state(a, jobA)).toMatchObject({ state: 'running', attempts: [expect.anything()] });
       // The first stops (and reaps what its own workers leave); the second's job runs on.
@@ -226,13 +245,14 @@ describe('two installations on one host', { timeout: 300_000 }, () => {
       expect(await b.exited).toBe(0);
       for (const pool of [TEST_ENV.ARCHWAY_POOL_PATH, POOL_B]) {
         const name = pool.slice('/var/lib/'.length);
-        for (const dir of ['warm', 'jobs', 'bundles']) expect(await readdir(`${pool}/${dir}`)).toEqual([]);
+        const layout = poolLayout(pool);
+        for (const dir of [...layout.snapshotDirs, layout.bundles]) expect(await readdir(dir)).toEqual([]);
         expect(await readdir(`/run/${name}/runc`).catch(() => [])).toEqual([]);
       }
     } finally {
       for (const s of [a, b]) if (s.proc.exitCode === null) process.kill(-(s.proc.pid ?? 0), 'SIGKILL');
       for (const s of [a, b]) {
-        for (const line of await strays(s.proc.pid ?? -1, [23062, 23064]))
+        for (const line of await strays(s.proc.pid ?? -1, [23068, 23069]))
           process.kill(Number(line.split(' ')[0]), 'SIGKILL');
       }
     }

@@ -1,29 +1,31 @@
-import { createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { workerMetricsPorts } from '../../src/cli/commands/up.ts';
 
 describe("up: its workers' metrics ports", () => {
-  it('are free ports chosen by the kernel, one per worker, when ARCHWAY_WORKER_METRICS_PORT is unset', async () => {
-    const ports = await workerMetricsPorts(['amd64', 'arm64', 'ppc64le', 's390x'], undefined);
-    const all = Object.values(ports);
-    expect(Object.keys(ports)).toEqual(['amd64', 'arm64', 'ppc64le', 's390x']);
-    expect(all.every((p) => p > 0)).toBe(true);
-    // Each can be bound: nothing listens there.
-    for (const p of all)
-      await new Promise<void>((resolve, reject) => {
-        const s = createServer();
-        s.once('error', reject);
-        s.listen(p, () => s.close(() => resolve()));
-      });
+  it("follow the API's port, one per worker, in the order of the arches", () => {
+    expect(workerMetricsPorts(['amd64', 'arm64', 'ppc64le', 's390x'], 8080, undefined)).toEqual({
+      amd64: 8081,
+      arm64: 8082,
+      ppc64le: 8083,
+      s390x: 8084,
+    });
   });
-  it('start at ARCHWAY_WORKER_METRICS_PORT when it is set', async () => {
-    expect(await workerMetricsPorts(['arm64', 's390x'], '9101')).toEqual({ arm64: 9101, s390x: 9102 });
+  it('start at ARCHWAY_WORKER_METRICS_PORT when it is set', () => {
+    expect(workerMetricsPorts(['arm64', 's390x'], 8080, '9101')).toEqual({ arm64: 9101, s390x: 9102 });
   });
-  it('are none when ARCHWAY_WORKER_METRICS_PORT is 0', async () => {
-    expect(await workerMetricsPorts(['amd64'], '0')).toEqual({});
+  it('are none when the API takes any free port, or the base is 0', () => {
+    expect(workerMetricsPorts(['amd64'], 0, undefined)).toEqual({});
+    expect(workerMetricsPorts(['amd64'], 8080, '0')).toEqual({});
   });
-  it('refuse a base that is not a port, or leaves no room below 65536', async () => {
-    await expect(workerMetricsPorts(['amd64'], 'x')).rejects.toThrow(/expected a port number/);
-    await expect(workerMetricsPorts(['amd64', 'arm64'], '65535')).rejects.toThrow(/65535/);
+  it("pass over the ports taken on the host (up's own Redis, another installation's API)", () => {
+    const taken = new Set([8082, 8083]);
+    expect(workerMetricsPorts(['amd64', 'arm64', 's390x'], 8080, undefined, (p) => taken.has(p))).toEqual({
+      amd64: 8081,
+      arm64: 8084,
+      s390x: 8085,
+    });
+  });
+  it('refuse a base that leaves no room below 65536', () => {
+    expect(() => workerMetricsPorts(['amd64', 'arm64'], 8080, '65535')).toThrow(/65535/);
   });
 });

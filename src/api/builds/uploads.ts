@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { HostCommandError, InvalidInputError, type Logger, runCommand, toError } from '../../core/index.ts';
 import { UploadTooLargeError } from './upload-too-large-error.ts';
@@ -232,7 +232,9 @@ function firstLine(e: unknown): string {
 
 /**
  * Answers one request of git's smart HTTP protocol for an upload (`info/refs` and
- * `git-upload-pack` only: nothing can be pushed) with `git http-backend`.
+ * `git-upload-pack` only: nothing can be pushed) with `git http-backend`. The pack is streamed
+ * (`body`), never held whole in memory: the jobs of one build fetch a tree of up to the upload
+ * limit at once. `signal` (the request going away) ends git.
  */
 export async function serveUploadGit(o: {
   dir: string;
@@ -241,8 +243,8 @@ export async function serveUploadGit(o: {
   method: string;
   contentType?: string | undefined;
   body?: Buffer;
-}): Promise<{ status: number; headers: Record<string, string>; body: Buffer }> {
-  const chunks: Buffer[] = [];
+  signal?: AbortSignal;
+}): Promise<{ status: number; headers: Record<string, string>; body: Readable }> {
   const cgi = spawn('git', ['http-backend'], {
     env: {
       ...GIT_ENV,
@@ -257,22 +259,60 @@ export async function serveUploadGit(o: {
       REMOTE_ADDR: '127.0.0.1',
     },
     stdio: ['pipe', 'pipe', 'ignore'],
+    ...(o.signal ? { signal: o.signal } : {}),
   });
+  cgi.on('error', () => undefined);
   // git may answer before it has read the whole request (an error): not a reason to throw.
   cgi.stdin.on('error', () => undefined);
   cgi.stdin.end(o.body ?? Buffer.alloc(0));
-  for await (const c of cgi.stdout) chunks.push(c as Buffer);
-  const all = Buffer.concat(chunks);
-  const split = all.indexOf('\r\n\r\n');
-  if (split < 0) return { status: 502, headers: {}, body: Buffer.from('git http-backend failed\n') };
+  // The CGI header first (small), then the rest of stdout as the response body, as it comes.
+  let head = Buffer.alloc(0);
+  let split = -1;
+  const stdout = cgi.stdout;
+  while (split < 0) {
+    const chunk = (stdout.read() as Buffer | null) ?? (await nextChunk(stdout));
+    if (!chunk)
+      return { status: 502, headers: {}, body: Readable.from([Buffer.from('git http-backend failed\n')]) };
+    head = Buffer.concat([head, chunk]);
+    split = head.indexOf('\r\n\r\n');
+    if (split < 0 && head.length > 64 * 1024) {
+      cgi.kill();
+      return { status: 502, headers: {}, body: Readable.from([Buffer.from('git http-backend failed\n')]) };
+    }
+  }
   let status = 200;
   const headers: Record<string, string> = {};
-  for (const line of all.subarray(0, split).toString().split('\r\n')) {
+  for (const line of head.subarray(0, split).toString().split('\r\n')) {
     const i = line.indexOf(':');
     const k = line.slice(0, i).trim();
     const v = line.slice(i + 1).trim();
     if (k.toLowerCase() === 'status') status = Number(v.split(' ')[0]);
     else if (k) headers[k] = v;
   }
-  return { status, headers, body: all.subarray(split + 4) };
+  const rest = head.subarray(split + 4);
+  if (rest.length > 0) stdout.unshift(rest);
+  return { status, headers, body: stdout };
+}
+
+/** The next chunk of a readable stream, or undefined at its end. */
+function nextChunk(r: Readable): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const done = () => {
+      r.off('readable', ready);
+      r.off('end', done);
+      r.off('close', done);
+      resolve(undefined);
+    };
+    const ready = () => {
+      const c = r.read() as Buffer | null;
+      if (c === null) return;
+      r.off('readable', ready);
+      r.off('end', done);
+      r.off('close', done);
+      resolve(c);
+    };
+    r.on('readable', ready);
+    r.once('end', done);
+    r.once('close', done);
+  });
 }

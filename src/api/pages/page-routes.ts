@@ -4,13 +4,7 @@ import fastifyCookie from '@fastify/cookie';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import {
-  createBuildStore,
-  createPoolStatus,
-  createPoolStore,
-  JobNotFoundError,
-  readLog,
-} from '../../../queue/index.ts';
+import { createBuildStore, JobNotFoundError, readLog } from '../../../queue/index.ts';
 import {
   type ApiToken,
   ArchInput,
@@ -103,13 +97,7 @@ function safeNext(next: unknown): string {
 export const pageRoutes: FastifyPluginAsyncZod<PageRoutesOptions> = async (app, o) => {
   const { deps, links } = o;
   const verifier = createTokenVerifier(o.tokens);
-  const poolStatus = createPoolStatus({
-    redis: deps.redis,
-    keys: deps.keys,
-    queue: deps.queue,
-    nodes: deps.nodes,
-    pools: createPoolStore(deps.redis, deps.keys),
-  });
+  const { poolStatus } = deps;
   // Builds as the pages read them: the head, and of each slot's expanded job only what they show.
   const builds = createBuildStore(deps.redis, deps.keys, {
     job: z

@@ -6,6 +6,7 @@ import { Arch, JobId } from '../../core/index.ts';
 import { type ApiBuild, type ApiBuilds, BuildRequest } from '../builds/api-builds.ts';
 import { BuildNotFoundError } from '../builds/build-not-found-error.ts';
 import { serveUploadGit, type Uploads } from '../builds/uploads.ts';
+import type { PageLinks } from '../pages/index.ts';
 import { apiSchemas, errorResponses, Flag } from '../schemas.ts';
 
 const security = [{ bearer: [] }];
@@ -50,6 +51,8 @@ export const BuildView = z
     finishedAt: z.string().optional(),
     jobs: z.array(BuildJobView),
     url: z.string(),
+    /** A signed link to the build's page, for people: `GET /v1/builds/:id` sets it. */
+    pageUrl: z.string().optional(),
   })
   .register(apiSchemas, { id: 'Build' });
 export type BuildView = z.infer<typeof BuildView>;
@@ -144,7 +147,9 @@ export const buildRoutes: FastifyPluginAsyncZod<{
   uploads: Uploads;
   queue: JobQueue;
   publicUrl: () => string;
-}> = async (app, { builds, uploads, queue, publicUrl }) => {
+  /** Signs `pageUrl`, the build's page. */
+  links: PageLinks;
+}> = async (app, { builds, uploads, queue, publicUrl, links }) => {
   const base = () => publicUrl().replace(/\/+$/, '');
   // The bundle is streamed to disk by the route under its own limit (413 UPLOAD_TOO_LARGE), not buffered.
   app.addContentTypeParser('application/x-git-bundle', (_req, payload, done) => done(null, payload));
@@ -201,7 +206,8 @@ export const buildRoutes: FastifyPluginAsyncZod<{
     {
       schema: {
         summary: 'Get a build',
-        description: 'The build and its jobs: state, arch, stage, allow_failure, durations.',
+        description:
+          "The build and its jobs: state, arch, stage, allow_failure, durations. `pageUrl` is a signed link to the build's page, valid for ARCHWAY_PAGE_LINK_DAYS.",
         tags: ['builds'],
         security,
         params: z.object({ id: BuildId }),
@@ -211,7 +217,7 @@ export const buildRoutes: FastifyPluginAsyncZod<{
     async (req) => {
       const b = await builds.get(req.params.id);
       if (!b) throw new BuildNotFoundError(req.params.id);
-      return viewOf(b, queue, base());
+      return { ...(await viewOf(b, queue, base())), pageUrl: links.buildUrl(b.id) };
     },
   );
 
@@ -309,6 +315,13 @@ export const buildRoutes: FastifyPluginAsyncZod<{
   );
 };
 
+/** An AbortSignal that fires when the response ends or its connection closes (then git has no reader). */
+function abortOnClose(raw: { once(e: 'close', f: () => void): unknown }): AbortSignal {
+  const ac = new AbortController();
+  raw.once('close', () => ac.abort());
+  return ac.signal;
+}
+
 /** git's smart HTTP for uploads (fetch only), outside /v1: workers fetch with the unguessable upload id, no token. */
 export const uploadGitRoutes: FastifyPluginAsyncZod<{ uploads: Uploads }> = async (app, { uploads }) => {
   app.addContentTypeParser(
@@ -349,6 +362,7 @@ export const uploadGitRoutes: FastifyPluginAsyncZod<{ uploads: Uploads }> = asyn
         method: 'POST',
         contentType: req.headers['content-type'],
         body: req.body as Buffer,
+        signal: abortOnClose(reply.raw),
       });
       return reply.code(r.status).headers(r.headers).send(r.body);
     },

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { type Command, Option } from 'commander';
 import { ArchwayError, InvalidInputError, parseArch, parseConfig, toError } from '../../core/index.ts';
-import { type ApiClient, apiClientFrom, ClientConfig } from '../api-client.ts';
+import { type ApiClient, apiClientFrom, CLIENT_ENV_HELP, ClientConfig } from '../api-client.ts';
 import { keyValues } from '../parse.ts';
 import { parseSse } from '../sse.ts';
 import { table } from '../table.ts';
@@ -149,6 +149,14 @@ export function registerBuild(program: Command, env: Record<string, string | und
     .option('--env <K=V>', 'a variable for every job (repeatable)', collect, [] as string[])
     .option('--detach', 'print the build id and its URL, and return')
     .option('--json', 'print the finished build as JSON instead of the summary table')
+    .addHelpText(
+      'after',
+      `${CLIENT_ENV_HELP}
+
+Example:
+  archway build . --arch amd64,arm64 --env DEBUG=1
+  archway build ~/src/project --config ci/linux.yml --detach`,
+    )
     .action(async (dir: string, opts: BuildCliOptions) => {
       const api = client();
       const arches = opts.arch
@@ -223,7 +231,16 @@ export function registerBuild(program: Command, env: Record<string, string | und
     .description('a build and its jobs')
     .argument('<id>', 'the build id')
     .option('--json', 'print JSON')
-    .action(async (id: string, opts: { json?: boolean }) => {
+    .addHelpText(
+      'after',
+      `${CLIENT_ENV_HELP}
+
+Example:
+  archway build show b3f1c2d4e5f60718`,
+    )
+    .action(async (id: string, _opts: unknown, cmd: Command) => {
+      // `build` has --json too, and commander gives it the option: read both.
+      const opts = cmd.optsWithGlobals<{ json?: boolean }>();
       const b = await client().json<BuildJson>('GET', `/v1/builds/${encodeURIComponent(id)}`);
       process.stdout.write(
         opts.json
@@ -240,6 +257,13 @@ export function registerBuild(program: Command, env: Record<string, string | und
     .option('--state <state>', 'only builds in this state')
     .option('--limit <n>', 'how many', '20')
     .option('--json', 'print JSON')
+    .addHelpText(
+      'after',
+      `${CLIENT_ENV_HELP}
+
+Example:
+  archway builds --branch main --state failed`,
+    )
     .action(
       async (opts: { repo?: string; branch?: string; state?: string; limit: string; json?: boolean }) => {
         const q = new URLSearchParams({ limit: opts.limit });
@@ -271,6 +295,14 @@ export function registerBuild(program: Command, env: Record<string, string | und
     .argument('<id>', 'a build id (b...) or a job id (j...)')
     .option('--failed', 'only the jobs that did not pass (builds)')
     .option('--json', 'print JSON')
+    .addHelpText(
+      'after',
+      `${CLIENT_ENV_HELP}
+
+Example:
+  archway restart b3f1c2d4e5f60718 --failed
+  archway restart j0123456789abcdef01234567`,
+    )
     .action(async (id: string, opts: { failed?: boolean; json?: boolean }) => {
       const api = client();
       if (id.startsWith('b')) {

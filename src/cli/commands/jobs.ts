@@ -31,6 +31,9 @@ export function describeJob(job: JobRecord, api: ApiClient): string {
     ['ran for', took(job.startedAt, job.finishedAt)],
     ['log', `${api.url}/v1/jobs/${encodeURIComponent(job.id)}/log (${job.logBytes} bytes)`],
   ];
+  // The job's page in a browser, a signed link (issue 12): the API sets it on GET /v1/jobs/:id.
+  const pageUrl = (job as JobRecord & { pageUrl?: string }).pageUrl;
+  if (pageUrl) lines.push(['page', pageUrl]);
   if (job.cancelRequested && job.state === 'running') lines.push(['cancel', 'requested']);
   const labels = Object.entries(job.labels);
   if (labels.length) lines.push(['labels', labels.map(([k, v]) => `${k}=${v}`).join(', ')]);

@@ -25,6 +25,9 @@ interface SubmitOptions {
   scriptFile?: string;
   label: string[];
   idempotencyKey?: string;
+  git?: string;
+  ref?: string;
+  sha?: string;
 }
 
 /** The job spec the options and the script words make; every error names its option. */
@@ -47,6 +50,21 @@ export async function submitBody(words: string[], opts: SubmitOptions): Promise<
     ...(opts.pids === undefined ? {} : { pids: positiveNumber('--pids', opts.pids, true) }),
     ...(opts.disk === undefined ? {} : { diskMiB: positiveNumber('--disk', opts.disk, true) }),
   };
+  if ((opts.ref !== undefined || opts.sha !== undefined) && opts.git === undefined)
+    throw new InvalidInputError(
+      opts.ref !== undefined ? '--ref' : '--sha',
+      'names a commit of --git URL: give --git too',
+    );
+  if (opts.sha !== undefined && !/^[0-9a-f]{40}$/.test(opts.sha))
+    throw new InvalidInputError('--sha', `expected 40 lowercase hex digits, got '${opts.sha}'`);
+  const source =
+    opts.git === undefined
+      ? undefined
+      : {
+          git: opts.git,
+          ...(opts.ref === undefined ? {} : { ref: opts.ref }),
+          ...(opts.sha === undefined ? {} : { sha: opts.sha }),
+        };
   let priority: number | undefined;
   if (opts.priority !== undefined) {
     priority = positiveNumber('--priority', opts.priority, true);
@@ -61,6 +79,7 @@ export async function submitBody(words: string[], opts: SubmitOptions): Promise<
     ...(opts.secret.length ? { secrets: keyValues('--secret', opts.secret) } : {}),
     ...(opts.label.length ? { labels: keyValues('--label', opts.label) } : {}),
     ...(opts.network ? { network: opts.network } : {}),
+    ...(source ? { source } : {}),
     ...(Object.keys(resources).length ? { resources } : {}),
     ...(priority === undefined ? {} : { priority }),
     ...(opts.timeout === undefined
@@ -99,6 +118,12 @@ export function registerSubmit(program: Command, env: Record<string, string | un
     )
     .option('--script-file <file>', 'read the script from this file instead of the words after --')
     .option('--label <key=value>', 'label for listing (repeatable)', collect, [])
+    .option(
+      '--git <url>',
+      "the job's source: a remote https or git URL, fetched on the worker's host into the build directory",
+    )
+    .option('--ref <ref>', 'a branch or ref of --git (default its HEAD)')
+    .option('--sha <sha>', 'a commit of --git (40 hex digits)')
     .option('--idempotency-key <key>', 'a retry with the same key returns the first job instead of a new one')
     .argument('[script...]', 'the script (after --); its words are joined with spaces')
     .addHelpText(

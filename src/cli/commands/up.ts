@@ -2,16 +2,16 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createConnection, createServer } from 'node:net';
-import { join } from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { ensureImage } from '../../../images/index.ts';
+import { createProgressPrinter, ensureImage } from '../../../images/index.ts';
 import {
   type Arch,
   ArchwayError,
   connectRedis,
   HostConfig,
   parseConfig,
+  poolLayout,
   safeRedisUrl,
 } from '../../core/index.ts';
 import { createHostContext, createHostLauncher, HOST_ENV_HELP } from '../host-context.ts';
@@ -34,6 +34,8 @@ export const UpConfig = HostConfig.extend({
   ARCHWAY_PORT: z.coerce.number().int().min(1).max(65_535).default(8080),
   /** The admin token; default: a new random one each time. */
   ARCHWAY_TOKEN: z.string().min(16, 'at least 16 characters').optional(),
+  /** The key of the pages' signed links; default: the one kept in `<pool>/page-secret` (made on the first `up`). */
+  ARCHWAY_PAGE_SECRET: z.string().min(32, 'at least 32 characters').optional(),
 });
 
 /** A process `up` started, and what it is for the messages. */
@@ -83,9 +85,10 @@ export function registerUp(program: Command, env: Record<string, string | undefi
   ARCHWAY_UP_REDIS_PORT the port of that Redis (default 6379)
   ARCHWAY_PORT          the API's port (default 8080)
   ARCHWAY_TOKEN         the admin token (default: a new one each time)
+  ARCHWAY_PAGE_SECRET   the key of the pages' signed links (default: kept in <pool>/page-secret)
 
 Example (a second installation beside the first):
-  ARCHWAY_POOL_PATH=/var/lib/archway-two ARCHWAY_PORT=8081 ARCHWAY_UP_REDIS_PORT=6380 archway up`,
+  ARCHWAY_POOL_PATH=/var/lib/archway-two ARCHWAY_PORT=8090 ARCHWAY_UP_REDIS_PORT=6380 archway up`,
     )
     .action(async (opts: { arches: string; slots: string; demo: boolean; exitAfterDemo?: boolean }) => {
       const arches = parseArchList(opts.arches);
@@ -108,6 +111,11 @@ Example (a second installation beside the first):
       }
 
       const ctx = await createHostContext(env, 'up');
+      // A first build takes a while: its phases, live on a terminal, a line each otherwise.
+      const printer = createProgressPrinter({
+        tty: process.stderr.isTTY === true,
+        write: (text) => process.stderr.write(text),
+      });
       for (const arch of arches) {
         await ensureImage('busybox', arch, {
           store: ctx.store,
@@ -116,12 +124,13 @@ Example (a second installation beside the first):
           mirror: ctx.config.ARCHWAY_DEBIAN_MIRROR,
           logger: ctx.logger,
           onBuild: () => tell(`building the busybox image for ${arch}...`),
-        });
+          onProgress: printer.update,
+        }).finally(() => printer.end());
       }
 
       if (!redisUrl) {
         const port = config.ARCHWAY_UP_REDIS_PORT;
-        const dir = join(config.ARCHWAY_POOL_PATH, 'redis');
+        const dir = poolLayout(config.ARCHWAY_POOL_PATH).upRedis;
         await mkdir(dir, { recursive: true });
         // Its own session: the terminal's SIGINT goes to up's process group, not to Redis, which
         // must outlive the workers that re-queue their jobs into it.
@@ -162,7 +171,7 @@ Example (a second installation beside the first):
       const token = config.ARCHWAY_TOKEN ?? randomBytes(24).toString('hex');
       const url = `http://127.0.0.1:${config.ARCHWAY_PORT}`;
       // Kept under the pool, so signed page links (check runs' Details) outlive a restart of up.
-      const pageSecret = env.ARCHWAY_PAGE_SECRET ?? (await pageSecretIn(config.ARCHWAY_POOL_PATH));
+      const pageSecret = config.ARCHWAY_PAGE_SECRET ?? (await pageSecretIn(config.ARCHWAY_POOL_PATH));
       const childEnv = {
         ...env,
         REDIS_URL: redisUrl,
@@ -179,7 +188,19 @@ Example (a second installation beside the first):
         parts.push(arch ? { ...p, arch } : p);
       };
       start('the API', ['api']);
-      const metricsPorts = await workerMetricsPorts(arches, env.ARCHWAY_WORKER_METRICS_PORT);
+      // Skipping ports taken on this host (up's own Redis, another installation's API or workers).
+      const taken = new Set([config.ARCHWAY_UP_REDIS_PORT, config.ARCHWAY_PORT]);
+      const first = workerMetricsPorts(arches, config.ARCHWAY_PORT, env.ARCHWAY_WORKER_METRICS_PORT);
+      const from = Math.min(...Object.values(first));
+      if (Number.isFinite(from))
+        for (let p = from; p < Math.min(from + arches.length + 16, 65_536); p++)
+          if (!taken.has(p) && !(await canListen(p))) taken.add(p);
+      const metricsPorts = workerMetricsPorts(
+        arches,
+        config.ARCHWAY_PORT,
+        env.ARCHWAY_WORKER_METRICS_PORT,
+        (p) => taken.has(p),
+      );
       for (const arch of arches) {
         const m = metricsPorts[arch];
         start(
@@ -273,42 +294,39 @@ Example (a second installation beside the first):
 }
 
 /**
- * The /metrics port of each of `up`'s workers: consecutive ports from
- * ARCHWAY_WORKER_METRICS_PORT when it is set (0: none); otherwise a free port for each, chosen
- * by the kernel (a fixed offset from the API's port collided with the ports around it, Redis's
- * among them). `up` prints them.
+ * The /metrics port of each of `up`'s workers: consecutive ports from `base`
+ * (ARCHWAY_WORKER_METRICS_PORT) when set, else from the API's port + 1 (8081, 8082, ...), so a
+ * development stack is scraped as production is. None when the API takes any free port (0) and
+ * no base is set, or the base is 0.
  */
-export async function workerMetricsPorts(
+export function workerMetricsPorts(
   arches: readonly Arch[],
+  apiPort: number,
   base: string | undefined,
-): Promise<Partial<Record<Arch, number>>> {
-  if (base === undefined || base === '') {
-    const ports: [Arch, number][] = [];
-    for (const a of arches) ports.push([a, await freeLoopbackPort()]);
-    return Object.fromEntries(ports);
+  /** Ports to pass over (taken on this host); the next free one is used instead. */
+  skip: (port: number) => boolean = () => false,
+): Partial<Record<Arch, number>> {
+  const first = base !== undefined && base !== '' ? Number(base) : apiPort > 0 ? apiPort + 1 : 0;
+  if (!Number.isInteger(first) || first <= 0) return {};
+  const out: Partial<Record<Arch, number>> = {};
+  let port = first;
+  for (const arch of arches) {
+    while (skip(port)) port++;
+    if (port > 65_535)
+      throw new Error(
+        `ARCHWAY_WORKER_METRICS_PORT ${first}: ${arches.length} workers need ports up to ${port}, above 65535`,
+      );
+    out[arch] = port++;
   }
-  const first = Number(base);
-  if (!Number.isInteger(first) || first < 0)
-    throw new Error(`ARCHWAY_WORKER_METRICS_PORT '${base}': expected a port number (0: no metrics)`);
-  if (first === 0) return {};
-  if (first + arches.length - 1 > 65_535)
-    throw new Error(
-      `ARCHWAY_WORKER_METRICS_PORT ${first}: ${arches.length} workers need ports up to ${first + arches.length - 1}, above 65535`,
-    );
-  return Object.fromEntries(arches.map((a, i) => [a, first + i]));
+  return out;
 }
 
-/** A port no process listens on now (the kernel's pick), for a child to bind next. */
-function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/** Whether a listener can bind 127.0.0.1:`port` now (nothing else holds it). */
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, () => {
-      const addr = srv.address();
-      srv.close(() =>
-        typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no free port')),
-      );
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
 }
 
@@ -378,7 +396,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * A secret shorter than the API accepts is replaced.
  */
 export async function pageSecretIn(poolPath: string): Promise<string> {
-  const file = join(poolPath, 'page-secret');
+  const file = poolLayout(poolPath).upPageSecret;
   const kept = (await readFile(file, 'utf8').catch(() => '')).trim();
   if (kept.length >= 32) return kept;
   const secret = randomBytes(32).toString('hex');

@@ -9,6 +9,8 @@ import { join } from 'node:path';
  * - `bundles/<id>`: each container's OCI bundle and its record
  * - `cache/`: the image builder's packages, the git mirrors (`cache/git`), the package cache of
  *   egress jobs (`cache/apt-cacher-ng`, unless ARCHWAY_APT_CACHE_DIR moves it)
+ * - `redis/`, `page-secret`: the data of the Redis that `archway up` starts when it finds none,
+ *   and the secret `up` signs page links with
  */
 export interface PoolLayout {
   readonly root: string;
@@ -23,6 +25,10 @@ export interface PoolLayout {
   gitMirrorsOf(host: string): string;
   /** The default directory of the host's package cache (apt-cacher-ng). */
   readonly aptCache: string;
+  /** Where `archway up` keeps the data (AOF) of the Redis it starts itself. */
+  readonly upRedis: string;
+  /** The secret `archway up` signs its page links with (mode 0600), kept so links outlive a restart. */
+  readonly upPageSecret: string;
   /** The directories made when the pool is (`ensurePool`). */
   readonly dirs: readonly string[];
   /** The directories that hold containers' snapshots (warm, jobs). */
@@ -45,6 +51,8 @@ export function poolLayout(poolPath: string): PoolLayout {
     gitMirrors: join(cache, 'git'),
     gitMirrorsOf: (host) => join(cache, 'git', host.replace(/:/g, '_')),
     aptCache: join(cache, 'apt-cacher-ng'),
+    upRedis: join(poolPath, 'redis'),
+    upPageSecret: join(poolPath, 'page-secret'),
     dirs: [images, warm, jobs, bundles, cache],
     snapshotDirs: [warm, jobs],
   };
