@@ -22,7 +22,9 @@ export default defineConfig({
       },
       {
         // The heavy suite `.ci/run` runs after `npm test`: Debian images per arch, real apt installs
-        // through the package cache, real builds. Not part of `npm test` (its 10-minute budget).
+        // through the package cache, real builds, the fleet over network namespaces, and the fault
+        // tests (worker SIGKILL, Redis restart, Sentinel failover: each waits out real timeouts).
+        // Not part of `npm test` (its 10-minute budget).
         test: {
           name: 'system',
           include: ['test/system/**/*.test.ts'],
