@@ -68,7 +68,7 @@ const CeilingSettings = {
   /** Most CPUs one job may ask for. Default: this host's CPU count. */
   ARCHWAY_MAX_CPUS: z.coerce.number().min(0.01).max(256).optional(),
   /** Most memory one job may ask for, in MiB. Default: this host's memory. */
-  ARCHWAY_MAX_MEMORY_MIB: z.coerce.number().int().min(16).optional(),
+  ARCHWAY_MAX_MEMORY_MIB: z.coerce.number().int().min(32).optional(),
   /** Most processes and threads one job may ask for. Default: an eighth of kernel.pid_max. */
   ARCHWAY_MAX_PIDS: z.coerce.number().int().min(16).optional(),
   /** Most disk one job may ask for, in MiB. Default: a quarter of the pool's size. */

@@ -102,10 +102,12 @@ export type ImageRef = z.output<typeof ImageRef>;
 /**
  * The smallest limits the kernel can apply to a container that still starts (measured with runc
  * 1.1 on arm64 through qemu-user, the hungriest case): below 16 MiB runc cannot set the memory
- * limit or the emulated shell is OOM-killed; runc's own init threads count against pids; the
- * CFS quota cannot be under 1 ms per 100 ms period.
+ * limit, and since every job runs under the exec wrapper shell (one more emulated process) a
+ * `sh -c 'ls / | wc -l'` at 16 MiB was OOM-killed in 2 of 6 runs on an idle host, at 24 MiB in
+ * none: 32 MiB leaves room. runc's own init threads count against pids; the CFS quota cannot be
+ * under 1 ms per 100 ms period.
  */
-export const MIN_LIMITS = { cpus: 0.01, memoryMiB: 16, pids: 16, diskMiB: 1 } as const;
+export const MIN_LIMITS = { cpus: 0.01, memoryMiB: 32, pids: 16, diskMiB: 1 } as const;
 
 /** Limits of one job's container. Absent ones take the defaults below; each is bounded by the operator's ceiling. */
 export const ResourceLimits = z.object({
@@ -118,7 +120,7 @@ export const ResourceLimits = z.object({
   /** Memory in MiB, swap included. Default 2048. */
   memoryMiB: z
     .int()
-    .min(MIN_LIMITS.memoryMiB, 'at least 16 MiB (a container cannot start with less)')
+    .min(MIN_LIMITS.memoryMiB, 'at least 32 MiB (a container cannot start with less)')
     .max(1_048_576)
     .optional(),
   /** Maximum number of processes and threads. Default 1024. */

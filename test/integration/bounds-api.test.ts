@@ -119,7 +119,7 @@ describe('ceilings', () => {
 
 describe('limits the kernel cannot apply are a 400 with the minimum', () => {
   it.each([
-    ['memoryMiB', 8, 'at least 16 MiB'],
+    ['memoryMiB', 8, 'at least 32 MiB'],
     ['pids', 4, 'at least 16'],
     ['cpus', 0.001, 'at least 0.01'],
     ['diskMiB', 0, 'at least 1 MiB'],
@@ -202,7 +202,7 @@ describe('the CLI on a host', () => {
       'true',
     ]);
     expect(under.exitCode).not.toBe(0);
-    expect(under.stderr).toContain('--memory: at least 16 MiB');
+    expect(under.stderr).toContain('--memory: at least 32 MiB');
     expect(await leftovers()).toEqual([]);
   });
 

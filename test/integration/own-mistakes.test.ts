@@ -141,7 +141,7 @@ describe('at submission', () => {
   });
 
   it.each([
-    ['memoryMiB', 1, 'at least 16 MiB'],
+    ['memoryMiB', 1, 'at least 32 MiB'],
     ['cpus', 0.00001, 'at least 0.01'],
   ])('limits the kernel cannot apply: %s %s is a 400 with the minimum', async (field, value, minimum) => {
     const res = await submit({ resources: { [field]: value } });

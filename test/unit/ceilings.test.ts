@@ -48,7 +48,7 @@ describe('ceilings', () => {
     expect(ResourceLimits.safeParse({ memoryMiB: 15 }).success).toBe(false);
     expect(ResourceLimits.safeParse({ pids: 15 }).success).toBe(false);
     expect(ResourceLimits.safeParse({ cpus: 0.009 }).success).toBe(false);
-    expect(ResourceLimits.safeParse({ memoryMiB: 16, pids: 16, cpus: 0.01, diskMiB: 1 }).success).toBe(true);
+    expect(ResourceLimits.safeParse({ memoryMiB: 32, pids: 16, cpus: 0.01, diskMiB: 1 }).success).toBe(true);
   });
 });
 
