@@ -40,7 +40,15 @@ export {
   type JobHandler,
   type TakenJob,
 } from './job-consumer.ts';
-export { createJobEvents, type EventsPosition, JobEvent, type JobEvents } from './job-events.ts';
+export {
+  createJobEventFollower,
+  createJobEvents,
+  type EventsPosition,
+  JobEvent,
+  type JobEventFollower,
+  type JobEventFollowerOptions,
+  type JobEvents,
+} from './job-events.ts';
 export {
   createJobQueue,
   IdempotencyConflictError,

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import { JobState, type Keys } from '../src/core/index.ts';
+import { JobState, type Keys, type Logger, toError } from '../src/core/index.ts';
+import { createLease } from './lease.ts';
 
 /** One entry of the job events stream (written by the job store at each transition). */
 export const JobEvent = z.object({
@@ -90,6 +91,87 @@ export function createJobEvents(redis: Redis, keys: Keys): JobEvents {
           await redis.set(key, id);
         },
       };
+    },
+  };
+}
+
+export interface JobEventFollowerOptions {
+  redis: Redis;
+  /** Makes the connection the follower blocks on in XREAD. */
+  duplicate: () => Redis;
+  keys: Keys;
+  /** One follower of this kind at a time, host- and process-wide: the others stand by. */
+  leaseKey: string;
+  /** Where the follower saves how far it got (a restart goes on from the next entry). */
+  positionKey: string;
+  logger: Logger;
+  /** What the follower does, for its log lines ("reporting", "advancing builds"). */
+  what: string;
+}
+
+export interface JobEventFollower {
+  /** Sets its position (the end of the stream the first time) and starts following. */
+  start(): Promise<void>;
+  /** Idempotent: ends the loop (within a second), releases the lease, then its connection. */
+  close(): Promise<void>;
+}
+
+/** How long a follower's lease lasts; it is renewed at every read (each blocks at most 1 s). */
+const FOLLOWER_LEASE_MS = 15_000;
+
+/**
+ * Hands every job event, in order, to `handle`, under a lease so one process follows at a time,
+ * saving its position after each entry. A failed entry (Redis away, a record that does not
+ * parse, `handle` throwing) is tried again a second later: nothing is skipped.
+ */
+export function createJobEventFollower(
+  o: JobEventFollowerOptions,
+  handle: (e: JobEvent) => Promise<void>,
+): JobEventFollower {
+  const lease = createLease(o.redis, o.leaseKey, FOLLOWER_LEASE_MS);
+  const events = createJobEvents(o.redis, o.keys);
+  const position = events.position(o.positionKey);
+  let stopped = false;
+  let loop: Promise<void> | undefined;
+  let conn: Redis | undefined;
+  let closing: Promise<void> | undefined;
+
+  async function run(): Promise<void> {
+    conn = o.duplicate();
+    while (!stopped) {
+      try {
+        if (!(await lease.take())) {
+          await new Promise((r) => setTimeout(r, 1000));
+          continue;
+        }
+        const read = await events.readEvents(conn, await position.get(), 1000);
+        for (const e of read.events) {
+          if (stopped) break;
+          await handle(e);
+          await position.set(e.id);
+        }
+        if (!stopped && read.lastId !== read.events.at(-1)?.id) await position.set(read.lastId);
+      } catch (e) {
+        if (stopped) break;
+        o.logger.warn({ err: toError(e).message }, `${o.what} failed; trying again`);
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  }
+
+  return {
+    async start() {
+      await position.get();
+      loop = run();
+    },
+    close() {
+      closing ??= (async () => {
+        stopped = true;
+        await loop?.catch(() => undefined);
+        await lease.release();
+        await conn?.quit().catch(() => undefined);
+      })();
+      return closing;
     },
   };
 }

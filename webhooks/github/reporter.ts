@@ -1,13 +1,12 @@
 import type { Redis } from 'ioredis';
 import {
-  createJobEvents,
-  createLease,
+  createJobEventFollower,
   type JobEvent,
   type JobQueue,
   maskSecrets,
   stripAnsi,
 } from '../../queue/index.ts';
-import { FINAL_STATES, type JobRecord, type Keys, type Logger, toError } from '../../src/core/index.ts';
+import { FINAL_STATES, type JobRecord, type Keys, type Logger } from '../../src/core/index.ts';
 import { JOB_EXIT } from '../repo-config/index.ts';
 import type { BuildRecord, Builds } from './builds.ts';
 import { type CheckConclusion, type CheckRuns, OUTPUT_LIMIT } from './check-runs.ts';
@@ -31,9 +30,6 @@ export interface Reporter {
   /** Idempotent: ends the loop (within a second), then its connection. */
   close(): Promise<void>;
 }
-
-/** How long the one reporter's lease lasts; it renews it at every read (each blocks at most 1 s). */
-const LEASE_MS = 15_000;
 
 /** What a finished job's check run says: its conclusion, and a sentence when the job did not simply pass or fail. */
 export function conclusionOf(
@@ -163,14 +159,7 @@ function fenced(text: string): string {
  */
 export function createReporter(o: ReporterOptions): Reporter {
   const log = o.logger.child({ component: 'github-reporter' });
-  const lease = createLease(o.redis, o.keys.githubReporterLease, LEASE_MS);
-  const events = createJobEvents(o.redis, o.keys);
-  const position = events.position(o.keys.githubReporterPosition);
   const tailChars = Math.min(o.logTailChars ?? 60_000, OUTPUT_LIMIT - 200);
-  let stopped = false;
-  let loop: Promise<void> | undefined;
-  let conn: Redis | undefined;
-  let closing: Promise<void> | undefined;
 
   async function handle(e: JobEvent): Promise<void> {
     const jobId = e.job;
@@ -235,45 +224,17 @@ export function createReporter(o: ReporterOptions): Reporter {
     });
   }
 
-  async function run(): Promise<void> {
-    conn = o.duplicate();
-    while (!stopped) {
-      try {
-        if (!(await lease.take())) {
-          await new Promise((r) => setTimeout(r, 1000));
-          continue;
-        }
-        const read = await events.readEvents(conn, await position.get(), 1000);
-        for (const e of read.events) {
-          if (stopped) break;
-          await handle(e);
-          // Saved after each entry: a restart goes on from the next one.
-          await position.set(e.id);
-        }
-        if (!stopped && read.lastId !== read.events.at(-1)?.id) await position.set(read.lastId);
-      } catch (e) {
-        if (stopped) break;
-        // Redis away, or a record that does not parse: the same entry is tried again (nothing is skipped).
-        log.warn({ err: toError(e).message }, 'reporting failed; trying again');
-        await new Promise((r) => setTimeout(r, 1000));
-      }
-    }
-  }
-
-  return {
-    async start() {
-      // The first start reports what happens from now on, not the stream's whole past.
-      await position.get();
-      loop = run();
+  // Its first start reports what happens from now on, not the stream's whole past.
+  return createJobEventFollower(
+    {
+      redis: o.redis,
+      duplicate: o.duplicate,
+      keys: o.keys,
+      leaseKey: o.keys.githubReporterLease,
+      positionKey: o.keys.githubReporterPosition,
+      logger: log,
+      what: 'reporting',
     },
-    close() {
-      closing ??= (async () => {
-        stopped = true;
-        await loop?.catch(() => undefined);
-        await lease.release();
-        await conn?.quit().catch(() => undefined);
-      })();
-      return closing;
-    },
-  };
+    handle,
+  );
 }

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { createJobEvents, createLease, type JobQueue } from '../../../queue/index.ts';
+import { createJobEventFollower, type JobQueue } from '../../../queue/index.ts';
 import { FINAL_STATES, type Keys, type Logger, toError } from '../../core/index.ts';
 import type { ApiBuilds } from './api-builds.ts';
 
@@ -21,8 +21,6 @@ export interface BuildFollower {
   close(): Promise<void>;
 }
 
-const LEASE_MS = 15_000;
-
 /**
  * Advances API builds: follows the job events (queue's reader, from its saved position) and hands
  * each final state of a job of an API build to the build's stage machine, which queues the next
@@ -31,46 +29,28 @@ const LEASE_MS = 15_000;
  */
 export function createBuildFollower(o: BuildFollowerOptions): BuildFollower {
   const log = o.logger.child({ component: 'build-follower' });
-  const lease = createLease(o.redis, o.keys.buildFollowerLease, LEASE_MS);
-  const events = createJobEvents(o.redis, o.keys);
-  const position = events.position(o.keys.buildFollowerPosition);
-  let stopped = false;
-  let loop: Promise<void> | undefined;
-  let conn: Redis | undefined;
+  const follower = createJobEventFollower(
+    {
+      redis: o.redis,
+      duplicate: o.duplicate,
+      keys: o.keys,
+      leaseKey: o.keys.buildFollowerLease,
+      positionKey: o.keys.buildFollowerPosition,
+      logger: log,
+      what: 'advancing builds',
+    },
+    async (e) => {
+      if (!FINAL_STATES.includes(e.to)) return;
+      const build = (await o.queue.get(e.job))?.labels.build;
+      if (build) await o.builds.jobFinished(e.job, build, e.to);
+    },
+  );
   let sweep: NodeJS.Timeout | undefined;
   let closing: Promise<void> | undefined;
 
-  async function run(): Promise<void> {
-    conn = o.duplicate();
-    while (!stopped) {
-      try {
-        if (!(await lease.take())) {
-          await new Promise((r) => setTimeout(r, 1000));
-          continue;
-        }
-        const read = await events.readEvents(conn, await position.get(), 1000);
-        for (const e of read.events) {
-          if (stopped) break;
-          if (FINAL_STATES.includes(e.to)) {
-            const build = (await o.queue.get(e.job))?.labels.build;
-            if (build) await o.builds.jobFinished(e.job, build, e.to);
-          }
-          await position.set(e.id);
-        }
-        if (!stopped && read.lastId !== read.events.at(-1)?.id) await position.set(read.lastId);
-      } catch (e) {
-        if (stopped) break;
-        // Redis away, or a record that does not parse: the same entry is tried again.
-        log.warn({ err: toError(e).message }, 'advancing builds failed; trying again');
-        await new Promise((r) => setTimeout(r, 1000));
-      }
-    }
-  }
-
   return {
     async start() {
-      await position.get();
-      loop = run();
+      await follower.start();
       sweep = setInterval(() => {
         o.builds
           .sweepUploads()
@@ -80,11 +60,8 @@ export function createBuildFollower(o: BuildFollowerOptions): BuildFollower {
     },
     close() {
       closing ??= (async () => {
-        stopped = true;
         clearInterval(sweep);
-        await loop?.catch(() => undefined);
-        await lease.release();
-        await conn?.quit().catch(() => undefined);
+        await follower.close();
       })();
       return closing;
     },
