@@ -4,6 +4,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { durableRedisArgs } from './redis-args.ts';
 import type { TestRedis } from './redis-server.ts';
 
 /**
@@ -29,30 +30,14 @@ export async function startRedisCluster(): Promise<TestRedis> {
     procs.push(
       spawn(
         'redis-server',
-        [
-          '--port',
-          String(port),
-          '--bind',
-          '127.0.0.1',
-          '--dir',
-          d,
+        durableRedisArgs(port, d, [
           '--cluster-enabled',
           'yes',
           '--cluster-config-file',
           'nodes.conf',
           '--cluster-node-timeout',
           '5000',
-          '--appendonly',
-          'yes',
-          '--appendfsync',
-          'always',
-          '--maxmemory-policy',
-          'noeviction',
-          '--save',
-          '',
-          '--protected-mode',
-          'no',
-        ],
+        ]),
         { stdio: 'ignore' },
       ),
     );

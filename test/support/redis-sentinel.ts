@@ -4,6 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { durableRedisArgs } from './redis-args.ts';
 import type { TestRedis } from './redis-server.ts';
 
 export interface TestSentinel extends TestRedis {
@@ -26,29 +27,9 @@ export async function startSentinel(ports: {
   const dir = await mkdtemp(join(tmpdir(), 'archway-sentinel-'));
   const procs = new Map<number, ChildProcess>();
   const server = (port: number, extra: string[]) => {
-    const p = spawn(
-      'redis-server',
-      [
-        '--port',
-        String(port),
-        '--bind',
-        '127.0.0.1',
-        '--dir',
-        join(dir, String(port)),
-        '--appendonly',
-        'yes',
-        '--appendfsync',
-        'always',
-        '--maxmemory-policy',
-        'noeviction',
-        '--save',
-        '',
-        '--protected-mode',
-        'no',
-        ...extra,
-      ],
-      { stdio: 'ignore' },
-    );
+    const p = spawn('redis-server', durableRedisArgs(port, join(dir, String(port)), extra), {
+      stdio: 'ignore',
+    });
     procs.set(port, p);
   };
   const ping = async (port: number, check: (r: Redis) => Promise<boolean>) => {

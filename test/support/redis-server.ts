@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { durableRedisArgs } from './redis-args.ts';
 import { startRedisCluster } from './redis-cluster.ts';
 
 /** A free TCP port on the loopback. */
@@ -37,28 +38,7 @@ export async function startRedis(): Promise<TestRedis> {
   const dir = await mkdtemp(join(tmpdir(), 'archway-redis-'));
   let proc: ChildProcess | undefined;
   const start = async () => {
-    proc = spawn(
-      'redis-server',
-      [
-        '--port',
-        String(port),
-        '--bind',
-        '127.0.0.1',
-        '--dir',
-        dir,
-        '--appendonly',
-        'yes',
-        '--appendfsync',
-        'always',
-        '--maxmemory-policy',
-        'noeviction',
-        '--save',
-        '',
-        '--protected-mode',
-        'no',
-      ],
-      { stdio: 'ignore' },
-    );
+    proc = spawn('redis-server', durableRedisArgs(port, dir), { stdio: 'ignore' });
     const probe = new Redis({
       port,
       host: '127.0.0.1',
