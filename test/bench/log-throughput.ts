@@ -25,6 +25,8 @@ import {
 import { machine, summarize } from './stats.ts';
 
 const LOG_MB = Number(process.env.ARCHWAY_BENCH_LOG_MB ?? 200);
+/** What the job writes when more than one client follows it (100 followers of 200 MB would be 20 GB through the API). */
+const FANOUT_MB = Number(process.env.ARCHWAY_BENCH_LOG_FANOUT_MB ?? 20);
 const FOLLOWERS = (process.env.ARCHWAY_BENCH_LOG_FOLLOWERS ?? '1,100').split(',').map(Number);
 const RUNS = Number(process.env.ARCHWAY_BENCH_LOG_RUNS ?? 3);
 const LINE = 'archway log throughput benchmark line of output';
@@ -56,6 +58,8 @@ function follow(stack: BenchStack, id: string): Promise<{ bytes: number; first: 
 
 interface Run {
   mbps: number;
+  /** Bytes delivered to all the followers over the same time, MB/s. */
+  totalMbps: number;
   /** The worker's side: job running -> its log written, MB/s. */
   writerMbps: number;
   workerRss: number;
@@ -72,7 +76,7 @@ async function oneRun(
   followers: number,
   redisPid: number,
 ): Promise<Run> {
-  const bytes = LOG_MB * 1_000_000;
+  const bytes = (followers > 1 ? FANOUT_MB : LOG_MB) * 1_000_000;
   const redis = new Redis(stack.redis.url);
   const pids = { worker: workerPid, api: stack.apiProcess.pid as number, redis: redisPid };
   const cpu0 = Object.fromEntries(
@@ -132,6 +136,7 @@ async function oneRun(
   const writerS = (Date.parse(final.finishedAt) - Date.parse(final.startedAt)) / 1000;
   return {
     mbps: bytes / 1e6 / ((end - first) / 1000),
+    totalMbps: (followers * bytes) / 1e6 / ((end - first) / 1000),
     writerMbps: bytes / 1e6 / writerS,
     workerRss,
     apiRss,
@@ -145,13 +150,13 @@ async function oneRun(
 say(`### Log throughput to following clients, ${new Date().toISOString().slice(0, 10)}`);
 say();
 say(
-  `Machine: ${await machine()}. One job writing ${LOG_MB} MB (\`yes | head -c\`); ${RUNS} runs per row; median (min-max).`,
+  `Machine: ${await machine()}. One job writing ${LOG_MB} MB (\`yes | head -c\`) for one follower, ${FANOUT_MB} MB for more; ${RUNS} runs per row; median (min-max).`,
 );
 say();
 say(
-  '| followers | MB/s at the slowest follower | worker side MB/s | worker peak RSS MiB | API peak RSS MiB | Redis follow connections | load avg | CPU s: worker / API / redis / clients / machine |',
+  '| followers | MB/s at the slowest follower | MB/s to all followers | worker side MB/s | worker peak RSS MiB | API peak RSS MiB | Redis follow connections | load avg | CPU s: worker / API / redis / clients / machine |',
 );
-say('| --- | --- | --- | --- | --- | --- | --- | --- |');
+say('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
 const stack = await startStack();
 try {
   const worker = stack.addWorker('amd64', {
@@ -172,7 +177,7 @@ try {
     };
     const med = (k: string) => summarize(runs.map((r) => r.cpu[k] as number)).p50.toFixed(1);
     say(
-      `| ${f} | ${cell(runs.map((r) => r.mbps))} | ${cell(runs.map((r) => r.writerMbps))} | ${cell(runs.map((r) => r.workerRss))} | ${cell(runs.map((r) => r.apiRss))} | ${cell(runs.map((r) => r.readers))} | ${cell(
+      `| ${f} | ${cell(runs.map((r) => r.mbps))} | ${cell(runs.map((r) => r.totalMbps))} | ${cell(runs.map((r) => r.writerMbps))} | ${cell(runs.map((r) => r.workerRss))} | ${cell(runs.map((r) => r.apiRss))} | ${cell(runs.map((r) => r.readers))} | ${cell(
         runs.map((r) => r.load),
         1,
       )} | ${med('worker')} / ${med('api')} / ${med('redis')} / ${med('client')} / ${summarize(runs.map((r) => r.busy)).p50.toFixed(1)} |`,

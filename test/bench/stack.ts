@@ -125,12 +125,6 @@ export async function startStack(): Promise<BenchStack> {
   };
 }
 
-/** Peak resident memory of a process, from /proc (VmHWM), in MiB. */
-export async function peakRssMiB(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Number(status.match(/^VmHWM:\s+(\d+) kB/m)?.[1] ?? 0) / 1024;
-}
-
 /** Waits until `n` worker nodes of `arch` are registered and live (they register once their runtime is ready). */
 export async function waitForNodes(stack: BenchStack, arch: Arch, n: number): Promise<void> {
   const redis = createRedis({ url: stack.redis.url, name: 'bench' });
