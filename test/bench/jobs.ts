@@ -10,7 +10,15 @@
  */
 import { performance } from 'node:perf_hooks';
 import { ARCHES, createKeys, createRedis } from '../../src/core/index.ts';
-import { cpuSeconds, loadAverage, machineCpuSeconds, startStack, waitForNodes } from './stack.ts';
+import {
+  childrenCpuSeconds,
+  containersCpuSeconds,
+  cpuSeconds,
+  loadAverage,
+  machineCpuSeconds,
+  startStack,
+  waitForNodes,
+} from './stack.ts';
 import { machine, ms, summarize } from './stats.ts';
 
 const RUNS = Number(process.env.ARCHWAY_BENCH_RUNS ?? 30);
@@ -94,6 +102,9 @@ if (part('jobs')) {
       ...redisPids.map((p, i): [string, number] => [`redis${redisPids.length > 1 ? ` ${i + 1}` : ''}`, p]),
     ];
     const cpu0 = await Promise.all(pids.map(([, p]) => cpuSeconds(p)));
+    const workerPids = stack.workers.map((w) => w.pid as number);
+    const kids0 = await Promise.all(workerPids.map(childrenCpuSeconds));
+    const box0 = await containersCpuSeconds();
     const self0 = process.cpuUsage();
     const m0 = await machineCpuSeconds();
     const loads: number[] = [];
@@ -127,6 +138,8 @@ if (part('jobs')) {
     }
     const elapsed = (performance.now() - t0) / 1000;
     const cpu1 = await Promise.all(pids.map(([, p]) => cpuSeconds(p)));
+    const kids1 = await Promise.all(workerPids.map(childrenCpuSeconds));
+    const box1 = await containersCpuSeconds();
     const self = process.cpuUsage(self0);
     const m1 = await machineCpuSeconds();
     // Proof: every job passed with one attempt, has exactly one final event, and printed its own line once.
@@ -191,12 +204,18 @@ if (part('jobs')) {
       ours += d;
       say(`| ${name} | ${((1000 * d) / JOBS).toFixed(1)} |`);
     });
+    const kids = kids1.reduce((a, b) => a + b, 0) - kids0.reduce((a, b) => a + b, 0);
+    say(
+      `| the workers' commands (runc, btrfs, nsenter, ...), all 4 | ${((1000 * kids) / JOBS).toFixed(1)} |`,
+    );
+    const box = box1 - box0;
+    say(`| the containers (warm inits, the jobs' shells) | ${((1000 * box) / JOBS).toFixed(1)} |`);
     const client = (self.user + self.system) / 1e6;
-    ours += client;
+    ours += client + kids + box;
     say(`| the benchmark's client (submits, polls) | ${((1000 * client) / JOBS).toFixed(1)} |`);
     const busy = m1.busy - m0.busy;
     say(
-      `| everything else on the machine (runc, btrfs, the jobs, the kernel; and other sessions' work) | ${((1000 * (busy - ours)) / JOBS).toFixed(1)} |`,
+      `| everything else on the machine (the kernel's own work, other sessions' processes) | ${((1000 * (busy - ours)) / JOBS).toFixed(1)} |`,
     );
     say(`| machine busy, total | ${((1000 * busy) / JOBS).toFixed(1)} |`);
   } finally {

@@ -154,6 +154,26 @@ export async function cpuSeconds(pid: number): Promise<number> {
   return (Number(f[11] ?? 0) + Number(f[12] ?? 0)) / 100;
 }
 
+/** CPU time the children a process has waited for have used (user + system: runc, btrfs, nsenter for a worker), in seconds. */
+export async function childrenCpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[13] ?? 0) + Number(f[14] ?? 0)) / 100;
+}
+
+/** CPU time of the benchmark's containers so far (their cgroup parent's cpuacct, v1, or cpu.stat, v2), in seconds. */
+export async function containersCpuSeconds(): Promise<number> {
+  const parent = BENCH_ENV.ARCHWAY_CGROUP_PARENT;
+  const v1 = await readFile(`/sys/fs/cgroup/cpuacct/${parent}/cpuacct.usage`, 'utf8').catch(() => '');
+  if (v1) return Number(v1) / 1e9;
+  for (const root of ['/sys/fs/cgroup/unified', '/sys/fs/cgroup']) {
+    const v2 = await readFile(`${root}/${parent}/cpu.stat`, 'utf8').catch(() => '');
+    const usec = /^usage_usec (\d+)/m.exec(v2)?.[1];
+    if (usec) return Number(usec) / 1e6;
+  }
+  return 0;
+}
+
 /** The machine's CPU time so far, busy and all (from /proc/stat), in seconds. */
 export async function machineCpuSeconds(): Promise<{ busy: number; total: number }> {
   const line = (await readFile('/proc/stat', 'utf8')).split('\n')[0] ?? '';
