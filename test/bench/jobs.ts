@@ -92,6 +92,7 @@ if (part('jobs')) {
     // createRedis: ARCHWAY_TEST_REDIS=cluster runs the stack on a 3-primary Redis Cluster.
     const redis = createRedis({ url: stack.redis.url, name: 'bench' });
     const cluster = redis as unknown as { isCluster?: boolean; nodes?: (role: 'master') => (typeof redis)[] };
+    await redis.ping(); // a Cluster client knows its nodes once it is ready
     const servers = cluster.isCluster && cluster.nodes ? cluster.nodes('master') : [redis];
     const redisPids = await Promise.all(
       servers.map(async (r) => Number(/process_id:(\d+)/.exec(await r.info('server'))?.[1])),
