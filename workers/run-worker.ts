@@ -213,6 +213,7 @@ async function runNode(
     name: 'worker',
     logger,
     handleSignals: true,
+    ...(config.ARCHWAY_STOP_WITH_PID !== undefined ? { parentPid: config.ARCHWAY_STOP_WITH_PID } : {}),
     // No time limit: a drain waits for the running jobs, however long their own limits let them run.
     onSecondSignal: () => daemon.stop(),
     steps: [

@@ -195,6 +195,7 @@ export async function runApi(
     name: 'api',
     logger,
     handleSignals: opts.handleSignals ?? true,
+    ...(config.ARCHWAY_STOP_WITH_PID !== undefined ? { parentPid: config.ARCHWAY_STOP_WITH_PID } : {}),
     timeoutMs: CLOSE_TIMEOUT_MS,
     steps: [
       ['http server', () => app.close()],
