@@ -74,11 +74,19 @@ describe('a build of an uploaded tree on an API at http://127.0.0.1 (as up runs 
     expect(run.stderr).not.toMatch(/not allowed|never fetched/);
     expect(run.stdout).toContain('[amd64] hello from the uploaded tree');
     expect(run.exitCode).toBe(0);
+    // Not a terminal: no fold or timing marker lines, no colour codes (the page shows those).
+    expect(run.stdout).toContain('[amd64] $ cat hello.txt');
+    expect(run.stdout).not.toMatch(/travis_(fold|time):/);
+    expect(run.stdout).not.toContain('\x1b[');
+    const raw = await archway(['build', dir, '--raw']);
+    expect(raw.exitCode).toBe(0);
+    expect(raw.stdout).toMatch(/\[amd64\] travis_fold:start:script/);
+    expect(raw.stdout).toContain('\x1b[');
     // Nothing of a build is kept when its source is refused: no build starts for ever.
     const builds = (await (
       await fetch(`${api.url}/v1/builds`, { headers: { authorization: `Bearer ${token}` } })
     ).json()) as { builds: { state: string }[] };
-    expect(builds.builds.map((b) => b.state)).toEqual(['passed']);
+    expect(builds.builds.map((b) => b.state)).toEqual(['passed', 'passed']);
   }, 180_000);
 
   it("refuses a user's job that names an upload, or a loopback URL, by field; nothing is queued", async () => {
