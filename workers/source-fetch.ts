@@ -1,14 +1,13 @@
 import { lstat, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { isIP } from 'node:net';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import type { Redis } from 'ioredis';
 import { createSourceCredentials } from '../queue/index.ts';
 import {
   AbortedError,
-  type CheckedSourceUrl,
   checkSourceUrl,
   exists,
+  sourceGitEnv as gitEnv,
   HOST_ENV,
   HostCommandError,
   InvalidInputError,
@@ -16,6 +15,7 @@ import {
   type Keys,
   type Logger,
   parseSourceUrl,
+  pinSourceUrl,
   poolLayout,
   runCommand,
   type SourceResolver,
@@ -143,7 +143,7 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
         if (e instanceof InvalidInputError) throw new SourceFetchError(e.message, { infra: false, cause: e });
         throw e;
       });
-      const pin = pinTo(src);
+      const pin = pinSourceUrl(src);
       const mirror = mirrorOf(src);
       const buildDir = sourceBuildDir(src.path);
       const t0 = performance.now();
@@ -286,59 +286,6 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
       return { buildDir, sha, mirrorHit, fetchMs, placeMs };
     },
   };
-}
-
-/**
- * git's environment: no user or system config, no prompts, no hooks, only the transports archway
- * fetches with (no ext::, file:// or ssh through a submodule or a redirect), no redirects, and
- * `extra` (the address pin, the Authorization header for one host), given as config in the
- * environment (never in argv).
- */
-function gitEnv(allowLoopback: boolean, extra: [string, string][] = []): Record<string, string> {
-  const config: [string, string][] = [
-    ['protocol.allow', 'never'],
-    ['protocol.https.allow', 'always'],
-    ['protocol.git.allow', 'always'],
-    ...(allowLoopback ? [['protocol.http.allow', 'always'] as [string, string]] : []),
-    ['credential.helper', ''],
-    ['core.hooksPath', '/dev/null'],
-    ['gc.auto', '0'],
-    // A redirect would send git to a host nobody checked (and resolved without the pin).
-    ['http.followRedirects', 'false'],
-    ...extra,
-  ];
-  const env: Record<string, string> = {
-    ...HOST_ENV,
-    GIT_TERMINAL_PROMPT: '0',
-    GIT_CONFIG_NOSYSTEM: '1',
-    GIT_CONFIG_GLOBAL: '/dev/null',
-    HOME: '/nonexistent',
-    GIT_CONFIG_COUNT: String(config.length),
-  };
-  config.forEach(([k, v], i) => {
-    env[`GIT_CONFIG_KEY_${i}`] = k;
-    env[`GIT_CONFIG_VALUE_${i}`] = v;
-  });
-  return env;
-}
-
-/**
- * How git connects to the checked address and no other: https (and http, for loopback tests)
- * through curl's resolve pin for the URL's host and port, so TLS still checks the name; git://
- * by the address itself in the URL (its protocol names the host only as a virtual-host hint).
- */
-function pinTo(src: CheckedSourceUrl): { url: string; config: [string, string][] } {
-  const addr = src.addresses[0] as string;
-  const literal = isIP(addr) === 6 ? `[${addr}]` : addr;
-  const u = src.url;
-  if (u.protocol === 'git:') {
-    const pinned = new URL(u.href);
-    pinned.hostname = literal;
-    return { url: pinned.href, config: [] };
-  }
-  const port = u.port || (u.protocol === 'https:' ? '443' : '80');
-  const host = u.hostname.replace(/^\[|\]$/g, '');
-  return { url: u.href, config: [['http.curloptResolve', `${host}:${port}:${literal}`]] };
 }
 
 type MirrorAccess = 'public' | 'unknown';

@@ -45,6 +45,7 @@ import {
 } from '../../core/index.ts';
 import { BuildConflictError } from './build-conflict-error.ts';
 import { BuildNotFoundError } from './build-not-found-error.ts';
+import type { GitConfigReader } from './git-config-reader.ts';
 import type { Uploads } from './uploads.ts';
 
 /** A build made through the API: its slots hold expanded jobs, its event is a BuildEvent. */
@@ -67,14 +68,17 @@ export const BuildSource = z.union([
 ]);
 export type BuildSource = z.infer<typeof BuildSource>;
 
+/** Largest config, inline or read from the source, in bytes. */
+export const MAX_CONFIG_BYTES = 256 * 1024;
+
 export const BuildRequest = z
   .object({
     source: BuildSource,
-    /** The config text (`.travis.yml` format); default: the upload's `.archway.yml` or `.travis.yml`. */
-    config: z
-      .string()
-      .max(256 * 1024)
-      .optional(),
+    /**
+     * The config text (`.travis.yml` format); default: the source's `.archway.yml` or `.travis.yml`
+     * (a git source's at its ref or sha, and the build is then pinned to the commit it was read at).
+     */
+    config: z.string().max(MAX_CONFIG_BYTES).optional(),
     event: z
       .object({
         type: z.enum(EVENT_TYPES).default('api'),
@@ -106,6 +110,8 @@ export interface ApiBuildsOptions {
   queue: JobQueue;
   pools: PoolStore;
   uploads: Uploads;
+  /** Reads the config of a git source given without one. */
+  gitConfig: GitConfigReader;
   logger: Logger;
   /** The API's address as workers reach it: uploads are fetched from `<url>/git/uploads/<id>.git`. */
   publicUrl: () => string;
@@ -193,7 +199,8 @@ export function createApiBuilds(o: ApiBuildsOptions): ApiBuilds {
     }
   }
 
-  async function readConfig(req: BuildRequest): Promise<{ path: string; text: string }> {
+  /** The config: inline, or read from the upload or the git source; `sha` is the commit a git source's was read at. */
+  async function readConfig(req: BuildRequest): Promise<{ path: string; text: string; sha?: string }> {
     if (req.config !== undefined) return { path: 'config', text: req.config };
     if ('upload' in req.source) {
       const found = await o.uploads.readFile(req.source.upload, CONFIG_FILES);
@@ -204,10 +211,18 @@ export function createApiBuilds(o: ApiBuildsOptions): ApiBuilds {
         );
       return found;
     }
-    throw new InvalidInputError(
-      'config',
-      'required with a git source: give the .travis.yml text (the API does not read git sources)',
-    );
+    const read = await o.gitConfig.read({
+      url: req.source.git,
+      ref: req.source.ref,
+      sha: req.source.sha,
+      files: CONFIG_FILES,
+    });
+    if (!read.found)
+      throw new InvalidInputError(
+        'config',
+        `none given, and ${req.source.git} at ${read.sha} has no ${CONFIG_FILES.join(' or ')} at its top`,
+      );
+    return { path: read.path, text: read.text, sha: read.sha };
   }
 
   return {
@@ -248,6 +263,8 @@ export function createApiBuilds(o: ApiBuildsOptions): ApiBuilds {
         repo ??= parseSourceUrl(req.source.git, o.sourcePolicy, 'source.git').path.replace(/\.git$/, '');
       }
       const config = await readConfig(req);
+      // The jobs build the commit the config was read at, even if the ref has moved since.
+      if (config.sha) sha = config.sha;
       const event: BuildEvent = {
         type: req.event.type,
         ...(req.event.branch !== undefined ? { branch: req.event.branch } : {}),

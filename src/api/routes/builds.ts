@@ -181,7 +181,7 @@ export const buildRoutes: FastifyPluginAsyncZod<{
       schema: {
         summary: 'Submit a build',
         description:
-          "Expands the config (`config`, else the uploaded tree's .archway.yml or .travis.yml) for the event into jobs in stages and queues the first stage; later stages follow as earlier ones pass. A config error is a 400 whose message is what `archway config expand` prints (file, line, column, the line and a caret); nothing is queued. With an Idempotency-Key, a retried request returns the first build (200).",
+          "Expands the config (`config`, else the source's .archway.yml or .travis.yml: the upload's, or the git source's at its sha, ref or HEAD, read on the API host under the source policy and ARCHWAY_CONFIG_FETCH_LIMIT_BYTES; the build is pinned to that commit) for the event into jobs in stages and queues the first stage; later stages follow as earlier ones pass. A config error is a 400 whose message is what `archway config expand` prints (file, line, column, the line and a caret); nothing is queued. With an Idempotency-Key, a retried request returns the first build (200).",
         tags: ['builds'],
         security,
         headers: idempotencyHeader,
