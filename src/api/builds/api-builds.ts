@@ -23,6 +23,7 @@ import {
   BuildEventRecord,
   CONFIG_FILES,
   ConfigError,
+  configErrorText,
   EVENT_TYPES,
   type ExpandedJob,
   ExpandedJobRecord,
@@ -147,14 +148,12 @@ export interface ApiBuilds {
   sweepUploads(): Promise<void>;
 }
 
-/** What `config expand` prints for a config error after the file's name: the message, the line and a caret. */
-export function configErrorText(e: ConfigError): string {
-  let text = e.message;
-  if (e.excerpt !== undefined && e.line !== undefined) {
-    const gutter = `${e.line} | `;
-    text += `\n${gutter}${e.excerpt}\n${' '.repeat(gutter.length + (e.column ?? 1) - 1)}^`;
-  }
-  return text;
+/**
+ * The 400 of a config error: `config: ` and the text `config expand` prints after `archway: `
+ * (the file's name when read from the source; none for an inline config).
+ */
+export function configInputError(e: ConfigError, path: string): InvalidInputError {
+  return new InvalidInputError('config', configErrorText(e, path === 'config' ? undefined : path));
 }
 
 /** A job's short name: its `name:`, else its arch and what sets it apart (`arm64 gcc`, `amd64 A=1`). */
@@ -280,14 +279,8 @@ export function createApiBuilds(o: ApiBuildsOptions): ApiBuilds {
             ...(o.toolchains ? { toolchains: o.toolchains } : {}),
           });
         } catch (e) {
-          if (e instanceof ConfigError) {
-            // Inline: `config: line 7, ...`; from the tree: `config: .travis.yml: line 7, ...`.
-            const text = configErrorText(e);
-            throw new InvalidInputError(
-              'config',
-              config.path === 'config' ? text : `${config.path}: ${text}`,
-            );
-          }
+          // Inline: `config: line 7, ...`; from the source: `config: .travis.yml: line 7, ...`.
+          if (e instanceof ConfigError) throw configInputError(e, config.path);
           throw e;
         }
       };
