@@ -135,6 +135,7 @@ export async function runApi(
     egress: config.ARCHWAY_EGRESS,
     toolchains: await recipeToolchains(),
     uploadRetentionMs: config.ARCHWAY_UPLOAD_RETENTION_HOURS * 3_600_000,
+    ...(github ? { githubRerun: (jobId: string) => github.builds.rerunJob(jobId) } : {}),
   });
   const buildFollower = createBuildFollower({
     redis,

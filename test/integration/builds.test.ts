@@ -222,6 +222,14 @@ jobs:
       expect(after.jobs[i]?.id).not.toBe(before.jobs[i]?.id);
       expect(after.jobs[i]?.previous).toEqual([before.jobs[i]?.id]);
     }
+    // One job of it again, through `restart JOB`: the job records link the runs.
+    const one = await archway(['restart', after.jobs[2]?.id ?? '']);
+    expect(one.exitCode).toBe(0);
+    const newId = one.stdout.trim();
+    expect(one.stderr).toContain(`restarted ${after.jobs[2]?.id} as ${newId} (build ${id})`);
+    expect((await c.queue.get(newId))?.restartOf).toBe(after.jobs[2]?.id);
+    expect((await c.queue.get(after.jobs[2]?.id ?? ''))?.restartedBy).toBe(newId);
+    expect((await finished(id)).jobs[2]?.previous).toEqual([before.jobs[2]?.id, after.jobs[2]?.id]);
     expect(after.state).toBe('failed');
   }, 240_000);
 
@@ -610,5 +618,65 @@ describe('builds from a git source: the API reads its config', () => {
     expect(await scratch()).toEqual([]);
     // The refused host was never asked; the plain server was, and stopped at the limit.
     expect(plain.requests.some((q) => q.startsWith('POST /src.git/git-upload-pack'))).toBe(true);
+  }, 120_000);
+});
+
+describe('restart of a job submitted alone', () => {
+  it('makes a new job of the same spec, linked both ways; a running, restarted-already, secret-holding or unknown job is refused', async () => {
+    const submit = (script: string, extra: Record<string, unknown> = {}) =>
+      call('POST', '/v1/jobs', {
+        arch: 'amd64',
+        image: 'busybox',
+        script,
+        labels: { suite: 'restart' },
+        ...extra,
+      });
+    const first = await submit('echo "run of $(hostname)"');
+    expect(first.status).toBe(201);
+    const oldId = first.json.job.id as string;
+    // While it is queued or running: 409, and nothing is made.
+    const slow = await submit('sleep 30');
+    const early = await call('POST', `/v1/jobs/${slow.json.job.id}/restart`);
+    expect(early.status).toBe(409);
+    expect(early.json.error.code).toBe('JOB_NOT_RESTARTABLE');
+    expect(early.json.error.message).toMatch(/is still (queued|running)/);
+    await c.queue.cancel(slow.json.job.id);
+    expect((await c.waitFinal(slow.json.job.id)).state).toBe('canceled');
+    expect((await c.waitFinal(oldId)).state).toBe('passed');
+    const r = await archway(['restart', oldId]);
+    expect(r.exitCode).toBe(0);
+    const newId = r.stdout.trim();
+    expect(newId).toMatch(/^j[0-9a-f]{24}$/);
+    expect(newId).not.toBe(oldId);
+    expect(r.stderr).toContain(`restarted ${oldId} as ${newId}`);
+    const again = await c.waitFinal(newId);
+    expect(again.state).toBe('passed');
+    expect(again.spec.script).toEqual(first.json.job.spec.script);
+    expect(again.labels).toEqual({ suite: 'restart' });
+    const shown = await call('GET', `/v1/jobs/${newId}`);
+    expect(shown.json.restartOf).toBe(oldId);
+    expect((await call('GET', `/v1/jobs/${oldId}`)).json.restartedBy).toBe(newId);
+    const log = await (
+      await fetch(`${api.url}/v1/jobs/${newId}/log`, { headers: { authorization: `Bearer ${token}` } })
+    ).text();
+    expect(log).toContain(`run of ${newId}`);
+    // The old run again: 409 naming the newest; the newest restarts fine (a chain).
+    const twice = await call('POST', `/v1/jobs/${oldId}/restart`);
+    expect(twice.status).toBe(409);
+    expect(twice.json.error.message).toContain(`was restarted already, as ${newId}`);
+    const third = await call('POST', `/v1/jobs/${newId}/restart`);
+    expect(third.status).toBe(202);
+    expect(third.json).toMatchObject({ previous: newId, kind: 'job' });
+    expect(third.json.build).toBeUndefined();
+    expect((await c.waitFinal(third.json.job)).restartOf).toBe(newId);
+    // A job that had secrets: their values are gone once it ended, so it is not run without them.
+    const secret = await submit('test -n "$TOKEN"', { secrets: { TOKEN: 's3cret' } });
+    await c.waitFinal(secret.json.job.id);
+    const jobs = (await c.queue.list({ limit: 100 })).jobs.length;
+    const refused = await archway(['restart', secret.json.job.id]);
+    expect(refused.exitCode).not.toBe(0);
+    expect(refused.stderr).toMatch(/had secrets, which are not kept/);
+    expect((await call('POST', `/v1/jobs/j${'0'.repeat(24)}/restart`)).status).toBe(404);
+    expect((await c.queue.list({ limit: 100 })).jobs.length).toBe(jobs);
   }, 120_000);
 });

@@ -11,6 +11,7 @@ import {
   IdempotencyConflictError,
   JobFinishedError,
   JobNotFoundError,
+  JobNotRestartableError,
   type JobQueue,
   jobIdOf,
   type PoolStore,
@@ -122,6 +123,20 @@ export interface ApiBuildsOptions {
   toolchains?: Readonly<Record<string, ImageToolchain>> | undefined;
   /** How long an upload is kept after its build ended (a restart within it still runs), in ms. */
   uploadRetentionMs: number;
+  /**
+   * The GitHub App's re-run of one job (what its check run's "Re-run" button does), when the App
+   * runs in this process: a job of a GitHub build is restarted through it, so its check run follows.
+   */
+  githubRerun?: ((jobId: string) => Promise<string | undefined>) | undefined;
+}
+
+/** What a restart of one job made: the new job, and the build it belongs to (none for a standalone job). */
+export interface RestartedJob {
+  jobId: string;
+  previous: string;
+  /** The API build of the job; a GitHub build's is served by the GitHub App, not here. */
+  build?: ApiBuild;
+  kind: 'api-build' | 'github-build' | 'job';
 }
 
 export interface ApiBuilds {
@@ -140,8 +155,12 @@ export interface ApiBuilds {
   }): Promise<{ builds: ApiBuild[]; next?: number }>;
   cancel(id: string): Promise<ApiBuild>;
   restart(id: string, opts: { failedOnly: boolean }): Promise<ApiBuild>;
-  /** A new run of a finished job of a build (its slot's next generation); returns the new job's id. */
-  restartJob(jobId: string): Promise<{ build: ApiBuild; jobId: string }>;
+  /**
+   * A new run of a finished job: of an API build, its slot's next generation; of a GitHub build,
+   * the App's re-run (a new check run); a standalone job, a new job of the same spec. The records
+   * link the runs (`restartOf`, `restartedBy`).
+   */
+  restartJob(jobId: string, who: { clientId: string }): Promise<RestartedJob>;
   /** A job of an API build reached a state: its slot is recorded and the build advanced. */
   jobFinished(jobId: string, buildId: string, state: JobState): Promise<void>;
   /** Removes uploads no build used, and those of builds that ended longer ago than the retention. */
@@ -415,17 +434,37 @@ export function createApiBuilds(o: ApiBuildsOptions): ApiBuilds {
       log.info({ build: id, jobs: queue.length, failedOnly: opts.failedOnly }, 'build restarted');
       return changed.after;
     },
-    async restartJob(jobId) {
+    async restartJob(jobId, who) {
       const job = await o.queue.get(jobId);
       if (!job) throw new JobNotFoundError(jobId);
+      if (!isFinal(job.state))
+        throw new JobNotRestartableError(
+          jobId,
+          `is still ${job.state}: it can be restarted once it has finished`,
+        );
       const buildId = job.labels.build;
       const b = buildId ? await store.get(buildId) : undefined;
-      if (b?.origin !== 'api')
-        throw new BuildConflictError(`job ${jobId} is not a job of an API build: submit it again instead`);
-      if (!isFinal(job.state))
-        throw new BuildConflictError(
-          `job ${jobId} is still ${job.state}: it can be restarted once it has finished`,
-        );
+      // A standalone job (or one whose build record has gone): a new job of the same spec.
+      if (!b) {
+        const made = await o.queue.restart(jobId, who);
+        log.info({ job: made.job.id, of: jobId }, 'job restarted');
+        return { jobId: made.job.id, previous: jobId, kind: 'job' };
+      }
+      if (b.origin === 'github') {
+        if (!o.githubRerun)
+          throw new JobNotRestartableError(
+            jobId,
+            'is of a GitHub build, and the GitHub App does not run in this API: re-run it from its check run',
+          );
+        const newId = await o.githubRerun(jobId);
+        if (!newId)
+          throw new JobNotRestartableError(
+            jobId,
+            'cannot be restarted: it is not the newest run of its job, or its stage has not been reached',
+          );
+        await o.queue.linkRestart(jobId, newId);
+        return { jobId: newId, previous: jobId, kind: 'github-build' };
+      }
       if (b.upload && !(await o.uploads.get(b.upload)))
         throw new BuildConflictError(
           `build ${b.id}: its uploaded tree was removed after the build ended; build again`,
@@ -437,11 +476,13 @@ export function createApiBuilds(o: ApiBuildsOptions): ApiBuilds {
         return r?.build;
       });
       if (!changed || !slot || changed.before === changed.after)
-        throw new BuildConflictError(
-          `job ${jobId} cannot be restarted: it is not the newest run of its job, or its stage has not been reached`,
+        throw new JobNotRestartableError(
+          jobId,
+          'cannot be restarted: it is not the newest run of its job, or its stage has not been reached',
         );
       await submit(changed.after, [slot]);
-      return { build: changed.after, jobId: slot.jobId };
+      await o.queue.linkRestart(jobId, slot.jobId);
+      return { build: changed.after, jobId: slot.jobId, previous: jobId, kind: 'api-build' };
     },
     async jobFinished(jobId, buildId, state) {
       if (!isFinal(state)) return;
