@@ -432,6 +432,17 @@ export const WorkerConfig = HostConfig.extend({
    * of the 64 default ranges.
    */
   ARCHWAY_WARM_MAX: z.coerce.number().int().min(0).default(8),
+  /**
+   * A git mirror of the pool (`cache/git/...`; each uploaded tree has one of its own) that no job
+   * used for this long is removed, in hours. Default 24.
+   */
+  ARCHWAY_GIT_MIRROR_RETENTION_HOURS: z.coerce.number().positive().default(24),
+  /** Beyond this many bytes of git mirrors in the pool, the least recently used are removed first. Default 20 GiB. */
+  ARCHWAY_GIT_MIRROR_MAX_BYTES: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(20 * 1024 ** 3),
 });
 export type WorkerConfig = z.infer<typeof WorkerConfig>;
 

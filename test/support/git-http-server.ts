@@ -23,7 +23,11 @@ async function readBody(req: IncomingMessage): Promise<Buffer> {
  */
 export async function startGitHttpServer(
   root: string,
-  opts: { allowFilter?: boolean } = {},
+  opts: {
+    allowFilter?: boolean;
+    /** Waits this long before answering each pack request (a fetch still running when a test looks). */
+    packDelayMs?: number;
+  } = {},
 ): Promise<GitHttpServer> {
   const requests: string[] = [];
   const server: Server = createServer((req, res) => {
@@ -31,6 +35,8 @@ export async function startGitHttpServer(
     requests.push(`${req.method} ${url.pathname}`);
     readBody(req)
       .then(async (body) => {
+        if (opts.packDelayMs && url.pathname.endsWith('/git-upload-pack'))
+          await new Promise((r) => setTimeout(r, opts.packDelayMs));
         const cgi = spawn('git', ['http-backend'], {
           env: {
             PATH: '/usr/bin:/bin',
