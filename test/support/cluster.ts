@@ -43,6 +43,8 @@ export interface TestCluster {
       ceilings?: Partial<Limits>;
       /** The node reports the images it holds with its heartbeat, as a worker without image sync does. */
       reportImages?: boolean;
+      /** Sources on the loopback are fetched (a test's local git server). Default true; false as in production and `up`. */
+      allowLoopbackSources?: boolean;
     },
   ): Promise<WorkerDaemon>;
   /**
@@ -110,7 +112,7 @@ export async function startCluster(o: { redis?: TestRedis } = {}): Promise<TestC
         // Tests fetch sources from a git server on the loopback (test/support/fake-github.ts).
         source: createSourceFetcher({
           poolPath: host.config.ARCHWAY_POOL_PATH,
-          allowLoopback: true,
+          allowLoopback: o.allowLoopbackSources ?? true,
           redis: client,
           keys,
           logger,
