@@ -203,6 +203,10 @@ export const JobRecord = z.object({
   logBytes: z.int().nonnegative(),
   /** Digest of the image version the last attempt ran. */
   imageDigest: z.string().optional(),
+  /** The finished job this one is a new run of (`POST /v1/jobs/:id/restart`). */
+  restartOf: z.string().optional(),
+  /** The job that is this one's new run, once it was restarted. */
+  restartedBy: z.string().optional(),
 });
 export type JobRecord = z.infer<typeof JobRecord>;
 

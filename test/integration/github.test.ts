@@ -304,6 +304,40 @@ jobs:
     expect(await jobsOf(sha)).toHaveLength(2);
   });
 
+  it('restarts a job of a GitHub build through the API by the re-run path: a new check run of the same name follows it', async () => {
+    const repo = await gh.createRepo('acme/api-restart');
+    const sha = await repo.commit({
+      '.archway.yml': CONFIG.replace('[amd64, arm64]', 'amd64'),
+      'hello.txt': 'x\n',
+    });
+    await deliver('push', pushPayload(repo, sha));
+    const [run] = await completed(sha, 1);
+    const oldId = String(run?.external_id);
+    const res = await fetch(`${api.url}/v1/jobs/${oldId}/restart`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}` },
+    });
+    const body = (await res.json()) as { job: string; previous: string; kind: string; build?: unknown };
+    expect(res.status).toBe(202);
+    expect(body).toMatchObject({ previous: oldId, kind: 'github-build' });
+    expect(body.build).toBeUndefined();
+    const runs = await completed(sha, 2);
+    const again = runs.find((x) => x.id !== run?.id);
+    expect(again?.name).toBe(run?.name);
+    expect(again?.external_id).toBe(body.job);
+    expect(again?.history).toEqual(['queued', 'in_progress', 'completed:success']);
+    expect((await c.queue.get(body.job))?.restartOf).toBe(oldId);
+    expect((await c.queue.get(oldId))?.restartedBy).toBe(body.job);
+    // The old run again is refused (restart the newest), and makes no job or check run.
+    const twice = await fetch(`${api.url}/v1/jobs/${oldId}/restart`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}` },
+    });
+    expect(twice.status).toBe(409);
+    expect(await jobsOf(sha)).toHaveLength(2);
+    expect(runsOf(sha)).toHaveLength(2);
+  });
+
   it('cancels the older build of a branch with reason superseded when a new push comes', async () => {
     const repo = await gh.createRepo('acme/busy');
     const slow = await repo.commit({
