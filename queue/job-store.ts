@@ -157,6 +157,8 @@ export function createJobStore(redis: Redis, keys: Keys, so: JobStoreOptions): J
       warnings: JSON.parse(h.warnings ?? '[]'),
       logBytes: Number(h.logBytes ?? 0),
       imageDigest: h.imageDigest || undefined,
+      // Set while a cap holds the job; only a queued job waits.
+      waitReason: h.state === 'queued' ? h.waitReason || undefined : undefined,
     });
     // Read back through zod (a trust boundary): a record that does not parse is reported, not half-used.
     if (!parsed.success)

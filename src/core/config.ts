@@ -354,6 +354,13 @@ export const ApiConfig = z
      * repositories excepted): for open-source installations.
      */
     ARCHWAY_PUBLIC_LOGS: z.stringbool().default(false),
+    /**
+     * Jobs of one repository (label `repo`, which builds carry) that run at once, over every arch;
+     * more wait in the queue without holding a slot. Per-repository caps (`PUT
+     * /v1/repos/:owner/:name/limits`) override it. Unset: no default cap. Written to Redis when the
+     * API starts, so every worker applies it without a restart.
+     */
+    ARCHWAY_REPO_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).optional(),
     /** Where uploaded trees (`POST /v1/uploads`) are kept. Default `<pool>/uploads`. */
     ARCHWAY_UPLOAD_DIR: z.string().startsWith('/', 'an absolute path').optional(),
     /** Largest uploaded tree (a git bundle), in bytes; a bigger one is refused with 413. */

@@ -195,6 +195,8 @@ export const JobRecord = z.object({
   logBytes: z.int().nonnegative(),
   /** Digest of the image version the last attempt ran. */
   imageDigest: z.string().optional(),
+  /** Why a queued job waits although a slot may be free: a concurrency cap ("repository o/r has 4 of 4 jobs running"). */
+  waitReason: z.string().optional(),
 });
 export type JobRecord = z.infer<typeof JobRecord>;
 

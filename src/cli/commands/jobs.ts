@@ -34,6 +34,7 @@ export function describeJob(job: JobRecord, api: ApiClient): string {
   // The job's page in a browser, a signed link (issue 12): the API sets it on GET /v1/jobs/:id.
   const pageUrl = (job as JobRecord & { pageUrl?: string }).pageUrl;
   if (pageUrl) lines.push(['page', pageUrl]);
+  if (job.waitReason) lines.push(['waiting', job.waitReason]);
   if (job.cancelRequested && job.state === 'running') lines.push(['cancel', 'requested']);
   const labels = Object.entries(job.labels);
   if (labels.length) lines.push(['labels', labels.map(([k, v]) => `${k}=${v}`).join(', ')]);
