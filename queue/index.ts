@@ -34,6 +34,7 @@ export {
   REPO_DEFAULT_GROUP,
   REPO_LABEL,
   SLOT_LEASE_MS,
+  SLOT_RENEW_MS,
   type Waiter,
 } from './concurrency-limits.ts';
 export { type FindImageOptions, findImage, type ImageLookup } from './find-image.ts';

@@ -235,7 +235,9 @@ describe('concurrency caps on real workers', () => {
     }
     const events = await cluster.client.xrange(cluster.keys.events, '-', '+');
     for (const id of [...one, ...two])
-      expect(events.filter(([, f]) => f[1] === id && f[3] === 'queued' && f[5] === 'running')).toHaveLength(1);
+      expect(events.filter(([, f]) => f[1] === id && f[3] === 'queued' && f[5] === 'running')).toHaveLength(
+        1,
+      );
     expect(overlaps(jobsOne)).toEqual([]);
     expect(overlaps(jobsTwo)).toEqual([]);
     // o/two's first job started before o/one's second: it did not wait for o/one's line.
