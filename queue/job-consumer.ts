@@ -1,7 +1,15 @@
 import { DelayedError, type Job, UnrecoverableError, WaitingError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import type { Arch, EndReason, JobRecord, JobState, Keys, Logger } from '../src/core/index.ts';
+import type {
+  Arch,
+  EffectiveLimits,
+  EndReason,
+  JobRecord,
+  JobState,
+  Keys,
+  Logger,
+} from '../src/core/index.ts';
 import { HOLD_RECHECK_MS, SLOT_RENEW_MS } from './concurrency-limits.ts';
 import { type JobQueue, MAX_ATTEMPTS } from './job-queue.ts';
 import { LOCK_DURATION_MS, STALLED_INTERVAL_MS } from './stall-watch.ts';
@@ -19,7 +27,7 @@ export interface TakenJob {
   /** When the job was queued (epoch ms): its wait is the time until its first attempt. */
   readonly enqueuedAtMs: number;
   /** Sets fields on the record while this attempt owns the job (the image digest it runs); false when it changed hands. */
-  update(fields: { imageDigest: string }): Promise<boolean>;
+  update(fields: { imageDigest?: string; effectiveLimits?: EffectiveLimits }): Promise<boolean>;
 }
 
 /**
@@ -241,8 +249,17 @@ export function createJobConsumer(o: JobConsumerOptions, handler: JobHandler): J
         startedAt,
         lastAttempt: attempt >= MAX_ATTEMPTS || bull.attemptsMade + 1 >= MAX_ATTEMPTS,
         enqueuedAtMs: bull.timestamp,
-        update: async (fields) =>
-          (await store.transition(id, 'running', { attempt, onlyFrom: ['running'], fields })).ok,
+        update: async ({ effectiveLimits, ...rest }) =>
+          (
+            await store.transition(id, 'running', {
+              attempt,
+              onlyFrom: ['running'],
+              fields: {
+                ...rest,
+                ...(effectiveLimits ? { effectiveLimits: JSON.stringify(effectiveLimits) } : {}),
+              },
+            })
+          ).ok,
       },
       ctl.signal,
     );

@@ -157,6 +157,7 @@ export function createJobStore(redis: Redis, keys: Keys, so: JobStoreOptions): J
       warnings: JSON.parse(h.warnings ?? '[]'),
       logBytes: Number(h.logBytes ?? 0),
       imageDigest: h.imageDigest || undefined,
+      effectiveLimits: h.effectiveLimits ? JSON.parse(h.effectiveLimits) : undefined,
       // Set while a cap holds the job; only a queued job waits.
       waitReason: h.state === 'queued' ? h.waitReason || undefined : undefined,
     });
