@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { execa } from 'execa';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createConcurrencyLimits, createJobStore, type JobStore } from '../../queue/index.ts';
@@ -255,13 +256,14 @@ describe('concurrency caps on real workers', () => {
       expect(await cluster.queue.limits.status(`repo=${repo}`)).toMatchObject({ running: 0, waiting: 0 });
   }, 150_000);
 
-  it('a canceled held job leaves the line, and the API refuses a bad cap with the field at fault', async () => {
+  it('job show says why a held job waits; a canceled held job leaves the line; the API refuses a bad cap with the field at fault', async () => {
     c = await startCluster();
     const cluster = c;
     await cluster.addWorker('amd64', { slots: 2 });
     api = await startTestApi({
       name: 'limits',
       redis: { url: cluster.redis.url, client: cluster.client, keys: cluster.keys },
+      listen: true,
     });
     const auth = { authorization: `Bearer ${api.token}` };
     for (const bad of [0, -1, 1.5, 'four', 10_001]) {
@@ -312,6 +314,12 @@ describe('concurrency caps on real workers', () => {
       'the job to be held',
       20_000,
     );
+    const show = await execa('bin/archway', ['job', 'show', held], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ARCHWAY_URL: api.url, ARCHWAY_TOKEN: api.token },
+      extendEnv: false,
+      reject: false,
+    });
+    expect(show.stdout).toMatch(/^waiting: +label team=infra has 1 of 1 job running$/m);
     await cluster.queue.cancel(held);
     expect(await cluster.queue.limits.status('team=infra')).toMatchObject({ running: 1, waiting: 0 });
     expect(await cluster.queue.limits.held('amd64')).toEqual([]);
