@@ -21,6 +21,7 @@ import {
   type SourceResolver,
   type SourceUrl,
   sourceBuildDir,
+  uploadSourcePolicy,
 } from '../src/core/index.ts';
 import { SourceFetchError } from './source-fetch-error.ts';
 
@@ -77,6 +78,9 @@ const GIT_TIMEOUT_MS = 10 * 60_000;
  */
 export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
   const policy = { allowLoopback: o.allowLoopback ?? false, allow: o.allow ?? [] };
+  /** An uploaded tree's URL is the API's own (written by the API): fetched wherever the API is. */
+  const policyOf = (source: NonNullable<JobSpec['source']>) =>
+    source.upload ? { allowLoopback: true, allow: [], ...uploadSourcePolicy(source.git) } : policy;
   const credentials = createSourceCredentials(o.redis, o.keys);
 
   const layout = poolLayout(o.poolPath);
@@ -134,11 +138,13 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
 
   return {
     buildDirOf(source) {
-      return sourceBuildDir(parseSourceUrl(source.git, policy).path);
+      return sourceBuildDir(parseSourceUrl(source.git, policyOf(source)).path);
     },
     async place({ jobId, source, rootfs, idBase, signal }) {
       // Resolved and checked again here, at connect time, and git connects to exactly the checked
       // address: a name that resolved to a public address at submission may not now (DNS rebinding).
+      // An uploaded tree is fetched from the API wherever the API is (the API wrote its URL).
+      const policy = policyOf(source);
       const src = await checkSourceUrl(source.git, policy, 'source.git', o.resolve).catch((e: unknown) => {
         if (e instanceof InvalidInputError) throw new SourceFetchError(e.message, { infra: false, cause: e });
         throw e;

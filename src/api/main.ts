@@ -15,6 +15,7 @@ import {
   createKeys,
   createLogger,
   createRedis,
+  listenError,
   parseConfig,
   toError,
 } from '../core/index.ts';
@@ -204,6 +205,7 @@ export async function runApi(
     name: 'api',
     logger,
     handleSignals: opts.handleSignals ?? true,
+    ...(config.ARCHWAY_STOP_WITH_PID !== undefined ? { parentPid: config.ARCHWAY_STOP_WITH_PID } : {}),
     timeoutMs: CLOSE_TIMEOUT_MS,
     steps: [
       ['http server', () => app.close()],
@@ -222,7 +224,7 @@ export async function runApi(
     await app.listen({ host: config.ARCHWAY_HOST, port: config.ARCHWAY_PORT });
   } catch (e) {
     await close();
-    throw e;
+    throw listenError(e, 'ARCHWAY_PORT', `${config.ARCHWAY_HOST} port ${config.ARCHWAY_PORT}`);
   }
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.ARCHWAY_PORT;

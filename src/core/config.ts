@@ -34,6 +34,12 @@ const LogSettings = {
    * pretty when stderr is a terminal, else json. `--log-format` on the command line sets it.
    */
   ARCHWAY_LOG_FORMAT: z.enum(['pretty', 'json']).optional(),
+  /**
+   * Set by `up` on the parts it starts (its own pid): when the process's parent is no longer this
+   * pid (`up` was killed, `kill -9` or the OOM killer), the part stops as on a first SIGTERM
+   * instead of running on unsupervised.
+   */
+  ARCHWAY_STOP_WITH_PID: z.coerce.number().int().positive().optional(),
 };
 
 const EgressSettings = {

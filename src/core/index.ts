@@ -14,6 +14,7 @@ export * from './host/pool-mount.ts';
 export * from './host/run-command.ts';
 export * from './job.ts';
 export * from './lifecycle.ts';
+export * from './listen-error.ts';
 export * from './logger.ts';
 export * from './metrics.ts';
 export * from './redis/connection.ts';

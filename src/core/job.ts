@@ -98,6 +98,14 @@ export const JobSpec = z
           .string()
           .regex(/^[0-9a-f]{40}$/, 'a full 40-character commit sha')
           .optional(),
+        /**
+         * Set by the API, never by a user (POST /v1/jobs refuses it): `git` is the API's own URL of
+         * this uploaded tree, fetched under `uploadSourcePolicy` (wherever the API is).
+         */
+        upload: z
+          .string()
+          .regex(/^u[0-9a-f]{24}$/, 'an upload id')
+          .optional(),
       })
       .strict()
       .optional(),

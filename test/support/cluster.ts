@@ -45,6 +45,8 @@ export interface TestCluster {
       reportImages?: boolean;
       /** The arch's factor of ARCHWAY_TIME_MULTIPLIERS. Default 1. */
       timeMultiplier?: number;
+      /** Sources on the loopback are fetched (a test's local git server). Default true; false as in production and `up`. */
+      allowLoopbackSources?: boolean;
     },
   ): Promise<WorkerDaemon>;
   /**
@@ -113,7 +115,7 @@ export async function startCluster(o: { redis?: TestRedis } = {}): Promise<TestC
         // Tests fetch sources from a git server on the loopback (test/support/fake-github.ts).
         source: createSourceFetcher({
           poolPath: host.config.ARCHWAY_POOL_PATH,
-          allowLoopback: true,
+          allowLoopback: o.allowLoopbackSources ?? true,
           redis: client,
           keys,
           logger,

@@ -294,6 +294,19 @@ export function createApiBuilds(o: ApiBuildsOptions): ApiBuilds {
         );
       for (const arch of new Set(checked.jobs.filter(keep).map((j) => j.arch)))
         await o.pools.assertEnabled(arch);
+      // Every job's spec too (its source URL, env): a job that cannot be submitted changes nothing,
+      // rather than leaving a build that starts for ever.
+      const upload = 'upload' in req.source ? req.source.upload : undefined;
+      for (const job of checked.jobs.filter(keep))
+        slotJobSpec({
+          job,
+          event,
+          jobId: jobIdOf(id, 1, 0),
+          build: { id, number: 1, repo, cloneUrl, ref, sha, private: false, upload, env: req.env },
+          sourcePolicy: o.sourcePolicy,
+          sourceField: 'source.git',
+          egress: o.egress,
+        });
 
       const number = await store.nextNumber(repo);
       const result = expand(number);
