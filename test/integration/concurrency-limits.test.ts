@@ -119,19 +119,23 @@ describe('concurrency caps in Redis (the scripts alone)', () => {
     expect(await limits.acquire(next)).toMatchObject({ granted: true });
   });
 
-  it('the count survives a Redis restart (AOF)', async () => {
-    fresh();
-    const limits = createConcurrencyLimits(redis, keys);
-    await limits.set('repo=o/a', 1);
-    const a = await job({ repo: 'o/a' });
-    const b = await job({ repo: 'o/a' });
-    expect(await limits.acquire(a)).toMatchObject({ granted: true });
-    expect(await limits.acquire(b)).toMatchObject({ granted: false });
-    await server.restart();
-    await eventually(async () => (await redis.ping().catch(() => '')) === 'PONG', 'Redis back', 10_000);
-    expect(await limits.acquire(b)).toMatchObject({ granted: false, running: 1 });
-    expect(await limits.release(a.id, ['repo=o/a'])).toEqual([{ arch: 'amd64', id: b.id }]);
-  });
+  // The suite's cluster mode does not restart its cluster (test/support/redis-cluster.ts).
+  it.skipIf(process.env.ARCHWAY_TEST_REDIS === 'cluster')(
+    'the count survives a Redis restart (AOF)',
+    async () => {
+      fresh();
+      const limits = createConcurrencyLimits(redis, keys);
+      await limits.set('repo=o/a', 1);
+      const a = await job({ repo: 'o/a' });
+      const b = await job({ repo: 'o/a' });
+      expect(await limits.acquire(a)).toMatchObject({ granted: true });
+      expect(await limits.acquire(b)).toMatchObject({ granted: false });
+      await server.restart();
+      await eventually(async () => (await redis.ping().catch(() => '')) === 'PONG', 'Redis back', 10_000);
+      expect(await limits.acquire(b)).toMatchObject({ granted: false, running: 1 });
+      expect(await limits.release(a.id, ['repo=o/a'])).toEqual([{ arch: 'amd64', id: b.id }]);
+    },
+  );
 
   it("the held job's record says why it waits; the next slot it takes clears it", async () => {
     fresh();
