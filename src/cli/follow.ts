@@ -52,9 +52,11 @@ function reportWaiting(client: ApiClient, id: string): { stop(): void } {
     try {
       const job = await client.json<JobRecord>('GET', `/v1/jobs/${encodeURIComponent(id)}`);
       if (stopped || job.state !== 'queued') return stop();
-      const pool = await client.json<PoolWait>('GET', `/v1/pools/${job.arch}`);
+      // Held by a concurrency cap: free slots would not start it, its group's jobs will.
+      const line = job.waitReason
+        ? `archway: job ${id} is queued: held, ${job.waitReason}`
+        : waitingLine(id, job.arch, await client.json<PoolWait>('GET', `/v1/pools/${job.arch}`));
       if (stopped) return;
-      const line = waitingLine(id, job.arch, pool);
       if (line !== last) {
         process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
         last = line;

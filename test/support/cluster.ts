@@ -44,6 +44,8 @@ export interface TestCluster {
       ceilings?: Partial<Limits>;
       /** The node reports the images it holds with its heartbeat, as a worker without image sync does. */
       reportImages?: boolean;
+      /** The arch's factor of ARCHWAY_TIME_MULTIPLIERS. Default 1. */
+      timeMultiplier?: number;
       /** Sources on the loopback are fetched (a test's local git server). Default true; false as in production and `up`. */
       allowLoopbackSources?: boolean;
     },
@@ -118,6 +120,7 @@ export async function startCluster(o: { redis?: TestRedis } = {}): Promise<TestC
         logRetentionSeconds: 600,
         version: 'test',
         ...(o.reportImages ? { reportImages: true } : {}),
+        ...(o.timeMultiplier === undefined ? {} : { timeMultiplier: o.timeMultiplier }),
         // Tests fetch sources from a git server on the loopback (test/support/fake-github.ts).
         source: createSourceFetcher({
           poolPath: host.config.ARCHWAY_POOL_PATH,
