@@ -471,6 +471,12 @@ export const WorkerConfig = HostConfig.extend({
    * Default: none (factor 1).
    */
   ARCHWAY_TIME_MULTIPLIERS: TimeMultipliers,
+  /**
+   * How long after an image version is published a node without it may still be syncing it, in
+   * seconds: a job of that image is retried elsewhere without blame; past it, the node's sync is
+   * overdue and the error counts toward its quarantine. Raise it for large images on slow links.
+   */
+  ARCHWAY_IMAGE_SYNC_GRACE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(600),
   /** Port of the worker's /metrics (0 = none). */
   ARCHWAY_WORKER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(0),
   ...ALLOW_LOOPBACK_SOURCES,
