@@ -360,6 +360,12 @@ export const ApiConfig = z
      * repositories excepted): for open-source installations.
      */
     ARCHWAY_PUBLIC_LOGS: z.stringbool().default(false),
+    /**
+     * This API replica's own address as the other replicas reach it (`http://10.0.0.5:8080`):
+     * an upload is kept on the replica that took it, and another replica that needs it fetches it
+     * from here. Default: where it listens (`http://ARCHWAY_HOST:ARCHWAY_PORT`), right for one replica.
+     */
+    ARCHWAY_REPLICA_URL: z.url().optional(),
     /** Where uploaded trees (`POST /v1/uploads`) are kept. Default `<pool>/uploads`. */
     ARCHWAY_UPLOAD_DIR: z.string().startsWith('/', 'an absolute path').optional(),
     /** Largest uploaded tree (a git bundle), in bytes; a bigger one is refused with 413. */
