@@ -184,6 +184,16 @@ describe('uploads across API replicas', () => {
     expect(refs.status).toBe(503);
   });
 
+  it('adopts an upload its replica took before uploads had records', async () => {
+    const up = await uploadTree(a, { '.travis.yml': CONFIG, 'greeting.txt': 'from before records\n' });
+    await redis.del(c.keys.upload(up.id));
+    const created = await call(a, 'POST', '/v1/builds', { source: { upload: up.id } });
+    expect(created.status).toBe(201);
+    expect(await redis.hget(c.keys.upload(up.id), 'holder')).toBe(a.url);
+    expect(await redis.ttl(c.keys.upload(up.id))).toBeGreaterThan(29 * 86_400);
+    expect((await finished(a, created.json.build.id)).state).toBe('passed');
+  }, 120_000);
+
   it("a replica's copy goes in its sweep once the upload was removed (by the replica that held it)", async () => {
     const up = await uploadTree(a, { '.travis.yml': CONFIG, 'greeting.txt': 'y\n' });
     const dir = join(work, 'uploads-c');

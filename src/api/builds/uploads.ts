@@ -106,6 +106,12 @@ const PULL_CONFIG = [
   'core.hooksPath=/dev/null',
 ];
 
+/** How long an upload's record lives at most (as long as builds are kept). */
+const RECORD_TTL_S = 30 * 86_400;
+
+/** What a replica keeps beside each upload it has (`<id>.json`). */
+type LocalMeta = Upload & { createdMs: number; build?: string; pulled?: boolean };
+
 /** An upload's record in Redis (strings, as HGETALL answers). */
 const UploadRecord = z.object({
   sha: z.string().regex(/^[0-9a-f]{40,64}$/),
@@ -124,10 +130,10 @@ export function createUploads(o: UploadsOptions): Uploads {
   const repoOf = (id: string) => join(o.dir, `${id}.git`);
   const metaOf = (id: string) => join(o.dir, `${id}.json`);
 
-  async function readMeta(id: string): Promise<(Upload & { createdMs: number; build?: string }) | undefined> {
+  async function readMeta(id: string): Promise<LocalMeta | undefined> {
     if (!ID.test(id)) return undefined;
     try {
-      return JSON.parse(await readFile(metaOf(id), 'utf8')) as Upload & { createdMs: number; build?: string };
+      return JSON.parse(await readFile(metaOf(id), 'utf8')) as LocalMeta;
     } catch {
       return undefined;
     }
@@ -211,9 +217,41 @@ export function createUploads(o: UploadsOptions): Uploads {
     }
   }
 
+  /** Writes the upload's shared record; it expires with the builds (their store keeps them 30 days). */
+  async function writeRecord(id: string, r: UploadRecord): Promise<void> {
+    await o.redis
+      .multi()
+      .hset(o.keys.upload(id), {
+        sha: r.sha,
+        sizeBytes: String(r.sizeBytes),
+        createdMs: String(r.createdMs),
+        holder: r.holder,
+        ...(r.build ? { build: r.build } : {}),
+      })
+      .expire(o.keys.upload(id), RECORD_TTL_S)
+      .exec();
+  }
+
+  /**
+   * The record of an upload this replica took before uploads had records (its own copy, not one
+   * fetched from another replica): made now, held here. Those removed elsewhere are all fetched copies.
+   */
+  async function adopt(m: LocalMeta): Promise<UploadRecord | undefined> {
+    if (m.pulled) return undefined;
+    const r: UploadRecord = {
+      sha: m.sha,
+      sizeBytes: m.sizeBytes,
+      createdMs: m.createdMs,
+      holder: o.selfUrl(),
+      ...(m.build ? { build: m.build } : {}),
+    };
+    await writeRecord(m.id, r);
+    return r;
+  }
+
   async function get(id: string): Promise<Upload | undefined> {
     const m = await readMeta(id);
-    const rec = await record(id);
+    const rec = (await record(id)) ?? (m ? await adopt(m) : undefined);
     if (m && rec) return { id: m.id, sha: m.sha, sizeBytes: m.sizeBytes };
     // Removed (its record is gone), or held by another replica: fetched from it once.
     if (!rec || rec.holder === o.selfUrl()) return undefined;
@@ -310,12 +348,7 @@ export function createUploads(o: UploadsOptions): Uploads {
         const upload: Upload = { id, sha, sizeBytes: size };
         const createdMs = Date.now();
         await writeFile(metaOf(id), JSON.stringify({ ...upload, createdMs }), { mode: 0o600 });
-        await o.redis.hset(o.keys.upload(id), {
-          sha,
-          sizeBytes: String(size),
-          createdMs: String(createdMs),
-          holder: o.selfUrl(),
-        });
+        await writeRecord(id, { sha, sizeBytes: size, createdMs, holder: o.selfUrl() });
         log.info({ upload: id, sha, bytes: size }, 'tree uploaded');
         return upload;
       } catch (e) {
@@ -365,7 +398,7 @@ export function createUploads(o: UploadsOptions): Uploads {
         }
         const m = await readMeta(id);
         if (!m) continue;
-        const rec = await record(id);
+        const rec = (await record(id)) ?? (await adopt(m));
         // Removed by another replica (its build's retention ended): this copy goes too. A fresh
         // ingest writes its file before its record: left a minute.
         if (!rec && now - m.createdMs > 60_000) {
