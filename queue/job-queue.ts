@@ -9,6 +9,7 @@ import {
   type JobSpec,
   type Keys,
 } from '../src/core/index.ts';
+import { type ConcurrencyLimits, createConcurrencyLimits, type Waiter } from './concurrency-limits.ts';
 import { type CancelReason, createJobStore, type JobStore, type ListFilter } from './job-store.ts';
 import { appendLogNote } from './log-writer.ts';
 
@@ -43,6 +44,10 @@ export interface SubmitOptions {
 
 export interface JobQueue {
   readonly store: JobStore;
+  /** Per-repository and per-label concurrency caps. */
+  readonly limits: ConcurrencyLimits;
+  /** Moves held jobs whose slot has freed from the delayed set to the queue (one no longer queued leaves its lines). */
+  promote(waiters: readonly Waiter[]): Promise<void>;
   /** Writes the job record and adds the job to its arch's queue; idempotent on the job id. */
   submit(spec: JobSpec, o: SubmitOptions): Promise<{ job: JobRecord; created: boolean }>;
   get(id: string): Promise<JobRecord | undefined>;
@@ -99,6 +104,7 @@ export class JobFinishedError extends ArchwayError {
 
 export function createJobQueue(o: JobQueueOptions): JobQueue {
   const store = createJobStore(o.redis, o.keys, { retentionSeconds: o.logRetentionSeconds });
+  const limits = createConcurrencyLimits(o.redis, o.keys);
   const queues = new Map<Arch, Queue>();
   const queueOf = (arch: Arch) => {
     let q = queues.get(arch);
@@ -155,8 +161,24 @@ export function createJobQueue(o: JobQueueOptions): JobQueue {
     return { job: await must(id), created: true };
   }
 
+  async function promoteOne(w: Waiter): Promise<void> {
+    const job = await store.get(w.id);
+    if (job?.state !== 'queued') {
+      if (job) await limits.forget(job);
+      return;
+    }
+    const entry = await queueOf(w.arch).getJob(w.id);
+    if (!entry) return limits.forget(job);
+    // Not delayed any more (taken, or promoted by another party): it looks for its slot itself.
+    await entry.promote().catch(() => undefined);
+  }
+
   return {
     store,
+    limits,
+    async promote(waiters) {
+      await Promise.all(waiters.map(promoteOne));
+    },
     submit,
     async restart(id, r) {
       const old = await must(id);
@@ -208,6 +230,7 @@ export function createJobQueue(o: JobQueueOptions): JobQueue {
         await queueOf(job.arch)
           .remove(id)
           .catch(() => undefined);
+        await limits.forget(job);
         await appendLogNote(
           o.redis,
           o.keys,

@@ -168,6 +168,9 @@ export function createJobStore(redis: Redis, keys: Keys, so: JobStoreOptions): J
       imageDigest: h.imageDigest || undefined,
       restartOf: h.restartOf || undefined,
       restartedBy: h.restartedBy || undefined,
+      effectiveLimits: h.effectiveLimits ? JSON.parse(h.effectiveLimits) : undefined,
+      // Set while a cap holds the job; only a queued job waits.
+      waitReason: h.state === 'queued' ? h.waitReason || undefined : undefined,
     });
     // Read back through zod (a trust boundary): a record that does not parse is reported, not half-used.
     if (!parsed.success)

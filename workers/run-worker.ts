@@ -181,6 +181,7 @@ async function runNode(
     },
     logger,
     logLimitBytes: Math.round(config.ARCHWAY_LOG_LIMIT_MIB * 1024 * 1024),
+    timeMultiplier: config.ARCHWAY_TIME_MULTIPLIERS[o.arch] ?? 1,
     logRetentionSeconds: config.ARCHWAY_LOG_RETENTION_DAYS * 86400,
     version: o.version,
     // Without image sync, the node itself says what it holds (the API refuses an image no node has).

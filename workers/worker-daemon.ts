@@ -54,6 +54,8 @@ export interface WorkerDaemonOptions {
    * a node without an image sync agent, which otherwise reports them. Default false.
    */
   reportImages?: boolean;
+  /** This arch's time multiplier (ARCHWAY_TIME_MULTIPLIERS): jobs' time and silence limits are multiplied by it. Default 1. */
+  timeMultiplier?: number;
 }
 
 export interface WorkerDaemon {
@@ -119,6 +121,7 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     cancelState: (id) => o.queue.store.cancelState(id),
     whereIsImage,
     otherLiveNodes,
+    ...(o.timeMultiplier === undefined ? {} : { timeMultiplier: o.timeMultiplier }),
   });
 
   // While Redis is away every connection reports each retry: say it once per outage, at warn.

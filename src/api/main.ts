@@ -190,6 +190,16 @@ export async function runApi(
     logger,
   });
   await stallWatch.start();
+  // The repositories' default cap is this process's setting; every worker reads it from Redis.
+  await queue.limits.setDefault(config.ARCHWAY_REPO_CONCURRENCY ?? null);
+  // Held jobs whose slot a lost node's lease freed (no job end promoted them) run within seconds.
+  const wakeHeld = setInterval(() => {
+    queue.limits
+      .wake()
+      .then((w) => queue.promote(w))
+      .catch((e: unknown) => logger.warn({ err: toError(e).message }, 'waking held jobs failed'));
+  }, 5_000);
+  wakeHeld.unref();
   // Finished jobs leave Redis with their logs: records, secrets and index entries alike.
   const retention = createRetentionSweep({ store: queue.store, logger });
   retention.start();
@@ -221,6 +231,7 @@ export async function runApi(
       ['stall watch', () => stallWatch.close()],
       ['retention sweep', () => retention.close()],
       ['lost node sweep', async () => clearInterval(forgetNodes)],
+      ['held job wake-up', async () => clearInterval(wakeHeld)],
       ['queue', () => queue.close()],
       ['redis', () => redis.quit()],
     ],

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { type Arch, parseArch } from './domain.ts';
 import { toError } from './errors/to-error.ts';
 import { parseRedisUrl } from './redis/connection.ts';
 import { allowEntryError } from './source-url.ts';
@@ -61,6 +62,47 @@ const EgressSettings = {
   /** Most the package cache may hold, in GiB. */
   ARCHWAY_APT_CACHE_GIB: z.coerce.number().positive().default(4),
 };
+
+/** Largest time multiplier: a job's limits may grow a hundredfold on a slow arch, no more. */
+export const MAX_TIME_MULTIPLIER = 100;
+
+/**
+ * `arch:factor,...` (aliases accepted): how much longer jobs' time and silence limits are on each
+ * arch's pool. Each factor is a number above 0 and at most MAX_TIME_MULTIPLIER; an arch appears once.
+ */
+export const TimeMultipliers = z
+  .string()
+  .default('')
+  .transform((v, ctx): Partial<Record<Arch, number>> => {
+    const out: Partial<Record<Arch, number>> = {};
+    for (const item of v
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)) {
+      const [name = '', factor, ...rest] = item.split(':').map((s) => s.trim());
+      const fail = (message: string) => {
+        ctx.addIssue({
+          code: 'custom',
+          message: `${message} (expected arch:factor pairs such as s390x:3,ppc64le:2)`,
+        });
+        return z.NEVER;
+      };
+      let arch: Arch;
+      try {
+        arch = parseArch(name);
+      } catch {
+        return fail(`unknown arch '${name}' in '${item}'`);
+      }
+      const n = Number(factor);
+      if (factor === undefined || factor === '' || rest.length > 0 || !Number.isFinite(n))
+        return fail(`'${item}': the factor is not a number`);
+      if (n <= 0 || n > MAX_TIME_MULTIPLIER)
+        return fail(`'${item}': the factor must be above 0 and at most ${MAX_TIME_MULTIPLIER}`);
+      if (out[arch] !== undefined) return fail(`${arch} is given twice`);
+      out[arch] = n;
+    }
+    return out;
+  });
 
 /** Pool size a loop-backed pool gets when ARCHWAY_POOL_SIZE_GIB is unset, in GiB. */
 export const DEFAULT_POOL_SIZE_GIB = 64;
@@ -366,6 +408,13 @@ export const ApiConfig = z
      * from here. Default: where it listens (`http://ARCHWAY_HOST:ARCHWAY_PORT`), right for one replica.
      */
     ARCHWAY_REPLICA_URL: z.url().optional(),
+    /**
+     * Jobs of one repository (label `repo`, which builds carry) that run at once, over every arch;
+     * more wait in the queue without holding a slot. Per-repository caps (`PUT
+     * /v1/repos/:owner/:name/limits`) override it. Unset: no default cap. Written to Redis when the
+     * API starts, so every worker applies it without a restart.
+     */
+    ARCHWAY_REPO_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).optional(),
     /** Where uploaded trees (`POST /v1/uploads`) are kept. Default `<pool>/uploads`. */
     ARCHWAY_UPLOAD_DIR: z.string().startsWith('/', 'an absolute path').optional(),
     /** Largest uploaded tree (a git bundle), in bytes; a bigger one is refused with 413. */
@@ -421,6 +470,13 @@ export const WorkerConfig = HostConfig.extend({
     .optional(),
   /** Bytes of output a job's log keeps, in MiB. */
   ARCHWAY_LOG_LIMIT_MIB: z.coerce.number().positive().default(4),
+  /**
+   * Time multipliers per arch, `arch:factor,...` (for example `s390x:3,ppc64le:2`): a worker of
+   * a listed arch multiplies each job's time limit and silence limit by its factor (emulated and
+   * slower arches). One value for the whole fleet: each worker takes its own arch's factor.
+   * Default: none (factor 1).
+   */
+  ARCHWAY_TIME_MULTIPLIERS: TimeMultipliers,
   /** Port of the worker's /metrics (0 = none). */
   ARCHWAY_WORKER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(0),
   ...ALLOW_LOOPBACK_SOURCES,

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { type ApiProcess, runApi } from '../../src/api/index.ts';
+import type { ApiProcess } from '../../src/api/index.ts';
 import { poolLayout } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { checkLeftovers } from '../support/leak-check.ts';
@@ -22,18 +22,7 @@ beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'archway-upload-policy-'));
   c = await startCluster();
   await c.addWorker('amd64', { slots: 1, warm: 0, allowLoopbackSources: false });
-  api = await runApi(
-    {
-      REDIS_URL: c.redis.url,
-      ARCHWAY_REDIS_PREFIX: c.keys.prefix,
-      ARCHWAY_TOKEN: token,
-      ARCHWAY_PORT: '0',
-      ARCHWAY_LOG_LEVEL: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn',
-      ARCHWAY_UPLOAD_DIR: join(work, 'uploads'),
-      ARCHWAY_EGRESS: 'false',
-    },
-    { handleSignals: false },
-  );
+  api = await c.startApi(token, { ARCHWAY_UPLOAD_DIR: join(work, 'uploads'), ARCHWAY_EGRESS: 'false' });
 }, 120_000);
 
 checkLeftovers(
@@ -74,11 +63,19 @@ describe('a build of an uploaded tree on an API at http://127.0.0.1 (as up runs 
     expect(run.stderr).not.toMatch(/not allowed|never fetched/);
     expect(run.stdout).toContain('[amd64] hello from the uploaded tree');
     expect(run.exitCode).toBe(0);
+    // Not a terminal: no fold or timing marker lines, no colour codes (the page shows those).
+    expect(run.stdout).toContain('[amd64] $ cat hello.txt');
+    expect(run.stdout).not.toMatch(/travis_(fold|time):/);
+    expect(run.stdout).not.toContain('\x1b[');
+    const raw = await archway(['build', dir, '--raw']);
+    expect(raw.exitCode).toBe(0);
+    expect(raw.stdout).toMatch(/\[amd64\] travis_fold:start:script/);
+    expect(raw.stdout).toContain('\x1b[');
     // Nothing of a build is kept when its source is refused: no build starts for ever.
     const builds = (await (
       await fetch(`${api.url}/v1/builds`, { headers: { authorization: `Bearer ${token}` } })
     ).json()) as { builds: { state: string }[] };
-    expect(builds.builds.map((b) => b.state)).toEqual(['passed']);
+    expect(builds.builds.map((b) => b.state)).toEqual(['passed', 'passed']);
   }, 180_000);
 
   it("refuses a user's job that names an upload, or a loopback URL, by field; nothing is queued", async () => {

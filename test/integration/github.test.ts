@@ -4,7 +4,7 @@ import { Webhooks } from '@octokit/webhooks';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createTaskQueue } from '../../queue/index.ts';
-import { type ApiProcess, runApi } from '../../src/api/index.ts';
+import type { ApiProcess } from '../../src/api/index.ts';
 import { type JobRecord, poolLayout } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { type FakeCheckRun, type FakeGitHub, startFakeGitHub } from '../support/fake-github.ts';
@@ -45,21 +45,13 @@ beforeAll(async () => {
   await c.addWorker('amd64', { slots: 2 });
   await c.addWorker('arm64', { slots: 2 });
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  api = await runApi(
-    {
-      REDIS_URL: c.redis.url,
-      ARCHWAY_REDIS_PREFIX: c.keys.prefix,
-      ARCHWAY_TOKEN: token,
-      ARCHWAY_PORT: '0',
-      ARCHWAY_LOG_LEVEL: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn',
-      ARCHWAY_GITHUB_APP_ID: '77',
-      ARCHWAY_GITHUB_PRIVATE_KEY: privateKey.export({ type: 'pkcs1', format: 'pem' }).toString(),
-      ARCHWAY_GITHUB_WEBHOOK_SECRET: `${SECRET},${OLD_SECRET}`,
-      ARCHWAY_GITHUB_API_URL: gh.url,
-      ARCHWAY_ALLOW_LOOPBACK_SOURCES: '1',
-    },
-    { handleSignals: false },
-  );
+  api = await c.startApi(token, {
+    ARCHWAY_GITHUB_APP_ID: '77',
+    ARCHWAY_GITHUB_PRIVATE_KEY: privateKey.export({ type: 'pkcs1', format: 'pem' }).toString(),
+    ARCHWAY_GITHUB_WEBHOOK_SECRET: `${SECRET},${OLD_SECRET}`,
+    ARCHWAY_GITHUB_API_URL: gh.url,
+    ARCHWAY_ALLOW_LOOPBACK_SOURCES: '1',
+  });
 });
 
 checkLeftovers('all', async () => {
