@@ -403,6 +403,12 @@ export const ApiConfig = z
      */
     ARCHWAY_PUBLIC_LOGS: z.stringbool().default(false),
     /**
+     * This API replica's own address as the other replicas reach it (`http://10.0.0.5:8080`):
+     * an upload is kept on the replica that took it, and another replica that needs it fetches it
+     * from here. Default: where it listens (`http://ARCHWAY_HOST:ARCHWAY_PORT`), right for one replica.
+     */
+    ARCHWAY_REPLICA_URL: z.url().optional(),
+    /**
      * Jobs of one repository (label `repo`, which builds carry) that run at once, over every arch;
      * more wait in the queue without holding a slot. Per-repository caps (`PUT
      * /v1/repos/:owner/:name/limits`) override it. Unset: no default cap. Written to Redis when the
