@@ -69,6 +69,7 @@ export {
   IdempotencyConflictError,
   JobFinishedError,
   JobNotFoundError,
+  JobNotRestartableError,
   type JobQueue,
   type JobQueueOptions,
   MAX_ATTEMPTS,

@@ -26,6 +26,7 @@ import {
 import type { ContainerRuntime } from './container-runtime.ts';
 import type { PackageCacheStats } from './egress-network.ts';
 import { createJobLauncher } from './job-launcher.ts';
+import { createMirrorSweep } from './mirror-sweep.ts';
 import { createRuncRuntime, runtimeOptionsFrom } from './runc-runtime.ts';
 import { createSourceFetcher } from './source-fetch.ts';
 import { idRangeOf } from './user-namespace.ts';
@@ -196,6 +197,14 @@ async function runNode(
   });
   warmPool?.start();
   await daemon.start();
+  // Every worker of the host sweeps the pool's mirrors; the use locks make that safe.
+  const mirrorSweep = createMirrorSweep({
+    poolPath: config.ARCHWAY_POOL_PATH,
+    retentionMs: config.ARCHWAY_GIT_MIRROR_RETENTION_HOURS * 3_600_000,
+    maxBytes: config.ARCHWAY_GIT_MIRROR_MAX_BYTES,
+    logger,
+  });
+  mirrorSweep.start();
   await sync?.reportHeld();
   metricsServer?.serve(
     metricsHandler(
@@ -219,6 +228,7 @@ async function runNode(
     onSecondSignal: () => daemon.stop(),
     steps: [
       ['node', () => daemon.drain()],
+      ['mirror sweep', () => mirrorSweep.close()],
       ['image sync', async () => sync?.close()],
       ['metrics server', async () => metricsServer?.server.close()],
       ['queue', () => queue.close()],

@@ -21,8 +21,9 @@ import {
 } from '../core/index.ts';
 import { createApiStores } from './api-deps.ts';
 import { type ApiApp, buildApp } from './build-app.ts';
-import { createApiBuilds } from './builds/api-builds.ts';
+import { createApiBuilds, MAX_CONFIG_BYTES } from './builds/api-builds.ts';
 import { createBuildFollower } from './builds/build-follower.ts';
+import { createGitConfigReader } from './builds/git-config-reader.ts';
 import { createUploads } from './builds/uploads.ts';
 import { createPageLinks } from './pages/index.ts';
 
@@ -107,8 +108,9 @@ export async function runApi(
         })
       : undefined;
   // Builds through the API: uploads kept on this host, the stage machine advanced by the follower.
+  const uploadDir = config.ARCHWAY_UPLOAD_DIR ?? `${config.ARCHWAY_POOL_PATH.replace(/\/+$/, '')}/uploads`;
   const uploads = createUploads({
-    dir: config.ARCHWAY_UPLOAD_DIR ?? `${config.ARCHWAY_POOL_PATH.replace(/\/+$/, '')}/uploads`,
+    dir: uploadDir,
     limitBytes: config.ARCHWAY_UPLOAD_LIMIT_BYTES,
     unusedTtlMs: 3_600_000,
     logger,
@@ -119,12 +121,22 @@ export async function runApi(
     queue,
     pools: createPoolStore(redis, keys),
     uploads,
+    gitConfig: createGitConfigReader({
+      policy: sourcePolicy,
+      limitBytes: config.ARCHWAY_CONFIG_FETCH_LIMIT_BYTES,
+      timeoutMs: config.ARCHWAY_CONFIG_FETCH_TIMEOUT_SECONDS * 1000,
+      maxFileBytes: MAX_CONFIG_BYTES,
+      // Beside the uploads (the disk the operator gave the API for trees), not a tmpfs.
+      scratchDir: `${uploadDir}/.config-reads`,
+      logger,
+    }),
     logger,
     publicUrl: () => publicUrl,
     sourcePolicy,
     egress: config.ARCHWAY_EGRESS,
     toolchains: await recipeToolchains(),
     uploadRetentionMs: config.ARCHWAY_UPLOAD_RETENTION_HOURS * 3_600_000,
+    ...(github ? { githubRerun: (jobId: string) => github.builds.rerunJob(jobId) } : {}),
   });
   const buildFollower = createBuildFollower({
     redis,

@@ -419,6 +419,18 @@ export const ApiConfig = z
       .default(100 * 1024 * 1024),
     /** How long an uploaded tree is kept after its build ended (a restart within it still runs), in hours. */
     ARCHWAY_UPLOAD_RETENTION_HOURS: z.coerce.number().positive().default(24),
+    /**
+     * Most bytes the API fetches to read a git source's config (`POST /v1/builds` with a git
+     * source and no inline config); default 64 MiB. A server that allows blob filters sends only
+     * the commit, its trees and the config file.
+     */
+    ARCHWAY_CONFIG_FETCH_LIMIT_BYTES: z.coerce
+      .number()
+      .int()
+      .positive()
+      .default(64 * 1024 * 1024),
+    /** Longest the API spends reading a git source's config, in seconds; default 30. */
+    ARCHWAY_CONFIG_FETCH_TIMEOUT_SECONDS: z.coerce.number().positive().default(30),
     ...LogSettings,
     ...GitHubSettings,
     ...ALLOW_LOOPBACK_SOURCES,
@@ -482,6 +494,17 @@ export const WorkerConfig = HostConfig.extend({
    * of the 64 default ranges.
    */
   ARCHWAY_WARM_MAX: z.coerce.number().int().min(0).default(8),
+  /**
+   * A git mirror of the pool (`cache/git/...`; each uploaded tree has one of its own) that no job
+   * used for this long is removed, in hours. Default 24.
+   */
+  ARCHWAY_GIT_MIRROR_RETENTION_HOURS: z.coerce.number().positive().default(24),
+  /** Beyond this many bytes of git mirrors in the pool, the least recently used are removed first. Default 20 GiB. */
+  ARCHWAY_GIT_MIRROR_MAX_BYTES: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(20 * 1024 ** 3),
 });
 export type WorkerConfig = z.infer<typeof WorkerConfig>;
 

@@ -20,4 +20,5 @@ export * from './metrics.ts';
 export * from './redis/connection.ts';
 export * from './redis/keys.ts';
 export * from './shell-quote.ts';
+export * from './source-git.ts';
 export * from './source-url.ts';

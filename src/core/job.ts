@@ -212,6 +212,10 @@ export const JobRecord = z.object({
   logBytes: z.int().nonnegative(),
   /** Digest of the image version the last attempt ran. */
   imageDigest: z.string().optional(),
+  /** The finished job this one is a new run of (`POST /v1/jobs/:id/restart`). */
+  restartOf: z.string().optional(),
+  /** The job that is this one's new run, once it was restarted. */
+  restartedBy: z.string().optional(),
   /** The time limits its last attempt runs under (absent before the first attempt). */
   effectiveLimits: EffectiveLimits.optional(),
   /** Why a queued job waits although a slot may be free: a concurrency cap ("repository o/r has 4 of 4 jobs running"). */

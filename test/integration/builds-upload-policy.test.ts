@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { type ApiProcess, runApi } from '../../src/api/index.ts';
+import type { ApiProcess } from '../../src/api/index.ts';
 import { poolLayout } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { checkLeftovers } from '../support/leak-check.ts';
@@ -22,18 +22,7 @@ beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'archway-upload-policy-'));
   c = await startCluster();
   await c.addWorker('amd64', { slots: 1, warm: 0, allowLoopbackSources: false });
-  api = await runApi(
-    {
-      REDIS_URL: c.redis.url,
-      ARCHWAY_REDIS_PREFIX: c.keys.prefix,
-      ARCHWAY_TOKEN: token,
-      ARCHWAY_PORT: '0',
-      ARCHWAY_LOG_LEVEL: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn',
-      ARCHWAY_UPLOAD_DIR: join(work, 'uploads'),
-      ARCHWAY_EGRESS: 'false',
-    },
-    { handleSignals: false },
-  );
+  api = await c.startApi(token, { ARCHWAY_UPLOAD_DIR: join(work, 'uploads'), ARCHWAY_EGRESS: 'false' });
 }, 120_000);
 
 checkLeftovers(

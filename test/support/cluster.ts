@@ -7,6 +7,7 @@ import {
   type JobQueue,
   readLog,
 } from '../../queue/index.ts';
+import { type ApiProcess, runApi } from '../../src/api/index.ts';
 import {
   type Arch,
   createKeys,
@@ -58,6 +59,13 @@ export interface TestCluster {
   submit(spec: JobSpecInput): Promise<string>;
   waitFinal(id: string, ms?: number): Promise<JobRecord>;
   log(id: string): Promise<string>;
+  /**
+   * The API as `archway api` runs it (runApi), on this cluster's Redis and keys, on a free
+   * loopback port, signals left to the test; `env` adds or overrides settings. Closed by close()
+   * if the test has not closed it before.
+   */
+  startApi(token: string, env?: Record<string, string>): Promise<ApiProcess>;
+  /** Closes its APIs, its workers, its queue and its Redis. */
   close(): Promise<void>;
 }
 
@@ -75,6 +83,7 @@ export async function startCluster(o: { redis?: TestRedis } = {}): Promise<TestC
   const queue = createJobQueue({ redis: client, keys, logRetentionSeconds: 600 });
   const catalog = createImageCatalog(client, keys);
   const workers: WorkerDaemon[] = [];
+  const apis: ApiProcess[] = [];
   const metrics: WorkerMetrics[] = [];
   const logger = createLogger({ name: 'test-worker', level: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn' });
   return {
@@ -159,7 +168,23 @@ export async function startCluster(o: { redis?: TestRedis } = {}): Promise<TestC
     async log(id) {
       return (await readLog(client, keys, id)).chunks.map((c) => c.text).join('');
     },
+    async startApi(token, env = {}) {
+      const api = await runApi(
+        {
+          REDIS_URL: redis.url,
+          ARCHWAY_REDIS_PREFIX: keys.prefix,
+          ARCHWAY_TOKEN: token,
+          ARCHWAY_PORT: '0',
+          ARCHWAY_LOG_LEVEL: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn',
+          ...env,
+        },
+        { handleSignals: false },
+      );
+      apis.push(api);
+      return api;
+    },
     async close() {
+      await Promise.all(apis.splice(0).map((a) => a.close()));
       await Promise.all(workers.splice(0).map((w) => w.stop()));
       await queue.close();
       client.disconnect();

@@ -312,7 +312,9 @@ Example:
 
   program
     .command('restart')
-    .description('run a finished build again (all its jobs, or --failed), or one finished job of a build')
+    .description(
+      'run a finished build again (all its jobs, or --failed), or one finished job (of a build, or submitted alone)',
+    )
     .argument('<id>', 'a build id (b...) or a job id (j...)')
     .option('--failed', 'only the jobs that did not pass (builds)')
     .option('--json', 'print JSON')
@@ -335,10 +337,18 @@ Example:
         return;
       }
       if (opts.failed) throw new InvalidInputError('--failed', 'is for builds; a job id restarts that job');
-      const r = await api.json<{ job: string; build: BuildJson }>(
+      // The new run's id on stdout (as submit prints a job's), what it is a run of on stderr.
+      const r = await api.json<{ job: string; previous: string; kind: string; build?: BuildJson }>(
         'POST',
         `/v1/jobs/${encodeURIComponent(id)}/restart`,
       );
-      process.stdout.write(opts.json ? `${JSON.stringify(r, null, 2)}\n` : `${r.job}\n`);
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+        return;
+      }
+      process.stdout.write(`${r.job}\n`);
+      process.stderr.write(
+        `restarted ${r.previous} as ${r.job}${r.build ? ` (build ${r.build.id})` : r.kind === 'github-build' ? ' (its GitHub check run follows)' : ''}\n`,
+      );
     });
 }
