@@ -162,6 +162,7 @@ export function createJobConsumer(o: JobConsumerOptions, handler: JobHandler): J
     const slot = await o.queue.limits.acquire(record);
     if (!slot.granted) {
       if (!token) throw new Error(slot.message);
+      if (record.state === 'running') await requeueLost(id, record);
       await o.queue.limits.noteHeld(id, slot.message);
       await bull.moveToDelayed(Date.now() + HOLD_RECHECK_MS, token);
       log.debug({ job: id, why: slot.message }, 'held by a concurrency cap');
@@ -196,6 +197,28 @@ export function createJobConsumer(o: JobConsumerOptions, handler: JobHandler): J
       // Every end (passed, failed, errored, canceled, a retry) frees the slot; the next in line runs.
       await free(id, groups);
     }
+  }
+
+  /**
+   * A lost node's job that must wait for its group's slot (its lease ran out and another job of
+   * the group took it): the record says queued, the lost attempt errored, while it waits.
+   */
+  async function requeueLost(id: string, record: JobRecord): Promise<void> {
+    const r = await store.transition(id, 'queued', {
+      attempt: record.attempt,
+      onlyFrom: ['running'],
+      fields: {},
+    });
+    if (!r.ok) return;
+    await store.recordAttempt(id, {
+      n: record.attempt,
+      node: record.node ?? 'unknown',
+      startedAt: record.startedAt ?? new Date().toISOString(),
+      endedAt: new Date().toISOString(),
+      outcome: 'errored',
+      reason: 'infra',
+      error: 'node lost (its lock expired)',
+    });
   }
 
   /** Frees the job's slots and promotes the held jobs that now fit (a dead node's slots free when their lease ends). */

@@ -193,7 +193,7 @@ describe('faults', () => {
     const second = await cluster.submit({
       arch: 'amd64',
       image: 'busybox',
-      script: 'echo second',
+      script: 'echo second; sleep 20',
       labels: { repo: 'o/k' },
     });
     await eventually(
@@ -204,21 +204,46 @@ describe('faults', () => {
     victim.kill('SIGKILL');
     await exited(victim);
     const killedAt = Date.now();
-    const done = await cluster.waitFinal(second, 90_000);
-    expect(done.state).toBe('passed');
-    const waited = Date.parse(done.startedAt ?? '') - killedAt;
+    await eventually(
+      async () => (await cluster.queue.get(second))?.state === 'running',
+      'the second job to start once the slot is free',
+      90_000,
+    );
+    const started = await cluster.queue.get(second);
+    const waited = Date.parse(started?.startedAt ?? '') - killedAt;
     // Not before the lease of the last renewal ran out; and well before "never".
     expect(waited).toBeGreaterThanOrEqual(SLOT_LEASE_MS - SLOT_RENEW_MS - 1000);
     expect(waited).toBeLessThan(SLOT_LEASE_MS + 45_000);
     expect((await cluster.queue.get(first))?.state).toBe('running');
-    // An arm64 node comes back: it reaps the dead one's container and re-runs the first job once.
+    // An arm64 node comes back while the second job holds the slot: it reaps the dead one's
+    // container; the first job, taken from the lost node, waits for the slot as queued.
     spawnWorker(cluster, 'rescuer', 'arm64');
+    await eventually(
+      async () => {
+        const j = await cluster.queue.get(first);
+        return j?.state === 'queued' && j.waitReason === 'repository o/k has 1 of 1 job running';
+      },
+      'the lost job to wait for its slot, queued',
+      60_000,
+    );
+    expect((await cluster.queue.get(first))?.attempts[0]).toMatchObject({
+      node: 'victim',
+      outcome: 'errored',
+    });
+    expect((await cluster.waitFinal(second, 60_000)).state).toBe('passed');
+    // Then it re-runs, once.
     const rerun = await cluster.waitFinal(first, 120_000);
     expect(rerun.state).toBe('passed');
     expect(rerun.attempts.map((a) => [a.n, a.node, a.outcome])).toEqual([
       [1, 'victim', 'errored'],
       [2, 'rescuer', 'passed'],
     ]);
+    // The slot is freed just after the record is final.
+    await eventually(
+      async () => (await cluster.queue.limits.status('repo=o/k')).running === 0,
+      'the slot to be freed',
+      10_000,
+    );
     expect(await cluster.queue.limits.status('repo=o/k')).toMatchObject({ running: 0, waiting: 0 });
   }, 240_000);
 });
