@@ -8,6 +8,15 @@ export { MASK };
 export const MAX_CHUNK_BYTES = 16 * 1024;
 /** Longest a byte waits before it is flushed to the stream. */
 export const FLUSH_MS = 50;
+/**
+ * Most bytes of chunks in one MULTI. Only one MULTI is in flight at a time, and what the job
+ * writes meanwhile goes out together in the next one: Redis appends and fsyncs its AOF once per
+ * EXEC (with `appendfsync always`, one fsync each), so under fast output the batches grow to
+ * this size instead of one round trip per 64 KiB pipe read (32 MB/s, docs/benchmarks.md).
+ */
+export const MAX_BATCH_BYTES = 1024 * 1024;
+/** Most bytes held for Redis (waiting and in flight) before `write` holds the job's pipe. */
+export const MAX_HELD_BYTES = 2 * MAX_BATCH_BYTES;
 
 export interface LogWriterOptions {
   redis: Redis;
@@ -36,7 +45,9 @@ export interface LogWriter {
 
 /**
  * Turns a job's output into its log stream: UTF-8 safe chunks of at most 16 KiB, flushed when
- * full or 50 ms after their first byte, with secrets masked and the log limit enforced.
+ * full or 50 ms after their first byte, with secrets masked and the log limit enforced. Chunks
+ * reach Redis in order, in MULTIs of up to 1 MiB with one in flight at a time (a lone line goes
+ * out at once; a fast job's output rides in the next MULTI while one is in flight).
  */
 export function createLogWriter(o: LogWriterOptions): LogWriter {
   const key = o.keys.log(o.jobId);
@@ -51,20 +62,63 @@ export function createLogWriter(o: LogWriterOptions): LogWriter {
   let bytes = 0;
   let limited = false;
   let timer: NodeJS.Timeout | undefined;
-  let chain: Promise<unknown> = Promise.resolve();
+  /** Chunks flushed and not yet sent, in order; `last` is the end marker and expiry, sent after them. */
+  let waiting: (Buffer | string)[] = [];
+  let waitingBytes = 0;
+  let last: number | undefined;
   let inFlight = 0;
+  /** The MULTI in flight, if any. */
+  let sending: Promise<void> | undefined;
+  /** The first failed MULTI: nothing is sent after it (its chunks would leave a gap), and note and end reject with it. */
+  let failed: Error | undefined;
+
+  const size = (e: Buffer | string) => (typeof e === 'string' ? Buffer.byteLength(e) : e.length);
 
   function append(entries: (Buffer | string)[]): void {
-    if (entries.length === 0) return;
-    const size = entries.reduce((n, e) => n + (typeof e === 'string' ? Buffer.byteLength(e) : e.length), 0);
-    inFlight += size;
+    for (const e of entries) {
+      waiting.push(e);
+      waitingBytes += size(e);
+    }
+    pump();
+  }
+
+  /** Sends what waits, one MULTI at a time, until nothing does. */
+  function pump(): void {
+    if (sending || failed || (waiting.length === 0 && last === undefined)) return;
     const batch = o.redis.multi();
-    for (const e of entries) batch.xadd(key, '*', 't', e);
-    chain = chain
-      .then(() => batch.exec())
-      .finally(() => {
-        inFlight -= size;
-      });
+    let n = 0;
+    let sent = 0;
+    while (n < waiting.length && (n === 0 || sent + size(waiting[n] as Buffer | string) <= MAX_BATCH_BYTES)) {
+      const e = waiting[n] as Buffer | string;
+      batch.xadd(key, '*', 't', e);
+      sent += size(e);
+      n++;
+    }
+    waiting = n === waiting.length ? [] : waiting.slice(n);
+    waitingBytes -= sent;
+    if (waiting.length === 0 && last !== undefined) {
+      batch.xadd(key, '*', 'end', '1').expire(key, last);
+      last = undefined;
+    }
+    inFlight = sent;
+    sending = batch.exec().then(
+      () => {
+        inFlight = 0;
+        sending = undefined;
+        pump();
+      },
+      (e: unknown) => {
+        failed = e instanceof Error ? e : new Error(String(e));
+        inFlight = 0;
+        sending = undefined;
+      },
+    );
+  }
+
+  /** Resolves once everything flushed so far is in Redis; rejects when a MULTI failed. */
+  async function sent(): Promise<void> {
+    while (sending) await sending;
+    if (failed) throw failed;
   }
 
   /** What may leave now: all of it when final, else up to a point that splits no character or secret. */
@@ -104,22 +158,22 @@ export function createLogWriter(o: LogWriterOptions): LogWriter {
       fresh += data.length;
       if (fresh >= MAX_CHUNK_BYTES) flush(false);
       else timer ??= setTimeout(() => flush(false), FLUSH_MS);
-      // Hold the job's pipe while more than 1 MiB waits for Redis: memory stays bounded.
-      if (inFlight > 1024 * 1024) await chain.catch(() => undefined);
+      // Hold the job's pipe while more than 2 MiB waits for Redis: memory stays bounded.
+      while (sending && !failed && waitingBytes + inFlight > MAX_HELD_BYTES) await sending;
     },
     async note(t) {
       flush(true);
       append(splitUtf8(t, MAX_CHUNK_BYTES));
-      await chain;
+      await sent();
     },
     get bytes() {
       return bytes;
     },
     async end(retentionSeconds) {
       flush(true);
-      const multi = o.redis.multi().xadd(key, '*', 'end', '1').expire(key, retentionSeconds);
-      chain = chain.then(() => multi.exec());
-      await chain;
+      last = retentionSeconds;
+      pump();
+      await sent();
     },
   };
 }

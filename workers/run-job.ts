@@ -201,9 +201,11 @@ export function createJobRunner(o: JobRunnerOptions): JobRunner {
       onLimit: () => stop('log_limit'),
     });
     let silence: NodeJS.Timeout | undefined;
+    // Once per read of the job's output (tens of thousands for a fast job): restart the one timer
+    // rather than make a new one each time.
     const armSilence = () => {
-      clearTimeout(silence);
-      silence = setTimeout(() => stop('silence'), limits.silenceTimeoutSeconds * 1000);
+      if (silence) silence.refresh();
+      else silence = setTimeout(() => stop('silence'), limits.silenceTimeoutSeconds * 1000);
     };
     const facts: AttemptFacts = { lastAttempt: taken.lastAttempt };
     try {

@@ -375,6 +375,11 @@ export const ApiConfig = z
     ARCHWAY_LOG_FOLLOWERS_PER_JOB: int(100),
     /** Most log followers this API serves at once, over all jobs; more get a 429. */
     ARCHWAY_LOG_FOLLOWERS_MAX: int(1000),
+    /**
+     * Seconds a log follower's client may leave written log unread (its connection's buffers
+     * full) before the API cuts it off and frees its place. Default 30.
+     */
+    ARCHWAY_LOG_FOLLOW_STALL_SECONDS: int(30),
     /** The pool whose `blobs/` directory the API serves image blobs from (when ARCHWAY_BLOB_DIR is unset). */
     ARCHWAY_POOL_PATH: z.string().startsWith('/', 'an absolute path').default('/var/lib/archway'),
     /** Directory of the image blob store the API serves. Default `<pool>/blobs`. */

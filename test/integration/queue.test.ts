@@ -230,6 +230,69 @@ describe('log writer', () => {
   });
 });
 
+describe('log writer under fast output', () => {
+  const servers = () => {
+    const cluster = redis as unknown as { isCluster?: boolean; nodes?: (role: 'master') => Redis[] };
+    return cluster.isCluster && cluster.nodes ? cluster.nodes('master') : [redis];
+  };
+  /** EXECs Redis has run (INFO commandstats, summed over the cluster's primaries). */
+  const execs = async () => {
+    let n = 0;
+    for (const s of servers())
+      n += Number(/cmdstat_exec:calls=(\d+)/.exec(await s.info('commandstats'))?.[1] ?? 0);
+    return n;
+  };
+
+  it('sends what the job writes while a MULTI is in flight in the next one, in order, and holds the job past 2 MiB waiting', async () => {
+    const w = createLogWriter({
+      redis,
+      keys,
+      jobId: 'fast',
+      limitBytes: 64e6,
+      secrets: [],
+      onLimit: () => {},
+    });
+    // 8 MiB in 64 KiB pipe reads, as fast as the writer takes them: one MULTI per read would be 128.
+    const pieces = Array.from({ length: 128 }, (_, i) =>
+      Buffer.from(`${String(i).padStart(4, '0')}`.repeat(16384)),
+    );
+    const before = await execs();
+    for (const p of pieces) await w.write(p);
+    await w.end(60);
+    expect((await execs()) - before).toBeLessThanOrEqual(24);
+    const { chunks, ended } = await readLog(redis, keys, 'fast');
+    expect(ended).toBe(true);
+    expect(chunks.map((c) => c.text).join('')).toBe(Buffer.concat(pieces).toString());
+    for (const c of chunks) expect(Buffer.byteLength(c.text)).toBeLessThanOrEqual(16 * 1024);
+
+    // Redis paused: the writer takes at most about 2 MiB waiting (+ the MULTI in flight), then holds the job's pipe.
+    const slow = createLogWriter({
+      redis,
+      keys,
+      jobId: 'paused',
+      limitBytes: 64e6,
+      secrets: [],
+      onLimit: () => {},
+    });
+    await Promise.all(servers().map((s) => s.call('CLIENT', 'PAUSE', '1500', 'WRITE')));
+    let taken = 0;
+    const writing = (async () => {
+      for (const p of pieces) {
+        await slow.write(p);
+        taken++;
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(taken).toBeGreaterThan(16);
+    expect(taken).toBeLessThanOrEqual(50); // (2 MiB waiting + 1 MiB in flight) / 64 KiB + 1
+    await writing;
+    await slow.end(60);
+    expect(Buffer.byteLength((await readLog(redis, keys, 'paused')).chunks.map((c) => c.text).join(''))).toBe(
+      8 * 1024 * 1024,
+    );
+  });
+});
+
 describe('lease', () => {
   it('is held by one owner at a time, renewed by its holder, released only by it, free after its ttl', async () => {
     const key = `${keys.prefix}:lease-test`;
