@@ -196,6 +196,8 @@ export function createJobRunner(o: JobRunnerOptions): JobRunner {
       redis: o.redis,
       keys: o.keys,
       jobId: id,
+      // A re-run of this job elsewhere (this node lost, partitioned) fences this attempt's output out.
+      attempt,
       limitBytes: o.logLimitBytes,
       secrets: Object.values(spec.secrets),
       onLimit: () => stop('log_limit'),

@@ -88,6 +88,8 @@ export function createKeys(prefix = 'archway') {
     /** Jobs of an arch held by a cap, by when they last looked (ms): what the pools' estimates leave out. */
     limitHeld: (arch: Arch) => `${t}:limit:held:${arch}`,
     log: (id: string) => `${prefix}:log:{${id}}`,
+    /** The newest attempt that wrote to a job's log (beside the log, same tag): an older one's writes are refused. */
+    logFence: (id: string) => `${prefix}:logfence:{${id}}`,
   } as const;
 }
 export type Keys = ReturnType<typeof createKeys>;
