@@ -22,6 +22,21 @@ export {
   type CommitScope,
   createBuildStore,
 } from './build-store.ts';
+export {
+  type Acquired,
+  type ConcurrencyLimits,
+  candidateGroups,
+  createConcurrencyLimits,
+  describeGroup,
+  type GroupStatus,
+  HOLD_RECHECK_MS,
+  holdMessage,
+  REPO_DEFAULT_GROUP,
+  REPO_LABEL,
+  SLOT_LEASE_MS,
+  SLOT_RENEW_MS,
+  type Waiter,
+} from './concurrency-limits.ts';
 export { type FindImageOptions, findImage, type ImageLookup } from './find-image.ts';
 export {
   CATALOG_VERSIONS_KEPT,
@@ -54,6 +69,7 @@ export {
   IdempotencyConflictError,
   JobFinishedError,
   JobNotFoundError,
+  JobNotRestartableError,
   type JobQueue,
   type JobQueueOptions,
   MAX_ATTEMPTS,

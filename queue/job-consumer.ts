@@ -1,7 +1,16 @@
 import { DelayedError, type Job, UnrecoverableError, WaitingError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import type { Arch, EndReason, JobRecord, JobState, Keys, Logger } from '../src/core/index.ts';
+import type {
+  Arch,
+  EffectiveLimits,
+  EndReason,
+  JobRecord,
+  JobState,
+  Keys,
+  Logger,
+} from '../src/core/index.ts';
+import { HOLD_RECHECK_MS, SLOT_RENEW_MS } from './concurrency-limits.ts';
 import { type JobQueue, MAX_ATTEMPTS } from './job-queue.ts';
 import { LOCK_DURATION_MS, STALLED_INTERVAL_MS } from './stall-watch.ts';
 
@@ -18,7 +27,7 @@ export interface TakenJob {
   /** When the job was queued (epoch ms): its wait is the time until its first attempt. */
   readonly enqueuedAtMs: number;
   /** Sets fields on the record while this attempt owns the job (the image digest it runs); false when it changed hands. */
-  update(fields: { imageDigest: string }): Promise<boolean>;
+  update(fields: { imageDigest?: string; effectiveLimits?: EffectiveLimits }): Promise<boolean>;
 }
 
 /**
@@ -131,7 +140,11 @@ export function createJobConsumer(o: JobConsumerOptions, handler: JobHandler): J
     const id = parsed.data.id;
     const record = await o.queue.get(id);
     if (!record) throw new UnrecoverableError(`job ${id} has no record`);
-    if (record.state !== 'queued' && record.state !== 'running') return record.state; // canceled while queued
+    if (record.state !== 'queued' && record.state !== 'running') {
+      // Canceled while queued (or held): out of every line it waited in.
+      await o.queue.limits.forget(record).catch(() => undefined);
+      return record.state;
+    }
     if (token && o.admit) {
       const a = await o.admit(record);
       if (!a.run && !a.delayMs) {
@@ -144,15 +157,99 @@ export function createJobConsumer(o: JobConsumerOptions, handler: JobHandler): J
         throw new DelayedError();
       }
     }
+    // A job over its repository's (or a label's) cap waits in the delayed set, holding no slot of
+    // this node and no attempt, until a job of its group ends and promotes it.
+    const slot = await o.queue.limits.acquire(record);
+    if (!slot.granted) {
+      if (!token) throw new Error(slot.message);
+      if (record.state === 'running') await requeueLost(id, record);
+      await o.queue.limits.noteHeld(id, slot.message);
+      await bull.moveToDelayed(Date.now() + HOLD_RECHECK_MS, token);
+      log.debug({ job: id, why: slot.message }, 'held by a concurrency cap');
+      // A slot may have freed between the check and the move: look once more, now that it waits.
+      void wake([slot.group]);
+      throw new DelayedError();
+    }
+    const groups = slot.groups;
     const startedAt = new Date().toISOString();
     const took = await store.transition(id, 'running', {
       newAttempt: true,
       onlyFrom: ['queued', 'running'],
       fields: { node: o.nodeId, startedAt, reason: null },
     });
-    if (!took.ok) return took.state ?? 'gone';
-    const attempt = took.attempt;
-    if (took.from === 'running') {
+    if (!took.ok) {
+      await free(id, groups);
+      return took.state ?? 'gone';
+    }
+    const renew = groups.length
+      ? setInterval(() => {
+          o.queue.limits
+            .renew(id, groups)
+            .catch((e: unknown) =>
+              log.warn({ job: id, err: String(e) }, 'could not renew the concurrency slot (Redis away?)'),
+            );
+        }, SLOT_RENEW_MS)
+      : undefined;
+    try {
+      return await runAttempt(bull, token, signal, id, record, took.attempt, took.from, startedAt);
+    } finally {
+      clearInterval(renew);
+      // Every end (passed, failed, errored, canceled, a retry) frees the slot; the next in line runs.
+      await free(id, groups);
+    }
+  }
+
+  /**
+   * A lost node's job that must wait for its group's slot (its lease ran out and another job of
+   * the group took it): the record says queued, the lost attempt errored, while it waits.
+   */
+  async function requeueLost(id: string, record: JobRecord): Promise<void> {
+    const r = await store.transition(id, 'queued', {
+      attempt: record.attempt,
+      onlyFrom: ['running'],
+      fields: {},
+    });
+    if (!r.ok) return;
+    await store.recordAttempt(id, {
+      n: record.attempt,
+      node: record.node ?? 'unknown',
+      startedAt: record.startedAt ?? new Date().toISOString(),
+      endedAt: new Date().toISOString(),
+      outcome: 'errored',
+      reason: 'infra',
+      error: 'node lost (its lock expired)',
+    });
+  }
+
+  /** Frees the job's slots and promotes the held jobs that now fit (a dead node's slots free when their lease ends). */
+  async function free(id: string, groups: readonly string[]): Promise<void> {
+    if (groups.length === 0) return;
+    try {
+      await o.queue.promote(await o.queue.limits.release(id, groups));
+    } catch (e) {
+      log.warn({ job: id, err: String(e) }, 'could not free the concurrency slot; its lease ends it');
+    }
+  }
+
+  async function wake(groups: readonly string[]): Promise<void> {
+    try {
+      await o.queue.promote(await o.queue.limits.wake(groups));
+    } catch (e) {
+      log.warn({ err: String(e) }, 'could not wake held jobs');
+    }
+  }
+
+  async function runAttempt(
+    bull: Job,
+    token: string | undefined,
+    signal: AbortSignal | undefined,
+    id: string,
+    record: JobRecord,
+    attempt: number,
+    from: JobState,
+    startedAt: string,
+  ): Promise<string> {
+    if (from === 'running') {
       // The previous attempt's node went silent and lost the job's lock: that attempt errored.
       await store.recordAttempt(id, {
         n: attempt - 1,
@@ -175,8 +272,17 @@ export function createJobConsumer(o: JobConsumerOptions, handler: JobHandler): J
         startedAt,
         lastAttempt: attempt >= MAX_ATTEMPTS || bull.attemptsMade + 1 >= MAX_ATTEMPTS,
         enqueuedAtMs: bull.timestamp,
-        update: async (fields) =>
-          (await store.transition(id, 'running', { attempt, onlyFrom: ['running'], fields })).ok,
+        update: async ({ effectiveLimits, ...rest }) =>
+          (
+            await store.transition(id, 'running', {
+              attempt,
+              onlyFrom: ['running'],
+              fields: {
+                ...rest,
+                ...(effectiveLimits ? { effectiveLimits: JSON.stringify(effectiveLimits) } : {}),
+              },
+            })
+          ).ok,
       },
       ctl.signal,
     );

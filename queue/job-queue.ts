@@ -9,6 +9,7 @@ import {
   type JobSpec,
   type Keys,
 } from '../src/core/index.ts';
+import { type ConcurrencyLimits, createConcurrencyLimits, type Waiter } from './concurrency-limits.ts';
 import { type CancelReason, createJobStore, type JobStore, type ListFilter } from './job-store.ts';
 import { appendLogNote } from './log-writer.ts';
 
@@ -32,6 +33,8 @@ export interface SubmitOptions {
   clientId: string;
   /** Things to tell the user, stored on the job (no live worker for the arch, ...). */
   warnings?: string[];
+  /** The finished job this submission is a new run of (recorded on both jobs). */
+  restartOf?: string;
   /**
    * The job's id, chosen by the caller (a webhook build names its jobs before it submits them, so
    * a job's script and its check run know its id). Submitting the same id again returns that job.
@@ -41,6 +44,10 @@ export interface SubmitOptions {
 
 export interface JobQueue {
   readonly store: JobStore;
+  /** Per-repository and per-label concurrency caps. */
+  readonly limits: ConcurrencyLimits;
+  /** Moves held jobs whose slot has freed from the delayed set to the queue (one no longer queued leaves its lines). */
+  promote(waiters: readonly Waiter[]): Promise<void>;
   /** Writes the job record and adds the job to its arch's queue; idempotent on the job id. */
   submit(spec: JobSpec, o: SubmitOptions): Promise<{ job: JobRecord; created: boolean }>;
   get(id: string): Promise<JobRecord | undefined>;
@@ -50,6 +57,16 @@ export interface JobQueue {
    * durable cancel flag and a message on the cancel channel (its worker kills it within 1 s).
    */
   cancel(id: string, opts?: { reason?: CancelReason }): Promise<JobRecord>;
+  /**
+   * A new run of a finished job with the same spec: a new job whose record says `restartOf` the
+   * old one, and the old one says `restartedBy` the new one. Its id is derived from the old one's,
+   * so concurrent restarts make one job. 409 while the job has not finished, when it was
+   * restarted already (restart its newest run), or when it had secrets (they are not kept after
+   * a job ends); 404 for an unknown job.
+   */
+  restart(id: string, o: { clientId: string }): Promise<{ job: JobRecord; created: boolean }>;
+  /** Records `newId` as the new run of `oldId` (both records), for restarts made elsewhere (a build's). */
+  linkRestart(oldId: string, newId: string): Promise<void>;
   /** Waiting (and delayed/prioritized) jobs per arch. */
   depth(arch: Arch): Promise<number>;
   close(): Promise<void>;
@@ -71,6 +88,12 @@ export class IdempotencyConflictError extends ArchwayError {
   }
 }
 
+export class JobNotRestartableError extends ArchwayError {
+  constructor(id: string, why: string) {
+    super('JOB_NOT_RESTARTABLE', `job ${id} ${why}`, { httpStatus: 409 });
+  }
+}
+
 export class JobFinishedError extends ArchwayError {
   constructor(id: string, state: string) {
     super('JOB_FINISHED', `job ${id} has already finished (${state}); there is nothing to cancel`, {
@@ -81,6 +104,7 @@ export class JobFinishedError extends ArchwayError {
 
 export function createJobQueue(o: JobQueueOptions): JobQueue {
   const store = createJobStore(o.redis, o.keys, { retentionSeconds: o.logRetentionSeconds });
+  const limits = createConcurrencyLimits(o.redis, o.keys);
   const queues = new Map<Arch, Queue>();
   const queueOf = (arch: Arch) => {
     let q = queues.get(arch);
@@ -113,26 +137,83 @@ export function createJobQueue(o: JobQueueOptions): JobQueue {
     return job;
   }
 
+  async function submit(spec: JobSpec, s: SubmitOptions): Promise<{ job: JobRecord; created: boolean }> {
+    const specHash = createHash('sha256').update(JSON.stringify(spec)).digest('hex');
+    const id = s.jobId
+      ? s.jobId
+      : s.idempotencyKey
+        ? `j${createHash('sha256').update(`${s.clientId}\0${s.idempotencyKey}`).digest('hex').slice(0, 24)}`
+        : `j${randomBytes(12).toString('hex')}`;
+    const created = await store.create(id, spec, {
+      warnings: s.warnings ?? [],
+      specHash,
+      restartOf: s.restartOf,
+    });
+    if (!created) {
+      if ((await store.field(id, 'specHash')) !== specHash)
+        throw new IdempotencyConflictError(s.idempotencyKey ?? '', id);
+      const job = await must(id);
+      // A first submission that wrote the record but died before the enqueue is completed by its retry.
+      if (job.state === 'queued' && job.attempt === 0) await enqueue(id, spec);
+      return { job, created: false };
+    }
+    await enqueue(id, spec);
+    return { job: await must(id), created: true };
+  }
+
+  async function promoteOne(w: Waiter): Promise<void> {
+    const job = await store.get(w.id);
+    if (job?.state !== 'queued') {
+      if (job) await limits.forget(job);
+      return;
+    }
+    const entry = await queueOf(w.arch).getJob(w.id);
+    if (!entry) return limits.forget(job);
+    // Not delayed any more (taken, or promoted by another party): it looks for its slot itself.
+    await entry.promote().catch(() => undefined);
+  }
+
   return {
     store,
-    async submit(spec, s) {
-      const specHash = createHash('sha256').update(JSON.stringify(spec)).digest('hex');
-      const id = s.jobId
-        ? s.jobId
-        : s.idempotencyKey
-          ? `j${createHash('sha256').update(`${s.clientId}\0${s.idempotencyKey}`).digest('hex').slice(0, 24)}`
-          : `j${randomBytes(12).toString('hex')}`;
-      const created = await store.create(id, spec, { warnings: s.warnings ?? [], specHash });
-      if (!created) {
-        if ((await store.field(id, 'specHash')) !== specHash)
-          throw new IdempotencyConflictError(s.idempotencyKey ?? '', id);
-        const job = await must(id);
-        // A first submission that wrote the record but died before the enqueue is completed by its retry.
-        if (job.state === 'queued' && job.attempt === 0) await enqueue(id, spec);
-        return { job, created: false };
-      }
-      await enqueue(id, spec);
-      return { job: await must(id), created: true };
+    limits,
+    async promote(waiters) {
+      await Promise.all(waiters.map(promoteOne));
+    },
+    submit,
+    async restart(id, r) {
+      const old = await must(id);
+      if (!FINAL_STATES.includes(old.state))
+        throw new JobNotRestartableError(
+          id,
+          `is still ${old.state}: it can be restarted once it has finished`,
+        );
+      if (old.restartedBy)
+        throw new JobNotRestartableError(
+          id,
+          `was restarted already, as ${old.restartedBy}: restart that one (the newest run)`,
+        );
+      if (Object.keys(old.spec.secrets).length > 0)
+        throw new JobNotRestartableError(
+          id,
+          'had secrets, which are not kept after a job ends: submit it again with them',
+        );
+      const newId = `j${createHash('sha256').update(`restart\0${id}`).digest('hex').slice(0, 24)}`;
+      const made = await submit(old.spec, {
+        clientId: r.clientId,
+        jobId: newId,
+        restartOf: id,
+      });
+      await store.markRestarted(id, newId);
+      return made;
+    },
+    async linkRestart(oldId, newId) {
+      await store.markRestarted(oldId, newId);
+      await o.redis.eval(
+        "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'restartOf', ARGV[1]) end",
+        1,
+        o.keys.job(newId),
+        oldId,
+      );
     },
     get: (id) => store.get(id),
     list: (f) => store.list(f),
@@ -149,6 +230,7 @@ export function createJobQueue(o: JobQueueOptions): JobQueue {
         await queueOf(job.arch)
           .remove(id)
           .catch(() => undefined);
+        await limits.forget(job);
         await appendLogNote(
           o.redis,
           o.keys,

@@ -96,10 +96,19 @@ export interface ListFilter {
 }
 
 export interface JobStore {
-  create(id: string, spec: JobSpec, extra: { warnings: string[]; specHash: string }): Promise<boolean>;
+  create(
+    id: string,
+    spec: JobSpec,
+    extra: { warnings: string[]; specHash: string; restartOf?: string | undefined },
+  ): Promise<boolean>;
   get(id: string): Promise<JobRecord | undefined>;
   /** The raw hash field (for fields outside the record, such as specHash). */
   field(id: string, name: string): Promise<string | null>;
+  /**
+   * Records that `by` is the new run of the job `id` (a restart): set once, the first restart
+   * wins. Returns the job's new run as recorded (`by`, or the one recorded before it).
+   */
+  markRestarted(id: string, by: string): Promise<string>;
   transition(id: string, to: JobState, opts?: TransitionOptions): Promise<TransitionResult>;
   recordAttempt(id: string, attempt: Attempt): Promise<void>;
   /** Sets the durable cancel flag (and its reason, read by the job's worker) and tells the workers. */
@@ -157,6 +166,11 @@ export function createJobStore(redis: Redis, keys: Keys, so: JobStoreOptions): J
       warnings: JSON.parse(h.warnings ?? '[]'),
       logBytes: Number(h.logBytes ?? 0),
       imageDigest: h.imageDigest || undefined,
+      restartOf: h.restartOf || undefined,
+      restartedBy: h.restartedBy || undefined,
+      effectiveLimits: h.effectiveLimits ? JSON.parse(h.effectiveLimits) : undefined,
+      // Set while a cap holds the job; only a queued job waits.
+      waitReason: h.state === 'queued' ? h.waitReason || undefined : undefined,
     });
     // Read back through zod (a trust boundary): a record that does not parse is reported, not half-used.
     if (!parsed.success)
@@ -183,6 +197,7 @@ export function createJobStore(redis: Redis, keys: Keys, so: JobStoreOptions): J
         warnings: JSON.stringify(extra.warnings),
         specHash: extra.specHash,
         logBytes: '0',
+        ...(extra.restartOf ? { restartOf: extra.restartOf } : {}),
       };
       const labelKeys = Object.entries(spec.labels).map(([k, v]) => keys.jobsByLabel(k, v));
       const created = await r.awCreate(
@@ -202,6 +217,16 @@ export function createJobStore(redis: Redis, keys: Keys, so: JobStoreOptions): J
     },
     get,
     field: (id, name) => redis.hget(keys.job(id), name),
+    async markRestarted(id, by) {
+      // Never on a record already swept: that would leave a hash without a job.
+      const was = (await redis.eval(
+        "if redis.call('EXISTS', KEYS[1]) == 0 then return false end redis.call('HSETNX', KEYS[1], 'restartedBy', ARGV[1]) return redis.call('HGET', KEYS[1], 'restartedBy')",
+        1,
+        keys.job(id),
+        by,
+      )) as string | null;
+      return was ?? by;
+    },
     async transition(id, to, opts = {}) {
       const from = (Object.keys(TRANSITIONS) as JobState[]).filter(
         (s) => TRANSITIONS[s].includes(to) && (!opts.onlyFrom || opts.onlyFrom.includes(s)),

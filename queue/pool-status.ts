@@ -86,8 +86,10 @@ const round = (ms: number) => Math.round(ms / 100) / 10;
 /** One arch's pool as it stands: settings, load, nodes, and the wait a new job may expect. */
 export interface PoolStatus {
   pool: Pool;
-  /** Jobs waiting (queue depth: waiting, prioritized and delayed for a retry). */
+  /** Jobs waiting for a slot (queue depth: waiting, prioritized and delayed for a retry), less the held ones. */
   waiting: number;
+  /** Jobs held by a concurrency cap (their repository's or a label's): no free slot would take them. */
+  held: number;
   /** Jobs running: busy slots of live nodes (draining ones too). */
   running: number;
   /** Every registered node of the arch, lost ones included. */
@@ -123,8 +125,8 @@ export interface PoolStatusOptions {
 export function createPoolStatus(o: PoolStatusOptions): PoolStatusReader {
   const now = o.now ?? Date.now;
 
-  /** createdMs of the oldest queued job of the arch (the state set and the arch set share scores). */
-  async function oldestWaiting(arch: Arch): Promise<number | undefined> {
+  /** createdMs of the oldest queued job of the arch that no cap holds (the state set and the arch set share scores). */
+  async function oldestWaiting(arch: Arch, held: ReadonlySet<string>): Promise<number | undefined> {
     const raw = (await o.redis.call(
       'ZINTER',
       2,
@@ -134,7 +136,8 @@ export function createPoolStatus(o: PoolStatusOptions): PoolStatusReader {
       'MIN',
       'WITHSCORES',
     )) as string[];
-    return raw.length >= 2 ? Number(raw[1]) : undefined;
+    for (let i = 0; i + 1 < raw.length; i += 2) if (!held.has(raw[i] as string)) return Number(raw[i + 1]);
+    return undefined;
   }
 
   async function medianDuration(arch: Arch): Promise<number | undefined> {
@@ -164,16 +167,22 @@ export function createPoolStatus(o: PoolStatusOptions): PoolStatusReader {
     const healthy = live.filter((n) => n.state === 'active' && !n.drainRequested);
     const totalSlots = healthy.reduce((s, n) => s + n.slots, 0);
     const freeSlots = healthy.reduce((s, n) => s + Math.max(0, n.slots - n.busy), 0);
-    const [waiting, oldest, median] = await Promise.all([
+    const heldIds = new Set(await o.queue.limits.held(arch));
+    const [depth, oldest, median] = await Promise.all([
       o.queue.depth(arch),
-      oldestWaiting(arch),
+      oldestWaiting(arch, heldIds),
       medianDuration(arch),
     ]);
+    // A held job waits for its group, not for a slot: counted apart, so the estimate and the
+    // scaler do not grow the pool for jobs that a bigger pool would not start.
+    const held = Math.min(depth, heldIds.size);
+    const waiting = depth - held;
     const scalerAlive = pool.scaler !== undefined && t - pool.scaler.seenAt < SCALER_SILENT_MS;
     const counted = live.filter((n) => n.state !== 'draining' && !n.drainRequested).length;
     return {
       pool,
       waiting,
+      held,
       running: live.reduce((s, n) => s + n.busy, 0),
       nodes,
       healthyNodes: healthy.length,

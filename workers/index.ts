@@ -31,6 +31,13 @@ export {
   writeScript,
 } from './job-script.ts';
 export {
+  createMirrorSweep,
+  holdMirror,
+  type MirrorInfo,
+  type MirrorSweep,
+  type MirrorSweepOptions,
+} from './mirror-sweep.ts';
+export {
   createNodeMembership,
   type NodeMembership,
   type NodeMembershipOptions,

@@ -6,6 +6,7 @@ import {
   AbortedError,
   type Arch,
   ArchwayError,
+  type EffectiveLimits,
   type EndReason,
   ImageNotFoundError,
   type JobSpec,
@@ -17,6 +18,7 @@ import { jobEnv, SCRIPT_ARGV, writeScript } from './job-script.ts';
 import { retryDelayMs } from './retry-policy.ts';
 import type { SourceFetcher } from './source-fetch.ts';
 import { SourceFetchError } from './source-fetch-error.ts';
+import { effectiveLimits, limitsNote } from './time-limits.ts';
 import type { WorkerEvents } from './worker-events.ts';
 
 /** Why the worker stopped a running job: one of the job's end reasons, or the node shutting down (the job is retried). */
@@ -146,6 +148,8 @@ export interface JobRunnerOptions {
   whereIsImage: (image: string) => Promise<MissingImage>;
   /** Live nodes of the arch, other than this one, that take jobs (where a retry can go at once). */
   otherLiveNodes: () => Promise<number>;
+  /** This arch's factor of ARCHWAY_TIME_MULTIPLIERS: jobs' time and silence limits are multiplied by it. Default 1. */
+  timeMultiplier?: number;
 }
 
 /** One attempt's result: the consumer's outcome, and what it says about the host. */
@@ -173,6 +177,7 @@ export function createJobRunner(o: JobRunnerOptions): JobRunner {
   async function run(taken: TakenJob, signal: AbortSignal): Promise<RunResult> {
     const { id, attempt } = taken;
     const spec = taken.record.spec;
+    const limits = effectiveLimits(spec, o.timeMultiplier ?? 1);
     const ctl = new AbortController();
     let stopReason: StopReason | undefined;
     const stop = (reason: StopReason) => {
@@ -191,6 +196,8 @@ export function createJobRunner(o: JobRunnerOptions): JobRunner {
       redis: o.redis,
       keys: o.keys,
       jobId: id,
+      // A re-run of this job elsewhere (this node lost, partitioned) fences this attempt's output out.
+      attempt,
       limitBytes: o.logLimitBytes,
       secrets: Object.values(spec.secrets),
       onLimit: () => stop('log_limit'),
@@ -200,7 +207,7 @@ export function createJobRunner(o: JobRunnerOptions): JobRunner {
     // rather than make a new one each time.
     const armSilence = () => {
       if (silence) silence.refresh();
-      else silence = setTimeout(() => stop('silence'), spec.silenceTimeoutSeconds * 1000);
+      else silence = setTimeout(() => stop('silence'), limits.silenceTimeoutSeconds * 1000);
     };
     const facts: AttemptFacts = { lastAttempt: taken.lastAttempt };
     try {
@@ -215,6 +222,8 @@ export function createJobRunner(o: JobRunnerOptions): JobRunner {
           infra: true,
         });
       let sourceNote = '';
+      // On the record before the job runs: `job show` says which limits it runs under.
+      await taken.update({ effectiveLimits: limits }).catch(() => false);
       const t0 = Date.now();
       const job = await o.launcher.launch(
         {
@@ -231,7 +240,7 @@ export function createJobRunner(o: JobRunnerOptions): JobRunner {
           },
           limits: spec.resources,
           network: spec.network,
-          timeoutSeconds: spec.timeoutSeconds,
+          timeoutSeconds: limits.timeoutSeconds,
         },
         { signal: ctl.signal },
       );
@@ -243,6 +252,7 @@ export function createJobRunner(o: JobRunnerOptions): JobRunner {
           `[archway] job ${id} on node ${o.nodeId}: ${o.arch}, ${rt.emulated ? `emulated (qemu-user on ${hostname()})` : 'native'}\n` +
           `[archway] image ${job.image.name}@${job.image.digest}\n` +
           `[archway] ${job.warm ? 'warm' : 'cold'} container, launched in ${Date.now() - t0} ms\n` +
+          limitsNote(spec, limits, { arch: o.arch, emulated: rt.emulated }) +
           `[archway] network: ${spec.network === 'egress' ? "egress (outbound only; apt uses this host's package cache)" : 'none (only loopback: no DNS, no downloads; ask for network: egress)'}\n` +
           sourceNote,
       );
@@ -274,7 +284,7 @@ export function createJobRunner(o: JobRunnerOptions): JobRunner {
           ? `\n[archway] the job cannot run: ${v.error}\n`
           : v.exitCode === undefined
             ? '[archway] canceled before it started\n'
-            : endLine(v.reason, v.exitCode, spec),
+            : endLine(v.reason, v.exitCode, spec, { ...limits, arch: o.arch }),
       );
       o.events.emit('job:end', { id, state: v.state, reason: v.reason });
       return {
@@ -329,14 +339,20 @@ export function endLine(
   spec: Pick<JobSpec, 'timeoutSeconds' | 'silenceTimeoutSeconds'> & {
     resources: { memoryMiB?: number | undefined };
   },
+  /** The limits the node applied, when its arch scales them (ARCHWAY_TIME_MULTIPLIERS). */
+  scaled?: EffectiveLimits & { arch: Arch },
 ): string {
+  const by = (effective: number, asked: number) =>
+    scaled && scaled.multiplier !== 1
+      ? `${effective} s (${asked} s x${scaled.multiplier} on ${scaled.arch})`
+      : `${asked} s`;
   switch (reason) {
     case undefined:
       return `\n[archway] exited with ${exitCode}\n`;
     case 'timeout':
-      return `\n[archway] stopped: the job ran longer than its time limit of ${spec.timeoutSeconds} s\n`;
+      return `\n[archway] stopped: the job ran longer than its time limit of ${by(scaled?.timeoutSeconds ?? spec.timeoutSeconds, spec.timeoutSeconds)}\n`;
     case 'silence':
-      return `\n[archway] stopped: no output for ${spec.silenceTimeoutSeconds} s\n`;
+      return `\n[archway] stopped: no output for ${by(scaled?.silenceTimeoutSeconds ?? spec.silenceTimeoutSeconds, spec.silenceTimeoutSeconds)}\n`;
     case 'log_limit':
       return '\n[archway] stopped: the log reached its size limit\n';
     case 'oom':

@@ -1,5 +1,5 @@
 import { statfs } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import { hostname } from 'node:os';
 import { createImageStore, createSyncAgent, type ImageStore } from '../images/index.ts';
 import { createImageCatalog, createJobQueue, createNodeRegistry } from '../queue/index.ts';
@@ -17,6 +17,7 @@ import {
   type Limits,
   type Logger,
   limitsWithin,
+  listenError,
   type NetworkMode,
   parseConfig,
   WorkerConfig,
@@ -25,6 +26,7 @@ import {
 import type { ContainerRuntime } from './container-runtime.ts';
 import type { PackageCacheStats } from './egress-network.ts';
 import { createJobLauncher } from './job-launcher.ts';
+import { createMirrorSweep } from './mirror-sweep.ts';
 import { createRuncRuntime, runtimeOptionsFrom } from './runc-runtime.ts';
 import { createSourceFetcher } from './source-fetch.ts';
 import { idRangeOf } from './user-namespace.ts';
@@ -56,6 +58,26 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
     level: config.ARCHWAY_LOG_LEVEL,
     format: config.ARCHWAY_LOG_FORMAT,
   });
+  // The metrics port first: a port in use stops the worker before it touches Redis, the pool or a
+  // container, with the setting named; until the node is up it answers 503.
+  const metricsServer =
+    config.ARCHWAY_WORKER_METRICS_PORT > 0
+      ? await listenMetrics(config.ARCHWAY_WORKER_METRICS_PORT)
+      : undefined;
+  try {
+    await runNode(o, config, logger, metricsServer);
+  } finally {
+    if (metricsServer?.server.listening) metricsServer.server.close();
+  }
+}
+
+/** The node itself, once its metrics port is held: everything `runWorker` says but the port. */
+async function runNode(
+  o: RunWorkerOptions,
+  config: WorkerConfig,
+  logger: Logger,
+  metricsServer: MetricsServer | undefined,
+): Promise<void> {
   const nodeId = config.ARCHWAY_NODE_ID ?? `${hostname()}-${o.arch}-${process.pid}`;
   const redis = createRedis({ url: config.REDIS_URL, name: `archway-worker-${nodeId}`, blocking: true });
   redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
@@ -146,6 +168,7 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
     nodeId,
     arch: o.arch,
     slots: o.slots,
+    imageSyncGraceMs: config.ARCHWAY_IMAGE_SYNC_GRACE_SECONDS * 1000,
     launcher,
     images,
     queue,
@@ -159,6 +182,7 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
     },
     logger,
     logLimitBytes: Math.round(config.ARCHWAY_LOG_LIMIT_MIB * 1024 * 1024),
+    timeMultiplier: config.ARCHWAY_TIME_MULTIPLIERS[o.arch] ?? 1,
     logRetentionSeconds: config.ARCHWAY_LOG_RETENTION_DAYS * 86400,
     version: o.version,
     // Without image sync, the node itself says what it holds (the API refuses an image no node has).
@@ -174,17 +198,23 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
   });
   warmPool?.start();
   await daemon.start();
+  // Every worker of the host sweeps the pool's mirrors; the use locks make that safe.
+  const mirrorSweep = createMirrorSweep({
+    poolPath: config.ARCHWAY_POOL_PATH,
+    retentionMs: config.ARCHWAY_GIT_MIRROR_RETENTION_HOURS * 3_600_000,
+    maxBytes: config.ARCHWAY_GIT_MIRROR_MAX_BYTES,
+    logger,
+  });
+  mirrorSweep.start();
   await sync?.reportHeld();
-  const metricsServer =
-    config.ARCHWAY_WORKER_METRICS_PORT > 0
-      ? await serveMetrics(
-          metrics,
-          config.ARCHWAY_WORKER_METRICS_PORT,
-          () => warmPool?.sizes() ?? {},
-          o.arch,
-          () => runtime.packageCacheStats(),
-        )
-      : undefined;
+  metricsServer?.serve(
+    metricsHandler(
+      metrics,
+      () => warmPool?.sizes() ?? {},
+      o.arch,
+      () => runtime.packageCacheStats(),
+    ),
+  );
   if (metricsServer) logger.info({ port: config.ARCHWAY_WORKER_METRICS_PORT }, 'metrics on /metrics');
 
   // Order: the node first (no new jobs; the running ones finish, or end on a second signal and go
@@ -194,12 +224,14 @@ export async function runWorker(o: RunWorkerOptions): Promise<void> {
     name: 'worker',
     logger,
     handleSignals: true,
+    ...(config.ARCHWAY_STOP_WITH_PID !== undefined ? { parentPid: config.ARCHWAY_STOP_WITH_PID } : {}),
     // No time limit: a drain waits for the running jobs, however long their own limits let them run.
     onSecondSignal: () => daemon.stop(),
     steps: [
       ['node', () => daemon.drain()],
+      ['mirror sweep', () => mirrorSweep.close()],
       ['image sync', async () => sync?.close()],
-      ['metrics server', async () => metricsServer?.close()],
+      ['metrics server', async () => metricsServer?.server.close()],
       ['queue', () => queue.close()],
       ['redis', () => redis.quit()],
     ],
@@ -250,15 +282,34 @@ async function makeWarmPool(
   });
 }
 
-/** The node's /metrics for Prometheus, on all interfaces of `port`. */
-async function serveMetrics(
+interface MetricsServer {
+  server: Server;
+  /** Starts answering /metrics with `handler` (503 before). */
+  serve(handler: RequestListener): void;
+}
+
+/** The node's /metrics listener on all interfaces of `port`; a port it cannot bind is an error naming the setting. */
+async function listenMetrics(port: number): Promise<MetricsServer> {
+  let handler: RequestListener | undefined;
+  const server = createServer((req, res) => {
+    if (handler) handler(req, res);
+    else res.writeHead(503).end('the worker is starting\n');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(listenError(err, 'ARCHWAY_WORKER_METRICS_PORT', `port ${port}`)));
+    server.listen(port, resolve);
+  });
+  return { server, serve: (h) => (handler = h) };
+}
+
+/** The node's /metrics for Prometheus. */
+function metricsHandler(
   metrics: WorkerMetrics,
-  port: number,
   warm: () => Record<string, number>,
   arch: Arch,
   cache: () => Promise<PackageCacheStats | undefined>,
-): Promise<Server> {
-  const server = createServer((req, res) => {
+): RequestListener {
+  return (req, res) => {
     if (req.url !== '/metrics') {
       res.writeHead(404).end('not found: try /metrics\n');
       return;
@@ -278,7 +329,5 @@ async function serveMetrics(
         (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
         (err: unknown) => res.writeHead(500).end(String(err)),
       );
-  });
-  await new Promise<void>((resolve) => server.listen(port, resolve));
-  return server;
+  };
 }

@@ -1,14 +1,13 @@
 import { lstat, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { isIP } from 'node:net';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import type { Redis } from 'ioredis';
 import { createSourceCredentials } from '../queue/index.ts';
 import {
   AbortedError,
-  type CheckedSourceUrl,
   checkSourceUrl,
   exists,
+  sourceGitEnv as gitEnv,
   HOST_ENV,
   HostCommandError,
   InvalidInputError,
@@ -16,12 +15,15 @@ import {
   type Keys,
   type Logger,
   parseSourceUrl,
+  pinSourceUrl,
   poolLayout,
   runCommand,
   type SourceResolver,
   type SourceUrl,
   sourceBuildDir,
+  uploadSourcePolicy,
 } from '../src/core/index.ts';
+import { holdMirror } from './mirror-sweep.ts';
 import { SourceFetchError } from './source-fetch-error.ts';
 
 export interface SourceFetcherOptions {
@@ -77,6 +79,9 @@ const GIT_TIMEOUT_MS = 10 * 60_000;
  */
 export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
   const policy = { allowLoopback: o.allowLoopback ?? false, allow: o.allow ?? [] };
+  /** An uploaded tree's URL is the API's own (written by the API): fetched wherever the API is. */
+  const policyOf = (source: NonNullable<JobSpec['source']>) =>
+    source.upload ? { allowLoopback: true, allow: [], ...uploadSourcePolicy(source.git) } : policy;
   const credentials = createSourceCredentials(o.redis, o.keys);
 
   const layout = poolLayout(o.poolPath);
@@ -134,212 +139,187 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
 
   return {
     buildDirOf(source) {
-      return sourceBuildDir(parseSourceUrl(source.git, policy).path);
+      return sourceBuildDir(parseSourceUrl(source.git, policyOf(source)).path);
     },
     async place({ jobId, source, rootfs, idBase, signal }) {
       // Resolved and checked again here, at connect time, and git connects to exactly the checked
       // address: a name that resolved to a public address at submission may not now (DNS rebinding).
+      // An uploaded tree is fetched from the API wherever the API is (the API wrote its URL).
+      const policy = policyOf(source);
       const src = await checkSourceUrl(source.git, policy, 'source.git', o.resolve).catch((e: unknown) => {
         if (e instanceof InvalidInputError) throw new SourceFetchError(e.message, { infra: false, cause: e });
         throw e;
       });
-      const pin = pinTo(src);
+      const pin = pinSourceUrl(src);
       const mirror = mirrorOf(src);
       const buildDir = sourceBuildDir(src.path);
       const t0 = performance.now();
       await mkdir(dirname(mirror), { recursive: true, mode: 0o700 });
-      const lock = `${mirror}.lock`;
-      let sha = source.sha;
-      let mirrorHit = false;
-      const token = await credentialFor(jobId, src);
-      // Scoped to this host's URLs: git sends it nowhere else, not even on a redirect.
-      const auth: [string, string] | undefined = token
-        ? [
-            `http.${src.url.protocol}//${src.url.host}/.extraHeader`,
-            `Authorization: Basic ${Buffer.from(`x-access-token:${token}`).toString('base64')}`,
-          ]
-        : undefined;
-      const remoteEnv = gitEnv(policy.allowLoopback, [...pin.config, ...(auth ? [auth] : [])]);
-      // One fetch at a time per mirror, across processes (the workers of each arch share the pool).
-      const fetchUnderLock = async (refspec: string) => {
-        const what = refspec.replace(/^\+/, '').split(':')[0];
-        // The mirror's access record changes under the same lock as the fetch: what a credential
-        // fetches may be private, so the record is cleared before it; a fetch with no credential
-        // proves anyone may read the repository, so it says public after it.
-        await runCommand(
-          'flock',
-          [
-            '-w',
-            '600',
-            lock,
-            'sh',
-            '-c',
-            RECORD_AROUND,
-            'archway-fetch',
-            token ? 'unknown' : '',
-            token ? '' : 'public',
-            join(mirror, ACCESS_FILE),
-            'git',
-            '--git-dir',
-            mirror,
-            'fetch',
-            '--quiet',
-            '--no-tags',
-            '--no-write-fetch-head',
-            pin.url,
-            refspec,
-          ],
-          { env: remoteEnv, signal, timeoutMs: GIT_TIMEOUT_MS, label: 'git fetch' },
-        ).catch((e: unknown) => {
-          if (e instanceof HostCommandError) {
-            throw new SourceFetchError(`fetching ${what} from ${src.url.href}: ${e.message}`, {
-              infra: true,
-              cause: e,
-            });
-          }
-          throw e;
-        });
-      };
-      if (!(await exists(join(mirror, 'HEAD'), { noFollow: true }))) {
-        await runCommand('flock', ['-w', '600', lock, 'git', 'init', '--bare', '--quiet', mirror], {
-          env: gitEnv(policy.allowLoopback),
-          signal,
-        });
-      }
-      if (sha && (await hasCommit(mirror, sha, signal))) {
-        mirrorHit = true;
-        // A job without a credential gets a commit from the mirror only if the repository is
-        // public: recorded by an anonymous fetch, or proven now by an anonymous ls-remote. A
-        // webhook job's commit of a private repository is never served to an API job.
-        if (!token && (await readAccess(mirror)) !== 'public') {
-          try {
-            await runCommand('git', ['ls-remote', '--quiet', pin.url, 'HEAD'], {
-              env: remoteEnv,
-              signal,
-              timeoutMs: GIT_TIMEOUT_MS,
-              label: 'git ls-remote',
-            });
-          } catch (e) {
-            if (e instanceof AbortedError) throw e;
-            throw new SourceFetchError(
-              `${src.url.href} cannot be read without a credential, and this job holds none for it: its commits in this host's mirror are not served to it`,
-              { infra: false, cause: e },
-            );
-          }
-          await writeAccess(mirror, 'public');
+      // Held until the tree is placed: the mirror sweep never removes a mirror a job uses.
+      const release = await holdMirror(mirror, signal);
+      try {
+        const lock = `${mirror}.lock`;
+        let sha = source.sha;
+        let mirrorHit = false;
+        const token = await credentialFor(jobId, src);
+        // Scoped to this host's URLs: git sends it nowhere else, not even on a redirect.
+        const auth: [string, string] | undefined = token
+          ? [
+              `http.${src.url.protocol}//${src.url.host}/.extraHeader`,
+              `Authorization: Basic ${Buffer.from(`x-access-token:${token}`).toString('base64')}`,
+            ]
+          : undefined;
+        const remoteEnv = gitEnv(policy.allowLoopback, [...pin.config, ...(auth ? [auth] : [])]);
+        // One fetch at a time per mirror, across processes (the workers of each arch share the pool).
+        const fetchUnderLock = async (refspec: string) => {
+          const what = refspec.replace(/^\+/, '').split(':')[0];
+          // The mirror's access record changes under the same lock as the fetch: what a credential
+          // fetches may be private, so the record is cleared before it; a fetch with no credential
+          // proves anyone may read the repository, so it says public after it.
+          await runCommand(
+            'flock',
+            [
+              '-w',
+              '600',
+              lock,
+              'sh',
+              '-c',
+              RECORD_AROUND,
+              'archway-fetch',
+              token ? 'unknown' : '',
+              token ? '' : 'public',
+              join(mirror, ACCESS_FILE),
+              'git',
+              '--git-dir',
+              mirror,
+              'fetch',
+              '--quiet',
+              '--no-tags',
+              '--no-write-fetch-head',
+              pin.url,
+              refspec,
+            ],
+            { env: remoteEnv, signal, timeoutMs: GIT_TIMEOUT_MS, label: 'git fetch' },
+          ).catch((e: unknown) => {
+            if (e instanceof HostCommandError) {
+              // The server said the repository or the ref is not there: no retry makes it appear.
+              // Anything else (no route, refused, a 5xx, a timeout) may pass: retried.
+              throw new SourceFetchError(`fetching ${what} from ${src.url.href}: ${e.message}`, {
+                infra: !ABSENT.test(e.message),
+                cause: e,
+              });
+            }
+            throw e;
+          });
+        };
+        if (!(await exists(join(mirror, 'HEAD'), { noFollow: true }))) {
+          await runCommand('flock', ['-w', '600', lock, 'git', 'init', '--bare', '--quiet', mirror], {
+            env: gitEnv(policy.allowLoopback),
+            signal,
+          });
         }
-      } else {
-        if (source.ref) {
-          const ref = source.ref.startsWith('refs/') ? source.ref : `refs/heads/${source.ref}`;
-          await fetchUnderLock(`+${ref}:refs/archway/${ref.slice('refs/'.length)}`);
-          if (!sha) {
-            sha = (
-              await git(
-                ['--git-dir', mirror, 'rev-parse', `refs/archway/${ref.slice('refs/'.length)}^{commit}`],
+        if (sha && (await hasCommit(mirror, sha, signal))) {
+          mirrorHit = true;
+          // A job without a credential gets a commit from the mirror only if the repository is
+          // public: recorded by an anonymous fetch, or proven now by an anonymous ls-remote. A
+          // webhook job's commit of a private repository is never served to an API job.
+          if (!token && (await readAccess(mirror)) !== 'public') {
+            try {
+              await runCommand('git', ['ls-remote', '--quiet', pin.url, 'HEAD'], {
+                env: remoteEnv,
                 signal,
-              )
+                timeoutMs: GIT_TIMEOUT_MS,
+                label: 'git ls-remote',
+              });
+            } catch (e) {
+              if (e instanceof AbortedError) throw e;
+              throw new SourceFetchError(
+                `${src.url.href} cannot be read without a credential, and this job holds none for it: its commits in this host's mirror are not served to it`,
+                { infra: false, cause: e },
+              );
+            }
+            await writeAccess(mirror, 'public');
+          }
+        } else {
+          if (source.ref) {
+            const ref = source.ref.startsWith('refs/') ? source.ref : `refs/heads/${source.ref}`;
+            await fetchUnderLock(`+${ref}:refs/archway/${ref.slice('refs/'.length)}`);
+            if (!sha) {
+              sha = (
+                await git(
+                  ['--git-dir', mirror, 'rev-parse', `refs/archway/${ref.slice('refs/'.length)}^{commit}`],
+                  signal,
+                )
+              ).trim();
+            }
+          }
+          if (sha && !(await hasCommit(mirror, sha, signal))) {
+            await fetchUnderLock(`+${sha}:refs/archway/commits/${sha}`);
+          }
+          if (!sha) {
+            await fetchUnderLock('+HEAD:refs/archway/HEAD');
+            sha = (
+              await git(['--git-dir', mirror, 'rev-parse', 'refs/archway/HEAD^{commit}'], signal)
             ).trim();
           }
+          if (!(await hasCommit(mirror, sha, signal))) {
+            throw new SourceFetchError(`${src.url.href} has no commit ${sha}`, { infra: false });
+          }
         }
-        if (sha && !(await hasCommit(mirror, sha, signal))) {
-          await fetchUnderLock(`+${sha}:refs/archway/commits/${sha}`);
-        }
-        if (!sha) {
-          await fetchUnderLock('+HEAD:refs/archway/HEAD');
-          sha = (await git(['--git-dir', mirror, 'rev-parse', 'refs/archway/HEAD^{commit}'], signal)).trim();
-        }
-        if (!(await hasCommit(mirror, sha, signal))) {
-          throw new SourceFetchError(`${src.url.href} has no commit ${sha}`, { infra: false });
-        }
-      }
-      const fetchMs = Math.round(performance.now() - t0);
-      const t1 = performance.now();
-      const dest = await makeDirs(rootfs, buildDir, idBase);
-      const archive = execa('git', ['--git-dir', mirror, 'archive', '--format=tar', sha], {
-        env: gitEnv(policy.allowLoopback),
-        extendEnv: false,
-        cancelSignal: signal,
-        stdin: 'ignore',
-        reject: false,
-      });
-      const tar = archive.pipe(
-        'tar',
-        ['-x', '-f', '-', '-C', dest, '--no-same-owner', '--no-same-permissions'],
-        {
-          env: HOST_ENV,
+        const fetchMs = Math.round(performance.now() - t0);
+        const t1 = performance.now();
+        const dest = await makeDirs(rootfs, buildDir, idBase);
+        const archive = execa('git', ['--git-dir', mirror, 'archive', '--format=tar', sha], {
+          env: gitEnv(policy.allowLoopback),
           extendEnv: false,
-          reject: false,
           cancelSignal: signal,
-        },
-      );
-      const [a, t] = await Promise.all([archive, tar]);
-      if (a.failed || t.failed) {
-        if (signal.aborted) throw new AbortedError('placing the source', signal.reason);
-        throw new SourceFetchError(
-          `placing ${sha} at ${buildDir}: ${String(a.stderr || t.stderr || a.shortMessage || t.shortMessage)}`,
-          { infra: true },
+          stdin: 'ignore',
+          reject: false,
+        });
+        const tar = archive.pipe(
+          'tar',
+          ['-x', '-f', '-', '-C', dest, '--no-same-owner', '--no-same-permissions'],
+          {
+            env: HOST_ENV,
+            extendEnv: false,
+            reject: false,
+            cancelSignal: signal,
+          },
         );
+        const [a, t] = await Promise.all([archive, tar]);
+        if (a.failed || t.failed) {
+          if (signal.aborted) throw new AbortedError('placing the source', signal.reason);
+          // A full disk: ENOSPC, EDQUOT, or tar's short write (what a quota-limited disk gives it).
+          if (
+            /No space left on device|Disk quota exceeded|Wrote only \d+ of \d+ bytes/.test(String(t.stderr))
+          )
+            throw new SourceFetchError(
+              `the tree of ${sha} does not fit the job's disk: give the job more (resources.diskMiB)`,
+              { infra: false },
+            );
+          throw new SourceFetchError(
+            `placing ${sha} at ${buildDir}: ${String(a.stderr || t.stderr || a.shortMessage || t.shortMessage)}`,
+            { infra: true },
+          );
+        }
+        await runCommand('chown', ['-R', '-h', `${idBase}:${idBase}`, dest], { signal });
+        const placeMs = Math.round(performance.now() - t1);
+        o.logger.debug({ job: jobId, mirror, sha, mirrorHit, fetchMs, placeMs }, 'source placed');
+        return { buildDir, sha, mirrorHit, fetchMs, placeMs };
+      } finally {
+        release();
       }
-      await runCommand('chown', ['-R', '-h', `${idBase}:${idBase}`, dest], { signal });
-      const placeMs = Math.round(performance.now() - t1);
-      o.logger.debug({ job: jobId, mirror, sha, mirrorHit, fetchMs, placeMs }, 'source placed');
-      return { buildDir, sha, mirrorHit, fetchMs, placeMs };
     },
   };
 }
 
 /**
- * git's environment: no user or system config, no prompts, no hooks, only the transports archway
- * fetches with (no ext::, file:// or ssh through a submodule or a redirect), no redirects, and
- * `extra` (the address pin, the Authorization header for one host), given as config in the
- * environment (never in argv).
+ * What git prints when the server answered that the repository or the ref does not exist (smart
+ * HTTP's 404/410, git-daemon's refusal, a ref the remote lacks), as opposed to one it could not
+ * reach; only these fail a job at once.
  */
-function gitEnv(allowLoopback: boolean, extra: [string, string][] = []): Record<string, string> {
-  const config: [string, string][] = [
-    ['protocol.allow', 'never'],
-    ['protocol.https.allow', 'always'],
-    ['protocol.git.allow', 'always'],
-    ...(allowLoopback ? [['protocol.http.allow', 'always'] as [string, string]] : []),
-    ['credential.helper', ''],
-    ['core.hooksPath', '/dev/null'],
-    ['gc.auto', '0'],
-    // A redirect would send git to a host nobody checked (and resolved without the pin).
-    ['http.followRedirects', 'false'],
-    ...extra,
-  ];
-  const env: Record<string, string> = {
-    ...HOST_ENV,
-    GIT_TERMINAL_PROMPT: '0',
-    GIT_CONFIG_NOSYSTEM: '1',
-    GIT_CONFIG_GLOBAL: '/dev/null',
-    HOME: '/nonexistent',
-    GIT_CONFIG_COUNT: String(config.length),
-  };
-  config.forEach(([k, v], i) => {
-    env[`GIT_CONFIG_KEY_${i}`] = k;
-    env[`GIT_CONFIG_VALUE_${i}`] = v;
-  });
-  return env;
-}
-
-/**
- * How git connects to the checked address and no other: https (and http, for loopback tests)
- * through curl's resolve pin for the URL's host and port, so TLS still checks the name; git://
- * by the address itself in the URL (its protocol names the host only as a virtual-host hint).
- */
-function pinTo(src: CheckedSourceUrl): { url: string; config: [string, string][] } {
-  const addr = src.addresses[0] as string;
-  const literal = isIP(addr) === 6 ? `[${addr}]` : addr;
-  const u = src.url;
-  if (u.protocol === 'git:') {
-    const pinned = new URL(u.href);
-    pinned.hostname = literal;
-    return { url: pinned.href, config: [] };
-  }
-  const port = u.port || (u.protocol === 'https:' ? '443' : '80');
-  const host = u.hostname.replace(/^\[|\]$/g, '');
-  return { url: u.href, config: [['http.curloptResolve', `${host}:${port}:${literal}`]] };
-}
+const ABSENT =
+  /repository '[^']*' not found|Repository not found|The requested URL returned error: (404|410)|does not appear to be a git repository|not exported|couldn't find remote ref/;
 
 type MirrorAccess = 'public' | 'unknown';
 const ACCESS_FILE = 'archway-access';

@@ -25,6 +25,7 @@ import { buildRoutes, uploadGitRoutes } from './routes/builds.ts';
 import { healthRoutes } from './routes/health.ts';
 import { imageRoutes } from './routes/images.ts';
 import { jobRoutes } from './routes/jobs.ts';
+import { limitRoutes } from './routes/limits.ts';
 import { logRoutes } from './routes/log.ts';
 import { metricsRoutes } from './routes/metrics.ts';
 import { nodeRoutes } from './routes/nodes.ts';
@@ -146,6 +147,7 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
         { name: 'jobs', description: 'Jobs and their logs' },
         { name: 'nodes', description: 'Worker nodes, drain and undrain' },
         { name: 'pools', description: 'Pools per arch: settings, load, estimated wait' },
+        { name: 'limits', description: 'Concurrency caps per repository and per label' },
         { name: 'images', description: 'Image blobs and sync state' },
         { name: 'health', description: 'Liveness and readiness' },
       ],
@@ -180,6 +182,7 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
       });
       await v1.register(imageRoutes, { deps, blobDir: blobDirOf(config) });
       await v1.register(poolRoutes, { deps });
+      await v1.register(limitRoutes, { deps });
       if (deps.builds) await v1.register(buildRoutes, { ...deps.builds, queue: deps.queue, links });
     },
     { prefix: '/v1' },

@@ -15,13 +15,15 @@ import {
   createKeys,
   createLogger,
   createRedis,
+  listenError,
   parseConfig,
   toError,
 } from '../core/index.ts';
 import { createApiStores } from './api-deps.ts';
 import { type ApiApp, buildApp } from './build-app.ts';
-import { createApiBuilds } from './builds/api-builds.ts';
+import { createApiBuilds, MAX_CONFIG_BYTES } from './builds/api-builds.ts';
 import { createBuildFollower } from './builds/build-follower.ts';
+import { createGitConfigReader } from './builds/git-config-reader.ts';
 import { createUploads } from './builds/uploads.ts';
 import { createPageLinks } from './pages/index.ts';
 
@@ -106,8 +108,14 @@ export async function runApi(
         })
       : undefined;
   // Builds through the API: uploads kept on this host, the stage machine advanced by the follower.
+  const uploadDir = config.ARCHWAY_UPLOAD_DIR ?? `${config.ARCHWAY_POOL_PATH.replace(/\/+$/, '')}/uploads`;
+  // Set once listening: the replica's own address, what the others fetch its uploads from.
+  let listenUrl = '';
   const uploads = createUploads({
-    dir: config.ARCHWAY_UPLOAD_DIR ?? `${config.ARCHWAY_POOL_PATH.replace(/\/+$/, '')}/uploads`,
+    dir: uploadDir,
+    redis,
+    keys,
+    selfUrl: () => config.ARCHWAY_REPLICA_URL ?? listenUrl,
     limitBytes: config.ARCHWAY_UPLOAD_LIMIT_BYTES,
     unusedTtlMs: 3_600_000,
     logger,
@@ -118,12 +126,22 @@ export async function runApi(
     queue,
     pools: createPoolStore(redis, keys),
     uploads,
+    gitConfig: createGitConfigReader({
+      policy: sourcePolicy,
+      limitBytes: config.ARCHWAY_CONFIG_FETCH_LIMIT_BYTES,
+      timeoutMs: config.ARCHWAY_CONFIG_FETCH_TIMEOUT_SECONDS * 1000,
+      maxFileBytes: MAX_CONFIG_BYTES,
+      // Beside the uploads (the disk the operator gave the API for trees), not a tmpfs.
+      scratchDir: `${uploadDir}/.config-reads`,
+      logger,
+    }),
     logger,
     publicUrl: () => publicUrl,
     sourcePolicy,
     egress: config.ARCHWAY_EGRESS,
     toolchains: await recipeToolchains(),
     uploadRetentionMs: config.ARCHWAY_UPLOAD_RETENTION_HOURS * 3_600_000,
+    ...(github ? { githubRerun: (jobId: string) => github.builds.rerunJob(jobId) } : {}),
   });
   const buildFollower = createBuildFollower({
     redis,
@@ -172,6 +190,16 @@ export async function runApi(
     logger,
   });
   await stallWatch.start();
+  // The repositories' default cap is this process's setting; every worker reads it from Redis.
+  await queue.limits.setDefault(config.ARCHWAY_REPO_CONCURRENCY ?? null);
+  // Held jobs whose slot a lost node's lease freed (no job end promoted them) run within seconds.
+  const wakeHeld = setInterval(() => {
+    queue.limits
+      .wake()
+      .then((w) => queue.promote(w))
+      .catch((e: unknown) => logger.warn({ err: toError(e).message }, 'waking held jobs failed'));
+  }, 5_000);
+  wakeHeld.unref();
   // Finished jobs leave Redis with their logs: records, secrets and index entries alike.
   const retention = createRetentionSweep({ store: queue.store, logger });
   retention.start();
@@ -194,6 +222,7 @@ export async function runApi(
     name: 'api',
     logger,
     handleSignals: opts.handleSignals ?? true,
+    ...(config.ARCHWAY_STOP_WITH_PID !== undefined ? { parentPid: config.ARCHWAY_STOP_WITH_PID } : {}),
     timeoutMs: CLOSE_TIMEOUT_MS,
     steps: [
       ['http server', () => app.close()],
@@ -202,6 +231,7 @@ export async function runApi(
       ['stall watch', () => stallWatch.close()],
       ['retention sweep', () => retention.close()],
       ['lost node sweep', async () => clearInterval(forgetNodes)],
+      ['held job wake-up', async () => clearInterval(wakeHeld)],
       ['queue', () => queue.close()],
       ['redis', () => redis.quit()],
     ],
@@ -211,13 +241,14 @@ export async function runApi(
     await app.listen({ host: config.ARCHWAY_HOST, port: config.ARCHWAY_PORT });
   } catch (e) {
     await close();
-    throw e;
+    throw listenError(e, 'ARCHWAY_PORT', `${config.ARCHWAY_HOST} port ${config.ARCHWAY_PORT}`);
   }
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.ARCHWAY_PORT;
   const host = config.ARCHWAY_HOST.includes(':') ? `[${config.ARCHWAY_HOST}]` : config.ARCHWAY_HOST;
   const url = `http://${host}:${port}`;
   publicUrl ||= url;
+  listenUrl = url;
   logger.info({ url, tokens: config.tokens.map((t) => t.name) }, 'api listening');
   return { app, url, close, closed };
 }

@@ -1,6 +1,7 @@
 import { ArchwayError, type JobRecord, toError } from '../core/light.ts';
 import type { ApiClient } from './api-client.ts';
 import type { JobEnd } from './exit-codes.ts';
+import { createLogRenderer, type LogRenderer } from './log-render.ts';
 import { out } from './output.ts';
 import { parseSse } from './sse.ts';
 
@@ -51,9 +52,11 @@ function reportWaiting(client: ApiClient, id: string): { stop(): void } {
     try {
       const job = await client.json<JobRecord>('GET', `/v1/jobs/${encodeURIComponent(id)}`);
       if (stopped || job.state !== 'queued') return stop();
-      const pool = await client.json<PoolWait>('GET', `/v1/pools/${job.arch}`);
+      // Held by a concurrency cap: free slots would not start it, its group's jobs will.
+      const line = job.waitReason
+        ? `archway: job ${id} is queued: held, ${job.waitReason}`
+        : waitingLine(id, job.arch, await client.json<PoolWait>('GET', `/v1/pools/${job.arch}`));
       if (stopped) return;
-      const line = waitingLine(id, job.arch, pool);
       if (line !== last) {
         process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
         last = line;
@@ -77,8 +80,13 @@ function reportWaiting(client: ApiClient, id: string): { stop(): void } {
 /**
  * Streams a job's log to stdout until its end, over server-sent events; when the stream breaks
  * it resumes after the last chunk it printed (Last-Event-ID), so nothing is printed twice.
+ * `render` shapes what reaches the terminal (default: markers dropped, colours kept).
  */
-export async function followJob(client: ApiClient, id: string): Promise<JobEnd> {
+export async function followJob(
+  client: ApiClient,
+  id: string,
+  render: LogRenderer = createLogRenderer({ color: true }),
+): Promise<JobEnd> {
   let last: string | undefined;
   let lostSince: number | undefined;
   const waiting = reportWaiting(client, id);
@@ -93,11 +101,12 @@ export async function followJob(client: ApiClient, id: string): Promise<JobEnd> 
           lostSince = undefined;
           if (ev.event === 'log') {
             waiting.stop();
-            await out(JSON.parse(ev.data) as string).catch((e: unknown) => {
+            await out(render.push(JSON.parse(ev.data) as string)).catch((e: unknown) => {
               throw new OutputFailed(e);
             });
             if (ev.id) last = ev.id;
           } else if (ev.event === 'end') {
+            await out(render.end());
             return JSON.parse(ev.data) as JobEnd;
           }
         }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { type Arch, parseArch } from './domain.ts';
 import { toError } from './errors/to-error.ts';
 import { parseRedisUrl } from './redis/connection.ts';
 import { allowEntryError } from './source-url.ts';
@@ -33,6 +34,12 @@ const LogSettings = {
    * pretty when stderr is a terminal, else json. `--log-format` on the command line sets it.
    */
   ARCHWAY_LOG_FORMAT: z.enum(['pretty', 'json']).optional(),
+  /**
+   * Set by `up` on the parts it starts (its own pid): when the process's parent is no longer this
+   * pid (`up` was killed, `kill -9` or the OOM killer), the part stops as on a first SIGTERM
+   * instead of running on unsupervised.
+   */
+  ARCHWAY_STOP_WITH_PID: z.coerce.number().int().positive().optional(),
 };
 
 const EgressSettings = {
@@ -55,6 +62,47 @@ const EgressSettings = {
   /** Most the package cache may hold, in GiB. */
   ARCHWAY_APT_CACHE_GIB: z.coerce.number().positive().default(4),
 };
+
+/** Largest time multiplier: a job's limits may grow a hundredfold on a slow arch, no more. */
+export const MAX_TIME_MULTIPLIER = 100;
+
+/**
+ * `arch:factor,...` (aliases accepted): how much longer jobs' time and silence limits are on each
+ * arch's pool. Each factor is a number above 0 and at most MAX_TIME_MULTIPLIER; an arch appears once.
+ */
+export const TimeMultipliers = z
+  .string()
+  .default('')
+  .transform((v, ctx): Partial<Record<Arch, number>> => {
+    const out: Partial<Record<Arch, number>> = {};
+    for (const item of v
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)) {
+      const [name = '', factor, ...rest] = item.split(':').map((s) => s.trim());
+      const fail = (message: string) => {
+        ctx.addIssue({
+          code: 'custom',
+          message: `${message} (expected arch:factor pairs such as s390x:3,ppc64le:2)`,
+        });
+        return z.NEVER;
+      };
+      let arch: Arch;
+      try {
+        arch = parseArch(name);
+      } catch {
+        return fail(`unknown arch '${name}' in '${item}'`);
+      }
+      const n = Number(factor);
+      if (factor === undefined || factor === '' || rest.length > 0 || !Number.isFinite(n))
+        return fail(`'${item}': the factor is not a number`);
+      if (n <= 0 || n > MAX_TIME_MULTIPLIER)
+        return fail(`'${item}': the factor must be above 0 and at most ${MAX_TIME_MULTIPLIER}`);
+      if (out[arch] !== undefined) return fail(`${arch} is given twice`);
+      out[arch] = n;
+    }
+    return out;
+  });
 
 /** Pool size a loop-backed pool gets when ARCHWAY_POOL_SIZE_GIB is unset, in GiB. */
 export const DEFAULT_POOL_SIZE_GIB = 64;
@@ -359,6 +407,19 @@ export const ApiConfig = z
      * repositories excepted): for open-source installations.
      */
     ARCHWAY_PUBLIC_LOGS: z.stringbool().default(false),
+    /**
+     * This API replica's own address as the other replicas reach it (`http://10.0.0.5:8080`):
+     * an upload is kept on the replica that took it, and another replica that needs it fetches it
+     * from here. Default: where it listens (`http://ARCHWAY_HOST:ARCHWAY_PORT`), right for one replica.
+     */
+    ARCHWAY_REPLICA_URL: z.url().optional(),
+    /**
+     * Jobs of one repository (label `repo`, which builds carry) that run at once, over every arch;
+     * more wait in the queue without holding a slot. Per-repository caps (`PUT
+     * /v1/repos/:owner/:name/limits`) override it. Unset: no default cap. Written to Redis when the
+     * API starts, so every worker applies it without a restart.
+     */
+    ARCHWAY_REPO_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).optional(),
     /** Where uploaded trees (`POST /v1/uploads`) are kept. Default `<pool>/uploads`. */
     ARCHWAY_UPLOAD_DIR: z.string().startsWith('/', 'an absolute path').optional(),
     /** Largest uploaded tree (a git bundle), in bytes; a bigger one is refused with 413. */
@@ -369,6 +430,18 @@ export const ApiConfig = z
       .default(100 * 1024 * 1024),
     /** How long an uploaded tree is kept after its build ended (a restart within it still runs), in hours. */
     ARCHWAY_UPLOAD_RETENTION_HOURS: z.coerce.number().positive().default(24),
+    /**
+     * Most bytes the API fetches to read a git source's config (`POST /v1/builds` with a git
+     * source and no inline config); default 64 MiB. A server that allows blob filters sends only
+     * the commit, its trees and the config file.
+     */
+    ARCHWAY_CONFIG_FETCH_LIMIT_BYTES: z.coerce
+      .number()
+      .int()
+      .positive()
+      .default(64 * 1024 * 1024),
+    /** Longest the API spends reading a git source's config, in seconds; default 30. */
+    ARCHWAY_CONFIG_FETCH_TIMEOUT_SECONDS: z.coerce.number().positive().default(30),
     ...LogSettings,
     ...GitHubSettings,
     ...ALLOW_LOOPBACK_SOURCES,
@@ -402,6 +475,19 @@ export const WorkerConfig = HostConfig.extend({
     .optional(),
   /** Bytes of output a job's log keeps, in MiB. */
   ARCHWAY_LOG_LIMIT_MIB: z.coerce.number().positive().default(4),
+  /**
+   * Time multipliers per arch, `arch:factor,...` (for example `s390x:3,ppc64le:2`): a worker of
+   * a listed arch multiplies each job's time limit and silence limit by its factor (emulated and
+   * slower arches). One value for the whole fleet: each worker takes its own arch's factor.
+   * Default: none (factor 1).
+   */
+  ARCHWAY_TIME_MULTIPLIERS: TimeMultipliers,
+  /**
+   * How long after an image version is published a node without it may still be syncing it, in
+   * seconds: a job of that image is retried elsewhere without blame; past it, the node's sync is
+   * overdue and the error counts toward its quarantine. Raise it for large images on slow links.
+   */
+  ARCHWAY_IMAGE_SYNC_GRACE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(600),
   /** Port of the worker's /metrics (0 = none). */
   ARCHWAY_WORKER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(0),
   ...ALLOW_LOOPBACK_SOURCES,
@@ -425,6 +511,17 @@ export const WorkerConfig = HostConfig.extend({
    * of the 64 default ranges.
    */
   ARCHWAY_WARM_MAX: z.coerce.number().int().min(0).default(8),
+  /**
+   * A git mirror of the pool (`cache/git/...`; each uploaded tree has one of its own) that no job
+   * used for this long is removed, in hours. Default 24.
+   */
+  ARCHWAY_GIT_MIRROR_RETENTION_HOURS: z.coerce.number().positive().default(24),
+  /** Beyond this many bytes of git mirrors in the pool, the least recently used are removed first. Default 20 GiB. */
+  ARCHWAY_GIT_MIRROR_MAX_BYTES: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(20 * 1024 ** 3),
 });
 export type WorkerConfig = z.infer<typeof WorkerConfig>;
 

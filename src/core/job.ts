@@ -98,6 +98,14 @@ export const JobSpec = z
           .string()
           .regex(/^[0-9a-f]{40}$/, 'a full 40-character commit sha')
           .optional(),
+        /**
+         * Set by the API, never by a user (POST /v1/jobs refuses it): `git` is the API's own URL of
+         * this uploaded tree, fetched under `uploadSourcePolicy` (wherever the API is).
+         */
+        upload: z
+          .string()
+          .regex(/^u[0-9a-f]{24}$/, 'an upload id')
+          .optional(),
       })
       .strict()
       .optional(),
@@ -174,6 +182,15 @@ export type Attempt = z.infer<typeof Attempt>;
  */
 export const VISIBILITY_LABEL = 'visibility';
 
+/** A job's time limits as the node of its last attempt applies them: the spec's, times its arch's multiplier (ARCHWAY_TIME_MULTIPLIERS). */
+export const EffectiveLimits = z.object({
+  timeoutSeconds: z.int().positive(),
+  silenceTimeoutSeconds: z.int().positive(),
+  /** The factor applied (1: the spec's limits as they are). */
+  multiplier: z.number().positive(),
+});
+export type EffectiveLimits = z.infer<typeof EffectiveLimits>;
+
 export const JobRecord = z.object({
   id: z.string(),
   arch: z.enum(ARCHES),
@@ -195,6 +212,14 @@ export const JobRecord = z.object({
   logBytes: z.int().nonnegative(),
   /** Digest of the image version the last attempt ran. */
   imageDigest: z.string().optional(),
+  /** The finished job this one is a new run of (`POST /v1/jobs/:id/restart`). */
+  restartOf: z.string().optional(),
+  /** The job that is this one's new run, once it was restarted. */
+  restartedBy: z.string().optional(),
+  /** The time limits its last attempt runs under (absent before the first attempt). */
+  effectiveLimits: EffectiveLimits.optional(),
+  /** Why a queued job waits although a slot may be free: a concurrency cap ("repository o/r has 4 of 4 jobs running"). */
+  waitReason: z.string().optional(),
 });
 export type JobRecord = z.infer<typeof JobRecord>;
 

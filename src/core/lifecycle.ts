@@ -16,6 +16,11 @@ export interface CloserOptions {
    * go back to the queue) and the close goes on. A third signal exits at once.
    */
   onSecondSignal?: () => Promise<unknown>;
+  /**
+   * Close as on a first signal once the process's parent is no longer this pid (checked every
+   * second): a part of `up` whose `up` was killed stops instead of running on unsupervised.
+   */
+  parentPid?: number;
 }
 
 export interface Closer {
@@ -73,6 +78,17 @@ export function createCloser(o: CloserOptions): Closer {
   if (o.handleSignals) {
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+  }
+  if (o.parentPid !== undefined) {
+    const parent = o.parentPid;
+    const watch = setInterval(() => {
+      if (process.ppid === parent) return;
+      clearInterval(watch);
+      o.logger.warn({ parent }, 'the process that started this one is gone: stopping as on SIGTERM');
+      onSignal('SIGTERM');
+    }, 1000);
+    watch.unref();
+    void closed.then(() => clearInterval(watch));
   }
   return { close, closed };
 }

@@ -23,6 +23,24 @@ export interface SourceUrlPolicy {
    * `*.corp.example` for its subdomains) whose addresses may be anywhere. Default empty.
    */
   allow?: readonly string[];
+  /** Plain `http://` to any allowed host, not only to loopback: for the API's own upload URLs. */
+  allowHttp?: boolean;
+}
+
+/**
+ * The policy for a tree uploaded to this installation's API (a job's `source.upload`): its URL is
+ * the API's own (`ARCHWAY_PUBLIC_URL`, or where `up`'s API listens), written by the API and never
+ * by a user, so it is fetched wherever the operator put the API: loopback, a private address,
+ * plain http. Only that host is allowed.
+ */
+export function uploadSourcePolicy(url: string): SourceUrlPolicy {
+  let host = '';
+  try {
+    host = new URL(url).hostname.toLowerCase().replace(/^\[|\]$/g, '');
+  } catch {
+    // parseSourceUrl names the bad URL.
+  }
+  return { allowLoopback: true, allowHttp: true, allow: host ? [host] : [] };
 }
 
 /** The parts of a source URL archway uses. */
@@ -204,7 +222,11 @@ export function parseSourceUrl(value: string, policy: SourceUrlPolicy = {}, fiel
   }
   const host = url.hostname.toLowerCase().replace(/^\[|\]$/g, '');
   const loopback = LOOPBACK_NAMES.has(host) || deniedAddressKind(host) === 'loopback';
-  const schemes = ['https:', 'git:', ...(policy.allowLoopback && loopback ? ['http:'] : [])];
+  const schemes = [
+    'https:',
+    'git:',
+    ...((policy.allowLoopback && loopback) || policy.allowHttp ? ['http:'] : []),
+  ];
   if (!schemes.includes(url.protocol)) {
     throw new InvalidInputError(
       field,

@@ -1,7 +1,8 @@
 /**
  * Builds: from `archway build DIR` (a subprocess, the real CLI) to the first prefixed log line of
  * the first job, for a tree of about 10 MB; and from `POST /v1/builds` with a git source (a local
- * git server over HTTP) to the first log line of its job at a following client. amd64, busybox,
+ * git server over HTTP) to the first log line of its job at a following client, with the config
+ * inline and read by the API from the source. amd64, busybox,
  * the API and an amd64 worker in this process on a real Redis and the test pool.
  *
  *   npm run bench:builds    (as root; ARCHWAY_BENCH_RUNS=10 ARCHWAY_BENCH_TREE_MB=10; the pool and
@@ -10,7 +11,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { runApi } from '../../src/api/index.ts';
@@ -68,6 +69,36 @@ function firstLine(args: string[], needle: string): Promise<number> {
   });
 }
 
+// The load average (1 min) over the run, sampled every 2 s: the machine is shared.
+const loads: number[] = [];
+const sampler = setInterval(() => loads.push(loadavg()[0] ?? 0), 2000);
+
+/** Submits a build and follows its first job's log: ms to its first line. */
+async function gitBuild(body: unknown): Promise<number> {
+  const t0 = performance.now();
+  const res = await fetch(`${api.url}/v1/builds`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  if (res.status !== 201) throw new Error(`POST /v1/builds: ${res.status} ${await res.text()}`);
+  const { build } = (await res.json()) as { build: { jobs: { id: string }[] } };
+  const log = await fetch(`${api.url}/v1/jobs/${build.jobs[0]?.id}/log?follow=1`, {
+    headers: { authorization: `Bearer ${token}` },
+  });
+  const reader = (log.body as ReadableStream<Uint8Array>).getReader();
+  let text = '';
+  let at = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += Buffer.from(value).toString();
+    if (!at && text.includes('first-line\n')) at = performance.now() - t0;
+  }
+  if (!at) throw new Error(`no first line: ${text}`);
+  return at;
+}
+
 try {
   say(`### Builds, ${new Date().toISOString().slice(0, 10)}`);
   say();
@@ -96,27 +127,15 @@ try {
   for (let i = 0; i < RUNS + 1; i++) {
     // A new commit each time: the worker's mirror fetches what it lacks, as for a push.
     const sha = await repo.commit({ 'run.txt': `${i}\n` });
-    const t0 = performance.now();
-    const res = await fetch(`${api.url}/v1/builds`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ source: { git: repo.cloneUrl, sha }, config: CONFIG }),
-    });
-    const { build } = (await res.json()) as { build: { jobs: { id: string }[] } };
-    const log = await fetch(`${api.url}/v1/jobs/${build.jobs[0]?.id}/log?follow=1`, {
-      headers: { authorization: `Bearer ${token}` },
-    });
-    const reader = (log.body as ReadableStream<Uint8Array>).getReader();
-    let text = '';
-    let at = 0;
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += Buffer.from(value).toString();
-      if (!at && text.includes('first-line\n')) at = performance.now() - t0;
-    }
-    if (!at) throw new Error(`no first line: ${text}`);
-    if (i > 0) git.push(at);
+    const t = await gitBuild({ source: { git: repo.cloneUrl, sha }, config: CONFIG });
+    if (i > 0) git.push(t);
+  }
+  // The same with the config read by the API from the source at the ref (a shallow fetch on the API host).
+  const read: number[] = [];
+  for (let i = 0; i < RUNS + 1; i++) {
+    await repo.commit({ '.travis.yml': CONFIG, 'run.txt': `read ${i}\n` });
+    const t = await gitBuild({ source: { git: repo.cloneUrl, ref: 'main' } });
+    if (i > 0) read.push(t);
   }
   say(
     `From the start to the first log line of the build's job (\`echo first-line\`, busybox, amd64, a warm container); ${RUNS} builds per row, one at a time, after one warm-up; ms.`,
@@ -131,7 +150,14 @@ try {
   row(`\`archway build DIR\`, ${TREE_MB} MB tree (CLI process start, pack, upload, build, follow)`, upload);
   row('`archway help` (the CLI process start alone, for scale)', start);
   row('`POST /v1/builds` with a git source (a new commit each time), followed over HTTP', git);
+  row('the same, the config read by the API from the source (`ref`, no inline `config`)', read);
+  say();
+  const l = summarize(loads);
+  say(
+    `Load average (1 min) during the run: min ${l.min.toFixed(1)}, p50 ${l.p50.toFixed(1)}, max ${l.max.toFixed(1)}.`,
+  );
 } finally {
+  clearInterval(sampler);
   await api.close();
   await cluster.close();
   await gh.close();

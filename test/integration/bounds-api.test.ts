@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { availableParallelism, totalmem } from 'node:os';
 import { execa } from 'execa';
 import type { Redis } from 'ioredis';
@@ -232,6 +234,56 @@ describe('the CLI on a host', () => {
     expect(err).toContain('the default disk of every slot does not fit the free space of the pool');
     expect(err).toMatch(/"slots":40,"defaultDiskMiB":4096/);
     expect(await leftovers()).toEqual([]);
+  }, 90_000);
+
+  it('a worker whose metrics port is taken, or an API whose port is, stops at once naming the setting', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, resolve));
+    const port = (taken.address() as AddressInfo).port;
+    const prefix = `m${keys.prefix}`;
+    try {
+      const worker = await execa(
+        'bin/archway',
+        ['worker', '--arch', 'amd64', '--slots', '1', '--warm', '0'],
+        {
+          env: {
+            PATH: process.env.PATH ?? '/usr/bin:/bin',
+            ...TEST_ENV,
+            REDIS_URL: api.redisUrl,
+            ARCHWAY_REDIS_PREFIX: prefix,
+            ARCHWAY_WORKER_METRICS_PORT: String(port),
+          },
+          extendEnv: false,
+          reject: false,
+          timeout: 60_000,
+        },
+      );
+      expect(worker.exitCode).not.toBe(0);
+      expect(worker.stderr).toContain(
+        `ARCHWAY_WORKER_METRICS_PORT: port ${port} is in use by another process; choose another with ARCHWAY_WORKER_METRICS_PORT`,
+      );
+      expect(await redis.keys(`*${prefix}*`)).toEqual([]);
+      expect(await leftovers()).toEqual([]);
+      // The API likewise names its setting.
+      const apiRun = await execa('bin/archway', ['api'], {
+        env: {
+          PATH: process.env.PATH ?? '/usr/bin:/bin',
+          REDIS_URL: api.redisUrl,
+          ARCHWAY_REDIS_PREFIX: prefix,
+          ARCHWAY_TOKEN: TOKEN,
+          ARCHWAY_PORT: String(port),
+        },
+        extendEnv: false,
+        reject: false,
+        timeout: 60_000,
+      });
+      expect(apiRun.exitCode).not.toBe(0);
+      expect(apiRun.stderr).toContain(
+        `ARCHWAY_PORT: 127.0.0.1 port ${port} is in use by another process; choose another with ARCHWAY_PORT`,
+      );
+    } finally {
+      taken.close();
+    }
   }, 90_000);
 
   it('doctor says when the default disk times the slots does not fit the pool', async () => {

@@ -3,11 +3,12 @@ import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
-import { beforeAll, describe, expect, it } from 'vitest';
-import { type ApiProcess, runApi } from '../../src/api/index.ts';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ApiProcess } from '../../src/api/index.ts';
 import { makeTreeBundle } from '../../src/cli/tree-bundle.ts';
 import { poolLayout, runCommand } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
+import { type GitHttpServer, startGitHttpServer } from '../support/git-http-server.ts';
 import { checkLeftovers } from '../support/leak-check.ts';
 import { eventually, TEST_ENV, testConfig } from '../support/test-host.ts';
 
@@ -17,6 +18,7 @@ let api: ApiProcess;
 let work: string;
 let uploadDir: string;
 const UPLOAD_LIMIT = 1024 * 1024;
+const CONFIG_FETCH_LIMIT = 256 * 1024;
 
 interface BuildJson {
   id: string;
@@ -97,21 +99,14 @@ beforeAll(async () => {
   await c.addWorker('arm64', { slots: 2 });
   await c.addWorker('ppc64le', { slots: 2 });
   await c.addWorker('s390x', { slots: 2 });
-  api = await runApi(
-    {
-      REDIS_URL: c.redis.url,
-      ARCHWAY_REDIS_PREFIX: c.keys.prefix,
-      ARCHWAY_TOKEN: token,
-      ARCHWAY_PORT: '0',
-      ARCHWAY_LOG_LEVEL: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn',
-      ARCHWAY_ALLOW_LOOPBACK_SOURCES: '1',
-      ARCHWAY_UPLOAD_DIR: uploadDir,
-      ARCHWAY_UPLOAD_LIMIT_BYTES: String(UPLOAD_LIMIT),
-      // Builds' jobs get no network here: busybox jobs need none, and the egress setup is not under test.
-      ARCHWAY_EGRESS: 'false',
-    },
-    { handleSignals: false },
-  );
+  api = await c.startApi(token, {
+    ARCHWAY_ALLOW_LOOPBACK_SOURCES: '1',
+    ARCHWAY_UPLOAD_DIR: uploadDir,
+    ARCHWAY_UPLOAD_LIMIT_BYTES: String(UPLOAD_LIMIT),
+    ARCHWAY_CONFIG_FETCH_LIMIT_BYTES: String(CONFIG_FETCH_LIMIT),
+    // Builds' jobs get no network here: busybox jobs need none, and the egress setup is not under test.
+    ARCHWAY_EGRESS: 'false',
+  });
 }, 120_000);
 
 checkLeftovers(
@@ -219,6 +214,14 @@ jobs:
       expect(after.jobs[i]?.id).not.toBe(before.jobs[i]?.id);
       expect(after.jobs[i]?.previous).toEqual([before.jobs[i]?.id]);
     }
+    // One job of it again, through `restart JOB`: the job records link the runs.
+    const one = await archway(['restart', after.jobs[2]?.id ?? '']);
+    expect(one.exitCode).toBe(0);
+    const newId = one.stdout.trim();
+    expect(one.stderr).toContain(`restarted ${after.jobs[2]?.id} as ${newId} (build ${id})`);
+    expect((await c.queue.get(newId))?.restartOf).toBe(after.jobs[2]?.id);
+    expect((await c.queue.get(after.jobs[2]?.id ?? ''))?.restartedBy).toBe(newId);
+    expect((await finished(id)).jobs[2]?.previous).toEqual([before.jobs[2]?.id, after.jobs[2]?.id]);
     expect(after.state).toBe('failed');
   }, 240_000);
 
@@ -476,4 +479,196 @@ describe('builds: bad input', () => {
     ])
       expect(Object.keys(doc.paths)).toContain(p);
   }, 60_000);
+});
+
+describe('builds from a git source: the API reads its config', () => {
+  let repos: string;
+  let filtered: GitHttpServer;
+  let plain: GitHttpServer;
+  const gitEnv = {
+    GIT_AUTHOR_NAME: 't',
+    GIT_AUTHOR_EMAIL: 't@t',
+    GIT_COMMITTER_NAME: 't',
+    GIT_COMMITTER_EMAIL: 't@t',
+  };
+  /** Commits `files` on `branch` of the work tree `wt` and pushes it to repos/src.git; returns the sha. */
+  async function commit(wt: string, branch: string, files: Record<string, string | Buffer>): Promise<string> {
+    await runCommand('git', ['-C', wt, 'checkout', '-q', '-B', branch]);
+    for (const [p, text] of Object.entries(files)) await writeFile(join(wt, p), text);
+    await runCommand('git', ['-C', wt, 'add', '-A']);
+    await runCommand('git', ['-C', wt, 'commit', '-qm', `on ${branch}`], { env: gitEnv });
+    await runCommand('git', ['-C', wt, 'push', '-q', '-f', join(repos, 'src.git'), `${branch}:${branch}`]);
+    return runCommand('git', ['-C', wt, 'rev-parse', 'HEAD']);
+  }
+  let wt: string;
+  let mainSha: string;
+
+  beforeAll(async () => {
+    repos = await mkdtemp(join(work, 'repos-'));
+    await runCommand('git', ['init', '-q', '--bare', join(repos, 'src.git')]);
+    wt = await mkdtemp(join(work, 'wt-'));
+    await runCommand('git', ['-C', wt, 'init', '-q', '-b', 'main']);
+    // A blob over the fetch limit, which does not compress: only a filtered fetch stays under it.
+    mainSha = await commit(wt, 'main', {
+      '.travis.yml': 'language: shell\nimage: busybox\narch: amd64\nscript: cat hello.txt\n',
+      'hello.txt': 'from the commit that was read\n',
+      'big.bin': randomBytes(CONFIG_FETCH_LIMIT * 2),
+    });
+    await runCommand('git', ['--git-dir', join(repos, 'src.git'), 'symbolic-ref', 'HEAD', 'refs/heads/main']);
+    filtered = await startGitHttpServer(repos, { allowFilter: true });
+    plain = await startGitHttpServer(repos);
+  });
+  afterAll(async () => {
+    await filtered?.close();
+    await plain?.close();
+  });
+
+  const scratch = () => readdir(join(uploadDir, '.config-reads')).catch(() => [] as string[]);
+
+  it('reads .travis.yml at the ref, pins the build to that commit, and the job builds it though the ref moved', async () => {
+    const r = await call('POST', '/v1/builds', { source: { git: `${filtered.url}/src.git`, ref: 'main' } });
+    expect(r.status, JSON.stringify(r.json)).toBe(201);
+    expect(r.json.build.source.sha).toBe(mainSha);
+    expect(r.json.build.config).toBe('.travis.yml');
+    // The ref moves on before the job has fetched: the job still builds the commit the config came from.
+    await commit(wt, 'main', { 'hello.txt': 'from a later commit\n' });
+    const b = await finished(r.json.build.id, 120_000);
+    expect(b.state).toBe('passed');
+    const log = await (
+      await fetch(`${api.url}/v1/jobs/${b.jobs[0]?.id}/log`, {
+        headers: { authorization: `Bearer ${token}` },
+      })
+    ).text();
+    expect(log).toContain('from the commit that was read');
+    expect(log).not.toContain('from a later commit');
+    // An .archway.yml comes first; with a sha (no ref) that commit is read.
+    const sha = await commit(wt, 'main', {
+      '.archway.yml': 'language: shell\nimage: busybox\narch: [amd64, arm64]\nscript: true\n',
+    });
+    const a = await call('POST', '/v1/builds', { source: { git: `${filtered.url}/src.git`, sha } });
+    expect(a.status).toBe(201);
+    expect(a.json.build.config).toBe('.archway.yml');
+    expect(a.json.build.jobs.map((j: { arch: string }) => j.arch)).toEqual(['amd64', 'arm64']);
+    expect(a.json.build.source.sha).toBe(sha);
+    await finished(a.json.build.id);
+    expect(await scratch()).toEqual([]);
+  }, 180_000);
+
+  it('answers a missing file, an unknown ref or sha, an unreachable or refused source, a fetch over the limit with a 400 naming it; nothing is queued or left', async () => {
+    const nofile = await commit(wt, 'nofile', { 'only.txt': 'no config here\n' });
+    await runCommand('git', ['-C', wt, 'rm', '-q', '--ignore-unmatch', '.travis.yml', '.archway.yml']);
+    await runCommand('git', ['-C', wt, 'commit', '-qm', 'no config'], { env: gitEnv });
+    await runCommand('git', ['-C', wt, 'push', '-q', '-f', join(repos, 'src.git'), 'nofile:nofile']);
+    const noConfigSha = await runCommand('git', ['-C', wt, 'rev-parse', 'HEAD']);
+    expect(noConfigSha).not.toBe(nofile);
+    const jobs = (await c.queue.list({ limit: 100 })).jobs.length;
+    const builds = (await call('GET', '/v1/builds?limit=100')).json.builds.length;
+    const url = `${filtered.url}/src.git`;
+    const cases: [unknown, number, string, RegExp][] = [
+      [
+        { git: url, ref: 'nofile' },
+        400,
+        'config',
+        new RegExp(`${noConfigSha} has no \\.archway\\.yml or \\.travis\\.yml`),
+      ],
+      [{ git: url, ref: 'no-such-branch' }, 400, 'source.ref', /has no ref 'no-such-branch'/],
+      [{ git: url, sha: 'f'.repeat(40) }, 400, 'source.sha', new RegExp(`has no commit ${'f'.repeat(40)}`)],
+      [
+        { git: `${filtered.url}/no-such-repo.git` },
+        400,
+        'source.git',
+        /cannot fetch HEAD from .*no-such-repo\.git.*not found/,
+      ],
+      // Nothing listens there (a port of this test's range, left unbound).
+      [
+        { git: 'http://127.0.0.1:21999/src.git' },
+        400,
+        'source.git',
+        /cannot fetch HEAD .*(connect|Connection refused)/i,
+      ],
+      [
+        { git: 'https://10.1.2.3/owner/repo.git' },
+        400,
+        'source.git',
+        /a private address: it is never fetched from/,
+      ],
+      // Without blob filters the server sends big.bin too: over the limit, stopped there.
+      [
+        { git: `${plain.url}/src.git`, ref: 'main' },
+        400,
+        'source.ref',
+        /more than 262144 bytes \(ARCHWAY_CONFIG_FETCH_LIMIT_BYTES\)/,
+      ],
+    ];
+    for (const [source, status, field, message] of cases) {
+      const r = await call('POST', '/v1/builds', { source });
+      expect({ source, status: r.status, field: r.json.error?.field }).toEqual({ source, status, field });
+      expect(r.json.error.message).toMatch(message);
+    }
+    expect((await c.queue.list({ limit: 100 })).jobs.length).toBe(jobs);
+    expect((await call('GET', '/v1/builds?limit=100')).json.builds.length).toBe(builds);
+    expect(await scratch()).toEqual([]);
+    // The refused host was never asked; the plain server was, and stopped at the limit.
+    expect(plain.requests.some((q) => q.startsWith('POST /src.git/git-upload-pack'))).toBe(true);
+  }, 120_000);
+});
+
+describe('restart of a job submitted alone', () => {
+  it('makes a new job of the same spec, linked both ways; a running, restarted-already, secret-holding or unknown job is refused', async () => {
+    const submit = (script: string, extra: Record<string, unknown> = {}) =>
+      call('POST', '/v1/jobs', {
+        arch: 'amd64',
+        image: 'busybox',
+        script,
+        labels: { suite: 'restart' },
+        ...extra,
+      });
+    const first = await submit('echo "run of $(hostname)"');
+    expect(first.status).toBe(201);
+    const oldId = first.json.job.id as string;
+    // While it is queued or running: 409, and nothing is made.
+    const slow = await submit('sleep 30');
+    const early = await call('POST', `/v1/jobs/${slow.json.job.id}/restart`);
+    expect(early.status).toBe(409);
+    expect(early.json.error.code).toBe('JOB_NOT_RESTARTABLE');
+    expect(early.json.error.message).toMatch(/is still (queued|running)/);
+    await c.queue.cancel(slow.json.job.id);
+    expect((await c.waitFinal(slow.json.job.id)).state).toBe('canceled');
+    expect((await c.waitFinal(oldId)).state).toBe('passed');
+    const r = await archway(['restart', oldId]);
+    expect(r.exitCode).toBe(0);
+    const newId = r.stdout.trim();
+    expect(newId).toMatch(/^j[0-9a-f]{24}$/);
+    expect(newId).not.toBe(oldId);
+    expect(r.stderr).toContain(`restarted ${oldId} as ${newId}`);
+    const again = await c.waitFinal(newId);
+    expect(again.state).toBe('passed');
+    expect(again.spec.script).toEqual(first.json.job.spec.script);
+    expect(again.labels).toEqual({ suite: 'restart' });
+    const shown = await call('GET', `/v1/jobs/${newId}`);
+    expect(shown.json.restartOf).toBe(oldId);
+    expect((await call('GET', `/v1/jobs/${oldId}`)).json.restartedBy).toBe(newId);
+    const log = await (
+      await fetch(`${api.url}/v1/jobs/${newId}/log`, { headers: { authorization: `Bearer ${token}` } })
+    ).text();
+    expect(log).toContain(`run of ${newId}`);
+    // The old run again: 409 naming the newest; the newest restarts fine (a chain).
+    const twice = await call('POST', `/v1/jobs/${oldId}/restart`);
+    expect(twice.status).toBe(409);
+    expect(twice.json.error.message).toContain(`was restarted already, as ${newId}`);
+    const third = await call('POST', `/v1/jobs/${newId}/restart`);
+    expect(third.status).toBe(202);
+    expect(third.json).toMatchObject({ previous: newId, kind: 'job' });
+    expect(third.json.build).toBeUndefined();
+    expect((await c.waitFinal(third.json.job)).restartOf).toBe(newId);
+    // A job that had secrets: their values are gone once it ended, so it is not run without them.
+    const secret = await submit('test -n "$TOKEN"', { secrets: { TOKEN: 's3cret' } });
+    await c.waitFinal(secret.json.job.id);
+    const jobs = (await c.queue.list({ limit: 100 })).jobs.length;
+    const refused = await archway(['restart', secret.json.job.id]);
+    expect(refused.exitCode).not.toBe(0);
+    expect(refused.stderr).toMatch(/had secrets, which are not kept/);
+    expect((await call('POST', `/v1/jobs/j${'0'.repeat(24)}/restart`)).status).toBe(404);
+    expect((await c.queue.list({ limit: 100 })).jobs.length).toBe(jobs);
+  }, 120_000);
 });

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { type ApiProcess, runApi } from '../../src/api/index.ts';
+import type { ApiProcess } from '../../src/api/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { checkLeftovers } from '../support/leak-check.ts';
 import { TEST_ENV } from '../support/test-host.ts';
@@ -28,16 +28,7 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'archway-cli-'));
   c = await startCluster();
   await c.addWorker('amd64', { slots: 2, warm: 0 });
-  api = await runApi(
-    {
-      REDIS_URL: c.redis.url,
-      ARCHWAY_REDIS_PREFIX: c.keys.prefix,
-      ARCHWAY_TOKEN: token,
-      ARCHWAY_PORT: '0',
-      ARCHWAY_LOG_LEVEL: 'warn',
-    },
-    { handleSignals: false },
-  );
+  api = await c.startApi(token);
 });
 checkLeftovers('all', async () => {
   await api?.close();

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { type ApiProcess, runApi } from '../../src/api/index.ts';
+import type { ApiProcess } from '../../src/api/index.ts';
 import { ARCH_INFO, ARCHES } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { checkLeftovers } from '../support/leak-check.ts';
@@ -29,16 +29,7 @@ const http = (path: string, init: RequestInit = {}) =>
 beforeAll(async () => {
   c = await startCluster();
   for (const arch of ARCHES) await c.addWorker(arch, { slots: 2, warm: arch === 'arm64' ? 1 : 0 });
-  api = await runApi(
-    {
-      REDIS_URL: c.redis.url,
-      ARCHWAY_REDIS_PREFIX: c.keys.prefix,
-      ARCHWAY_TOKEN: token,
-      ARCHWAY_PORT: '0',
-      ARCHWAY_LOG_LEVEL: 'warn',
-    },
-    { handleSignals: false },
-  );
+  api = await c.startApi(token);
 });
 checkLeftovers('all', async () => {
   await api?.close();

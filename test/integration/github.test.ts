@@ -4,7 +4,7 @@ import { Webhooks } from '@octokit/webhooks';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createTaskQueue } from '../../queue/index.ts';
-import { type ApiProcess, runApi } from '../../src/api/index.ts';
+import type { ApiProcess } from '../../src/api/index.ts';
 import { type JobRecord, poolLayout } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { type FakeCheckRun, type FakeGitHub, startFakeGitHub } from '../support/fake-github.ts';
@@ -45,21 +45,13 @@ beforeAll(async () => {
   await c.addWorker('amd64', { slots: 2 });
   await c.addWorker('arm64', { slots: 2 });
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  api = await runApi(
-    {
-      REDIS_URL: c.redis.url,
-      ARCHWAY_REDIS_PREFIX: c.keys.prefix,
-      ARCHWAY_TOKEN: token,
-      ARCHWAY_PORT: '0',
-      ARCHWAY_LOG_LEVEL: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn',
-      ARCHWAY_GITHUB_APP_ID: '77',
-      ARCHWAY_GITHUB_PRIVATE_KEY: privateKey.export({ type: 'pkcs1', format: 'pem' }).toString(),
-      ARCHWAY_GITHUB_WEBHOOK_SECRET: `${SECRET},${OLD_SECRET}`,
-      ARCHWAY_GITHUB_API_URL: gh.url,
-      ARCHWAY_ALLOW_LOOPBACK_SOURCES: '1',
-    },
-    { handleSignals: false },
-  );
+  api = await c.startApi(token, {
+    ARCHWAY_GITHUB_APP_ID: '77',
+    ARCHWAY_GITHUB_PRIVATE_KEY: privateKey.export({ type: 'pkcs1', format: 'pem' }).toString(),
+    ARCHWAY_GITHUB_WEBHOOK_SECRET: `${SECRET},${OLD_SECRET}`,
+    ARCHWAY_GITHUB_API_URL: gh.url,
+    ARCHWAY_ALLOW_LOOPBACK_SOURCES: '1',
+  });
 });
 
 checkLeftovers('all', async () => {
@@ -310,6 +302,40 @@ jobs:
     expect(again?.external_id).not.toBe(run?.external_id);
     expect(again?.history).toEqual(['queued', 'in_progress', 'completed:success']);
     expect(await jobsOf(sha)).toHaveLength(2);
+  });
+
+  it('restarts a job of a GitHub build through the API by the re-run path: a new check run of the same name follows it', async () => {
+    const repo = await gh.createRepo('acme/api-restart');
+    const sha = await repo.commit({
+      '.archway.yml': CONFIG.replace('[amd64, arm64]', 'amd64'),
+      'hello.txt': 'x\n',
+    });
+    await deliver('push', pushPayload(repo, sha));
+    const [run] = await completed(sha, 1);
+    const oldId = String(run?.external_id);
+    const res = await fetch(`${api.url}/v1/jobs/${oldId}/restart`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}` },
+    });
+    const body = (await res.json()) as { job: string; previous: string; kind: string; build?: unknown };
+    expect(res.status).toBe(202);
+    expect(body).toMatchObject({ previous: oldId, kind: 'github-build' });
+    expect(body.build).toBeUndefined();
+    const runs = await completed(sha, 2);
+    const again = runs.find((x) => x.id !== run?.id);
+    expect(again?.name).toBe(run?.name);
+    expect(again?.external_id).toBe(body.job);
+    expect(again?.history).toEqual(['queued', 'in_progress', 'completed:success']);
+    expect((await c.queue.get(body.job))?.restartOf).toBe(oldId);
+    expect((await c.queue.get(oldId))?.restartedBy).toBe(body.job);
+    // The old run again is refused (restart the newest), and makes no job or check run.
+    const twice = await fetch(`${api.url}/v1/jobs/${oldId}/restart`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}` },
+    });
+    expect(twice.status).toBe(409);
+    expect(await jobsOf(sha)).toHaveLength(2);
+    expect(runsOf(sha)).toHaveLength(2);
   });
 
   it('cancels the older build of a branch with reason superseded when a new push comes', async () => {

@@ -3,7 +3,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createBuildStore, createLogWriter, createNodeRegistry } from '../../queue/index.ts';
-import { type ApiProcess, buildApp, createApiStores, runApi } from '../../src/api/index.ts';
+import { type ApiProcess, buildApp, createApiStores } from '../../src/api/index.ts';
 import { createPageLinks } from '../../src/api/pages/index.ts';
 import { ApiConfig, createLogger, JobSpec, type JobSpecInput, parseConfig } from '../../src/core/index.ts';
 import { bigLog } from '../support/big-log.ts';
@@ -66,17 +66,7 @@ const done = () =>
 beforeAll(async () => {
   c = await startCluster();
   await c.addWorker('amd64', { slots: 2 });
-  api = await runApi(
-    {
-      REDIS_URL: c.redis.url,
-      ARCHWAY_REDIS_PREFIX: c.keys.prefix,
-      ARCHWAY_TOKEN: TOKEN,
-      ARCHWAY_PAGE_SECRET: SECRET,
-      ARCHWAY_PORT: '0',
-      ARCHWAY_LOG_LEVEL: 'warn',
-    },
-    { handleSignals: false },
-  );
+  api = await c.startApi(TOKEN, { ARCHWAY_PAGE_SECRET: SECRET });
   browser = await launchBrowser();
 });
 afterAll(async () => {

@@ -206,6 +206,40 @@ describe('log writer', () => {
     expect(await logTail(redis, keys, 'raw', 10_000, ['abcd1234efgh5678'])).toBe('k=[secure]\n');
   });
 
+  it("refuses an attempt's output once a later attempt has written (a partitioned node's stale output)", async () => {
+    const writer = (attempt?: number) =>
+      createLogWriter({
+        redis,
+        keys,
+        jobId: 'fenced',
+        limitBytes: 1e6,
+        secrets: [],
+        onLimit: () => {},
+        ...(attempt !== undefined ? { attempt } : {}),
+      });
+    const first = writer(1);
+    await first.note('attempt 1 starts\n');
+    // The node is cut off; the job is re-run elsewhere as attempt 2.
+    const second = writer(2);
+    await second.note('attempt 2 starts\n');
+    // The link returns: attempt 1's buffered output and its end are refused.
+    await first.write(Buffer.from('stale output\n'));
+    await first.end(60);
+    expect(first.superseded).toBe(true);
+    await first.write(Buffer.from('more stale output\n'));
+    // archway's own notes (a cancel, a lost node) go in whatever the attempt.
+    await writer().note('[archway] a note\n');
+    await second.write(Buffer.from('attempt 2 output\n'));
+    expect(second.superseded).toBe(false);
+    await second.end(60);
+    const { chunks, ended } = await readLog(redis, keys, 'fenced');
+    expect(chunks.map((c) => c.text).join('')).toBe(
+      'attempt 1 starts\nattempt 2 starts\n[archway] a note\nattempt 2 output\n',
+    );
+    expect(ended).toBe(true);
+    expect(await redis.ttl(keys.logFence('fenced'))).toBeGreaterThan(0);
+  });
+
   it('cuts chunks at 16 KiB on character boundaries and stops at the log limit', async () => {
     let limited = 0;
     const w = createLogWriter({

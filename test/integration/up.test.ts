@@ -180,6 +180,44 @@ describe('archway up stops cleanly', { timeout: 240_000 }, () => {
 
 // Issue #10 item 6: a second installation with its own pool but the default run directory and
 // cgroup parent reaped the first one's containers. Neither sets them here: they follow the pool.
+describe('archway up killed with SIGKILL', { timeout: 240_000 }, () => {
+  it('its API and workers stop by themselves, and the next up adopts the Redis it left and stops it', async () => {
+    const first = up();
+    current = first;
+    await waitFor('the banner', () => first.out().includes('archway is up'));
+    const firstPid = first.proc.pid ?? 0;
+    try {
+      process.kill(firstPid, 'SIGKILL');
+      await first.exited;
+      // No part runs on unsupervised: only the Redis (its own session, its data) is left.
+      await waitFor(
+        'the API and the worker to stop',
+        async () => (await strays(firstPid, [])).length === 0,
+        60_000,
+      );
+      expect(await answers(REDIS_PORT)).toBe(true);
+      current = up();
+      const second = current;
+      await waitFor('the second banner', () => second.out().includes('archway is up'));
+      expect(second.out()).toMatch(
+        new RegExp(
+          `using the Redis an earlier up started on 127\\.0\\.0\\.1:${REDIS_PORT} \\(pid \\d+; that up was killed\\)`,
+        ),
+      );
+      process.kill(second.proc.pid ?? 0, 'SIGTERM');
+      const code = await Promise.race([
+        second.exited,
+        new Promise((r) => setTimeout(() => r('hung'), 90_000)),
+      ]);
+      expect(code).toBe(0);
+      expect(await answers(REDIS_PORT)).toBe(false);
+      expect(await strays(second.proc.pid ?? 0)).toEqual([]);
+    } finally {
+      for (const line of await strays(firstPid, [])) process.kill(Number(line.split(' ')[0]), 'SIGKILL');
+    }
+  });
+});
+
 describe('two installations on one host', { timeout: 300_000 }, () => {
   const POOL_B = `${TEST_ENV.ARCHWAY_POOL_PATH}-two`;
   const { ARCHWAY_RUN_DIR: _r, ARCHWAY_CGROUP_PARENT: _c, ...hostEnv } = TEST_ENV;

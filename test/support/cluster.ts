@@ -7,6 +7,7 @@ import {
   type JobQueue,
   readLog,
 } from '../../queue/index.ts';
+import { type ApiProcess, runApi } from '../../src/api/index.ts';
 import {
   type Arch,
   createKeys,
@@ -43,6 +44,12 @@ export interface TestCluster {
       ceilings?: Partial<Limits>;
       /** The node reports the images it holds with its heartbeat, as a worker without image sync does. */
       reportImages?: boolean;
+      /** The arch's factor of ARCHWAY_TIME_MULTIPLIERS. Default 1. */
+      timeMultiplier?: number;
+      /** How long a catalog version may still be on its way to the node (ARCHWAY_IMAGE_SYNC_GRACE_SECONDS). */
+      imageSyncGraceMs?: number;
+      /** Sources on the loopback are fetched (a test's local git server). Default true; false as in production and `up`. */
+      allowLoopbackSources?: boolean;
     },
   ): Promise<WorkerDaemon>;
   /**
@@ -54,6 +61,13 @@ export interface TestCluster {
   submit(spec: JobSpecInput): Promise<string>;
   waitFinal(id: string, ms?: number): Promise<JobRecord>;
   log(id: string): Promise<string>;
+  /**
+   * The API as `archway api` runs it (runApi), on this cluster's Redis and keys, on a free
+   * loopback port, signals left to the test; `env` adds or overrides settings. Closed by close()
+   * if the test has not closed it before.
+   */
+  startApi(token: string, env?: Record<string, string>): Promise<ApiProcess>;
+  /** Closes its APIs, its workers, its queue and its Redis. */
   close(): Promise<void>;
 }
 
@@ -71,6 +85,7 @@ export async function startCluster(o: { redis?: TestRedis } = {}): Promise<TestC
   const queue = createJobQueue({ redis: client, keys, logRetentionSeconds: 600 });
   const catalog = createImageCatalog(client, keys);
   const workers: WorkerDaemon[] = [];
+  const apis: ApiProcess[] = [];
   const metrics: WorkerMetrics[] = [];
   const logger = createLogger({ name: 'test-worker', level: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn' });
   return {
@@ -90,6 +105,7 @@ export async function startCluster(o: { redis?: TestRedis } = {}): Promise<TestC
       const m = createWorkerMetrics({ node: nodeId, arch });
       metrics.push(m);
       const daemon = createWorkerDaemon({
+        ...(o.imageSyncGraceMs !== undefined ? { imageSyncGraceMs: o.imageSyncGraceMs } : {}),
         metrics: m,
         nodeId,
         arch,
@@ -107,10 +123,11 @@ export async function startCluster(o: { redis?: TestRedis } = {}): Promise<TestC
         logRetentionSeconds: 600,
         version: 'test',
         ...(o.reportImages ? { reportImages: true } : {}),
+        ...(o.timeMultiplier === undefined ? {} : { timeMultiplier: o.timeMultiplier }),
         // Tests fetch sources from a git server on the loopback (test/support/fake-github.ts).
         source: createSourceFetcher({
           poolPath: host.config.ARCHWAY_POOL_PATH,
-          allowLoopback: true,
+          allowLoopback: o.allowLoopbackSources ?? true,
           redis: client,
           keys,
           logger,
@@ -154,7 +171,23 @@ export async function startCluster(o: { redis?: TestRedis } = {}): Promise<TestC
     async log(id) {
       return (await readLog(client, keys, id)).chunks.map((c) => c.text).join('');
     },
+    async startApi(token, env = {}) {
+      const api = await runApi(
+        {
+          REDIS_URL: redis.url,
+          ARCHWAY_REDIS_PREFIX: keys.prefix,
+          ARCHWAY_TOKEN: token,
+          ARCHWAY_PORT: '0',
+          ARCHWAY_LOG_LEVEL: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn',
+          ...env,
+        },
+        { handleSignals: false },
+      );
+      apis.push(api);
+      return api;
+    },
     async close() {
+      await Promise.all(apis.splice(0).map((a) => a.close()));
       await Promise.all(workers.splice(0).map((w) => w.stop()));
       await queue.close();
       client.disconnect();

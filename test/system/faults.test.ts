@@ -1,8 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { createStallWatch, MAX_ATTEMPTS } from '../../queue/index.ts';
-import { createLogger } from '../../src/core/index.ts';
+import { createStallWatch, MAX_ATTEMPTS, SLOT_LEASE_MS, SLOT_RENEW_MS } from '../../queue/index.ts';
+import { type Arch, createLogger } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { checkLeftovers } from '../support/leak-check.ts';
 import { createTestHost, eventually, leftovers, TEST_ENV } from '../support/test-host.ts';
@@ -10,8 +10,8 @@ import { createTestHost, eventually, leftovers, TEST_ENV } from '../support/test
 let c: TestCluster | undefined;
 const children: ChildProcess[] = [];
 
-function spawnWorker(cluster: TestCluster, nodeId: string): ChildProcess {
-  const child = spawn('bin/archway', ['worker', '--arch', 'amd64', '--slots', '1', '--warm', '0'], {
+function spawnWorker(cluster: TestCluster, nodeId: string, arch: Arch = 'amd64'): ChildProcess {
+  const child = spawn('bin/archway', ['worker', '--arch', arch, '--slots', '1', '--warm', '0'], {
     env: {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       ...TEST_ENV,
@@ -170,4 +170,80 @@ describe('faults', () => {
     const next = await cluster.submit({ arch: 'amd64', image: 'busybox', script: 'echo after-restart' });
     expect((await cluster.waitFinal(next)).state).toBe('passed');
   }, 90_000);
+
+  it("a worker SIGKILLed while its job holds its repository's only slot: the slot frees when its lease ends, not never", async () => {
+    c = await startCluster();
+    const cluster = c;
+    await cluster.queue.limits.set('repo=o/k', 1);
+    // The repository's jobs on two arches: the victim's arm64 job is not re-run while it is away
+    // (no arm64 node, no control plane), so only the lease can free the slot for the amd64 job.
+    const victim = spawnWorker(cluster, 'victim', 'arm64');
+    const first = await cluster.submit({
+      arch: 'arm64',
+      image: 'busybox',
+      script: '[ "$ARCHWAY_ATTEMPT" = 1 ] && { echo started; sleep 600; }; echo re-run',
+      labels: { repo: 'o/k' },
+    });
+    await eventually(
+      async () => (await cluster.log(first)).includes('started'),
+      'the first job to start',
+      60_000,
+    );
+    await cluster.addWorker('amd64', { slots: 2 });
+    const second = await cluster.submit({
+      arch: 'amd64',
+      image: 'busybox',
+      script: 'echo second; sleep 20',
+      labels: { repo: 'o/k' },
+    });
+    await eventually(
+      async () => (await cluster.queue.get(second))?.waitReason === 'repository o/k has 1 of 1 job running',
+      'the second job to be held',
+      20_000,
+    );
+    victim.kill('SIGKILL');
+    await exited(victim);
+    const killedAt = Date.now();
+    await eventually(
+      async () => (await cluster.queue.get(second))?.state === 'running',
+      'the second job to start once the slot is free',
+      90_000,
+    );
+    const started = await cluster.queue.get(second);
+    const waited = Date.parse(started?.startedAt ?? '') - killedAt;
+    // Not before the lease of the last renewal ran out; and well before "never".
+    expect(waited).toBeGreaterThanOrEqual(SLOT_LEASE_MS - SLOT_RENEW_MS - 1000);
+    expect(waited).toBeLessThan(SLOT_LEASE_MS + 45_000);
+    expect((await cluster.queue.get(first))?.state).toBe('running');
+    // An arm64 node comes back while the second job holds the slot: it reaps the dead one's
+    // container; the first job, taken from the lost node, waits for the slot as queued.
+    spawnWorker(cluster, 'rescuer', 'arm64');
+    await eventually(
+      async () => {
+        const j = await cluster.queue.get(first);
+        return j?.state === 'queued' && j.waitReason === 'repository o/k has 1 of 1 job running';
+      },
+      'the lost job to wait for its slot, queued',
+      60_000,
+    );
+    expect((await cluster.queue.get(first))?.attempts[0]).toMatchObject({
+      node: 'victim',
+      outcome: 'errored',
+    });
+    expect((await cluster.waitFinal(second, 60_000)).state).toBe('passed');
+    // Then it re-runs, once.
+    const rerun = await cluster.waitFinal(first, 120_000);
+    expect(rerun.state).toBe('passed');
+    expect(rerun.attempts.map((a) => [a.n, a.node, a.outcome])).toEqual([
+      [1, 'victim', 'errored'],
+      [2, 'rescuer', 'passed'],
+    ]);
+    // The slot is freed just after the record is final.
+    await eventually(
+      async () => (await cluster.queue.limits.status('repo=o/k')).running === 0,
+      'the slot to be freed',
+      10_000,
+    );
+    expect(await cluster.queue.limits.status('repo=o/k')).toMatchObject({ running: 0, waiting: 0 });
+  }, 240_000);
 });

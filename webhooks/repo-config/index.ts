@@ -13,6 +13,7 @@ export {
   parseCondition,
 } from './conditions.ts';
 export { ConfigError, type SourcePosition } from './config-error.ts';
+export { configErrorText } from './config-error-text.ts';
 export {
   archPool,
   CONFIG_ARCHES,

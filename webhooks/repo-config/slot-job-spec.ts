@@ -3,6 +3,7 @@ import {
   parseSourceUrl,
   type SourceUrlPolicy,
   sourceBuildDir,
+  uploadSourcePolicy,
   VISIBILITY_LABEL,
 } from '../../src/core/index.ts';
 import type { BuildEvent, ExpandedJob } from './expand-matrix.ts';
@@ -21,6 +22,8 @@ export interface SlotJobSpecInput {
     cloneUrl: string;
     /** Empty when not known (a git source given by sha, or by neither). */
     ref: string;
+    /** The id of the uploaded tree at `cloneUrl` (the API's own URL of it), for a build of an upload. */
+    upload?: string | undefined;
     sha: string;
     /** The repository is private: its jobs' sources are shown to admin tokens only. */
     private: boolean;
@@ -37,7 +40,11 @@ export interface SlotJobSpecInput {
 /** The job spec of one job of a build, for the GitHub App's builds and the API's alike. Pure. */
 export function slotJobSpec(i: SlotJobSpecInput): JobSpec {
   const b = i.build;
-  const src = parseSourceUrl(b.cloneUrl, i.sourcePolicy, i.sourceField);
+  const src = parseSourceUrl(
+    b.cloneUrl,
+    b.upload ? uploadSourcePolicy(b.cloneUrl) : i.sourcePolicy,
+    i.sourceField,
+  );
   return JobSpec.parse({
     arch: i.job.arch,
     image: i.job.image,
@@ -48,7 +55,12 @@ export function slotJobSpec(i: SlotJobSpecInput): JobSpec {
       buildId: b.id,
       buildDir: sourceBuildDir(src.path),
     }),
-    source: { git: b.cloneUrl, ...(b.ref ? { ref: b.ref } : {}), ...(b.sha ? { sha: b.sha } : {}) },
+    source: {
+      git: b.cloneUrl,
+      ...(b.ref ? { ref: b.ref } : {}),
+      ...(b.sha ? { sha: b.sha } : {}),
+      ...(b.upload ? { upload: b.upload } : {}),
+    },
     ...(b.env ? { env: b.env } : {}),
     network: i.egress ? 'egress' : 'none',
     labels: {

@@ -11,6 +11,7 @@ import {
   IdempotencyConflictError,
   JobFinishedError,
   JobNotFoundError,
+  JobNotRestartableError,
   type JobQueue,
   jobIdOf,
   type PoolStore,
@@ -23,6 +24,7 @@ import {
   BuildEventRecord,
   CONFIG_FILES,
   ConfigError,
+  configErrorText,
   EVENT_TYPES,
   type ExpandedJob,
   ExpandedJobRecord,
@@ -45,6 +47,7 @@ import {
 } from '../../core/index.ts';
 import { BuildConflictError } from './build-conflict-error.ts';
 import { BuildNotFoundError } from './build-not-found-error.ts';
+import type { GitConfigReader } from './git-config-reader.ts';
 import type { Uploads } from './uploads.ts';
 
 /** A build made through the API: its slots hold expanded jobs, its event is a BuildEvent. */
@@ -67,14 +70,17 @@ export const BuildSource = z.union([
 ]);
 export type BuildSource = z.infer<typeof BuildSource>;
 
+/** Largest config, inline or read from the source, in bytes. */
+export const MAX_CONFIG_BYTES = 256 * 1024;
+
 export const BuildRequest = z
   .object({
     source: BuildSource,
-    /** The config text (`.travis.yml` format); default: the upload's `.archway.yml` or `.travis.yml`. */
-    config: z
-      .string()
-      .max(256 * 1024)
-      .optional(),
+    /**
+     * The config text (`.travis.yml` format); default: the source's `.archway.yml` or `.travis.yml`
+     * (a git source's at its ref or sha, and the build is then pinned to the commit it was read at).
+     */
+    config: z.string().max(MAX_CONFIG_BYTES).optional(),
     event: z
       .object({
         type: z.enum(EVENT_TYPES).default('api'),
@@ -106,6 +112,8 @@ export interface ApiBuildsOptions {
   queue: JobQueue;
   pools: PoolStore;
   uploads: Uploads;
+  /** Reads the config of a git source given without one. */
+  gitConfig: GitConfigReader;
   logger: Logger;
   /** The API's address as workers reach it: uploads are fetched from `<url>/git/uploads/<id>.git`. */
   publicUrl: () => string;
@@ -115,6 +123,20 @@ export interface ApiBuildsOptions {
   toolchains?: Readonly<Record<string, ImageToolchain>> | undefined;
   /** How long an upload is kept after its build ended (a restart within it still runs), in ms. */
   uploadRetentionMs: number;
+  /**
+   * The GitHub App's re-run of one job (what its check run's "Re-run" button does), when the App
+   * runs in this process: a job of a GitHub build is restarted through it, so its check run follows.
+   */
+  githubRerun?: ((jobId: string) => Promise<string | undefined>) | undefined;
+}
+
+/** What a restart of one job made: the new job, and the build it belongs to (none for a standalone job). */
+export interface RestartedJob {
+  jobId: string;
+  previous: string;
+  /** The API build of the job; a GitHub build's is served by the GitHub App, not here. */
+  build?: ApiBuild;
+  kind: 'api-build' | 'github-build' | 'job';
 }
 
 export interface ApiBuilds {
@@ -133,22 +155,24 @@ export interface ApiBuilds {
   }): Promise<{ builds: ApiBuild[]; next?: number }>;
   cancel(id: string): Promise<ApiBuild>;
   restart(id: string, opts: { failedOnly: boolean }): Promise<ApiBuild>;
-  /** A new run of a finished job of a build (its slot's next generation); returns the new job's id. */
-  restartJob(jobId: string): Promise<{ build: ApiBuild; jobId: string }>;
+  /**
+   * A new run of a finished job: of an API build, its slot's next generation; of a GitHub build,
+   * the App's re-run (a new check run); a standalone job, a new job of the same spec. The records
+   * link the runs (`restartOf`, `restartedBy`).
+   */
+  restartJob(jobId: string, who: { clientId: string }): Promise<RestartedJob>;
   /** A job of an API build reached a state: its slot is recorded and the build advanced. */
   jobFinished(jobId: string, buildId: string, state: JobState): Promise<void>;
   /** Removes uploads no build used, and those of builds that ended longer ago than the retention. */
   sweepUploads(): Promise<void>;
 }
 
-/** What `config expand` prints for a config error after the file's name: the message, the line and a caret. */
-export function configErrorText(e: ConfigError): string {
-  let text = e.message;
-  if (e.excerpt !== undefined && e.line !== undefined) {
-    const gutter = `${e.line} | `;
-    text += `\n${gutter}${e.excerpt}\n${' '.repeat(gutter.length + (e.column ?? 1) - 1)}^`;
-  }
-  return text;
+/**
+ * The 400 of a config error: `config: ` and the text `config expand` prints after `archway: `
+ * (the file's name when read from the source; none for an inline config).
+ */
+export function configInputError(e: ConfigError, path: string): InvalidInputError {
+  return new InvalidInputError('config', configErrorText(e, path === 'config' ? undefined : path));
 }
 
 /** A job's short name: its `name:`, else its arch and what sets it apart (`arm64 gcc`, `amd64 A=1`). */
@@ -193,7 +217,8 @@ export function createApiBuilds(o: ApiBuildsOptions): ApiBuilds {
     }
   }
 
-  async function readConfig(req: BuildRequest): Promise<{ path: string; text: string }> {
+  /** The config: inline, or read from the upload or the git source; `sha` is the commit a git source's was read at. */
+  async function readConfig(req: BuildRequest): Promise<{ path: string; text: string; sha?: string }> {
     if (req.config !== undefined) return { path: 'config', text: req.config };
     if ('upload' in req.source) {
       const found = await o.uploads.readFile(req.source.upload, CONFIG_FILES);
@@ -204,10 +229,18 @@ export function createApiBuilds(o: ApiBuildsOptions): ApiBuilds {
         );
       return found;
     }
-    throw new InvalidInputError(
-      'config',
-      'required with a git source: give the .travis.yml text (the API does not read git sources)',
-    );
+    const read = await o.gitConfig.read({
+      url: req.source.git,
+      ref: req.source.ref,
+      sha: req.source.sha,
+      files: CONFIG_FILES,
+    });
+    if (!read.found)
+      throw new InvalidInputError(
+        'config',
+        `none given, and ${req.source.git} at ${read.sha} has no ${CONFIG_FILES.join(' or ')} at its top`,
+      );
+    return { path: read.path, text: read.text, sha: read.sha };
   }
 
   return {
@@ -248,6 +281,8 @@ export function createApiBuilds(o: ApiBuildsOptions): ApiBuilds {
         repo ??= parseSourceUrl(req.source.git, o.sourcePolicy, 'source.git').path.replace(/\.git$/, '');
       }
       const config = await readConfig(req);
+      // The jobs build the commit the config was read at, even if the ref has moved since.
+      if (config.sha) sha = config.sha;
       const event: BuildEvent = {
         type: req.event.type,
         ...(req.event.branch !== undefined ? { branch: req.event.branch } : {}),
@@ -263,14 +298,8 @@ export function createApiBuilds(o: ApiBuildsOptions): ApiBuilds {
             ...(o.toolchains ? { toolchains: o.toolchains } : {}),
           });
         } catch (e) {
-          if (e instanceof ConfigError) {
-            // Inline: `config: line 7, ...`; from the tree: `config: .travis.yml: line 7, ...`.
-            const text = configErrorText(e);
-            throw new InvalidInputError(
-              'config',
-              config.path === 'config' ? text : `${config.path}: ${text}`,
-            );
-          }
+          // Inline: `config: line 7, ...`; from the source: `config: .travis.yml: line 7, ...`.
+          if (e instanceof ConfigError) throw configInputError(e, config.path);
           throw e;
         }
       };
@@ -294,6 +323,19 @@ export function createApiBuilds(o: ApiBuildsOptions): ApiBuilds {
         );
       for (const arch of new Set(checked.jobs.filter(keep).map((j) => j.arch)))
         await o.pools.assertEnabled(arch);
+      // Every job's spec too (its source URL, env): a job that cannot be submitted changes nothing,
+      // rather than leaving a build that starts for ever.
+      const upload = 'upload' in req.source ? req.source.upload : undefined;
+      for (const job of checked.jobs.filter(keep))
+        slotJobSpec({
+          job,
+          event,
+          jobId: jobIdOf(id, 1, 0),
+          build: { id, number: 1, repo, cloneUrl, ref, sha, private: false, upload, env: req.env },
+          sourcePolicy: o.sourcePolicy,
+          sourceField: 'source.git',
+          egress: o.egress,
+        });
 
       const number = await store.nextNumber(repo);
       const result = expand(number);
@@ -405,17 +447,37 @@ export function createApiBuilds(o: ApiBuildsOptions): ApiBuilds {
       log.info({ build: id, jobs: queue.length, failedOnly: opts.failedOnly }, 'build restarted');
       return changed.after;
     },
-    async restartJob(jobId) {
+    async restartJob(jobId, who) {
       const job = await o.queue.get(jobId);
       if (!job) throw new JobNotFoundError(jobId);
+      if (!isFinal(job.state))
+        throw new JobNotRestartableError(
+          jobId,
+          `is still ${job.state}: it can be restarted once it has finished`,
+        );
       const buildId = job.labels.build;
       const b = buildId ? await store.get(buildId) : undefined;
-      if (b?.origin !== 'api')
-        throw new BuildConflictError(`job ${jobId} is not a job of an API build: submit it again instead`);
-      if (!isFinal(job.state))
-        throw new BuildConflictError(
-          `job ${jobId} is still ${job.state}: it can be restarted once it has finished`,
-        );
+      // A standalone job (or one whose build record has gone): a new job of the same spec.
+      if (!b) {
+        const made = await o.queue.restart(jobId, who);
+        log.info({ job: made.job.id, of: jobId }, 'job restarted');
+        return { jobId: made.job.id, previous: jobId, kind: 'job' };
+      }
+      if (b.origin === 'github') {
+        if (!o.githubRerun)
+          throw new JobNotRestartableError(
+            jobId,
+            'is of a GitHub build, and the GitHub App does not run in this API: re-run it from its check run',
+          );
+        const newId = await o.githubRerun(jobId);
+        if (!newId)
+          throw new JobNotRestartableError(
+            jobId,
+            'cannot be restarted: it is not the newest run of its job, or its stage has not been reached',
+          );
+        await o.queue.linkRestart(jobId, newId);
+        return { jobId: newId, previous: jobId, kind: 'github-build' };
+      }
       if (b.upload && !(await o.uploads.get(b.upload)))
         throw new BuildConflictError(
           `build ${b.id}: its uploaded tree was removed after the build ended; build again`,
@@ -427,11 +489,13 @@ export function createApiBuilds(o: ApiBuildsOptions): ApiBuilds {
         return r?.build;
       });
       if (!changed || !slot || changed.before === changed.after)
-        throw new BuildConflictError(
-          `job ${jobId} cannot be restarted: it is not the newest run of its job, or its stage has not been reached`,
+        throw new JobNotRestartableError(
+          jobId,
+          'cannot be restarted: it is not the newest run of its job, or its stage has not been reached',
         );
       await submit(changed.after, [slot]);
-      return { build: changed.after, jobId: slot.jobId };
+      await o.queue.linkRestart(jobId, slot.jobId);
+      return { build: changed.after, jobId: slot.jobId, previous: jobId, kind: 'api-build' };
     },
     async jobFinished(jobId, buildId, state) {
       if (!isFinal(state)) return;

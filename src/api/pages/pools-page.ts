@@ -30,7 +30,7 @@ function pool(s: PoolStatus): SafeHtml {
 <dl class="facts">
 <dt>Nodes</dt><dd>${s.healthyNodes} healthy of ${s.nodes.length} (min ${p.min}, max ${p.max}${p.desired === undefined ? '' : `, desired ${p.desired}`})</dd>
 <dt>Slots</dt><dd>${s.totalSlots - s.freeSlots} busy, ${s.freeSlots} free</dd>
-<dt>Queue</dt><dd class="queue-depth">${s.waiting} waiting</dd>
+<dt>Queue</dt><dd class="queue-depth">${s.waiting} waiting${s.held ? ` (and ${s.held} held by a concurrency cap)` : ''}</dd>
 <dt>Oldest wait</dt><dd>${seconds(s.oldestWaitingMs)}</dd>
 <dt>Estimated wait</dt><dd>${s.estimate.seconds === null ? 'unknown' : formatDuration(s.estimate.seconds * 1000)} <small>${s.estimate.note}</small></dd>
 </dl>

@@ -181,12 +181,16 @@ export const buildRoutes: FastifyPluginAsyncZod<{
       schema: {
         summary: 'Submit a build',
         description:
-          "Expands the config (`config`, else the uploaded tree's .archway.yml or .travis.yml) for the event into jobs in stages and queues the first stage; later stages follow as earlier ones pass. A config error is a 400 whose message is what `archway config expand` prints (file, line, column, the line and a caret); nothing is queued. With an Idempotency-Key, a retried request returns the first build (200).",
+          "Expands the config (`config`, else the source's .archway.yml or .travis.yml: the upload's, or the git source's at its sha, ref or HEAD, read on the API host under the source policy and ARCHWAY_CONFIG_FETCH_LIMIT_BYTES; the build is pinned to that commit) for the event into jobs in stages and queues the first stage; later stages follow as earlier ones pass. A config error is a 400 whose message is what `archway config expand` prints (file, line, column, the line and a caret); nothing is queued. With an Idempotency-Key, a retried request returns the first build (200).",
         tags: ['builds'],
         security,
         headers: idempotencyHeader,
         body: BuildRequest,
-        response: { 200: CreatedBuild, 201: CreatedBuild, ...errorResponses(400, 401, 403, 409, 413, 415) },
+        response: {
+          200: CreatedBuild,
+          201: CreatedBuild,
+          ...errorResponses(400, 401, 403, 409, 413, 415, 503),
+        },
       },
     },
     async (req, reply) => {
@@ -276,7 +280,7 @@ export const buildRoutes: FastifyPluginAsyncZod<{
         security,
         params: z.object({ id: BuildId }),
         querystring: z.object({ failed: Flag.optional() }),
-        response: { 202: BuildView, ...errorResponses(400, 401, 403, 404, 409) },
+        response: { 202: BuildView, ...errorResponses(400, 401, 403, 404, 409, 503) },
       },
     },
     async (req, reply) =>
@@ -296,21 +300,34 @@ export const buildRoutes: FastifyPluginAsyncZod<{
     {
       config: { scope: 'submit' },
       schema: {
-        summary: 'Restart a job of a build',
+        summary: 'Restart a job',
         description:
-          "A new run of a finished job: a new job in the same place of its build (the build's record keeps the earlier runs in `previous`). 409 while the job runs, or for a job that is not of an API build.",
-        tags: ['builds'],
+          "A new run of a finished job. A job of an API build: a new job in the same place of its build (the build's record keeps the earlier runs in `previous`). A job of a GitHub build: the GitHub App's re-run, so a new check run of the same name follows it. A job submitted alone: a new job of the same spec (409 when it had secrets: they are not kept after a job ends). Both records link the runs: the new one's `restartOf`, the old one's `restartedBy`. 409 while the job is queued or running, or for a run that was restarted already (restart the newest); 404 for an unknown job.",
+        tags: ['builds', 'jobs'],
         security,
         params: z.object({ id: JobId }),
         response: {
-          202: z.object({ job: z.string(), build: BuildView }),
-          ...errorResponses(400, 401, 403, 404, 409),
+          202: z.object({
+            /** The new run. */
+            job: z.string(),
+            /** The job restarted. */
+            previous: z.string(),
+            kind: z.enum(['api-build', 'github-build', 'job']),
+            /** The API build of the job, when it is of one. */
+            build: BuildView.optional(),
+          }),
+          ...errorResponses(400, 401, 403, 404, 409, 503),
         },
       },
     },
     async (req, reply) => {
-      const r = await builds.restartJob(req.params.id);
-      return reply.code(202).send({ job: r.jobId, build: await viewOf(r.build, queue, base()) });
+      const r = await builds.restartJob(req.params.id, { clientId: req.clientId });
+      return reply.code(202).send({
+        job: r.jobId,
+        previous: r.previous,
+        kind: r.kind,
+        ...(r.build ? { build: await viewOf(r.build, queue, base()) } : {}),
+      });
     },
   );
 };

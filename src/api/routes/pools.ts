@@ -21,8 +21,10 @@ export const PoolView = z.object({
   configured: z.boolean(),
   /** Nodes the scaler steers to; null until a scaler has run. */
   desired: z.int().nullable(),
-  /** Jobs waiting for a slot (queue depth). */
+  /** Jobs waiting for a slot (queue depth, less the held jobs). */
   waiting: z.int(),
+  /** Jobs held by a concurrency cap (their repository's or a label's): they wait for their group, not for a slot. */
+  held: z.int(),
   /** Jobs running (busy slots of live nodes). */
   running: z.int(),
   /** Live nodes that take jobs. */
@@ -63,6 +65,7 @@ function view(s: PoolStatus): PoolView {
     configured: p.configured,
     desired: p.desired ?? null,
     waiting: s.waiting,
+    held: s.held,
     running: s.running,
     healthyNodes: s.healthyNodes,
     totalSlots: s.totalSlots,

@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { type Command, Option } from 'commander';
 import { ArchwayError, InvalidInputError, parseArch, parseConfig, toError } from '../../core/index.ts';
 import { type ApiClient, apiClientFrom, CLIENT_ENV_HELP, ClientConfig } from '../api-client.ts';
+import { createLogRenderer, LOG_ENV_HELP, logColor } from '../log-render.ts';
 import { keyValues } from '../parse.ts';
 import { parseSse } from '../sse.ts';
 import { table } from '../table.ts';
@@ -63,14 +64,22 @@ async function followPrefixed(
   prefix: string,
   write: (text: string) => void,
   signal: AbortSignal,
+  look: { color: boolean; raw: boolean },
 ): Promise<void> {
   let partial = '';
+  // Line by line: a marker line is dropped whole, colours go only to a terminal.
+  const render = createLogRenderer(look);
   const flush = (text: string, final: boolean) => {
     partial += text;
     const lines = partial.split('\n');
     partial = final ? '' : (lines.pop() ?? '');
     const done = final ? lines.filter((l, i) => l !== '' || i < lines.length - 1) : lines;
-    if (done.length > 0) write(done.map((l) => `${prefix} ${l.replace(/\r$/, '')}\n`).join(''));
+    // Whole lines only: the renderer holds nothing back.
+    const shown = done.flatMap((l) => {
+      const s = render.push(`${l.replace(/\r$/, '')}\n`);
+      return s ? [`${prefix} ${s}`] : [];
+    });
+    if (shown.length > 0) write(shown.join(''));
   };
   try {
     const res = await client.request('GET', `/v1/jobs/${encodeURIComponent(jobId)}/log`, {
@@ -95,7 +104,11 @@ async function followPrefixed(
 }
 
 /** Prints a build's jobs' logs live with a prefix each, until the build ends; returns the build. */
-async function watchBuild(client: ApiClient, id: string): Promise<BuildJson> {
+async function watchBuild(
+  client: ApiClient,
+  id: string,
+  look: { color: boolean; raw: boolean },
+): Promise<BuildJson> {
   const followed = new Map<string, Promise<void>>();
   const stop = new AbortController();
   const write = (t: string) => process.stdout.write(t);
@@ -104,7 +117,7 @@ async function watchBuild(client: ApiClient, id: string): Promise<BuildJson> {
     b = await client.json<BuildJson>('GET', `/v1/builds/${encodeURIComponent(id)}`);
     for (const j of b.jobs) {
       if (followed.has(j.id) || j.state === 'waiting' || j.state === 'skipped') continue;
-      followed.set(j.id, followPrefixed(client, j.id, `[${j.name}]`, write, stop.signal));
+      followed.set(j.id, followPrefixed(client, j.id, `[${j.name}]`, write, stop.signal, look));
     }
     if (FINAL_BUILD.has(b.state)) break;
     await new Promise((r) => setTimeout(r, 1000));
@@ -128,6 +141,7 @@ interface BuildCliOptions {
   env: string[];
   detach?: boolean;
   json?: boolean;
+  raw?: boolean;
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -149,9 +163,13 @@ export function registerBuild(program: Command, env: Record<string, string | und
     .option('--env <K=V>', 'a variable for every job (repeatable)', collect, [] as string[])
     .option('--detach', 'print the build id and its URL, and return')
     .option('--json', 'print the finished build as JSON instead of the summary table')
+    .option(
+      '--raw',
+      'the logs as stored: with their travis_fold/travis_time lines, and colour codes when not on a terminal',
+    )
     .addHelpText(
       'after',
-      `${CLIENT_ENV_HELP}
+      `${CLIENT_ENV_HELP}${LOG_ENV_HELP}
 
 Example:
   archway build . --arch amd64,arm64 --env DEBUG=1
@@ -220,7 +238,10 @@ Example:
       process.stderr.write(
         `archway: build #${b.number} (${b.id}) of ${tree.files} files: ${b.jobs.length} jobs\n`,
       );
-      const done = await watchBuild(api, b.id);
+      const done = await watchBuild(api, b.id, {
+        color: logColor(process.stdout, env),
+        raw: opts.raw === true,
+      });
       process.stdout.write(opts.json ? `${JSON.stringify(done, null, 2)}\n` : `\n${summaryTable(done)}`);
       process.stderr.write(`archway: build #${done.number} ${done.state}\n`);
       process.exitCode = done.state === 'passed' ? 0 : 1;
@@ -291,7 +312,9 @@ Example:
 
   program
     .command('restart')
-    .description('run a finished build again (all its jobs, or --failed), or one finished job of a build')
+    .description(
+      'run a finished build again (all its jobs, or --failed), or one finished job (of a build, or submitted alone)',
+    )
     .argument('<id>', 'a build id (b...) or a job id (j...)')
     .option('--failed', 'only the jobs that did not pass (builds)')
     .option('--json', 'print JSON')
@@ -314,10 +337,18 @@ Example:
         return;
       }
       if (opts.failed) throw new InvalidInputError('--failed', 'is for builds; a job id restarts that job');
-      const r = await api.json<{ job: string; build: BuildJson }>(
+      // The new run's id on stdout (as submit prints a job's), what it is a run of on stderr.
+      const r = await api.json<{ job: string; previous: string; kind: string; build?: BuildJson }>(
         'POST',
         `/v1/jobs/${encodeURIComponent(id)}/restart`,
       );
-      process.stdout.write(opts.json ? `${JSON.stringify(r, null, 2)}\n` : `${r.job}\n`);
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+        return;
+      }
+      process.stdout.write(`${r.job}\n`);
+      process.stderr.write(
+        `restarted ${r.previous} as ${r.job}${r.build ? ` (build ${r.build.id})` : r.kind === 'github-build' ? ' (its GitHub check run follows)' : ''}\n`,
+      );
     });
 }

@@ -4,6 +4,7 @@ import { recipeToolchains } from '../../../images/index.ts';
 import {
   type BuildEvent,
   ConfigError,
+  configErrorText,
   EVENT_TYPES,
   type EventType,
   type ExpandedJob,
@@ -163,13 +164,7 @@ Example:
         result = expandRepoConfig(text, event, { buildNumber, toolchains: await recipeToolchains() });
       } catch (e) {
         if (!(e instanceof ConfigError)) throw e;
-        process.stderr.write(`archway: ${file}: ${e.message}\n`);
-        if (e.excerpt !== undefined && e.line !== undefined) {
-          const gutter = `${e.line} | `;
-          process.stderr.write(
-            `${gutter}${e.excerpt}\n${' '.repeat(gutter.length + (e.column ?? 1) - 1)}^\n`,
-          );
-        }
+        process.stderr.write(`archway: ${configErrorText(e, file)}\n`);
         process.exitCode = 2;
         return;
       }

@@ -4,6 +4,7 @@ import { type ApiClient, apiClientFrom, CLIENT_ENV_HELP } from '../api-client.ts
 import { out, outJson } from '../output.ts';
 import { positiveNumber } from '../parse.ts';
 import { table } from '../table.ts';
+import { duration } from './pools.ts';
 
 const when = (iso: string | undefined) => (iso ? iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '-');
 
@@ -12,6 +13,23 @@ function took(from: string | undefined, to: string | undefined): string {
   if (!from || !to) return '-';
   const ms = Date.parse(to) - Date.parse(from);
   return Number.isFinite(ms) ? `${(ms / 1000).toFixed(1)}s` : '-';
+}
+
+/** The limits the job runs under: its node's (the spec's times its arch's multiplier) once an attempt started, else the spec's. */
+function timeLimits(job: JobRecord): [string, string][] {
+  const e = job.effectiveLimits;
+  const spec = job.spec;
+  const one = (effective: number, asked: number) =>
+    e && e.multiplier !== 1
+      ? `${duration(effective)} (${duration(asked)} x${e.multiplier} on ${job.arch})`
+      : duration(asked);
+  return [
+    ['time limit', one(e?.timeoutSeconds ?? spec.timeoutSeconds, spec.timeoutSeconds)],
+    [
+      'silence limit',
+      one(e?.silenceTimeoutSeconds ?? spec.silenceTimeoutSeconds, spec.silenceTimeoutSeconds),
+    ],
+  ];
 }
 
 /** `archway job show ID` for people: state, reason, where it ran, every attempt, its times, its log. */
@@ -30,10 +48,12 @@ export function describeJob(job: JobRecord, api: ApiClient): string {
     ['queued for', took(job.createdAt, job.startedAt)],
     ['ran for', took(job.startedAt, job.finishedAt)],
     ['log', `${api.url}/v1/jobs/${encodeURIComponent(job.id)}/log (${job.logBytes} bytes)`],
+    ...timeLimits(job),
   ];
   // The job's page in a browser, a signed link (issue 12): the API sets it on GET /v1/jobs/:id.
   const pageUrl = (job as JobRecord & { pageUrl?: string }).pageUrl;
   if (pageUrl) lines.push(['page', pageUrl]);
+  if (job.waitReason) lines.push(['waiting', job.waitReason]);
   if (job.cancelRequested && job.state === 'running') lines.push(['cancel', 'requested']);
   const labels = Object.entries(job.labels);
   if (labels.length) lines.push(['labels', labels.map(([k, v]) => `${k}=${v}`).join(', ')]);

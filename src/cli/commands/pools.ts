@@ -13,6 +13,8 @@ interface PoolRow {
   configured: boolean;
   desired: number | null;
   waiting: number;
+  /** Absent from an API older than concurrency caps. */
+  held?: number;
   running: number;
   healthyNodes: number;
   totalSlots: number;
@@ -73,7 +75,7 @@ function rows(list: PoolRow[]): string {
         `${p.healthyNodes}${others.length ? ` (+${others.join(', ')})` : ''}`,
         String(p.totalSlots),
         String(p.running),
-        String(p.waiting),
+        p.held ? `${p.waiting} (+${p.held} held)` : String(p.waiting),
         duration(p.oldestWaitingSeconds),
         p.estimatedWaitSeconds !== null
           ? duration(p.estimatedWaitSeconds)

@@ -4,6 +4,7 @@ import { InvalidInputError, type JobRecord, NetworkMode } from '../../core/light
 import { apiClientFrom, CLIENT_ENV_HELP } from '../api-client.ts';
 import { describeEnd, exitCodeOf } from '../exit-codes.ts';
 import { followJob } from '../follow.ts';
+import { createLogRenderer, LOG_ENV_HELP, logColor } from '../log-render.ts';
 import { out, outJson } from '../output.ts';
 import { collect, keyValues, positiveNumber } from '../parse.ts';
 
@@ -11,6 +12,7 @@ interface SubmitOptions {
   arch: string;
   image: string;
   follow?: boolean;
+  raw?: boolean;
   json?: boolean;
   env: string[];
   secret: string[];
@@ -102,6 +104,10 @@ export function registerSubmit(program: Command, env: Record<string, string | un
     )
     .requiredOption('--image <name>', 'image name, or name@sha256:<digest>')
     .option('--follow', "stream the job's log, then exit with the job's exit code")
+    .option(
+      '--raw',
+      'with --follow: the log as stored (travis_fold/travis_time lines, colour codes when not on a terminal)',
+    )
     .option('--json', 'print the created job (the API answer) as JSON instead of its id')
     .option('--env <KEY=VALUE>', 'environment variable for the script (repeatable)', collect, [])
     .option('--secret <KEY=VALUE>', 'like --env, but masked as [secure] in the log (repeatable)', collect, [])
@@ -128,7 +134,7 @@ export function registerSubmit(program: Command, env: Record<string, string | un
     .argument('[script...]', 'the script (after --); its words are joined with spaces')
     .addHelpText(
       'after',
-      `${CLIENT_ENV_HELP}
+      `${CLIENT_ENV_HELP}${LOG_ENV_HELP}
 
 Exit codes (with --follow): the job's own code; 124 timeout, 125 errored, 130 canceled,
 137 out of memory; 1 or 2 when the command itself failed (docs/operations.md).
@@ -150,7 +156,11 @@ Example:
         return;
       }
       process.stderr.write(`archway: job ${job.id} (${job.arch}, ${job.image})\n`);
-      const end = await followJob(api, job.id);
+      const end = await followJob(
+        api,
+        job.id,
+        createLogRenderer({ color: logColor(process.stdout, env), raw: opts.raw === true }),
+      );
       process.stderr.write(describeEnd(job.id, end));
       process.exitCode = exitCodeOf(end);
     });

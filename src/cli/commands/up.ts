@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createConnection, createServer } from 'node:net';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { createProgressPrinter, ensureImage } from '../../../images/index.ts';
@@ -56,6 +57,38 @@ function startPart(name: string, cmd: string, args: string[], o: Parameters<type
   return { name, proc, exited };
 }
 
+/** Redis's pid file in up's Redis directory. */
+const REDIS_PID_FILE = 'redis.pid';
+
+/**
+ * The pid of a redis-server an earlier `up` started on `port` and left running (that `up` was
+ * killed: SIGKILL, the OOM killer), from the pid file in `dir`; undefined when none, or when the
+ * Redis answering there is not that one (someone else's, which `up` uses but never stops).
+ */
+async function leftRedis(dir: string, port: number): Promise<number | undefined> {
+  const pid = Number((await readFile(join(dir, REDIS_PID_FILE), 'utf8').catch(() => '')).trim());
+  if (!Number.isInteger(pid) || pid <= 1) return undefined;
+  const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  return cmd.startsWith(`redis-server 127.0.0.1:${port}`) ? pid : undefined;
+}
+
+/** SIGTERM to `pid`, then waits (up to 60 s) until it has exited. */
+async function stopPid(pid: number): Promise<void> {
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  for (let i = 0; i < 1200; i++) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await sleep(50);
+  }
+}
+
 const running = (p: Part) => p.proc.exitCode === null && p.proc.signalCode === null;
 
 /**
@@ -99,14 +132,20 @@ Example (a second installation beside the first):
       // Redis first: an unreachable REDIS_URL is a clear error now, not a 60 s wait.
       let redisUrl = config.REDIS_URL;
       let ownRedis: Part | undefined;
+      // The Redis a killed `up` left (its pid file names it): this `up` stops it as its own.
+      let adoptedRedis: number | undefined;
+      const redisDir = poolLayout(config.ARCHWAY_POOL_PATH).upRedis;
       if (redisUrl) {
         const r = await connectRedis({ url: redisUrl, name: 'archway-up', logger: { warn: () => {} } });
         r.disconnect();
         tell(`using Redis at ${safeRedisUrl(redisUrl)} (REDIS_URL)`);
       } else if (await answers(config.ARCHWAY_UP_REDIS_PORT)) {
         redisUrl = `redis://127.0.0.1:${config.ARCHWAY_UP_REDIS_PORT}`;
+        adoptedRedis = await leftRedis(redisDir, config.ARCHWAY_UP_REDIS_PORT);
         tell(
-          `using the Redis already answering on 127.0.0.1:${config.ARCHWAY_UP_REDIS_PORT} (ARCHWAY_UP_REDIS_PORT sets another port)`,
+          adoptedRedis
+            ? `using the Redis an earlier up started on 127.0.0.1:${config.ARCHWAY_UP_REDIS_PORT} (pid ${adoptedRedis}; that up was killed): it stops with this one`
+            : `using the Redis already answering on 127.0.0.1:${config.ARCHWAY_UP_REDIS_PORT} (ARCHWAY_UP_REDIS_PORT sets another port)`,
         );
       }
 
@@ -130,7 +169,7 @@ Example (a second installation beside the first):
 
       if (!redisUrl) {
         const port = config.ARCHWAY_UP_REDIS_PORT;
-        const dir = poolLayout(config.ARCHWAY_POOL_PATH).upRedis;
+        const dir = redisDir;
         await mkdir(dir, { recursive: true });
         // Its own session: the terminal's SIGINT goes to up's process group, not to Redis, which
         // must outlive the workers that re-queue their jobs into it.
@@ -150,6 +189,8 @@ Example (a second installation beside the first):
             'noeviction',
             '--save',
             '',
+            '--pidfile',
+            join(dir, REDIS_PID_FILE),
           ],
           { stdio: 'ignore', detached: true },
         );
@@ -178,6 +219,8 @@ Example (a second installation beside the first):
         ARCHWAY_TOKEN: token,
         ARCHWAY_PORT: String(config.ARCHWAY_PORT),
         ARCHWAY_PAGE_SECRET: pageSecret,
+        // A part whose up is killed stops by itself (as on SIGTERM) instead of running on unsupervised.
+        ARCHWAY_STOP_WITH_PID: String(process.pid),
       };
       const parts: Part[] = [];
       const start = (name: string, args: string[], arch?: Arch, extra: Record<string, string> = {}) => {
@@ -235,6 +278,7 @@ Example (a second installation beside the first):
             ownRedis.proc.kill('SIGTERM');
             await ownRedis.exited;
           }
+          if (adoptedRedis) await stopPid(adoptedRedis);
           tell('stopped; no container left');
         })();
         return stopping;

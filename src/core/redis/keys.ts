@@ -22,6 +22,8 @@ export function createKeys(prefix = 'archway') {
     /** Finished jobs by the time (ms) their record expires: the retention sweep removes them and their index entries. */
     jobsExpiry: `${t}:jobs:expiry`,
     idempotency: (hash: string) => `${t}:idem:${hash}`,
+    /** An uploaded tree (`POST /v1/uploads`): its sha, size, the API replica that holds it, the build that claimed it. */
+    upload: (id: string) => `${t}:upload:${id}`,
     events: `${t}:events`,
     cancelChannel: `${t}:cancel`,
     /** Drain and undrain requests for nodes (the node id is the message). */
@@ -73,7 +75,21 @@ export function createKeys(prefix = 'archway') {
     sourceCredential: (jobId: string) => `${t}:source-cred:${jobId}`,
     /** Jobs with a source credential, by the credential's expiry (ms): renewed while they wait. */
     sourceCredentials: `${t}:source-creds`,
+    /** Concurrency caps: a hash of group (`repo=owner/name`, `key=value`, `repo=*` the repositories' default) to its cap. */
+    limits: `${t}:limits`,
+    /** The slots of a concurrency group held now: job id by the lease's expiry (ms, Redis time). */
+    limitRunning: (group: string) => `${t}:limit:run:${group}`,
+    /** The line of a concurrency group: `arch/id` of held jobs by when they first waited (ms). */
+    limitWaiting: (group: string) => `${t}:limit:wait:${group}`,
+    /** When each held job (`arch/id`) last looked for a slot (ms): one that stopped looking leaves the line. */
+    limitWaiterSeen: `${t}:limit:seen`,
+    /** Concurrency groups with jobs in line, for the control plane's wake-up pass. */
+    limitGroupsWaiting: `${t}:limit:groups-waiting`,
+    /** Jobs of an arch held by a cap, by when they last looked (ms): what the pools' estimates leave out. */
+    limitHeld: (arch: Arch) => `${t}:limit:held:${arch}`,
     log: (id: string) => `${prefix}:log:{${id}}`,
+    /** The newest attempt that wrote to a job's log (beside the log, same tag): an older one's writes are refused. */
+    logFence: (id: string) => `${prefix}:logfence:{${id}}`,
   } as const;
 }
 export type Keys = ReturnType<typeof createKeys>;
