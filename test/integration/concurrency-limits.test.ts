@@ -330,11 +330,17 @@ describe('concurrency caps on real workers', () => {
       'the job to be held',
       20_000,
     );
-    const show = await execa('bin/archway', ['job', 'show', held], {
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ARCHWAY_URL: api.url, ARCHWAY_TOKEN: api.token },
-      extendEnv: false,
-      reject: false,
-    });
+    const cli = (args: string[]) =>
+      execa('bin/archway', args, {
+        env: {
+          PATH: process.env.PATH ?? '/usr/bin:/bin',
+          ARCHWAY_URL: api?.url ?? '',
+          ARCHWAY_TOKEN: api?.token ?? '',
+        },
+        extendEnv: false,
+        reject: false,
+      });
+    const show = await cli(['job', 'show', held]);
     expect(show.stdout).toMatch(/^waiting: +label team=infra has 1 of 1 job running$/m);
     const listed = await api.app.inject({ method: 'GET', url: '/v1/limits', headers: auth });
     expect(listed.json()).toEqual({
@@ -344,13 +350,16 @@ describe('concurrency caps on real workers', () => {
     await cluster.queue.cancel(held);
     expect(await cluster.queue.limits.status('team=infra')).toMatchObject({ running: 1, waiting: 0 });
     expect(await cluster.queue.limits.held('amd64')).toEqual([]);
-    // Raising the cap through the API is seen by the worker at once: a new job runs beside the long one.
-    await api.app.inject({
-      method: 'PUT',
-      url: '/v1/labels/team/infra/limits',
-      headers: auth,
-      payload: { concurrency: 2 },
-    });
+    const table = await cli(['limits']);
+    expect(table.stdout).toMatch(/^repositories' default: none/);
+    expect(table.stdout).toMatch(/^team=infra +1 +1 +0$/m);
+    const bad = await cli(['limits', 'set', 'team=infra', '0']);
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toMatch(/N: expected a number of jobs/);
+    // Raising the cap (the CLI, through the API) is seen by the worker at once: a new job runs beside the long one.
+    const raised = await cli(['limits', 'set', 'team=infra', '2']);
+    expect(raised.exitCode).toBe(0);
+    expect(raised.stdout).toMatch(/^team=infra +2 +1 +0$/m);
     const beside = await cluster.submit({
       arch: 'amd64',
       image: 'busybox',
