@@ -89,6 +89,7 @@ export { createLease, type Lease, type LeaseOptions } from './lease.ts';
 export {
   compareLogIds,
   type LogChunk,
+  type LogData,
   type LogPage,
   lastLogId,
   readLog,

@@ -21,9 +21,17 @@ export async function readLog(
   return toChunks(entries);
 }
 
+/** One chunk of a job's log as Redis holds it: the bytes, never decoded (a follow passes them on as they are). */
+export interface LogData {
+  /** The stream entry id: a resume point (SSE's Last-Event-ID). */
+  id: string;
+  /** UTF-8, cut on character boundaries by the writer. */
+  data: Buffer;
+}
+
 /** Entries of a log read in one go: its chunks, whether the end marker was among them, and the last entry's id. */
 export interface LogPage {
-  chunks: LogChunk[];
+  chunks: LogData[];
   ended: boolean;
   /** Id of the last entry read (a chunk or the end marker): where the next read starts. */
   last?: string;
@@ -37,13 +45,13 @@ export async function readLogPage(
   after: string | undefined,
   count: number,
 ): Promise<LogPage> {
-  const entries = (await redis.xrange(
+  const entries = (await redis.xrangeBuffer(
     keys.log(jobId),
     after && after !== '0-0' ? `(${after}` : '-',
     '+',
     'COUNT',
     count,
-  )) as [string, string[]][];
+  )) as [Buffer, Buffer[]][];
   return toPage(entries);
 }
 
@@ -58,7 +66,7 @@ export async function readLogBlocking(
   after: string,
   o: { blockMs: number; count: number },
 ): Promise<LogPage> {
-  const reply = (await blocking.xread(
+  const reply = (await blocking.xreadBuffer(
     'COUNT',
     o.count,
     'BLOCK',
@@ -66,7 +74,7 @@ export async function readLogBlocking(
     'STREAMS',
     keys.log(jobId),
     after,
-  )) as [string, [string, string[]][]][] | null;
+  )) as [Buffer, [Buffer, Buffer[]][]][] | null;
   return toPage(reply?.[0]?.[1] ?? []);
 }
 
@@ -83,9 +91,15 @@ export function compareLogIds(a: string, b: string): number {
   return am === bm ? as - bs : am - bm;
 }
 
-function toPage(entries: [string, string[]][]): LogPage {
-  const { chunks, ended } = toChunks(entries);
-  const last = entries.at(-1)?.[0];
+function toPage(entries: [Buffer, Buffer[]][]): LogPage {
+  const chunks: LogData[] = [];
+  let ended = false;
+  for (const [id, fields] of entries) {
+    const field = fields[0]?.toString();
+    if (field === 't') chunks.push({ id: id.toString(), data: fields[1] ?? Buffer.alloc(0) });
+    else if (field === 'end') ended = true;
+  }
+  const last = entries.at(-1)?.[0].toString();
   return last === undefined ? { chunks, ended } : { chunks, ended, last };
 }
 

@@ -8,6 +8,15 @@ export { MASK };
 export const MAX_CHUNK_BYTES = 16 * 1024;
 /** Longest a byte waits before it is flushed to the stream. */
 export const FLUSH_MS = 50;
+/**
+ * Most bytes of chunks in one append (one script call). Only one is in flight at a time, and what the job
+ * writes meanwhile goes out together in the next one: Redis appends and fsyncs its AOF once per
+ * call (with `appendfsync always`, one fsync each), so under fast output the batches grow to
+ * this size instead of one round trip per 64 KiB pipe read (32 MB/s, docs/benchmarks.md).
+ */
+export const MAX_BATCH_BYTES = 1024 * 1024;
+/** Most bytes held for Redis (waiting and in flight) before `write` holds the job's pipe. */
+export const MAX_HELD_BYTES = 2 * MAX_BATCH_BYTES;
 
 export interface LogWriterOptions {
   redis: Redis;
@@ -21,6 +30,13 @@ export interface LogWriterOptions {
    */
   secrets: readonly string[];
   onLimit: () => void;
+  /**
+   * The attempt writing (a job's run on a node). Once a later attempt has written to the log, this
+   * one's writes are refused and dropped (`superseded`): a partitioned node whose job was re-run
+   * elsewhere cannot add its stale output to the log when its link returns. Unset for archway's
+   * own notes from outside an attempt (a cancel, a lost node), which always go in.
+   */
+  attempt?: number;
 }
 
 export interface LogWriter {
@@ -32,14 +48,56 @@ export interface LogWriter {
   readonly bytes: number;
   /** Flushes what is held, writes the end marker and sets the stream's expiry. */
   end(retentionSeconds: number): Promise<void>;
+  /** A later attempt has written to the log: this one's output is dropped from then on. */
+  readonly superseded: boolean;
+}
+
+/**
+ * Appends a batch of chunks (ARGV[3..]) to the log stream KEYS[1], unless KEYS[2] (the log's
+ * fence) names a later attempt than ARGV[1] ('' for a note from outside an attempt: no check);
+ * ARGV[2], when not '', ends the log and sets its expiry. Returns 0 when refused.
+ */
+const APPEND_LUA = `
+local a = ARGV[1]
+if a ~= '' then
+  local fence = tonumber(redis.call('GET', KEYS[2]) or '0')
+  local n = tonumber(a)
+  if fence > n then return 0 end
+  if fence < n then redis.call('SET', KEYS[2], a) end
+end
+for i = 3, #ARGV do redis.call('XADD', KEYS[1], '*', 't', ARGV[i]) end
+if ARGV[2] ~= '' then
+  redis.call('XADD', KEYS[1], '*', 'end', '1')
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+return 1`;
+
+type AppendingRedis = Redis & {
+  archwayLogAppend(log: string, fence: string, ...args: (string | Buffer)[]): Promise<number>;
+};
+
+/** The connection with the append script defined on it (once; ioredis sends it by its sha). */
+function appending(redis: Redis): AppendingRedis {
+  const r = redis as AppendingRedis;
+  if (typeof r.archwayLogAppend !== 'function')
+    redis.defineCommand('archwayLogAppend', { numberOfKeys: 2, lua: APPEND_LUA });
+  return r;
 }
 
 /**
  * Turns a job's output into its log stream: UTF-8 safe chunks of at most 16 KiB, flushed when
- * full or 50 ms after their first byte, with secrets masked and the log limit enforced.
+ * full or 50 ms after their first byte, with secrets masked and the log limit enforced. Chunks
+ * reach Redis in order, in appends of up to 1 MiB with one in flight at a time (a lone line goes
+ * out at once; a fast job's output rides in the next append while one is in flight).
  */
 export function createLogWriter(o: LogWriterOptions): LogWriter {
   const key = o.keys.log(o.jobId);
+  const fence = o.keys.logFence(o.jobId);
+  const redis = appending(o.redis);
+  const attempt = o.attempt === undefined ? '' : String(o.attempt);
+  /** A later attempt wrote to the log: nothing more goes out. */
+  let superseded = false;
   // Without secrets the bytes go through untouched (the fast path: no automaton).
   const masker = o.secrets.some((s) => s.length > 0)
     ? createSecretMasker(compileSecrets(o.secrets))
@@ -51,20 +109,69 @@ export function createLogWriter(o: LogWriterOptions): LogWriter {
   let bytes = 0;
   let limited = false;
   let timer: NodeJS.Timeout | undefined;
-  let chain: Promise<unknown> = Promise.resolve();
+  /** Chunks flushed and not yet sent, in order; `last` is the end marker and expiry, sent after them. */
+  let waiting: (Buffer | string)[] = [];
+  let waitingBytes = 0;
+  let last: number | undefined;
   let inFlight = 0;
+  /** The append in flight, if any. */
+  let sending: Promise<void> | undefined;
+  /** The first failed append: nothing is sent after it (its chunks would leave a gap), and note and end reject with it. */
+  let failed: Error | undefined;
+
+  const size = (e: Buffer | string) => (typeof e === 'string' ? Buffer.byteLength(e) : e.length);
 
   function append(entries: (Buffer | string)[]): void {
-    if (entries.length === 0) return;
-    const size = entries.reduce((n, e) => n + (typeof e === 'string' ? Buffer.byteLength(e) : e.length), 0);
-    inFlight += size;
-    const batch = o.redis.multi();
-    for (const e of entries) batch.xadd(key, '*', 't', e);
-    chain = chain
-      .then(() => batch.exec())
-      .finally(() => {
-        inFlight -= size;
-      });
+    for (const e of entries) {
+      waiting.push(e);
+      waitingBytes += size(e);
+    }
+    pump();
+  }
+
+  /** Sends what waits, one append at a time, until nothing does. */
+  function pump(): void {
+    if (sending || failed || superseded || (waiting.length === 0 && last === undefined)) return;
+    let n = 0;
+    let sent = 0;
+    while (n < waiting.length && (n === 0 || sent + size(waiting[n] as Buffer | string) <= MAX_BATCH_BYTES)) {
+      sent += size(waiting[n] as Buffer | string);
+      n++;
+    }
+    const chunks = waiting.slice(0, n);
+    waiting = n === waiting.length ? [] : waiting.slice(n);
+    waitingBytes -= sent;
+    let endTtl = '';
+    if (waiting.length === 0 && last !== undefined) {
+      endTtl = String(last);
+      last = undefined;
+    }
+    inFlight = sent;
+    sending = redis.archwayLogAppend(key, fence, attempt, endTtl, ...chunks).then(
+      (ok) => {
+        inFlight = 0;
+        sending = undefined;
+        if (ok === 0) {
+          superseded = true;
+          waiting = [];
+          waitingBytes = 0;
+          last = undefined;
+          return;
+        }
+        pump();
+      },
+      (e: unknown) => {
+        failed = e instanceof Error ? e : new Error(String(e));
+        inFlight = 0;
+        sending = undefined;
+      },
+    );
+  }
+
+  /** Resolves once everything flushed so far is in Redis; rejects when an append failed. */
+  async function sent(): Promise<void> {
+    while (sending) await sending;
+    if (failed) throw failed;
   }
 
   /** What may leave now: all of it when final, else up to a point that splits no character or secret. */
@@ -95,7 +202,7 @@ export function createLogWriter(o: LogWriterOptions): LogWriter {
 
   return {
     async write(data) {
-      if (limited) return;
+      if (limited || superseded) return;
       if (masker) masker.write(data);
       else {
         held.push(data);
@@ -104,22 +211,25 @@ export function createLogWriter(o: LogWriterOptions): LogWriter {
       fresh += data.length;
       if (fresh >= MAX_CHUNK_BYTES) flush(false);
       else timer ??= setTimeout(() => flush(false), FLUSH_MS);
-      // Hold the job's pipe while more than 1 MiB waits for Redis: memory stays bounded.
-      if (inFlight > 1024 * 1024) await chain.catch(() => undefined);
+      // Hold the job's pipe while more than 2 MiB waits for Redis: memory stays bounded.
+      while (sending && !failed && waitingBytes + inFlight > MAX_HELD_BYTES) await sending;
     },
     async note(t) {
       flush(true);
       append(splitUtf8(t, MAX_CHUNK_BYTES));
-      await chain;
+      await sent();
     },
     get bytes() {
       return bytes;
     },
+    get superseded() {
+      return superseded;
+    },
     async end(retentionSeconds) {
       flush(true);
-      const multi = o.redis.multi().xadd(key, '*', 'end', '1').expire(key, retentionSeconds);
-      chain = chain.then(() => multi.exec());
-      await chain;
+      last = retentionSeconds;
+      pump();
+      await sent();
     },
   };
 }

@@ -196,14 +196,18 @@ export function createJobRunner(o: JobRunnerOptions): JobRunner {
       redis: o.redis,
       keys: o.keys,
       jobId: id,
+      // A re-run of this job elsewhere (this node lost, partitioned) fences this attempt's output out.
+      attempt,
       limitBytes: o.logLimitBytes,
       secrets: Object.values(spec.secrets),
       onLimit: () => stop('log_limit'),
     });
     let silence: NodeJS.Timeout | undefined;
+    // Once per read of the job's output (tens of thousands for a fast job): restart the one timer
+    // rather than make a new one each time.
     const armSilence = () => {
-      clearTimeout(silence);
-      silence = setTimeout(() => stop('silence'), limits.silenceTimeoutSeconds * 1000);
+      if (silence) silence.refresh();
+      else silence = setTimeout(() => stop('silence'), limits.silenceTimeoutSeconds * 1000);
     };
     const facts: AttemptFacts = { lastAttempt: taken.lastAttempt };
     try {

@@ -168,6 +168,7 @@ async function runNode(
     nodeId,
     arch: o.arch,
     slots: o.slots,
+    imageSyncGraceMs: config.ARCHWAY_IMAGE_SYNC_GRACE_SECONDS * 1000,
     launcher,
     images,
     queue,

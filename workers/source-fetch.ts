@@ -202,8 +202,10 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
             { env: remoteEnv, signal, timeoutMs: GIT_TIMEOUT_MS, label: 'git fetch' },
           ).catch((e: unknown) => {
             if (e instanceof HostCommandError) {
+              // The server said the repository or the ref is not there: no retry makes it appear.
+              // Anything else (no route, refused, a 5xx, a timeout) may pass: retried.
               throw new SourceFetchError(`fetching ${what} from ${src.url.href}: ${e.message}`, {
-                infra: true,
+                infra: !ABSENT.test(e.message),
                 cause: e,
               });
             }
@@ -287,6 +289,14 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
         const [a, t] = await Promise.all([archive, tar]);
         if (a.failed || t.failed) {
           if (signal.aborted) throw new AbortedError('placing the source', signal.reason);
+          // A full disk: ENOSPC, EDQUOT, or tar's short write (what a quota-limited disk gives it).
+          if (
+            /No space left on device|Disk quota exceeded|Wrote only \d+ of \d+ bytes/.test(String(t.stderr))
+          )
+            throw new SourceFetchError(
+              `the tree of ${sha} does not fit the job's disk: give the job more (resources.diskMiB)`,
+              { infra: false },
+            );
           throw new SourceFetchError(
             `placing ${sha} at ${buildDir}: ${String(a.stderr || t.stderr || a.shortMessage || t.shortMessage)}`,
             { infra: true },
@@ -302,6 +312,14 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
     },
   };
 }
+
+/**
+ * What git prints when the server answered that the repository or the ref does not exist (smart
+ * HTTP's 404/410, git-daemon's refusal, a ref the remote lacks), as opposed to one it could not
+ * reach; only these fail a job at once.
+ */
+const ABSENT =
+  /repository '[^']*' not found|Repository not found|The requested URL returned error: (404|410)|does not appear to be a git repository|not exported|couldn't find remote ref/;
 
 type MirrorAccess = 'public' | 'unknown';
 const ACCESS_FILE = 'archway-access';

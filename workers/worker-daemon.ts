@@ -22,6 +22,8 @@ export interface WorkerDaemonOptions {
   arch: Arch;
   /** Jobs run at once. */
   slots: number;
+  /** How long a missing image's current version may still be on its way to this node (ARCHWAY_IMAGE_SYNC_GRACE_SECONDS). Default IMAGE_SYNC_GRACE_MS. */
+  imageSyncGraceMs?: number;
   launcher: JobLauncher;
   images: ImageStore;
   queue: JobQueue;
@@ -105,7 +107,7 @@ export function createWorkerDaemon(o: WorkerDaemonOptions): WorkerDaemon {
     const at = await findImage({ catalog: o.catalog, nodes: o.nodes, exceptNode: o.nodeId }, image, o.arch);
     if (!at.found) return 'nowhere';
     const age = at.published ? Date.now() - Date.parse(at.published) : Number.NaN;
-    return age > IMAGE_SYNC_GRACE_MS ? 'overdue' : 'elsewhere';
+    return age > (o.imageSyncGraceMs ?? IMAGE_SYNC_GRACE_MS) ? 'overdue' : 'elsewhere';
   }
 
   const runner = createJobRunner({

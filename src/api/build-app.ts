@@ -107,6 +107,7 @@ export function buildApp(config: ApiConfig, deps: ApiDeps) {
     },
     maxPerJob: config.ARCHWAY_LOG_FOLLOWERS_PER_JOB,
     maxTotal: config.ARCHWAY_LOG_FOLLOWERS_MAX,
+    stallMs: config.ARCHWAY_LOG_FOLLOW_STALL_SECONDS * 1000,
   });
   const links =
     deps.pageLinks ??

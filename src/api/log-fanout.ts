@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import {
   compareLogIds,
-  type LogChunk,
+  type LogData,
   type LogPage,
   lastLogId,
   readLogBlocking,
@@ -14,8 +14,17 @@ import { ArchwayError, type Keys, toError } from '../core/index.ts';
  * client stops reading holds at most 256 KiB (1000 followers, the default cap: 250 MiB at worst).
  */
 const PAGE = 16;
-/** Bytes of recent chunks a job's reader keeps for the followers that are caught up (one reader per followed job). */
-const RING_BYTES = 256 * 1024;
+/**
+ * Entries one read of a job's reader takes (at most 1 MiB): a fast job's worker writes its log
+ * in MULTIs of up to 1 MiB (queue/log-writer.ts), which one read brings in whole.
+ */
+const READ_COUNT = 64;
+/**
+ * Bytes of recent chunks a job's reader keeps for the followers that are caught up (one reader
+ * per followed job): two reads' worth, so a follower that is one read behind still finds its
+ * next chunks here, not in a read of its own from Redis (at 100 MB/s, 256 KiB was 2.5 ms).
+ */
+const RING_BYTES = 2 * 1024 * 1024;
 /** How long the reader blocks before it asks whether the job has finished. */
 const BLOCK_MS = 1000;
 
@@ -37,11 +46,20 @@ export interface LogFanoutOptions {
   maxPerJob: number;
   /** Most followers in this process. */
   maxTotal: number;
+  /**
+   * How long a follower's client may leave written log unread (its connection's buffers full)
+   * before it is cut off, so that it frees its place. Default 30 s.
+   */
+  stallMs?: number;
 }
 
 export interface LogFollower {
-  /** The log from `after` (exclusive), as it is written, until its end. */
-  chunks(after: string | undefined, signal: AbortSignal): AsyncGenerator<LogChunk>;
+  /**
+   * The log from `after` (exclusive), as it is written, until its end: in pages (what one read
+   * brought, never empty), which a follow writes in one go. The chunks are shared with the job's
+   * other followers: never change them.
+   */
+  pages(after: string | undefined, signal: AbortSignal): AsyncGenerator<LogData[]>;
   /** Idempotent: frees the follower's place (and the job's reader, when it was the last). */
   leave(): void;
 }
@@ -52,13 +70,15 @@ export interface LogFanout {
   readonly followers: number;
   /** Jobs with a reader (each one Redis connection). */
   readonly readers: number;
+  /** How long a follower's client may leave written log unread before it is cut off (LogFanoutOptions.stallMs). */
+  readonly stallMs: number;
   /** Ends every reader: their followers fail and end. */
   close(): void;
 }
 
 interface Entry {
   id: string;
-  chunk?: LogChunk;
+  chunk?: LogData;
   end?: true;
 }
 
@@ -116,7 +136,7 @@ export function createLogFanout(o: LogFanoutOptions): LogFanout {
       while (!r.stopped && !r.ended) {
         let page: LogPage = await readLogBlocking(r.conn, o.keys, jobId, position, {
           blockMs: BLOCK_MS,
-          count: 100,
+          count: READ_COUNT,
         });
         if (page.last === undefined) {
           if (!(await o.isFinished(jobId))) continue;
@@ -142,12 +162,12 @@ export function createLogFanout(o: LogFanoutOptions): LogFanout {
     // The chunks, then the end marker (page.last, when the page ended).
     for (const c of page.chunks) {
       r.ring.push({ id: c.id, chunk: c });
-      r.ringBytes += c.text.length;
+      r.ringBytes += c.data.length;
     }
     if (page.ended && page.last !== undefined) r.ring.push({ id: page.last, end: true });
     while (r.ringBytes > RING_BYTES && r.ring.length > 1) {
       const dropped = r.ring.shift() as Entry;
-      r.ringBytes -= dropped.chunk?.text.length ?? 0;
+      r.ringBytes -= dropped.chunk?.data.length ?? 0;
       r.ringStart = dropped.id;
     }
   }
@@ -202,14 +222,14 @@ export function createLogFanout(o: LogFanoutOptions): LogFanout {
       let reader: Reader | undefined;
       let left = false;
       return {
-        async *chunks(after, signal) {
+        async *pages(after, signal) {
           let last = after ?? '0-0';
           while (!signal.aborted && !left) {
             const gen = reader?.gen ?? 0;
             if (reader?.error) throw reader.error;
             const page =
               (reader && fromRing(reader, last)) ?? (await readLogPage(o.redis, o.keys, jobId, last, PAGE));
-            for (const c of page.chunks) yield c;
+            if (page.chunks.length > 0) yield page.chunks;
             if (page.last !== undefined) last = page.last;
             if (page.ended) return;
             if (page.last !== undefined) continue;
@@ -253,6 +273,7 @@ export function createLogFanout(o: LogFanoutOptions): LogFanout {
     get readers() {
       return readers.size;
     },
+    stallMs: o.stallMs ?? 30_000,
     close() {
       for (const [id, r] of readers) stop(id, r);
     },

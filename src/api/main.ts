@@ -109,8 +109,13 @@ export async function runApi(
       : undefined;
   // Builds through the API: uploads kept on this host, the stage machine advanced by the follower.
   const uploadDir = config.ARCHWAY_UPLOAD_DIR ?? `${config.ARCHWAY_POOL_PATH.replace(/\/+$/, '')}/uploads`;
+  // Set once listening: the replica's own address, what the others fetch its uploads from.
+  let listenUrl = '';
   const uploads = createUploads({
     dir: uploadDir,
+    redis,
+    keys,
+    selfUrl: () => config.ARCHWAY_REPLICA_URL ?? listenUrl,
     limitBytes: config.ARCHWAY_UPLOAD_LIMIT_BYTES,
     unusedTtlMs: 3_600_000,
     logger,
@@ -243,6 +248,7 @@ export async function runApi(
   const host = config.ARCHWAY_HOST.includes(':') ? `[${config.ARCHWAY_HOST}]` : config.ARCHWAY_HOST;
   const url = `http://${host}:${port}`;
   publicUrl ||= url;
+  listenUrl = url;
   logger.info({ url, tokens: config.tokens.map((t) => t.name) }, 'api listening');
   return { app, url, close, closed };
 }

@@ -103,6 +103,7 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   413: 'The body is larger than ARCHWAY_BODY_LIMIT_BYTES',
   415: 'The body is not JSON',
   429: 'Too many followers of this log, or of logs on this API (TOO_MANY_FOLLOWERS): read it without following, or retry later',
+  503: 'Unavailable for now, retry: Redis is away (REDIS_UNAVAILABLE), or an uploaded tree is held by an API replica that cannot be reached (UPLOAD_UNAVAILABLE)',
 };
 
 /** Error responses for a route's schema (so they appear in the OpenAPI document). */

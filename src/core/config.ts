@@ -375,6 +375,11 @@ export const ApiConfig = z
     ARCHWAY_LOG_FOLLOWERS_PER_JOB: int(100),
     /** Most log followers this API serves at once, over all jobs; more get a 429. */
     ARCHWAY_LOG_FOLLOWERS_MAX: int(1000),
+    /**
+     * Seconds a log follower's client may leave written log unread (its connection's buffers
+     * full) before the API cuts it off and frees its place. Default 30.
+     */
+    ARCHWAY_LOG_FOLLOW_STALL_SECONDS: int(30),
     /** The pool whose `blobs/` directory the API serves image blobs from (when ARCHWAY_BLOB_DIR is unset). */
     ARCHWAY_POOL_PATH: z.string().startsWith('/', 'an absolute path').default('/var/lib/archway'),
     /** Directory of the image blob store the API serves. Default `<pool>/blobs`. */
@@ -402,6 +407,12 @@ export const ApiConfig = z
      * repositories excepted): for open-source installations.
      */
     ARCHWAY_PUBLIC_LOGS: z.stringbool().default(false),
+    /**
+     * This API replica's own address as the other replicas reach it (`http://10.0.0.5:8080`):
+     * an upload is kept on the replica that took it, and another replica that needs it fetches it
+     * from here. Default: where it listens (`http://ARCHWAY_HOST:ARCHWAY_PORT`), right for one replica.
+     */
+    ARCHWAY_REPLICA_URL: z.url().optional(),
     /**
      * Jobs of one repository (label `repo`, which builds carry) that run at once, over every arch;
      * more wait in the queue without holding a slot. Per-repository caps (`PUT
@@ -471,6 +482,12 @@ export const WorkerConfig = HostConfig.extend({
    * Default: none (factor 1).
    */
   ARCHWAY_TIME_MULTIPLIERS: TimeMultipliers,
+  /**
+   * How long after an image version is published a node without it may still be syncing it, in
+   * seconds: a job of that image is retried elsewhere without blame; past it, the node's sync is
+   * overdue and the error counts toward its quarantine. Raise it for large images on slow links.
+   */
+  ARCHWAY_IMAGE_SYNC_GRACE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(600),
   /** Port of the worker's /metrics (0 = none). */
   ARCHWAY_WORKER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(0),
   ...ALLOW_LOOPBACK_SOURCES,

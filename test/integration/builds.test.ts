@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ApiProcess, runApi } from '../../src/api/index.ts';
+import type { ApiProcess } from '../../src/api/index.ts';
 import { makeTreeBundle } from '../../src/cli/tree-bundle.ts';
 import { poolLayout, runCommand } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
@@ -99,22 +99,14 @@ beforeAll(async () => {
   await c.addWorker('arm64', { slots: 2 });
   await c.addWorker('ppc64le', { slots: 2 });
   await c.addWorker('s390x', { slots: 2 });
-  api = await runApi(
-    {
-      REDIS_URL: c.redis.url,
-      ARCHWAY_REDIS_PREFIX: c.keys.prefix,
-      ARCHWAY_TOKEN: token,
-      ARCHWAY_PORT: '0',
-      ARCHWAY_LOG_LEVEL: process.env.ARCHWAY_TEST_LOG_LEVEL ?? 'warn',
-      ARCHWAY_ALLOW_LOOPBACK_SOURCES: '1',
-      ARCHWAY_UPLOAD_DIR: uploadDir,
-      ARCHWAY_UPLOAD_LIMIT_BYTES: String(UPLOAD_LIMIT),
-      ARCHWAY_CONFIG_FETCH_LIMIT_BYTES: String(CONFIG_FETCH_LIMIT),
-      // Builds' jobs get no network here: busybox jobs need none, and the egress setup is not under test.
-      ARCHWAY_EGRESS: 'false',
-    },
-    { handleSignals: false },
-  );
+  api = await c.startApi(token, {
+    ARCHWAY_ALLOW_LOOPBACK_SOURCES: '1',
+    ARCHWAY_UPLOAD_DIR: uploadDir,
+    ARCHWAY_UPLOAD_LIMIT_BYTES: String(UPLOAD_LIMIT),
+    ARCHWAY_CONFIG_FETCH_LIMIT_BYTES: String(CONFIG_FETCH_LIMIT),
+    // Builds' jobs get no network here: busybox jobs need none, and the egress setup is not under test.
+    ARCHWAY_EGRESS: 'false',
+  });
 }, 120_000);
 
 checkLeftovers(

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { type IncomingMessage, request } from 'node:http';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLogWriter, type JobQueue, type LogWriter } from '../../queue/index.ts';
+import { createLogWriter, type JobQueue, type LogData, type LogWriter } from '../../queue/index.ts';
 import { createLogFanout } from '../../src/api/log-fanout.ts';
 import { JobSpec, type Keys } from '../../src/core/index.ts';
 import { startTestApi, type TestApi } from '../support/test-api.ts';
@@ -11,6 +11,8 @@ import { eventually } from '../support/test-host.ts';
 // Issue 9, point 9: SSE followers of a job share one Redis reader, and are capped with a 429.
 const TOKEN = `admin-${randomBytes(12).toString('hex')}`;
 const FOLLOWERS = 300;
+/** A follower whose client reads nothing for this long is cut off. */
+const STALL_S = 2;
 let api: TestApi;
 let redis: Redis;
 let keys: Keys;
@@ -25,6 +27,7 @@ beforeAll(async () => {
       ARCHWAY_TOKEN: TOKEN,
       ARCHWAY_LOG_FOLLOWERS_PER_JOB: String(FOLLOWERS),
       ARCHWAY_LOG_FOLLOWERS_MAX: String(FOLLOWERS + 5),
+      ARCHWAY_LOG_FOLLOW_STALL_SECONDS: String(STALL_S),
     },
     onBlockingRedis: (r) => opened.push(r),
     listen: true,
@@ -157,11 +160,12 @@ describe('log followers share one reader per job', () => {
     const slow = fanout.join(id);
     const fastGot: string[] = [];
     const fastDone = (async () => {
-      for await (const c of fast.chunks(undefined, stop.signal)) fastGot.push(c.text);
+      for await (const page of fast.pages(undefined, stop.signal))
+        for (const c of page) fastGot.push(c.data.toString());
     })();
-    const slowIt = slow.chunks(undefined, stop.signal);
+    const slowIt = slow.pages(undefined, stop.signal);
     await log.note('first\n');
-    expect((await slowIt.next()).value?.text).toBe('first\n');
+    expect(((await slowIt.next()).value as LogData[]).map((c) => c.data.toString())).toEqual(['first\n']);
     // 3 MiB while the slow one reads nothing: more than the reader keeps for caught-up followers.
     const big = Array.from({ length: 200 }, (_, i) => `big ${i} ${'y'.repeat(16_000)}\n`);
     for (const b of big) await log.note(b);
@@ -169,7 +173,8 @@ describe('log followers share one reader per job', () => {
     expect(fanout.readers).toBe(1);
     await finish(id, log);
     const rest: string[] = [];
-    for await (const c of { [Symbol.asyncIterator]: () => slowIt }) rest.push(c.text);
+    for await (const page of { [Symbol.asyncIterator]: () => slowIt })
+      for (const c of page) rest.push(c.data.toString());
     expect(rest).toEqual(big);
     await fastDone;
     expect(fastGot).toEqual(['first\n', ...big]);
@@ -179,6 +184,31 @@ describe('log followers share one reader per job', () => {
     expect(fanout.followers).toBe(0);
     fanout.close();
   });
+
+  it('a client that stops reading is cut off after ARCHWAY_LOG_FOLLOW_STALL_SECONDS, not buffered for; the others get everything', async () => {
+    const { id, log } = await runningJob();
+    const stalled = (await follow(id)) as Follower;
+    const active = (await follow(id)) as Follower;
+    stalled.res.pause();
+    // 32 MiB: more than the loopback connection's buffers take, so the API's writes to it wait.
+    const piece = `${'z'.repeat(16 * 1024 - 1)}\n`;
+    for (let i = 0; i < 2048; i++) await log.write(Buffer.from(piece));
+    await eventually(
+      () => active.chunks.join('').length === 2048 * piece.length,
+      'the active follower to get it all',
+      30_000,
+    );
+    await new Promise((r) => setTimeout(r, (STALL_S + 1.5) * 1000));
+    await finish(id, log);
+    const a = await active.ended;
+    expect(a.end).toEqual({ state: 'passed', exitCode: 0, reason: null });
+    stalled.res.resume();
+    // What the kernel had buffered still arrives; then the stream ends short, without `end`.
+    const s = await stalled.ended.catch(() => ({ end: undefined, chunks: stalled.chunks }));
+    expect(s.end).toBeUndefined();
+    expect(s.chunks.join('').length).toBeLessThan(2048 * piece.length);
+    expect(s.chunks.join('')).toBe(a.chunks.join('').slice(0, s.chunks.join('').length));
+  }, 60_000);
 
   it('followers over the cap of a job, or of the API, get a clear 429; a place frees when one leaves', async () => {
     const a = await runningJob();

@@ -149,4 +149,30 @@ describe('membership', () => {
       await cluster.queue.cancel(id);
     }
   });
+
+  it('does not blame a node for an image published within ARCHWAY_IMAGE_SYNC_GRACE_SECONDS (its sync may still be on its way)', async () => {
+    c = await startCluster();
+    const cluster = c;
+    // The catalog's version is an hour old: overdue at the default grace (above), not at two hours.
+    const node = await cluster.addWorker('arm64', { slots: 1, imageSyncGraceMs: 2 * 3600_000 });
+    await cluster.catalogOnly('not-on-this-host', 'arm64');
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++)
+      ids.push(await cluster.submit({ arch: 'arm64', image: 'not-on-this-host', script: 'true' }));
+    await eventually(
+      async () => {
+        for (const id of ids) {
+          const job = await cluster.queue.get(id);
+          if (!job?.attempts.some((a) => a.outcome === 'errored')) return false;
+        }
+        return true;
+      },
+      'an errored attempt of each job',
+      20_000,
+    );
+    // Three errors, as above, where the default grace quarantined the node at once.
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(node.state).toBe('active');
+    for (const id of ids) await cluster.queue.cancel(id).catch(() => undefined);
+  });
 });

@@ -257,7 +257,7 @@ describe('at run time, on a pool of one node', () => {
     expect(await cluster.waitFinal(ok)).toMatchObject({ state: 'passed' });
   }, 120_000);
 
-  it('three jobs whose git source does not exist fail with reason source and do not quarantine the node; a good job runs', async () => {
+  it('three jobs whose git source does not exist, and one whose tree does not fit its disk, fail with reason source at once and do not quarantine the node; a good job runs', async () => {
     c = await startCluster();
     gh = await startFakeGitHub();
     const node = await c.addWorker('amd64', { slots: 1 });
@@ -274,8 +274,10 @@ describe('at run time, on a pool of one node', () => {
     for (const id of ids) {
       const job = await c.waitFinal(id, 80_000);
       const log = await c.log(id);
-      // A git server may be down for a while: the fetch is retried, then the job fails as its own.
+      // The server says the repository does not exist: the job fails at once (no retry, unlike a
+      // server that cannot be reached), as its own mistake.
       expect(job, log).toMatchObject({ state: 'failed', reason: 'source' });
+      expect(job.attempts).toHaveLength(1);
       expect(job.attempts.at(-1)).toMatchObject({ outcome: 'failed', reason: 'source' });
       expect(log).toMatch(/\[archway\] the job cannot run: fetching HEAD from .*no-such-repo/);
       expect(log).not.toContain('should not run');
@@ -283,5 +285,21 @@ describe('at run time, on a pool of one node', () => {
     expect(node.state).toBe('active');
     const ok = await c.submit({ arch: 'amd64', image: 'busybox', script: 'echo fine' });
     expect(await c.waitFinal(ok)).toMatchObject({ state: 'passed' });
+    // A tree larger than the job's disk: the job's own limit, failed at once and named.
+    const repo = await gh.createRepo('acme/too-big', { private: false });
+    const sha = await repo.commit({ 'big.txt': randomBytes(6 * 1024 * 1024).toString('base64') });
+    const big = await c.submit({
+      arch: 'amd64',
+      image: 'busybox',
+      script: 'echo should not run',
+      resources: { diskMiB: 4 },
+      source: { git: repo.cloneUrl, sha },
+    });
+    const job = await c.waitFinal(big, 60_000);
+    const log = await c.log(big);
+    expect(job, log).toMatchObject({ state: 'failed', reason: 'source' });
+    expect(job.attempts, log).toHaveLength(1);
+    expect(log).toMatch(/does not fit the job's disk: give the job more \(resources\.diskMiB\)/);
+    expect(node.state).toBe('active');
   }, 120_000);
 });

@@ -206,6 +206,40 @@ describe('log writer', () => {
     expect(await logTail(redis, keys, 'raw', 10_000, ['abcd1234efgh5678'])).toBe('k=[secure]\n');
   });
 
+  it("refuses an attempt's output once a later attempt has written (a partitioned node's stale output)", async () => {
+    const writer = (attempt?: number) =>
+      createLogWriter({
+        redis,
+        keys,
+        jobId: 'fenced',
+        limitBytes: 1e6,
+        secrets: [],
+        onLimit: () => {},
+        ...(attempt !== undefined ? { attempt } : {}),
+      });
+    const first = writer(1);
+    await first.note('attempt 1 starts\n');
+    // The node is cut off; the job is re-run elsewhere as attempt 2.
+    const second = writer(2);
+    await second.note('attempt 2 starts\n');
+    // The link returns: attempt 1's buffered output and its end are refused.
+    await first.write(Buffer.from('stale output\n'));
+    await first.end(60);
+    expect(first.superseded).toBe(true);
+    await first.write(Buffer.from('more stale output\n'));
+    // archway's own notes (a cancel, a lost node) go in whatever the attempt.
+    await writer().note('[archway] a note\n');
+    await second.write(Buffer.from('attempt 2 output\n'));
+    expect(second.superseded).toBe(false);
+    await second.end(60);
+    const { chunks, ended } = await readLog(redis, keys, 'fenced');
+    expect(chunks.map((c) => c.text).join('')).toBe(
+      'attempt 1 starts\nattempt 2 starts\n[archway] a note\nattempt 2 output\n',
+    );
+    expect(ended).toBe(true);
+    expect(await redis.ttl(keys.logFence('fenced'))).toBeGreaterThan(0);
+  });
+
   it('cuts chunks at 16 KiB on character boundaries and stops at the log limit', async () => {
     let limited = 0;
     const w = createLogWriter({
@@ -227,6 +261,69 @@ describe('log writer', () => {
     expect(Buffer.byteLength(text)).toBe(40_000);
     expect(text).toBe('é'.repeat(20_000));
     expect(await redis.ttl(keys.log('big'))).toBeGreaterThan(0);
+  });
+});
+
+describe('log writer under fast output', () => {
+  const servers = () => {
+    const cluster = redis as unknown as { isCluster?: boolean; nodes?: (role: 'master') => Redis[] };
+    return cluster.isCluster && cluster.nodes ? cluster.nodes('master') : [redis];
+  };
+  /** EXECs Redis has run (INFO commandstats, summed over the cluster's primaries). */
+  const execs = async () => {
+    let n = 0;
+    for (const s of servers())
+      n += Number(/cmdstat_exec:calls=(\d+)/.exec(await s.info('commandstats'))?.[1] ?? 0);
+    return n;
+  };
+
+  it('sends what the job writes while a MULTI is in flight in the next one, in order, and holds the job past 2 MiB waiting', async () => {
+    const w = createLogWriter({
+      redis,
+      keys,
+      jobId: 'fast',
+      limitBytes: 64e6,
+      secrets: [],
+      onLimit: () => {},
+    });
+    // 8 MiB in 64 KiB pipe reads, as fast as the writer takes them: one MULTI per read would be 128.
+    const pieces = Array.from({ length: 128 }, (_, i) =>
+      Buffer.from(`${String(i).padStart(4, '0')}`.repeat(16384)),
+    );
+    const before = await execs();
+    for (const p of pieces) await w.write(p);
+    await w.end(60);
+    expect((await execs()) - before).toBeLessThanOrEqual(24);
+    const { chunks, ended } = await readLog(redis, keys, 'fast');
+    expect(ended).toBe(true);
+    expect(chunks.map((c) => c.text).join('')).toBe(Buffer.concat(pieces).toString());
+    for (const c of chunks) expect(Buffer.byteLength(c.text)).toBeLessThanOrEqual(16 * 1024);
+
+    // Redis paused: the writer takes at most about 2 MiB waiting (+ the MULTI in flight), then holds the job's pipe.
+    const slow = createLogWriter({
+      redis,
+      keys,
+      jobId: 'paused',
+      limitBytes: 64e6,
+      secrets: [],
+      onLimit: () => {},
+    });
+    await Promise.all(servers().map((s) => s.call('CLIENT', 'PAUSE', '1500', 'WRITE')));
+    let taken = 0;
+    const writing = (async () => {
+      for (const p of pieces) {
+        await slow.write(p);
+        taken++;
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(taken).toBeGreaterThan(16);
+    expect(taken).toBeLessThanOrEqual(50); // (2 MiB waiting + 1 MiB in flight) / 64 KiB + 1
+    await writing;
+    await slow.end(60);
+    expect(Buffer.byteLength((await readLog(redis, keys, 'paused')).chunks.map((c) => c.text).join(''))).toBe(
+      8 * 1024 * 1024,
+    );
   });
 });
 

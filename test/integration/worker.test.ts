@@ -106,6 +106,13 @@ describe('worker nodes', () => {
       image: 'busybox',
       script: 'yes archway | head -c 10000000; echo done',
     });
+    // Output restarts the silence timer: a line a second outlives a 2 s silence timeout.
+    const chatty = await c.submit({
+      arch: 'amd64',
+      image: 'busybox',
+      script: 'for i in 1 2 3 4 5; do echo $i; sleep 1; done',
+      silenceTimeoutSeconds: 2,
+    });
     expect(await c.waitFinal(timeout)).toMatchObject({ state: 'failed', reason: 'timeout' });
     expect(await c.log(timeout)).toMatch(/stopped: the job ran longer than its time limit of 2 s\n$/);
     expect(await c.waitFinal(silence)).toMatchObject({ state: 'failed', reason: 'silence' });
@@ -113,6 +120,7 @@ describe('worker nodes', () => {
     const f = await c.waitFinal(flood);
     expect(f).toMatchObject({ state: 'failed', reason: 'log_limit', logBytes: 256 * 1024 });
     expect(await c.log(flood)).toMatch(/stopped: the log reached its size limit\n$/);
+    expect(await c.waitFinal(chatty)).toMatchObject({ state: 'passed', exitCode: 0 });
   });
 
   it('masks a secret printed in two pieces with a pause between them', async () => {

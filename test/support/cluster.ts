@@ -46,6 +46,8 @@ export interface TestCluster {
       reportImages?: boolean;
       /** The arch's factor of ARCHWAY_TIME_MULTIPLIERS. Default 1. */
       timeMultiplier?: number;
+      /** How long a catalog version may still be on its way to the node (ARCHWAY_IMAGE_SYNC_GRACE_SECONDS). */
+      imageSyncGraceMs?: number;
       /** Sources on the loopback are fetched (a test's local git server). Default true; false as in production and `up`. */
       allowLoopbackSources?: boolean;
     },
@@ -103,6 +105,7 @@ export async function startCluster(o: { redis?: TestRedis } = {}): Promise<TestC
       const m = createWorkerMetrics({ node: nodeId, arch });
       metrics.push(m);
       const daemon = createWorkerDaemon({
+        ...(o.imageSyncGraceMs !== undefined ? { imageSyncGraceMs: o.imageSyncGraceMs } : {}),
         metrics: m,
         nodeId,
         arch,

@@ -511,6 +511,9 @@ describe('a fleet of two worker hosts and a core machine, over real links', () =
     expect(finals).toHaveLength(1);
     const finalLog = await logText(id);
     expect(finalLog).toContain(`finished on ${other}`);
+    // What the cut run wrote after the re-run began (held while cut off, or after the link came
+    // back) is fenced out of the log: the log is the re-run's from there on.
+    expect(finalLog).not.toContain(`finished on ${victim}`);
     // The cut host's worker destroys what it ran; nothing is left there.
     await eventually(
       async () => (await hostLeftovers(cut)).length === 0,

@@ -1,12 +1,22 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { HostCommandError, InvalidInputError, type Logger, runCommand, toError } from '../../core/index.ts';
+import type { Redis } from 'ioredis';
+import { z } from 'zod';
+import {
+  HostCommandError,
+  InvalidInputError,
+  type Keys,
+  type Logger,
+  runCommand,
+  toError,
+} from '../../core/index.ts';
 import { UploadTooLargeError } from './upload-too-large-error.ts';
+import { UploadUnavailableError } from './upload-unavailable-error.ts';
 
 /** An uploaded tree: a git commit in a bare repository of the API's, served to workers as a git source. */
 export interface Upload {
@@ -19,6 +29,14 @@ export interface Upload {
 export interface UploadsOptions {
   /** Where uploads are kept (`<id>.git` bare repositories). Made when missing. */
   dir: string;
+  /**
+   * Where each upload's record is kept (`keys.upload(id)`: sha, size, holder, claim), so that
+   * every API replica knows it: one that lacks the tree fetches it from the replica that holds it.
+   */
+  redis: Redis;
+  keys: Keys;
+  /** This replica's address as the other replicas reach it (ARCHWAY_REPLICA_URL; default where it listens). */
+  selfUrl: () => string;
   /** Largest upload, in bytes: a bigger one is refused with 413 UPLOAD_TOO_LARGE. */
   limitBytes: number;
   /** An upload no build has used is removed after this, in ms. */
@@ -33,14 +51,20 @@ export interface Uploads {
    * modes; git has no device files or hard links), and keeps it as a bare repository.
    */
   ingest(body: Readable, declaredLength?: number): Promise<Upload>;
-  /** The upload, or `undefined` when it is unknown (never made, or removed). */
+  /**
+   * The upload, or `undefined` when it is unknown (never made, or removed). An upload another
+   * replica took is fetched from it first (over its `/git/uploads/` endpoint, with strict fsck).
+   */
   get(id: string): Promise<Upload | undefined>;
   /** The text of the first of `files` in the upload's commit (a symlink gives its target's name, never the file). */
   readFile(id: string, files: readonly string[]): Promise<{ path: string; text: string } | undefined>;
   /** Marks an upload as used by a build (kept until the build lets it go). */
   claim(id: string, buildId: string): Promise<void>;
   remove(id: string): Promise<void>;
-  /** Removes the uploads that no build claimed within `unusedTtlMs`. Returns their ids. */
+  /**
+   * Removes the uploads that no build claimed within `unusedTtlMs`, and this replica's copies of
+   * uploads removed elsewhere. Returns their ids.
+   */
   sweep(now?: number): Promise<string[]>;
   /** The directory `git http-backend` serves (`<dir>/<id>.git`). */
   readonly dir: string;
@@ -68,6 +92,36 @@ const GIT_ENV = {
   GIT_TERMINAL_PROMPT: '0',
 };
 
+/** A fetch from another replica: over http or https only. */
+const PULL_CONFIG = [
+  '-c',
+  'protocol.allow=never',
+  '-c',
+  'protocol.http.allow=always',
+  '-c',
+  'protocol.https.allow=always',
+  '-c',
+  'http.followRedirects=false',
+  '-c',
+  'core.hooksPath=/dev/null',
+];
+
+/** How long an upload's record lives at most (as long as builds are kept). */
+const RECORD_TTL_S = 30 * 86_400;
+
+/** What a replica keeps beside each upload it has (`<id>.json`). */
+type LocalMeta = Upload & { createdMs: number; build?: string; pulled?: boolean };
+
+/** An upload's record in Redis (strings, as HGETALL answers). */
+const UploadRecord = z.object({
+  sha: z.string().regex(/^[0-9a-f]{40,64}$/),
+  sizeBytes: z.coerce.number().int().nonnegative(),
+  createdMs: z.coerce.number(),
+  holder: z.string().min(1),
+  build: z.string().optional(),
+});
+type UploadRecord = z.infer<typeof UploadRecord>;
+
 const git = (args: string[], label: string) =>
   runCommand('git', args, { env: GIT_ENV, timeoutMs: 120_000, label });
 
@@ -76,19 +130,146 @@ export function createUploads(o: UploadsOptions): Uploads {
   const repoOf = (id: string) => join(o.dir, `${id}.git`);
   const metaOf = (id: string) => join(o.dir, `${id}.json`);
 
-  async function readMeta(id: string): Promise<(Upload & { createdMs: number; build?: string }) | undefined> {
+  async function readMeta(id: string): Promise<LocalMeta | undefined> {
     if (!ID.test(id)) return undefined;
     try {
-      return JSON.parse(await readFile(metaOf(id), 'utf8')) as Upload & { createdMs: number; build?: string };
+      return JSON.parse(await readFile(metaOf(id), 'utf8')) as LocalMeta;
     } catch {
       return undefined;
     }
   }
 
-  async function remove(id: string): Promise<void> {
+  /** This replica's copy only. */
+  async function removeLocal(id: string): Promise<void> {
     if (!ID.test(id)) return;
     await rm(metaOf(id), { force: true });
     await rm(repoOf(id), { recursive: true, force: true });
+  }
+
+  async function remove(id: string): Promise<void> {
+    if (!ID.test(id)) return;
+    await o.redis.del(o.keys.upload(id));
+    await removeLocal(id);
+  }
+
+  /** The upload's record, shared by the replicas. */
+  async function record(id: string): Promise<UploadRecord | undefined> {
+    if (!ID.test(id)) return undefined;
+    const h = await o.redis.hgetall(o.keys.upload(id));
+    const r = UploadRecord.safeParse(h);
+    return r.success ? r.data : undefined;
+  }
+
+  /** Fetches an upload another replica holds into this replica's directory (checked as an ingest is). */
+  const pulling = new Map<string, Promise<void>>();
+  async function pull(id: string, rec: UploadRecord): Promise<void> {
+    const tmp = join(o.dir, `.pull-${id}-${randomBytes(4).toString('hex')}.git`);
+    const from = `${rec.holder.replace(/\/+$/, '')}/git/uploads/${id}.git`;
+    try {
+      await mkdir(o.dir, { recursive: true, mode: 0o700 });
+      await git(['init', '--bare', '--quiet', tmp], 'git init');
+      await runCommand(
+        'prlimit',
+        [
+          `--fsize=${o.limitBytes * 2}`,
+          '--',
+          'git',
+          ...PULL_CONFIG,
+          '-c',
+          'transfer.fsckObjects=true',
+          ...FSCK_FETCH,
+          '--git-dir',
+          tmp,
+          'fetch',
+          '--quiet',
+          '--no-tags',
+          from,
+          'refs/heads/main:refs/heads/main',
+        ],
+        { env: GIT_ENV, timeoutMs: 120_000, label: 'git fetch (upload from its replica)' },
+      );
+      await git(
+        [
+          '-c',
+          'fsck.skipList=/dev/null',
+          ...FSCK_ALL,
+          '--git-dir',
+          tmp,
+          'fsck',
+          '--strict',
+          '--no-dangling',
+          '--no-progress',
+        ],
+        'git fsck',
+      );
+      const sha = await git(['--git-dir', tmp, 'rev-parse', 'refs/heads/main^{commit}'], 'git rev-parse');
+      if (sha !== rec.sha) throw new Error(`upload ${id} at ${rec.holder} is ${sha}, not ${rec.sha}`);
+      await rm(repoOf(id), { recursive: true, force: true });
+      await rename(tmp, repoOf(id));
+      await writeFile(
+        metaOf(id),
+        JSON.stringify({ id, sha, sizeBytes: rec.sizeBytes, createdMs: rec.createdMs, pulled: true }),
+        { mode: 0o600 },
+      );
+      log.info({ upload: id, from: rec.holder }, 'upload fetched from the replica that holds it');
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  }
+
+  /** Writes the upload's shared record; it expires with the builds (their store keeps them 30 days). */
+  async function writeRecord(id: string, r: UploadRecord): Promise<void> {
+    await o.redis
+      .multi()
+      .hset(o.keys.upload(id), {
+        sha: r.sha,
+        sizeBytes: String(r.sizeBytes),
+        createdMs: String(r.createdMs),
+        holder: r.holder,
+        ...(r.build ? { build: r.build } : {}),
+      })
+      .expire(o.keys.upload(id), RECORD_TTL_S)
+      .exec();
+  }
+
+  /**
+   * The record of an upload this replica took before uploads had records (its own copy, not one
+   * fetched from another replica): made now, held here. Those removed elsewhere are all fetched copies.
+   */
+  async function adopt(m: LocalMeta): Promise<UploadRecord | undefined> {
+    if (m.pulled) return undefined;
+    const r: UploadRecord = {
+      sha: m.sha,
+      sizeBytes: m.sizeBytes,
+      createdMs: m.createdMs,
+      holder: o.selfUrl(),
+      ...(m.build ? { build: m.build } : {}),
+    };
+    await writeRecord(m.id, r);
+    return r;
+  }
+
+  async function get(id: string): Promise<Upload | undefined> {
+    const m = await readMeta(id);
+    const rec = (await record(id)) ?? (m ? await adopt(m) : undefined);
+    if (m && rec) return { id: m.id, sha: m.sha, sizeBytes: m.sizeBytes };
+    // Removed (its record is gone), or held by another replica: fetched from it once.
+    if (!rec || rec.holder === o.selfUrl()) return undefined;
+    let p = pulling.get(id);
+    if (!p) {
+      p = pull(id, rec).finally(() => pulling.delete(id));
+      pulling.set(id, p);
+    }
+    try {
+      await p;
+    } catch (e) {
+      log.warn(
+        { upload: id, from: rec.holder, err: firstLine(e) },
+        'fetching an upload from its replica failed',
+      );
+      throw new UploadUnavailableError(id, rec.holder, firstLine(e));
+    }
+    return { id, sha: rec.sha, sizeBytes: rec.sizeBytes };
   }
 
   return {
@@ -165,7 +346,9 @@ export function createUploads(o: UploadsOptions): Uploads {
         }
         const sha = await git(['--git-dir', repo, 'rev-parse', 'refs/heads/main^{commit}'], 'git rev-parse');
         const upload: Upload = { id, sha, sizeBytes: size };
-        await writeFile(metaOf(id), JSON.stringify({ ...upload, createdMs: Date.now() }), { mode: 0o600 });
+        const createdMs = Date.now();
+        await writeFile(metaOf(id), JSON.stringify({ ...upload, createdMs }), { mode: 0o600 });
+        await writeRecord(id, { sha, sizeBytes: size, createdMs, holder: o.selfUrl() });
         log.info({ upload: id, sha, bytes: size }, 'tree uploaded');
         return upload;
       } catch (e) {
@@ -175,12 +358,9 @@ export function createUploads(o: UploadsOptions): Uploads {
         await rm(bundle, { force: true });
       }
     },
-    async get(id) {
-      const m = await readMeta(id);
-      return m ? { id: m.id, sha: m.sha, sizeBytes: m.sizeBytes } : undefined;
-    },
+    get,
     async readFile(id, files) {
-      const m = await readMeta(id);
+      const m = await get(id);
       if (!m) return undefined;
       for (const path of files) {
         try {
@@ -194,9 +374,13 @@ export function createUploads(o: UploadsOptions): Uploads {
       return undefined;
     },
     async claim(id, buildId) {
-      const m = await readMeta(id);
-      if (!m) return;
-      await writeFile(metaOf(id), JSON.stringify({ ...m, build: buildId }), { mode: 0o600 });
+      // Only an upload that still exists: a claim never makes a record of its own.
+      await o.redis.eval(
+        "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'build', ARGV[1]) end",
+        1,
+        o.keys.upload(id),
+        buildId,
+      );
     },
     remove,
     async sweep(now = Date.now()) {
@@ -204,15 +388,23 @@ export function createUploads(o: UploadsOptions): Uploads {
       for (const name of await readdir(o.dir).catch(() => [] as string[])) {
         const id = name.replace(/\.json$/, '');
         if (!name.endsWith('.json') || !ID.test(id)) {
-          // A bundle left by a crashed upload.
-          if (name.startsWith('.in-')) {
+          // A bundle left by a crashed upload, or a crashed fetch from another replica.
+          if (name.startsWith('.in-') || name.startsWith('.pull-')) {
             const st = await stat(join(o.dir, name)).catch(() => undefined);
-            if (st && now - st.mtimeMs > o.unusedTtlMs) await rm(join(o.dir, name), { force: true });
+            if (st && now - st.mtimeMs > o.unusedTtlMs)
+              await rm(join(o.dir, name), { recursive: true, force: true });
           }
           continue;
         }
         const m = await readMeta(id);
-        if (m && !m.build && now - m.createdMs > o.unusedTtlMs) {
+        if (!m) continue;
+        const rec = (await record(id)) ?? (await adopt(m));
+        // Removed by another replica (its build's retention ended): this copy goes too. A fresh
+        // ingest writes its file before its record: left a minute.
+        if (!rec && now - m.createdMs > 60_000) {
+          await removeLocal(id);
+          removed.push(id);
+        } else if (rec && !rec.build && now - rec.createdMs > o.unusedTtlMs) {
           await remove(id);
           removed.push(id);
         }

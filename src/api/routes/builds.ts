@@ -186,7 +186,11 @@ export const buildRoutes: FastifyPluginAsyncZod<{
         security,
         headers: idempotencyHeader,
         body: BuildRequest,
-        response: { 200: CreatedBuild, 201: CreatedBuild, ...errorResponses(400, 401, 403, 409, 413, 415) },
+        response: {
+          200: CreatedBuild,
+          201: CreatedBuild,
+          ...errorResponses(400, 401, 403, 409, 413, 415, 503),
+        },
       },
     },
     async (req, reply) => {
@@ -276,7 +280,7 @@ export const buildRoutes: FastifyPluginAsyncZod<{
         security,
         params: z.object({ id: BuildId }),
         querystring: z.object({ failed: Flag.optional() }),
-        response: { 202: BuildView, ...errorResponses(400, 401, 403, 404, 409) },
+        response: { 202: BuildView, ...errorResponses(400, 401, 403, 404, 409, 503) },
       },
     },
     async (req, reply) =>
@@ -312,7 +316,7 @@ export const buildRoutes: FastifyPluginAsyncZod<{
             /** The API build of the job, when it is of one. */
             build: BuildView.optional(),
           }),
-          ...errorResponses(400, 401, 403, 404, 409),
+          ...errorResponses(400, 401, 403, 404, 409, 503),
         },
       },
     },

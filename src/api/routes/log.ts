@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { JobNotFoundError, type JobQueue, readLog } from '../../../queue/index.ts';
+import { JobNotFoundError, type JobQueue, type LogData, readLog } from '../../../queue/index.ts';
 import { FINAL_STATES, type JobRecord } from '../../core/index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 import type { LogFanout } from '../log-fanout.ts';
@@ -26,6 +26,20 @@ export interface LogRoutesOptions {
 export function sseEvent(event: string, data: unknown, id?: string): string {
   return `${id === undefined ? '' : `id: ${id}\n`}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
 }
+
+/** The `log` event of each chunk, made once for all the followers of its job (the fan-out shares the chunks). */
+const logEvents = new WeakMap<LogData, string>();
+function logEvent(c: LogData): string {
+  let e = logEvents.get(c);
+  if (e === undefined) {
+    e = sseEvent('log', c.data.toString(), c.id);
+    logEvents.set(c, e);
+  }
+  return e;
+}
+
+/** A follower whose client left written log unread for longer than the fan-out allows. */
+class FollowerStalledError extends Error {}
 
 /** `GET /v1/jobs/:id/log`: the log so far, followed as plain text, or as server-sent events. */
 export const logRoutes: FastifyPluginAsyncZod<LogRoutesOptions> = async (app, { deps, follows, fanout }) => {
@@ -121,8 +135,30 @@ export async function followLog(o: FollowLogOptions): Promise<FastifyReply> {
   const onClose = () => stop.abort();
   res.once('close', onClose);
   let keepalive: NodeJS.Timeout | undefined;
+  /** Waits for the client to read what was written; past the fan-out's stall time, it is cut off. */
+  const drained = async () => {
+    const stalled = AbortSignal.timeout(fanout.stallMs);
+    try {
+      await once(res, 'drain', { signal: AbortSignal.any([stop.signal, stalled]) });
+    } catch (e) {
+      if (stalled.aborted && !stop.signal.aborted)
+        throw new FollowerStalledError(`the client read nothing for ${fanout.stallMs} ms`);
+      throw e;
+    }
+  };
   const write = async (s: string) => {
-    if (!res.write(s)) await once(res, 'drain', { signal: stop.signal });
+    if (!res.write(s)) await drained();
+  };
+  /** One page in one go: one SSE string, or the chunks' bytes in one writev (corked), as Redis gave them. */
+  const writePage = async (page: LogData[]) => {
+    let ok = true;
+    if (sse) ok = res.write(page.length === 1 ? logEvent(page[0] as LogData) : page.map(logEvent).join(''));
+    else {
+      res.cork();
+      for (const c of page) ok = res.write(c.data);
+      res.uncork();
+    }
+    if (!ok) await drained();
   };
   try {
     res.writeHead(200, {
@@ -133,8 +169,7 @@ export async function followLog(o: FollowLogOptions): Promise<FastifyReply> {
     res.flushHeaders();
     // Each event is one write, so a comment written from the timer never lands inside one.
     if (sse) keepalive = setInterval(() => res.write(': keep-alive\n\n'), KEEPALIVE_MS);
-    const chunks = follower.chunks(after, stop.signal);
-    for await (const c of chunks) await write(sse ? sseEvent('log', c.text, c.id) : c.text);
+    for await (const page of follower.pages(after, stop.signal)) await writePage(page);
     if (sse && !stop.signal.aborted) {
       const end = await settled(id);
       await write(
@@ -149,8 +184,10 @@ export async function followLog(o: FollowLogOptions): Promise<FastifyReply> {
     if (stop.signal.aborted) res.destroy();
     else res.end();
   } catch (e) {
-    // A client that went away (or a closing API) is the normal end of a follow, not an error.
-    if (!stop.signal.aborted) req.log.warn({ err: e, job: id }, 'log follow failed');
+    // A client that went away (or a closing API) is the normal end of a follow, not an error;
+    // one that stopped reading is cut off, so its place (and what it holds) is freed.
+    if (e instanceof FollowerStalledError) req.log.info({ job: id }, `log follower cut off: ${e.message}`);
+    else if (!stop.signal.aborted) req.log.warn({ err: e, job: id }, 'log follow failed');
     res.destroy();
   } finally {
     clearInterval(keepalive);

@@ -22,6 +22,8 @@ export function createKeys(prefix = 'archway') {
     /** Finished jobs by the time (ms) their record expires: the retention sweep removes them and their index entries. */
     jobsExpiry: `${t}:jobs:expiry`,
     idempotency: (hash: string) => `${t}:idem:${hash}`,
+    /** An uploaded tree (`POST /v1/uploads`): its sha, size, the API replica that holds it, the build that claimed it. */
+    upload: (id: string) => `${t}:upload:${id}`,
     events: `${t}:events`,
     cancelChannel: `${t}:cancel`,
     /** Drain and undrain requests for nodes (the node id is the message). */
@@ -88,6 +90,8 @@ export function createKeys(prefix = 'archway') {
     /** Jobs of an arch held by a cap, by when they last looked (ms): what the pools' estimates leave out. */
     limitHeld: (arch: Arch) => `${t}:limit:held:${arch}`,
     log: (id: string) => `${prefix}:log:{${id}}`,
+    /** The newest attempt that wrote to a job's log (beside the log, same tag): an older one's writes are refused. */
+    logFence: (id: string) => `${prefix}:logfence:{${id}}`,
   } as const;
 }
 export type Keys = ReturnType<typeof createKeys>;

@@ -1,0 +1,188 @@
+/**
+ * Log throughput from a real job to clients following its log over HTTP, with real processes
+ * (redis-server, `archway api`, `archway worker`, runc): one job writes LOG_MB through
+ * `yes | head -c`, F clients follow it (`GET /v1/jobs/:id/log?follow=1`, one TCP connection
+ * each). Per run: MB/s at the slowest follower (first byte of the job's output to the end of
+ * the follow), the worker's and the API's peak RSS (VmRSS sampled every 50 ms), the Redis
+ * connections the follows held (clients named `archway-api-follow`), the load average, and the
+ * CPU seconds of each process (from /proc) during the transfer.
+ *
+ *   npm run bench:log-throughput   (as root; ARCHWAY_BENCH_LOG_MB=200 ARCHWAY_BENCH_LOG_FOLLOWERS=1,100
+ *                                   ARCHWAY_BENCH_LOG_RUNS=3; ARCHWAY_BENCH_PROFILE=DIR for CPU profiles)
+ */
+import { request } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { Redis } from 'ioredis';
+import {
+  type BenchStack,
+  cpuSeconds,
+  loadAverage,
+  machineCpuSeconds,
+  rssMiB,
+  startStack,
+  waitForNodes,
+} from './stack.ts';
+import { machine, summarize } from './stats.ts';
+
+const LOG_MB = Number(process.env.ARCHWAY_BENCH_LOG_MB ?? 200);
+/** What the job writes when more than one client follows it (100 followers of 200 MB would be 20 GB through the API). */
+const FANOUT_MB = Number(process.env.ARCHWAY_BENCH_LOG_FANOUT_MB ?? 20);
+const FOLLOWERS = (process.env.ARCHWAY_BENCH_LOG_FOLLOWERS ?? '1,100').split(',').map(Number);
+const RUNS = Number(process.env.ARCHWAY_BENCH_LOG_RUNS ?? 3);
+const LINE = 'archway log throughput benchmark line of output';
+const say = (line = '') => process.stderr.write(`${line}\n`);
+
+/** One follow over its own TCP connection: resolves with its byte count and the times of its first job byte and its end. */
+function follow(stack: BenchStack, id: string): Promise<{ bytes: number; first: number; end: number }> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${stack.url}/v1/jobs/${id}/log?follow=1`, {
+      agent: false,
+      headers: { authorization: `Bearer ${stack.token}` },
+    });
+    req.on('error', reject);
+    req.on('response', (res) => {
+      if (res.statusCode !== 200) reject(new Error(`follow: ${res.statusCode}`));
+      let bytes = 0;
+      let first = 0;
+      res.on('data', (d: Buffer) => {
+        // The job's own output starts with its first line (archway's header comes before it).
+        if (!first && d.includes(LINE)) first = performance.now();
+        bytes += d.length;
+      });
+      res.on('end', () => resolve({ bytes, first, end: performance.now() }));
+      res.on('error', reject);
+    });
+    req.end();
+  });
+}
+
+interface Run {
+  mbps: number;
+  /** Bytes delivered to all the followers over the same time, MB/s. */
+  totalMbps: number;
+  /** The worker's side: job running -> its log written, MB/s. */
+  writerMbps: number;
+  workerRss: number;
+  apiRss: number;
+  readers: number;
+  load: number;
+  cpu: Record<string, number>;
+  busy: number;
+}
+
+async function oneRun(
+  stack: BenchStack,
+  workerPid: number,
+  followers: number,
+  redisPid: number,
+): Promise<Run> {
+  const bytes = (followers > 1 ? FANOUT_MB : LOG_MB) * 1_000_000;
+  const redis = new Redis(stack.redis.url);
+  const pids = { worker: workerPid, api: stack.apiProcess.pid as number, redis: redisPid };
+  const cpu0 = Object.fromEntries(
+    await Promise.all(Object.entries(pids).map(async ([k, p]) => [k, await cpuSeconds(p)])),
+  );
+  const self0 = process.cpuUsage();
+  const m0 = await machineCpuSeconds();
+  let workerRss = 0;
+  let apiRss = 0;
+  let readers = 0;
+  const loads: number[] = [];
+  let sampling = true;
+  const sampler = (async () => {
+    for (let i = 0; sampling; i++) {
+      workerRss = Math.max(workerRss, await rssMiB(workerPid));
+      apiRss = Math.max(apiRss, await rssMiB(pids.api));
+      if (i % 4 === 0) {
+        const list = String(await redis.call('CLIENT', 'LIST'));
+        readers = Math.max(
+          readers,
+          list.split('\n').filter((l) => l.includes('name=archway-api-follow')).length,
+        );
+        loads.push(await loadAverage());
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })();
+  const res = await stack.api('/v1/jobs', {
+    method: 'POST',
+    body: JSON.stringify({ arch: 'amd64', image: 'busybox', script: `yes '${LINE}' | head -c ${bytes}` }),
+  });
+  const { job } = (await res.json()) as { job: { id: string } };
+  const follows = await Promise.all(Array.from({ length: followers }, () => follow(stack, job.id)));
+  sampling = false;
+  await sampler;
+  const cpu1 = Object.fromEntries(
+    await Promise.all(Object.entries(pids).map(async ([k, p]) => [k, await cpuSeconds(p)])),
+  );
+  const self = process.cpuUsage(self0);
+  const m1 = await machineCpuSeconds();
+  const final = (await (await stack.api(`/v1/jobs/${job.id}`)).json()) as {
+    state: string;
+    logBytes: number;
+    startedAt: string;
+    finishedAt: string;
+  };
+  redis.disconnect();
+  if (final.state !== 'passed' || final.logBytes !== bytes)
+    throw new Error(`job ${job.id}: ${final.state}, ${final.logBytes} bytes logged`);
+  for (const f of follows)
+    if (f.bytes < bytes) throw new Error(`a follower got ${f.bytes} of ${bytes} bytes`);
+  const first = Math.min(...follows.map((f) => f.first));
+  const end = Math.max(...follows.map((f) => f.end));
+  const cpu: Record<string, number> = {};
+  for (const k of Object.keys(pids)) cpu[k] = (cpu1[k] as number) - (cpu0[k] as number);
+  cpu.client = (self.user + self.system) / 1e6;
+  const writerS = (Date.parse(final.finishedAt) - Date.parse(final.startedAt)) / 1000;
+  return {
+    mbps: bytes / 1e6 / ((end - first) / 1000),
+    totalMbps: (followers * bytes) / 1e6 / ((end - first) / 1000),
+    writerMbps: bytes / 1e6 / writerS,
+    workerRss,
+    apiRss,
+    readers,
+    load: Math.max(...loads),
+    cpu,
+    busy: m1.busy - m0.busy,
+  };
+}
+
+say(`### Log throughput to following clients, ${new Date().toISOString().slice(0, 10)}`);
+say();
+say(
+  `Machine: ${await machine()}. One job writing ${LOG_MB} MB (\`yes | head -c\`) for one follower, ${FANOUT_MB} MB for more; ${RUNS} runs per row; median (min-max).`,
+);
+say();
+say(
+  '| followers | MB/s at the slowest follower | MB/s to all followers | worker side MB/s | worker peak RSS MiB | API peak RSS MiB | Redis follow connections | load avg | CPU s: worker / API / redis / clients / machine |',
+);
+say('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+const stack = await startStack();
+try {
+  const worker = stack.addWorker('amd64', {
+    slots: 1,
+    warm: 1,
+    env: { ARCHWAY_LOG_LIMIT_MIB: String(LOG_MB + 16) },
+  });
+  await waitForNodes(stack, 'amd64', 1);
+  const probe = new Redis(stack.redis.url);
+  const redisPid = Number(/process_id:(\d+)/.exec(await probe.info('server'))?.[1]);
+  probe.disconnect();
+  for (const f of FOLLOWERS) {
+    const runs: Run[] = [];
+    for (let i = 0; i < RUNS; i++) runs.push(await oneRun(stack, worker.pid as number, f, redisPid));
+    const cell = (xs: number[], d = 0) => {
+      const s = summarize(xs);
+      return `${s.p50.toFixed(d)} (${s.min.toFixed(d)}-${s.max.toFixed(d)})`;
+    };
+    const med = (k: string) => summarize(runs.map((r) => r.cpu[k] as number)).p50.toFixed(1);
+    say(
+      `| ${f} | ${cell(runs.map((r) => r.mbps))} | ${cell(runs.map((r) => r.totalMbps))} | ${cell(runs.map((r) => r.writerMbps))} | ${cell(runs.map((r) => r.workerRss))} | ${cell(runs.map((r) => r.apiRss))} | ${cell(runs.map((r) => r.readers))} | ${cell(
+        runs.map((r) => r.load),
+        1,
+      )} | ${med('worker')} / ${med('api')} / ${med('redis')} / ${med('client')} / ${summarize(runs.map((r) => r.busy)).p50.toFixed(1)} |`,
+    );
+  }
+} finally {
+  await stack.close();
+}
