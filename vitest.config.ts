@@ -23,7 +23,8 @@ export default defineConfig({
       {
         // The heavy suite `.ci/run` runs after `npm test`: Debian images per arch, real apt installs
         // through the package cache, real builds, the fleet over network namespaces, and the fault
-        // tests (worker SIGKILL, Redis restart, Sentinel failover: each waits out real timeouts).
+        // tests (worker SIGKILL, Redis restart, Sentinel failover: each waits out real timeouts),
+        // and the slower end-to-end checks of up, worker signals, the ops files and time multipliers.
         // Not part of `npm test` (its 10-minute budget).
         test: {
           name: 'system',

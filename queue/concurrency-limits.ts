@@ -69,7 +69,7 @@ end
 `;
 
 // KEYS: limits hash, waiter-seen hash, the job's arch's held zset, job hash, groups-waiting set,
-//       then per candidate group its running zset and waiting zset.
+//       groups-running set, then per candidate group its running zset and waiting zset.
 // ARGV: stale ms, job id, waiter member (arch/id), lease ms, then the candidate groups.
 // Grants every capped group at once or none: a job over one cap holds no slot of another.
 const ACQUIRE_LUA = `${NOW}${CAP}
@@ -78,7 +78,7 @@ local capped, blocked = {}, nil
 for i = 5, #ARGV do
   local g = ARGV[i]
   local cap = capOf(g)
-  local run, wait = KEYS[6 + 2 * (i - 5)], KEYS[7 + 2 * (i - 5)]
+  local run, wait = KEYS[7 + 2 * (i - 5)], KEYS[8 + 2 * (i - 5)]
   if cap then
     tidy(run, wait, member)
     local count = redis.call('ZCARD', run)
@@ -110,6 +110,7 @@ end
 local held = {1}
 for _, c in ipairs(capped) do
   redis.call('ZADD', c[2], now + lease, id)
+  redis.call('SADD', KEYS[6], c[1])
   redis.call('ZREM', c[3], member)
   if redis.call('ZCARD', c[3]) == 0 then redis.call('SREM', KEYS[5], c[1]) end
   held[#held + 1] = c[1]
@@ -120,14 +121,15 @@ redis.call('HDEL', KEYS[4], 'waitReason')
 return held
 `;
 
-// KEYS: limits hash, waiter-seen hash, groups-waiting set, then per group its running and waiting zsets.
+// KEYS: limits hash, waiter-seen hash, groups-waiting set, groups-running set, then per group its
+//       running and waiting zsets.
 // ARGV: stale ms, job id to release ('' = none), then the groups.
 // Returns the waiters that now fit (at most the free slots of each group), to be promoted.
 const RELEASE_LUA = `${NOW}${CAP}
 local out = {}
 for i = 3, #ARGV do
   local g = ARGV[i]
-  local run, wait = KEYS[4 + 2 * (i - 3)], KEYS[5 + 2 * (i - 3)]
+  local run, wait = KEYS[5 + 2 * (i - 3)], KEYS[6 + 2 * (i - 3)]
   if ARGV[2] ~= '' then redis.call('ZREM', run, ARGV[2]) end
   local cap = capOf(g)
   if cap then
@@ -141,6 +143,7 @@ for i = 3, #ARGV do
     redis.call('DEL', wait)
   end
   if redis.call('EXISTS', wait) == 0 then redis.call('SREM', KEYS[3], g) end
+  if redis.call('EXISTS', run) == 0 then redis.call('SREM', KEYS[4], g) end
 end
 return out
 `;
@@ -191,7 +194,7 @@ export interface ConcurrencyLimits {
   getDefault(): Promise<number | undefined>;
   /** A group's cap and load. */
   status(group: string): Promise<GroupStatus>;
-  /** Every group with a cap of its own or with jobs held. */
+  /** Every group with a cap of its own, jobs running under a cap, or jobs held. */
   list(): Promise<GroupStatus[]>;
   /** Jobs of an arch held by a cap now (they wait in the queue but no slot would take them). */
   held(arch: Arch): Promise<string[]>;
@@ -230,10 +233,11 @@ export function createConcurrencyLimits(
   async function release(id: string, groups: readonly string[]): Promise<Waiter[]> {
     if (groups.length === 0) return [];
     const out = await r.awLimitRelease(
-      3 + groups.length * 2,
+      4 + groups.length * 2,
       keys.limits,
       keys.limitWaiterSeen,
       keys.limitGroupsWaiting,
+      keys.limitGroupsRunning,
       ...pairs(groups),
       HOLD_STALE_MS,
       id,
@@ -267,12 +271,13 @@ export function createConcurrencyLimits(
       const groups = candidateGroups(job.labels);
       if (groups.length === 0) return { granted: true, groups: [] };
       const reply = await r.awLimitAcquire(
-        5 + groups.length * 2,
+        6 + groups.length * 2,
         keys.limits,
         keys.limitWaiterSeen,
         keys.limitHeld(job.arch),
         keys.job(job.id),
         keys.limitGroupsWaiting,
+        keys.limitGroupsRunning,
         ...pairs(groups),
         HOLD_STALE_MS,
         job.id,
@@ -295,7 +300,13 @@ export function createConcurrencyLimits(
     },
     release,
     async wake(groups) {
-      const gs = groups ?? (await redis.smembers(keys.limitGroupsWaiting));
+      // Every group with a line, and every group with slots held (a lease that ran out frees one).
+      const gs = groups ?? [
+        ...new Set([
+          ...(await redis.smembers(keys.limitGroupsWaiting)),
+          ...(await redis.smembers(keys.limitGroupsRunning)),
+        ]),
+      ];
       return release('', gs);
     },
     async noteHeld(id, message) {
@@ -321,12 +332,17 @@ export function createConcurrencyLimits(
     },
     status,
     async list() {
-      const [own, waiting] = await Promise.all([
+      const [own, waiting, running] = await Promise.all([
         redis.hkeys(keys.limits),
         redis.smembers(keys.limitGroupsWaiting),
+        redis.smembers(keys.limitGroupsRunning),
       ]);
-      const groups = [...new Set([...own, ...waiting])].filter((g) => g !== REPO_DEFAULT_GROUP).sort();
-      return Promise.all(groups.map(status));
+      const groups = [...new Set([...own, ...waiting, ...running])]
+        .filter((g) => g !== REPO_DEFAULT_GROUP)
+        .sort();
+      const all = await Promise.all(groups.map(status));
+      // A group whose last slot ran out (a dead node's) stays listed until the next pass tidies it.
+      return all.filter((g) => g.concurrency !== undefined || g.running > 0 || g.waiting > 0);
     },
     async held(arch) {
       // A held job looks again every HOLD_RECHECK_MS: one not seen for longer left the line.

@@ -30,6 +30,7 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   worker: async () => (await import('./commands/worker.ts')).registerWorker,
   nodes: async () => (await import('./commands/nodes.ts')).registerNodes,
   pools: async () => (await import('./commands/pools.ts')).registerPools,
+  limits: async () => (await import('./commands/limits.ts')).registerLimits,
   scaler: async () => (await import('./commands/scaler.ts')).registerScaler,
 };
 

@@ -67,6 +67,11 @@ describe('concurrency caps in Redis (the scripts alone)', () => {
     // The same job asking again (a retry, a lost node's re-run) keeps its slot, counted once.
     expect(await limits.acquire(a1)).toMatchObject({ granted: true });
     expect(await limits.status('repo=o/a')).toEqual({ group: 'repo=o/a', running: 1, waiting: 2 });
+    // Repositories under the default cap are listed while they run or wait.
+    expect(await limits.list()).toEqual([
+      { group: 'repo=o/a', running: 1, waiting: 2 },
+      { group: 'repo=o/b', running: 1, waiting: 0 },
+    ]);
     // a1 ends: the first in line (a2) is woken, and a3 may not jump it.
     expect(await limits.release(a1.id, ['repo=o/a'])).toEqual([{ arch: 'amd64', id: a2.id }]);
     expect(await limits.acquire(a3)).toMatchObject({ granted: false, ahead: 1 });
@@ -96,7 +101,8 @@ describe('concurrency caps in Redis (the scripts alone)', () => {
     await limits.set('team=infra', null);
     expect(await limits.wake(['team=infra'])).toEqual([{ arch: 'amd64', id: t.id }]);
     expect(await limits.acquire(t)).toMatchObject({ granted: true, groups: ['repo=o/other'] });
-    expect((await limits.list()).map((g) => g.group)).toEqual(['repo=o/big']);
+    // Listed: a group with its own cap, or jobs running or held (y still holds its team=infra slot).
+    expect((await limits.list()).map((g) => g.group)).toEqual(['repo=o/big', 'repo=o/other', 'team=infra']);
   });
 
   it('a slot whose holder stopped renewing (its node died) frees when its lease ends; a renewed one does not', async () => {
@@ -324,22 +330,36 @@ describe('concurrency caps on real workers', () => {
       'the job to be held',
       20_000,
     );
-    const show = await execa('bin/archway', ['job', 'show', held], {
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ARCHWAY_URL: api.url, ARCHWAY_TOKEN: api.token },
-      extendEnv: false,
-      reject: false,
-    });
+    const cli = (args: string[]) =>
+      execa('bin/archway', args, {
+        env: {
+          PATH: process.env.PATH ?? '/usr/bin:/bin',
+          ARCHWAY_URL: api?.url ?? '',
+          ARCHWAY_TOKEN: api?.token ?? '',
+        },
+        extendEnv: false,
+        reject: false,
+      });
+    const show = await cli(['job', 'show', held]);
     expect(show.stdout).toMatch(/^waiting: +label team=infra has 1 of 1 job running$/m);
+    const listed = await api.app.inject({ method: 'GET', url: '/v1/limits', headers: auth });
+    expect(listed.json()).toEqual({
+      repoDefault: null,
+      groups: [{ group: 'team=infra', concurrency: 1, own: true, running: 1, waiting: 1 }],
+    });
     await cluster.queue.cancel(held);
     expect(await cluster.queue.limits.status('team=infra')).toMatchObject({ running: 1, waiting: 0 });
     expect(await cluster.queue.limits.held('amd64')).toEqual([]);
-    // Raising the cap through the API is seen by the worker at once: a new job runs beside the long one.
-    await api.app.inject({
-      method: 'PUT',
-      url: '/v1/labels/team/infra/limits',
-      headers: auth,
-      payload: { concurrency: 2 },
-    });
+    const table = await cli(['limits']);
+    expect(table.stdout).toMatch(/^repositories' default: none/);
+    expect(table.stdout).toMatch(/^team=infra +1 +1 +0$/m);
+    const bad = await cli(['limits', 'set', 'team=infra', '0']);
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toMatch(/N: expected a number of jobs/);
+    // Raising the cap (the CLI, through the API) is seen by the worker at once: a new job runs beside the long one.
+    const raised = await cli(['limits', 'set', 'team=infra', '2']);
+    expect(raised.exitCode).toBe(0);
+    expect(raised.stdout).toMatch(/^team=infra +2 +1 +0$/m);
     const beside = await cluster.submit({
       arch: 'amd64',
       image: 'busybox',

@@ -67,7 +67,7 @@ export const limitRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app,
       schema: {
         summary: 'List concurrency caps',
         description:
-          "The repositories' default cap (ARCHWAY_REPO_CONCURRENCY on the API) and every group with a cap of its own or jobs held, with its running and held jobs.",
+          "The repositories' default cap (ARCHWAY_REPO_CONCURRENCY on the API) and every group with a cap of its own, jobs running under a cap or jobs held, with its running and held jobs.",
         tags: ['limits'],
         security,
         response: {

@@ -85,6 +85,8 @@ export function createKeys(prefix = 'archway') {
     limitWaiterSeen: `${t}:limit:seen`,
     /** Concurrency groups with jobs in line, for the control plane's wake-up pass. */
     limitGroupsWaiting: `${t}:limit:groups-waiting`,
+    /** Concurrency groups with slots held, for the listing and the wake-up pass (a lease that ran out). */
+    limitGroupsRunning: `${t}:limit:groups-running`,
     /** Jobs of an arch held by a cap, by when they last looked (ms): what the pools' estimates leave out. */
     limitHeld: (arch: Arch) => `${t}:limit:held:${arch}`,
     log: (id: string) => `${prefix}:log:{${id}}`,
