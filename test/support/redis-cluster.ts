@@ -9,9 +9,13 @@ import type { TestRedis } from './redis-server.ts';
 
 /**
  * The primaries of the suite's Redis Cluster (ARCHWAY_TEST_REDIS=cluster). Their cluster bus
- * ports are these + 10000; both must be free (ARCHWAY_TEST_CLUSTER_PORT moves them).
+ * ports are these + 10000; both must be free (ARCHWAY_TEST_CLUSTER_PORT moves them). The default
+ * keeps the bus ports below Linux's ephemeral range (32768-60999): at 36100 one of them was once
+ * taken by an outgoing connection, and its redis-server exited at start.
  */
-const BASE = Number(process.env.ARCHWAY_TEST_CLUSTER_PORT ?? 26_100);
+const BASE = Number(process.env.ARCHWAY_TEST_CLUSTER_PORT ?? 21_500);
+/** Sets of ports tried before giving up, when a server cannot bind (it exits at once). */
+const TRIES = 4;
 
 /**
  * A real 3-primary Redis Cluster of the test's own (`redis-server --cluster-enabled yes` x 3,
@@ -20,8 +24,21 @@ const BASE = Number(process.env.ARCHWAY_TEST_CLUSTER_PORT ?? 26_100);
  */
 let next = 0;
 export async function startRedisCluster(): Promise<TestRedis> {
-  const ports = [0, 1, 2].map((i) => BASE + next + i);
-  next += 3;
+  for (let i = 1; ; i++) {
+    try {
+      return await startOn([0, 1, 2].map((n) => BASE + next + n));
+    } catch (e) {
+      if (!(e instanceof PortsTaken) || i >= TRIES) throw e;
+    } finally {
+      next += 3;
+    }
+  }
+}
+
+/** A server of the cluster exited before it answered: a port (or its bus port) was taken. */
+class PortsTaken extends Error {}
+
+async function startOn(ports: number[]): Promise<TestRedis> {
   const dir = await mkdtemp(join(tmpdir(), 'archway-cluster-'));
   const procs: ChildProcess[] = [];
   for (const port of ports) {
@@ -48,6 +65,11 @@ export async function startRedisCluster(): Promise<TestRedis> {
     const end = Date.now() + ms;
     while (Date.now() < end) {
       if (await f()) return;
+      const gone = procs.findIndex((p) => p.exitCode !== null || p.signalCode !== null);
+      if (gone >= 0)
+        throw new PortsTaken(
+          `redis-server on ${ports[gone]} exited at start (its port or bus port ${(ports[gone] ?? 0) + 10_000} is taken?)`,
+        );
       await new Promise((r) => setTimeout(r, 100));
     }
     throw new Error(`Redis Cluster on ${ports.join(',')}: timed out waiting for ${what}`);
