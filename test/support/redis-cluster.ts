@@ -10,8 +10,8 @@ import type { TestRedis } from './redis-server.ts';
 /**
  * The primaries of the suite's Redis Cluster (ARCHWAY_TEST_REDIS=cluster). Their cluster bus
  * ports are these + 10000; both must be free (ARCHWAY_TEST_CLUSTER_PORT moves them). The default
- * keeps the bus ports below Linux's ephemeral range (32768-60999): at 36100 one of them was once
- * taken by an outgoing connection, and its redis-server exited at start.
+ * keeps the bus ports below Linux's ephemeral range (32768-60999), where an outgoing connection
+ * can hold one (in CI a server at 26108, bus 36108, never answered).
  */
 const BASE = Number(process.env.ARCHWAY_TEST_CLUSTER_PORT ?? 21_500);
 /** Sets of ports tried before giving up, when a server cannot bind (it exits at once). */
