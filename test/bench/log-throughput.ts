@@ -119,13 +119,17 @@ async function oneRun(
   const m1 = await machineCpuSeconds();
   const final = (await (await stack.api(`/v1/jobs/${job.id}`)).json()) as {
     state: string;
+    reason?: string;
+    attempts?: { error?: string }[];
     logBytes: number;
     startedAt: string;
     finishedAt: string;
   };
   redis.disconnect();
   if (final.state !== 'passed' || final.logBytes !== bytes)
-    throw new Error(`job ${job.id}: ${final.state}, ${final.logBytes} bytes logged`);
+    throw new Error(
+      `job ${job.id}: ${final.state} (${final.reason ?? ''} ${final.attempts?.at(-1)?.error ?? ''}), ${final.logBytes} bytes logged`,
+    );
   for (const f of follows)
     if (f.bytes < bytes) throw new Error(`a follower got ${f.bytes} of ${bytes} bytes`);
   const first = Math.min(...follows.map((f) => f.first));
