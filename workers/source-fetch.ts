@@ -81,7 +81,7 @@ export function createSourceFetcher(o: SourceFetcherOptions): SourceFetcher {
   const policy = { allowLoopback: o.allowLoopback ?? false, allow: o.allow ?? [] };
   /** An uploaded tree's URL is the API's own (written by the API): fetched wherever the API is. */
   const policyOf = (source: NonNullable<JobSpec['source']>) =>
-    source.upload ? { allowLoopback: true, allow: [], ...uploadSourcePolicy(source.git) } : policy;
+    source.upload ? uploadSourcePolicy(source.git) : policy;
   const credentials = createSourceCredentials(o.redis, o.keys);
 
   const layout = poolLayout(o.poolPath);

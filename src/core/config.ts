@@ -34,6 +34,10 @@ const LogSettings = {
    * pretty when stderr is a terminal, else json. `--log-format` on the command line sets it.
    */
   ARCHWAY_LOG_FORMAT: z.enum(['pretty', 'json']).optional(),
+};
+
+/** How a long-running process is supervised, for the API and the workers. */
+const SupervisionSettings = {
   /**
    * Set by `up` on the parts it starts (its own pid): when the process's parent is no longer this
    * pid (`up` was killed, `kill -9` or the OOM killer), the part stops as on a first SIGTERM
@@ -443,6 +447,7 @@ export const ApiConfig = z
     /** Longest the API spends reading a git source's config, in seconds; default 30. */
     ARCHWAY_CONFIG_FETCH_TIMEOUT_SECONDS: z.coerce.number().positive().default(30),
     ...LogSettings,
+    ...SupervisionSettings,
     ...GitHubSettings,
     ...ALLOW_LOOPBACK_SOURCES,
     ARCHWAY_EGRESS: EgressSettings.ARCHWAY_EGRESS,
@@ -468,6 +473,7 @@ export type ApiConfig = z.output<typeof ApiConfig>;
 /** The worker process (besides its command-line flags --arch, --slots, --warm). */
 export const WorkerConfig = HostConfig.extend({
   ...RedisSettings,
+  ...SupervisionSettings,
   /** This node's id. Default: `<hostname>-<arch>-<pid>`. */
   ARCHWAY_NODE_ID: z
     .string()

@@ -33,7 +33,7 @@ export interface SourceUrlPolicy {
  * by a user, so it is fetched wherever the operator put the API: loopback, a private address,
  * plain http. Only that host is allowed.
  */
-export function uploadSourcePolicy(url: string): SourceUrlPolicy {
+export function uploadSourcePolicy(url: string): Required<SourceUrlPolicy> {
   let host = '';
   try {
     host = new URL(url).hostname.toLowerCase().replace(/^\[|\]$/g, '');
