@@ -1,10 +1,10 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
+import { answerGit } from './git-http-server.ts';
 
 /** One request the fake saw. */
 export interface FakeCall {
@@ -118,44 +118,7 @@ export async function startFakeGitHub(): Promise<FakeGitHub> {
         return;
       }
     }
-    const body = await readBody(req);
-    const cgi = spawn('/usr/lib/git-core/git-http-backend', [], {
-      env: {
-        ...GIT_ENV,
-        GIT_PROJECT_ROOT: root,
-        GIT_HTTP_EXPORT_ALL: '1',
-        PATH_INFO: url.pathname,
-        QUERY_STRING: url.search.slice(1),
-        REQUEST_METHOD: req.method ?? 'GET',
-        CONTENT_TYPE: req.headers['content-type'] ?? '',
-        CONTENT_LENGTH: String(body.length),
-        REMOTE_ADDR: '127.0.0.1',
-        ...(req.headers['git-protocol'] ? { GIT_PROTOCOL: String(req.headers['git-protocol']) } : {}),
-        ...(req.headers['content-encoding']
-          ? { HTTP_CONTENT_ENCODING: String(req.headers['content-encoding']) }
-          : {}),
-      },
-      stdio: ['pipe', 'pipe', 'ignore'],
-    });
-    // git may answer before it has read the whole request: an EPIPE then is not the test's failure.
-    cgi.stdin.on('error', () => undefined);
-    cgi.stdin.end(body);
-    const out: Buffer[] = [];
-    for await (const c of cgi.stdout) out.push(c as Buffer);
-    const all = Buffer.concat(out);
-    const split = all.indexOf('\r\n\r\n');
-    const head = all.subarray(0, split).toString();
-    let status = 200;
-    const headers: Record<string, string> = {};
-    for (const line of head.split('\r\n')) {
-      const i = line.indexOf(':');
-      const k = line.slice(0, i).trim();
-      const v = line.slice(i + 1).trim();
-      if (k.toLowerCase() === 'status') status = Number(v.split(' ')[0]);
-      else if (k) headers[k] = v;
-    }
-    res.writeHead(status, headers);
-    res.end(all.subarray(split + 4));
+    await answerGit(req, res, url, root);
   }
 
   async function api(req: IncomingMessage, res: ServerResponse, url: URL, body: unknown): Promise<number> {
