@@ -1,38 +1,18 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { createStallWatch, MAX_ATTEMPTS, SLOT_LEASE_MS, SLOT_RENEW_MS } from '../../queue/index.ts';
-import { type Arch, createLogger } from '../../src/core/index.ts';
+import { createLogger } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { checkLeftovers } from '../support/leak-check.ts';
-import { createTestHost, eventually, leftovers, TEST_ENV } from '../support/test-host.ts';
+import { createTestHost, eventually, leftovers } from '../support/test-host.ts';
+import { exited, workerProcesses } from '../support/worker-process.ts';
 
 let c: TestCluster | undefined;
-const children: ChildProcess[] = [];
-
-function spawnWorker(cluster: TestCluster, nodeId: string, arch: Arch = 'amd64'): ChildProcess {
-  const child = spawn('bin/archway', ['worker', '--arch', arch, '--slots', '1', '--warm', '0'], {
-    env: {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      ...TEST_ENV,
-      REDIS_URL: cluster.redis.url,
-      ARCHWAY_REDIS_PREFIX: cluster.keys.prefix,
-      ARCHWAY_NODE_ID: nodeId,
-    },
-    stdio: 'ignore',
-  });
-  children.push(child);
-  return child;
-}
-
-const exited = (p: ChildProcess) =>
-  p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise((r) => p.once('exit', r));
+const workers = workerProcesses();
+const spawnWorker = workers.spawn;
 
 checkLeftovers('each', async () => {
-  for (const p of children.splice(0)) {
-    p.kill('SIGTERM');
-    await exited(p);
-  }
+  await workers.stopAll('SIGTERM');
   await c?.close();
   c = undefined;
 });

@@ -1,50 +1,25 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { createNodeRegistry } from '../../queue/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { checkLeftovers } from '../support/leak-check.ts';
-import { eventually, TEST_ENV } from '../support/test-host.ts';
+import { eventually } from '../support/test-host.ts';
+import { exited, workerProcesses } from '../support/worker-process.ts';
 
 // The worker process closes through the core's closer, as the API and the scaler do: the first
 // signal drains (the running job finishes), a second ends the running job (back to the queue).
 
 let c: TestCluster | undefined;
-let child: ChildProcess | undefined;
-
-const exited = (p: ChildProcess) =>
-  p.exitCode !== null || p.signalCode !== null
-    ? Promise.resolve(p.exitCode)
-    : new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
+const workers = workerProcesses();
+const spawnWorker = workers.spawn;
 
 checkLeftovers(
   'each',
-  async () => {
-    if (child && child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await exited(child);
-    }
-    child = undefined;
-  },
+  () => workers.stopAll('SIGKILL'),
   async () => {
     await c?.close();
     c = undefined;
   },
 );
-
-function spawnWorker(cluster: TestCluster, nodeId: string): ChildProcess {
-  const p = spawn('bin/archway', ['worker', '--arch', 'amd64', '--slots', '1', '--warm', '0'], {
-    env: {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      ...TEST_ENV,
-      REDIS_URL: cluster.redis.url,
-      ARCHWAY_REDIS_PREFIX: cluster.keys.prefix,
-      ARCHWAY_NODE_ID: nodeId,
-    },
-    stdio: 'ignore',
-  });
-  child = p;
-  return p;
-}
 
 describe('worker process signals', () => {
   it('first SIGTERM: the running job finishes, the node leaves, exit 0', async () => {
