@@ -32,14 +32,15 @@ export type QueuePlace =
   | { status: 'starting'; of: number };
 
 /**
- * One round trip for QueuePlace. KEYS: BullMQ's wait, prioritized, delayed and active keys of the
- * arch and the job's record (one hash tag: one slot on a cluster); ARGV[1]: the job id. No scan
- * of a big line: ZRANK is O(log n); LPOS from the wait list's tail costs the jobs ahead of it
- * (the wait list holds only jobs put back by a stall check: every archway job has a priority);
- * the active list holds at most the arch's busy slots. BullMQ's delayed score is
- * `timestamp * 0x1000 + a counter` (its getDelayedScore).
+ * One round trip for QueuePlace, nothing when the record is not queued. KEYS: BullMQ's wait,
+ * prioritized, delayed and active keys of the arch and the job's record (one hash tag: one slot
+ * on a cluster); ARGV[1]: the job id. No scan of a big line: ZRANK is O(log n); LPOS from the
+ * wait list's tail costs the jobs ahead of it (the wait list holds only jobs put back by a stall
+ * check: every archway job has a priority); the active list holds at most the arch's busy slots.
+ * BullMQ's delayed score is `timestamp * 0x1000 + a counter` (its getDelayedScore).
  */
 const PLACE_LUA = `
+if redis.call('HGET', KEYS[5], 'state') ~= 'queued' then return false end
 local id = ARGV[1]
 local inWait = redis.call('LLEN', KEYS[1])
 local of = inWait + redis.call('ZCARD', KEYS[2])
@@ -110,8 +111,9 @@ export interface JobQueue {
   /** Waiting (and delayed/prioritized) jobs per arch. */
   depth(arch: Arch): Promise<number>;
   /**
-   * Where a queued job stands in its arch's queue, read in one round trip; undefined when it is
-   * not there (not queued, or between its record and its enqueue).
+   * Where a queued job stands in its arch's queue, read with its record's state in one round
+   * trip; undefined when its record is not queued, or it is not in the queue (between its record
+   * and its enqueue).
    */
   place(job: Pick<JobRecord, 'id' | 'arch'>): Promise<QueuePlace | undefined>;
   close(): Promise<void>;
