@@ -5,7 +5,7 @@
  * the record, the place and the job's own estimate) for the same job. ZRANK is O(log N): the
  * time should not grow with N.
  *
- *   npx tsx test/bench/queue-place.ts   (ARCHWAY_BENCH_SIZES=100,10000 ARCHWAY_BENCH_SAMPLES=200)
+ *   npx tsx test/bench/queue-place.ts   (ARCHWAY_BENCH_SIZES=100,10000,100000 ARCHWAY_BENCH_SAMPLES=200)
  */
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
@@ -16,7 +16,7 @@ import { ApiConfig, createKeys, createLogger, JobSpec, parseConfig } from '../..
 import { startRedis } from '../support/redis-server.ts';
 import { machine, ms, summarize } from './stats.ts';
 
-const SIZES = (process.env.ARCHWAY_BENCH_SIZES ?? '100,10000').split(',').map(Number);
+const SIZES = (process.env.ARCHWAY_BENCH_SIZES ?? '100,10000,100000').split(',').map(Number);
 const SAMPLES = Number(process.env.ARCHWAY_BENCH_SAMPLES ?? 200);
 const say = (line = '') => process.stderr.write(`${line}\n`);
 
