@@ -58,6 +58,17 @@ function lineWithoutPool(job: ShownJob): string | undefined {
 }
 
 /**
+ * What a terminal is sent to put `line` where `last` is: back to the start of `last`, which
+ * wraps onto more than one row on a terminal narrower than it (`columns`; 80 when unknown), then
+ * erased to the end of the screen. `\r\x1b[K` alone erases only the last of those rows.
+ */
+export function rewriteLine(last: string, line: string, columns: number | undefined): string {
+  if (!last) return `\r\x1b[K${line}`;
+  const rows = Math.max(1, Math.ceil(last.length / (columns && columns > 0 ? columns : 80)));
+  return `\r${rows > 1 ? `\x1b[${rows - 1}A` : ''}\x1b[J${line}`;
+}
+
+/**
  * While the job is queued, prints what it waits for on stderr, again whenever that changes
  * (on a terminal the line is rewritten in place); stops at the first log chunk or state change.
  */
@@ -74,7 +85,7 @@ function reportWaiting(client: ApiClient, id: string): { stop(): void } {
         lineWithoutPool(job) ?? waitingLine(job, await client.json<PoolWait>('GET', `/v1/pools/${job.arch}`));
       if (stopped) return;
       if (line !== last) {
-        process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
+        process.stderr.write(tty ? rewriteLine(last, line, process.stderr.columns) : `${line}\n`);
         last = line;
       }
     } catch {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { waitingLine } from '../../src/cli/follow.ts';
+import { rewriteLine, waitingLine } from '../../src/cli/follow.ts';
 import { ordinal, placeText, type ShownJob } from '../../src/cli/queue-place.ts';
 
 const pool = {
@@ -71,5 +71,15 @@ describe("the CLI's words for a queued job's place (issue #13)", () => {
     expect(waitingLine(job(undefined), pool)).toBe(
       'archway: job j1 is queued: 7 waiting for 2 amd64 nodes (4 slots), estimated wait 20s',
     );
+  });
+
+  it('rewrites the line in place on a terminal, also when it wrapped onto more rows', () => {
+    const long = 'x'.repeat(110);
+    expect(rewriteLine('', long, 80)).toBe(`\r\x1b[K${long}`);
+    // 110 columns on an 80-column terminal are two rows: up one, then erase to the end.
+    expect(rewriteLine(long, 'next', 80)).toBe('\r\x1b[1A\x1b[Jnext');
+    expect(rewriteLine(long, 'next', 200)).toBe('\r\x1b[Jnext');
+    expect(rewriteLine('x'.repeat(80), 'next', 80)).toBe('\r\x1b[Jnext');
+    expect(rewriteLine('x'.repeat(161), 'next', undefined)).toBe('\r\x1b[2A\x1b[Jnext');
   });
 });
