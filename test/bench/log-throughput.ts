@@ -2,13 +2,16 @@
  * Log throughput from a real job to clients following its log over HTTP, with real processes
  * (redis-server, `archway api`, `archway worker`, runc): one job writes LOG_MB through
  * `yes | head -c`, F clients follow it (`GET /v1/jobs/:id/log?follow=1`, one TCP connection
- * each). Per run: MB/s at the slowest follower (first byte of the job's output to the end of
- * the follow), the worker's and the API's peak RSS (VmRSS sampled every 50 ms), the Redis
- * connections the follows held (clients named `archway-api-follow`), the load average, and the
+ * each). Per run: MB/s at the slowest follower (first to last byte of the job's output; and to
+ * the end of the follow, which also waits for the job's end, archway's last lines and the end
+ * marker: how long that takes after the last byte is a column of its own), the worker's and
+ * the API's peak RSS (VmRSS sampled every 50 ms), the Redis connections the follows held
+ * (clients named `archway-api-follow`), the load average, and the
  * CPU seconds of each process (from /proc) during the transfer.
  *
  *   npm run bench:log-throughput   (as root; ARCHWAY_BENCH_LOG_MB=200 ARCHWAY_BENCH_LOG_FOLLOWERS=1,100
- *                                   ARCHWAY_BENCH_LOG_RUNS=3; ARCHWAY_BENCH_PROFILE=DIR for CPU profiles)
+ *                                   ARCHWAY_BENCH_LOG_RUNS=3 ARCHWAY_BENCH_LOG_FSYNC=everysec,always;
+ *                                   ARCHWAY_BENCH_PROFILE=DIR for CPU profiles)
  */
 import { request } from 'node:http';
 import { performance } from 'node:perf_hooks';
@@ -29,11 +32,23 @@ const LOG_MB = Number(process.env.ARCHWAY_BENCH_LOG_MB ?? 200);
 const FANOUT_MB = Number(process.env.ARCHWAY_BENCH_LOG_FANOUT_MB ?? 20);
 const FOLLOWERS = (process.env.ARCHWAY_BENCH_LOG_FOLLOWERS ?? '1,100').split(',').map(Number);
 const RUNS = Number(process.env.ARCHWAY_BENCH_LOG_RUNS ?? 3);
+/**
+ * Redis's AOF fsync per row: `everysec` is what `archway up` and the fleet set-up in
+ * docs/operations.md run, `always` (a flush per write, what the tests run) the strictest.
+ */
+const FSYNCS = (process.env.ARCHWAY_BENCH_LOG_FSYNC ?? 'everysec,always').split(',');
 const LINE = 'archway log throughput benchmark line of output';
 const say = (line = '') => process.stderr.write(`${line}\n`);
 
-/** One follow over its own TCP connection: resolves with its byte count and the times of its first job byte and its end. */
-function follow(stack: BenchStack, id: string): Promise<{ bytes: number; first: number; end: number }> {
+/**
+ * One follow over its own TCP connection: resolves with its byte count, the times of its first
+ * and last byte of the job's own output (`jobBytes` from the first line on), and of its end.
+ */
+function follow(
+  stack: BenchStack,
+  id: string,
+  jobBytes: number,
+): Promise<{ bytes: number; first: number; last: number; end: number }> {
   return new Promise((resolve, reject) => {
     const req = request(`${stack.url}/v1/jobs/${id}/log?follow=1`, {
       agent: false,
@@ -44,12 +59,22 @@ function follow(stack: BenchStack, id: string): Promise<{ bytes: number; first: 
       if (res.statusCode !== 200) reject(new Error(`follow: ${res.statusCode}`));
       let bytes = 0;
       let first = 0;
+      let last = 0;
+      /** Where the job's output ends in the follow's bytes, once its start is known. */
+      let outputEnd = Number.POSITIVE_INFINITY;
       res.on('data', (d: Buffer) => {
         // The job's own output starts with its first line (archway's header comes before it).
-        if (!first && d.includes(LINE)) first = performance.now();
+        if (!first) {
+          const at = d.indexOf(LINE);
+          if (at >= 0) {
+            first = performance.now();
+            outputEnd = bytes + at + jobBytes;
+          }
+        }
         bytes += d.length;
+        if (!last && bytes >= outputEnd) last = performance.now();
       });
-      res.on('end', () => resolve({ bytes, first, end: performance.now() }));
+      res.on('end', () => resolve({ bytes, first, last, end: performance.now() }));
       res.on('error', reject);
     });
     req.end();
@@ -57,7 +82,12 @@ function follow(stack: BenchStack, id: string): Promise<{ bytes: number; first: 
 }
 
 interface Run {
+  /** First to last byte of the job's output at the slowest follower, MB/s. */
   mbps: number;
+  /** First byte of the job's output to the end of the slowest follow (the job's end, its last lines and the end marker included), MB/s. */
+  endMbps: number;
+  /** The slowest follow's end after its last byte of the job's output, ms. */
+  tailMs: number;
   /** Bytes delivered to all the followers over the same time, MB/s. */
   totalMbps: number;
   /** The worker's side: job running -> its log written, MB/s. */
@@ -109,7 +139,7 @@ async function oneRun(
     body: JSON.stringify({ arch: 'amd64', image: 'busybox', script: `yes '${LINE}' | head -c ${bytes}` }),
   });
   const { job } = (await res.json()) as { job: { id: string } };
-  const follows = await Promise.all(Array.from({ length: followers }, () => follow(stack, job.id)));
+  const follows = await Promise.all(Array.from({ length: followers }, () => follow(stack, job.id, bytes)));
   sampling = false;
   await sampler;
   const cpu1 = Object.fromEntries(
@@ -133,14 +163,17 @@ async function oneRun(
   for (const f of follows)
     if (f.bytes < bytes) throw new Error(`a follower got ${f.bytes} of ${bytes} bytes`);
   const first = Math.min(...follows.map((f) => f.first));
+  const last = Math.max(...follows.map((f) => f.last));
   const end = Math.max(...follows.map((f) => f.end));
   const cpu: Record<string, number> = {};
   for (const k of Object.keys(pids)) cpu[k] = (cpu1[k] as number) - (cpu0[k] as number);
   cpu.client = (self.user + self.system) / 1e6;
   const writerS = (Date.parse(final.finishedAt) - Date.parse(final.startedAt)) / 1000;
   return {
-    mbps: bytes / 1e6 / ((end - first) / 1000),
-    totalMbps: (followers * bytes) / 1e6 / ((end - first) / 1000),
+    mbps: bytes / 1e6 / ((last - first) / 1000),
+    endMbps: bytes / 1e6 / ((end - first) / 1000),
+    tailMs: end - last,
+    totalMbps: (followers * bytes) / 1e6 / ((last - first) / 1000),
     writerMbps: bytes / 1e6 / writerS,
     workerRss,
     apiRss,
@@ -158,9 +191,9 @@ say(
 );
 say();
 say(
-  '| followers | MB/s at the slowest follower | MB/s to all followers | worker side MB/s | worker peak RSS MiB | API peak RSS MiB | Redis follow connections | load avg | CPU s: worker / API / redis / clients / machine |',
+  '| followers | appendfsync | MB/s at the slowest follower (first to last byte of the output) | the same to the end of the follow | end of the follow after the last byte, ms | MB/s to all followers | worker side MB/s | worker peak RSS MiB | API peak RSS MiB | Redis follow connections | load avg | CPU s: worker / API / redis / clients / machine |',
 );
-say('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+say('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
 const stack = await startStack();
 try {
   const worker = stack.addWorker('amd64', {
@@ -172,21 +205,25 @@ try {
   const probe = new Redis(stack.redis.url);
   const redisPid = Number(/process_id:(\d+)/.exec(await probe.info('server'))?.[1]);
   probe.disconnect();
-  for (const f of FOLLOWERS) {
-    const runs: Run[] = [];
-    for (let i = 0; i < RUNS; i++) runs.push(await oneRun(stack, worker.pid as number, f, redisPid));
-    const cell = (xs: number[], d = 0) => {
-      const s = summarize(xs);
-      return `${s.p50.toFixed(d)} (${s.min.toFixed(d)}-${s.max.toFixed(d)})`;
-    };
-    const med = (k: string) => summarize(runs.map((r) => r.cpu[k] as number)).p50.toFixed(1);
-    say(
-      `| ${f} | ${cell(runs.map((r) => r.mbps))} | ${cell(runs.map((r) => r.totalMbps))} | ${cell(runs.map((r) => r.writerMbps))} | ${cell(runs.map((r) => r.workerRss))} | ${cell(runs.map((r) => r.apiRss))} | ${cell(runs.map((r) => r.readers))} | ${cell(
-        runs.map((r) => r.load),
-        1,
-      )} | ${med('worker')} / ${med('api')} / ${med('redis')} / ${med('client')} / ${summarize(runs.map((r) => r.busy)).p50.toFixed(1)} |`,
-    );
-  }
+  for (const f of FOLLOWERS)
+    for (const fsync of FSYNCS) {
+      const conf = new Redis(stack.redis.url);
+      await conf.config('SET', 'appendfsync', fsync);
+      conf.disconnect();
+      const runs: Run[] = [];
+      for (let i = 0; i < RUNS; i++) runs.push(await oneRun(stack, worker.pid as number, f, redisPid));
+      const cell = (xs: number[], d = 0) => {
+        const s = summarize(xs);
+        return `${s.p50.toFixed(d)} (${s.min.toFixed(d)}-${s.max.toFixed(d)})`;
+      };
+      const med = (k: string) => summarize(runs.map((r) => r.cpu[k] as number)).p50.toFixed(1);
+      say(
+        `| ${f} | ${fsync} | ${cell(runs.map((r) => r.mbps))} | ${cell(runs.map((r) => r.endMbps))} | ${cell(runs.map((r) => r.tailMs))} | ${cell(runs.map((r) => r.totalMbps))} | ${cell(runs.map((r) => r.writerMbps))} | ${cell(runs.map((r) => r.workerRss))} | ${cell(runs.map((r) => r.apiRss))} | ${cell(runs.map((r) => r.readers))} | ${cell(
+          runs.map((r) => r.load),
+          1,
+        )} | ${med('worker')} / ${med('api')} / ${med('redis')} / ${med('client')} / ${summarize(runs.map((r) => r.busy)).p50.toFixed(1)} |`,
+      );
+    }
 } finally {
   await stack.close();
 }

@@ -8,7 +8,9 @@ import {
   createLease,
   createLogWriter,
   type JobQueue,
+  lastLogId,
   readLog,
+  readLogBlocking,
 } from '../../queue/index.ts';
 import {
   assertNoEviction,
@@ -300,6 +302,21 @@ describe('log writer', () => {
     // The node is cut off; the job is re-run elsewhere as attempt 2.
     const second = writer(2);
     await second.note('attempt 2 starts\n');
+    // A follower waits in XREAD for what comes next: it must never see the refused output either.
+    const followerConn = redis.duplicate();
+    const seen: string[] = [];
+    const following = (async () => {
+      let position = await lastLogId(redis, keys, 'fenced');
+      while (!seen.join('').includes('attempt 2 output')) {
+        const page = await readLogBlocking(followerConn, keys, 'fenced', position, {
+          blockMs: 5000,
+          count: 100,
+        });
+        for (const c of page.chunks) seen.push(c.data.toString());
+        position = page.last ?? position;
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 50));
     // The link returns: attempt 1's buffered output and its end are refused.
     await first.write(Buffer.from('stale output\n'));
     await first.end(60);
@@ -314,6 +331,9 @@ describe('log writer', () => {
     expect(chunks.map((c) => c.text).join('')).toBe(
       'attempt 1 starts\nattempt 2 starts\n[archway] a note\nattempt 2 output\n',
     );
+    await following;
+    followerConn.disconnect();
+    expect(seen.join('')).toBe('[archway] a note\nattempt 2 output\n');
     expect(ended).toBe(true);
     expect(await redis.ttl(keys.logFence('fenced'))).toBeGreaterThan(0);
   });
