@@ -73,6 +73,7 @@ export {
   type JobQueue,
   type JobQueueOptions,
   MAX_ATTEMPTS,
+  type QueuePlace,
   type SubmitOptions,
 } from './job-queue.ts';
 export {

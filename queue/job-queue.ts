@@ -16,6 +16,47 @@ import { appendLogNote } from './log-writer.ts';
 /** Attempts a job gets when its host fails (errored attempts are retried elsewhere). */
 export const MAX_ATTEMPTS = 3;
 
+/**
+ * Where a queued job stands in its arch's queue (issue #13), in the order BullMQ's workers take
+ * jobs: the `wait` list first (from its tail), then the `prioritized` set (lowest score first:
+ * priority, then arrival). Delayed jobs are in no line until they are promoted.
+ */
+export type QueuePlace =
+  /** In line: `position` 1 is the next job a node of the arch takes; `of` jobs are in line. */
+  | { status: 'waiting'; position: number; of: number }
+  /** Not in line until `until` (epoch ms): a retry in back-off (or handed off from the node where it errored). */
+  | { status: 'delayed'; until: number; of: number }
+  /** Held by a concurrency cap (the record's `waitReason` says which): in line once a job of its group ends. */
+  | { status: 'held'; of: number }
+  /** A node has taken it from the line and is starting it. */
+  | { status: 'starting'; of: number };
+
+/**
+ * One round trip for QueuePlace, nothing when the record is not queued. KEYS: BullMQ's wait,
+ * prioritized, delayed and active keys of the arch and the job's record (one hash tag: one slot
+ * on a cluster); ARGV[1]: the job id. No scan of a big line: ZRANK is O(log n); LPOS from the
+ * wait list's tail costs the jobs ahead of it (the wait list holds only jobs put back by a stall
+ * check: every archway job has a priority); the active list holds at most the arch's busy slots.
+ * BullMQ's delayed score is `timestamp * 0x1000 + a counter` (its getDelayedScore).
+ */
+const PLACE_LUA = `
+if redis.call('HGET', KEYS[5], 'state') ~= 'queued' then return false end
+local id = ARGV[1]
+local inWait = redis.call('LLEN', KEYS[1])
+local of = inWait + redis.call('ZCARD', KEYS[2])
+local rank = redis.call('ZRANK', KEYS[2], id)
+if rank then return {'waiting', inWait + rank + 1, of} end
+local score = redis.call('ZSCORE', KEYS[3], id)
+if score then
+  if redis.call('HEXISTS', KEYS[5], 'waitReason') == 1 then return {'held', 0, of} end
+  return {'delayed', math.floor(tonumber(score) / 4096), of}
+end
+local i = redis.call('LPOS', KEYS[1], id, 'RANK', -1)
+if i then return {'waiting', inWait - i, of} end
+if redis.call('LPOS', KEYS[4], id) then return {'starting', 0, of} end
+return false
+`;
+
 export interface JobQueueOptions {
   /** A normal (non-blocking) connection. */
   redis: Redis;
@@ -69,6 +110,12 @@ export interface JobQueue {
   linkRestart(oldId: string, newId: string): Promise<void>;
   /** Waiting (and delayed/prioritized) jobs per arch. */
   depth(arch: Arch): Promise<number>;
+  /**
+   * Where a queued job stands in its arch's queue, read with its record's state in one round
+   * trip; undefined when its record is not queued, or it is not in the queue (between its record
+   * and its enqueue).
+   */
+  place(job: Pick<JobRecord, 'id' | 'arch'>): Promise<QueuePlace | undefined>;
   close(): Promise<void>;
 }
 
@@ -105,6 +152,10 @@ export class JobFinishedError extends ArchwayError {
 export function createJobQueue(o: JobQueueOptions): JobQueue {
   const store = createJobStore(o.redis, o.keys, { retentionSeconds: o.logRetentionSeconds });
   const limits = createConcurrencyLimits(o.redis, o.keys);
+  o.redis.defineCommand('awQueuePlace', { numberOfKeys: 5, lua: PLACE_LUA });
+  const scripts = o.redis as Redis & {
+    awQueuePlace(...args: string[]): Promise<[string, number, number] | null>;
+  };
   const queues = new Map<Arch, Queue>();
   const queueOf = (arch: Arch) => {
     let q = queues.get(arch);
@@ -246,6 +297,27 @@ export function createJobQueue(o: JobQueueOptions): JobQueue {
       return must(id);
     },
     depth: (arch) => queueOf(arch).getJobCountByTypes('wait', 'prioritized', 'delayed'),
+    async place(job) {
+      const q = queueOf(job.arch);
+      const r = await scripts.awQueuePlace(
+        ...(['wait', 'prioritized', 'delayed', 'active'] as const).map((t) => q.toKey(t)),
+        o.keys.job(job.id),
+        job.id,
+      );
+      if (!r) return undefined;
+      const [status, n, of] = r;
+      switch (status) {
+        case 'waiting':
+          return { status, position: n, of };
+        case 'delayed':
+          return { status, until: n, of };
+        case 'held':
+        case 'starting':
+          return { status, of };
+        default:
+          throw new Error(`queue place script answered '${status}'`);
+      }
+    },
     async close() {
       await Promise.all([...queues.values()].map((q) => q.close()));
     },

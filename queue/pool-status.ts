@@ -37,7 +37,8 @@ export interface WaitInputs {
 }
 
 /**
- * The estimated wait of a job submitted now (docs/operations.md, "Estimated wait"):
+ * The estimated wait of a job submitted now (docs/operations.md, "Estimated wait"), or of a
+ * queued job with `waiting` = the jobs before it in line (`PoolStatusReader.estimateAt`):
  * - 0 when a healthy node has a free slot for it (free slots > waiting jobs);
  * - else, with healthy nodes and a known median: the jobs ahead of it that no free slot takes,
  *   spread over all slots, times the median run time: (waiting + 1 - free) / slots x median;
@@ -109,6 +110,11 @@ export interface PoolStatusReader {
   read(arch: Arch): Promise<PoolStatus>;
   /** Every arch, in ARCHES order. */
   readAll(): Promise<PoolStatus[]>;
+  /**
+   * The estimated wait of the job at `position` (1-based) in its arch's line (QueuePlace): the
+   * pool's estimate, with the jobs before it in place of the whole queue. Reads no queue.
+   */
+  estimateAt(arch: Arch, position: number): Promise<WaitEstimate>;
 }
 
 export interface PoolStatusOptions {
@@ -159,14 +165,30 @@ export function createPoolStatus(o: PoolStatusOptions): PoolStatusReader {
     return durations.length % 2 ? durations[mid] : ((durations[mid - 1] ?? 0) + (durations[mid] ?? 0)) / 2;
   }
 
+  /** The arch's nodes and what the estimate takes from them and from the pool (all but the queue). */
+  function capacity(pool: Pool, all: NodeInfo[], t: number) {
+    const nodes = all.filter((n) => n.arch === pool.arch);
+    const live = nodes.filter((n) => !n.lost);
+    const healthy = live.filter((n) => n.state === 'active' && !n.drainRequested);
+    const scalerAlive = pool.scaler !== undefined && t - pool.scaler.seenAt < SCALER_SILENT_MS;
+    return {
+      nodes,
+      live,
+      healthy,
+      inputs: {
+        max: pool.max,
+        totalSlots: healthy.reduce((s, n) => s + n.slots, 0),
+        freeSlots: healthy.reduce((s, n) => s + Math.max(0, n.slots - n.busy), 0),
+        nodes: live.filter((n) => n.state !== 'draining' && !n.drainRequested).length,
+        scalerReactionMs: scalerAlive ? pool.scaler?.reactionMs : undefined,
+      },
+    };
+  }
+
   async function build(pool: Pool, all: NodeInfo[]): Promise<PoolStatus> {
     const arch = pool.arch;
     const t = now();
-    const nodes = all.filter((n) => n.arch === arch);
-    const live = nodes.filter((n) => !n.lost);
-    const healthy = live.filter((n) => n.state === 'active' && !n.drainRequested);
-    const totalSlots = healthy.reduce((s, n) => s + n.slots, 0);
-    const freeSlots = healthy.reduce((s, n) => s + Math.max(0, n.slots - n.busy), 0);
+    const { nodes, live, healthy, inputs } = capacity(pool, all, t);
     const heldIds = new Set(await o.queue.limits.held(arch));
     const [depth, oldest, median] = await Promise.all([
       o.queue.depth(arch),
@@ -177,8 +199,6 @@ export function createPoolStatus(o: PoolStatusOptions): PoolStatusReader {
     // scaler do not grow the pool for jobs that a bigger pool would not start.
     const held = Math.min(depth, heldIds.size);
     const waiting = depth - held;
-    const scalerAlive = pool.scaler !== undefined && t - pool.scaler.seenAt < SCALER_SILENT_MS;
-    const counted = live.filter((n) => n.state !== 'draining' && !n.drainRequested).length;
     return {
       pool,
       waiting,
@@ -186,19 +206,11 @@ export function createPoolStatus(o: PoolStatusOptions): PoolStatusReader {
       running: live.reduce((s, n) => s + n.busy, 0),
       nodes,
       healthyNodes: healthy.length,
-      totalSlots,
-      freeSlots,
+      totalSlots: inputs.totalSlots,
+      freeSlots: inputs.freeSlots,
       ...(oldest !== undefined && waiting > 0 ? { oldestWaitingMs: Math.max(0, t - oldest) } : {}),
       ...(median !== undefined ? { medianDurationMs: median } : {}),
-      estimate: estimateWait({
-        max: pool.max,
-        waiting,
-        totalSlots,
-        freeSlots,
-        medianDurationMs: median,
-        nodes: counted,
-        scalerReactionMs: scalerAlive ? pool.scaler?.reactionMs : undefined,
-      }),
+      estimate: estimateWait({ ...inputs, waiting, medianDurationMs: median }),
     };
   }
 
@@ -210,6 +222,16 @@ export function createPoolStatus(o: PoolStatusOptions): PoolStatusReader {
     async readAll() {
       const [pools, all] = await Promise.all([o.pools.list(), o.nodes.list()]);
       return Promise.all(ARCHES.map((_, i) => build(pools[i] as Pool, all)));
+    },
+    async estimateAt(arch, position) {
+      const [pool, all, median] = await Promise.all([
+        o.pools.get(arch),
+        o.nodes.list(),
+        medianDuration(arch),
+      ]);
+      // The jobs before it in line stand where the whole queue stands for a job submitted now.
+      const { inputs } = capacity(pool, all, now());
+      return estimateWait({ ...inputs, waiting: Math.max(0, position - 1), medianDurationMs: median });
     },
   };
 }

@@ -13,6 +13,61 @@ import {
 /** The API's named schemas (components of the OpenAPI document): a registry of its own, not zod's global one. */
 export const apiSchemas = z.registry<{ id: string }>();
 
+/** How a wait estimate was made, and the estimate in words (docs/operations.md, "Estimated wait"). */
+export const WaitEstimateView = z.object({
+  basis: z.enum(['free_slot', 'queue', 'scale_up', 'disabled', 'unknown']),
+  note: z.string(),
+});
+
+const inLine = z
+  .int()
+  .min(0)
+  .describe("Jobs in the arch's line now, waiting for a slot in the order nodes take them");
+
+/**
+ * Where a queued job stands in its arch's queue (issue #13): set by `GET /v1/jobs/:id` on a
+ * queued job, absent in lists and for every other state.
+ */
+export const JobQueuePlace = z
+  .discriminatedUnion('status', [
+    z.object({
+      /** In line for a slot. */
+      status: z.literal('waiting'),
+      position: z
+        .int()
+        .min(1)
+        .describe(
+          '1-based: 1 is the next job a node of the arch takes (lower priority first, then the oldest)',
+        ),
+      of: inLine,
+      estimatedWaitSeconds: z
+        .number()
+        .nullable()
+        .describe(
+          "The pool's estimate with the jobs before this one in place of the whole queue; null when unknown (see estimate)",
+        ),
+      estimate: WaitEstimateView,
+    }),
+    z.object({
+      /** Not in line until `until`: a retry in back-off after an attempt the host failed. */
+      status: z.literal('delayed'),
+      until: z.string().describe('When it is back in line (ISO time)'),
+      of: inLine,
+    }),
+    z.object({
+      /** Held by a concurrency cap (`waitReason` says which): no position until a job of its group ends. */
+      status: z.literal('held'),
+      of: inLine,
+    }),
+    z.object({
+      /** A node has taken it and is starting it. */
+      status: z.literal('starting'),
+      of: inLine,
+    }),
+  ])
+  .register(apiSchemas, { id: 'JobQueuePlace' });
+export type JobQueuePlace = z.infer<typeof JobQueuePlace>;
+
 /**
  * A job as the API serves it: the stored record, with the spec as stored (arch already
  * normalised, defaults filled in) and every secret value replaced by [secure].
@@ -22,6 +77,8 @@ export const JobView = JobRecord.extend({
   spec: StoredJobSpec.extend({ arch: Arch }),
   /** A signed link to the job's page (its live log), for people: `GET /v1/jobs/:id` sets it. */
   pageUrl: z.string().optional(),
+  /** Where a queued job stands in its arch's queue: `GET /v1/jobs/:id` sets it on a queued job. */
+  queue: JobQueuePlace.optional(),
 }).register(apiSchemas, { id: 'Job' });
 export type JobView = z.infer<typeof JobView>;
 

@@ -1,8 +1,9 @@
-import { ArchwayError, type JobRecord, toError } from '../core/light.ts';
+import { ArchwayError, toError } from '../core/light.ts';
 import type { ApiClient } from './api-client.ts';
 import type { JobEnd } from './exit-codes.ts';
 import { createLogRenderer, type LogRenderer } from './log-render.ts';
 import { out } from './output.ts';
+import { placeText, type ShownJob, waitText } from './queue-place.ts';
 import { parseSse } from './sse.ts';
 
 /** Output could not be written: never a reason to resume the stream. */
@@ -26,17 +27,45 @@ interface PoolWait {
   estimate: { note: string };
 }
 
-/** The line a follow of a queued job prints: what it waits for (issue #13). */
-export function waitingLine(id: string, arch: string, pool: PoolWait): string {
-  const nodes =
-    pool.healthyNodes === 0
-      ? `no live ${arch} node`
-      : `${pool.healthyNodes} ${arch} node${pool.healthyNodes === 1 ? '' : 's'} (${pool.totalSlots} slots)`;
-  const wait =
-    pool.estimatedWaitSeconds === null
-      ? `wait unknown (${pool.estimate.note})`
-      : `estimated wait ${Math.round(pool.estimatedWaitSeconds)}s`;
-  return `archway: job ${id} is queued: ${pool.waiting} waiting for ${nodes}, ${wait}`;
+/** The nodes a job of the arch waits for, in words. */
+const nodesText = (arch: string, pool: PoolWait) =>
+  pool.healthyNodes === 0
+    ? `no live ${arch} node`
+    : `${pool.healthyNodes} ${arch} node${pool.healthyNodes === 1 ? '' : 's'} (${pool.totalSlots} slots)`;
+
+/**
+ * The line a follow of a queued job prints: what it waits for (issue #13). In line, its place
+ * and its own estimate (`3rd of 7 in the amd64 queue, 2 amd64 nodes (4 slots), estimated wait
+ * 12s`); in back-off, until when; without a place from the API, the arch's waiting count.
+ */
+export function waitingLine(job: ShownJob, pool: PoolWait): string {
+  const head = `archway: job ${job.id} is queued: `;
+  const q = job.queue;
+  const nodes = nodesText(job.arch, pool);
+  if (q?.status === 'waiting')
+    return `${head}${placeText(job)}, ${nodes}, ${waitText(q.estimatedWaitSeconds, q.estimate.note)}`;
+  if (q?.status === 'delayed') return `${head}${placeText(job)}, then in line for ${nodes}`;
+  return `${head}${pool.waiting} waiting for ${nodes}, ${waitText(pool.estimatedWaitSeconds, pool.estimate.note)}`;
+}
+
+/** The line of a queued job that needs no pool: held by a concurrency cap, or being started. */
+function lineWithoutPool(job: ShownJob): string | undefined {
+  const head = `archway: job ${job.id} is queued: `;
+  // Held: free slots would not start it, its group's jobs will.
+  if (job.queue?.status === 'held' || job.queue?.status === 'starting') return `${head}${placeText(job)}`;
+  if (job.queue === undefined && job.waitReason) return `${head}held, ${job.waitReason}`;
+  return undefined;
+}
+
+/**
+ * What a terminal is sent to put `line` where `last` is: back to the start of `last`, which
+ * wraps onto more than one row on a terminal narrower than it (`columns`; 80 when unknown), then
+ * erased to the end of the screen. `\r\x1b[K` alone erases only the last of those rows.
+ */
+export function rewriteLine(last: string, line: string, columns: number | undefined): string {
+  if (!last) return `\r\x1b[K${line}`;
+  const rows = Math.max(1, Math.ceil(last.length / (columns && columns > 0 ? columns : 80)));
+  return `\r${rows > 1 ? `\x1b[${rows - 1}A` : ''}\x1b[J${line}`;
 }
 
 /**
@@ -50,15 +79,13 @@ function reportWaiting(client: ApiClient, id: string): { stop(): void } {
   let timer: NodeJS.Timeout | undefined;
   const tick = async () => {
     try {
-      const job = await client.json<JobRecord>('GET', `/v1/jobs/${encodeURIComponent(id)}`);
+      const job = await client.json<ShownJob>('GET', `/v1/jobs/${encodeURIComponent(id)}`);
       if (stopped || job.state !== 'queued') return stop();
-      // Held by a concurrency cap: free slots would not start it, its group's jobs will.
-      const line = job.waitReason
-        ? `archway: job ${id} is queued: held, ${job.waitReason}`
-        : waitingLine(id, job.arch, await client.json<PoolWait>('GET', `/v1/pools/${job.arch}`));
+      const line =
+        lineWithoutPool(job) ?? waitingLine(job, await client.json<PoolWait>('GET', `/v1/pools/${job.arch}`));
       if (stopped) return;
       if (line !== last) {
-        process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
+        process.stderr.write(tty ? rewriteLine(last, line, process.stderr.columns) : `${line}\n`);
         last = line;
       }
     } catch {

@@ -130,10 +130,15 @@ describe('POST /v1/jobs', () => {
     expect(res.headers.location).toBe(`/v1/jobs/${job.id}`);
     const got = await get(`/v1/jobs/${job.id}`);
     expect(got.statusCode).toBe(200);
-    // GET adds the job's page: a signed link (issue 12).
+    // GET adds the job's page: a signed link (issue 12), and a queued job's place (issue #13).
     expect(got.json()).toEqual({
       ...job,
       pageUrl: expect.stringMatching(/\/jobs\/j\w+\?exp=\d+&sig=[\w-]{43}$/),
+      queue: expect.objectContaining({
+        status: 'waiting',
+        position: expect.any(Number),
+        of: expect.any(Number),
+      }),
     });
   });
 
@@ -537,6 +542,20 @@ describe('health, readiness and the OpenAPI document', () => {
     expect(body.properties.arch).toBeDefined();
     expect(body.required).toEqual(expect.arrayContaining(['arch', 'image', 'script']));
     expect(Object.keys(doc.paths).some((p) => p.startsWith('/docs'))).toBe(false);
+    // A queued job's place (issue #13) is named in the document, with its fields.
+    const place = JSON.stringify(doc.components.schemas.JobQueuePlace);
+    for (const field of [
+      'position',
+      'of',
+      'until',
+      'estimatedWaitSeconds',
+      'waiting',
+      'delayed',
+      'held',
+      'starting',
+    ])
+      expect(place).toContain(`"${field}"`);
+    expect(JSON.stringify(doc.components.schemas.Job.properties.queue)).toContain('JobQueuePlace');
     const docs = await app.inject({ method: 'GET', url: '/docs/' });
     expect(docs.statusCode).toBe(200);
     expect(docs.body).toMatch(/swagger/i);

@@ -157,10 +157,81 @@ describe('bin/archway as scripts use it (issue #13)', () => {
       err += d.toString();
     });
     for (let i = 0; i < 100 && !err.includes('is queued'); i++) await new Promise((r) => setTimeout(r, 100));
-    expect(err).toMatch(new RegExp(`job ${id} is queued: \\d+ waiting for no live s390x node`));
+    expect(err).toMatch(
+      new RegExp(`job ${id} is queued: 1st of 1 in the s390x queue, no live s390x node, wait unknown \\(`),
+    );
     expect((await cli(['cancel', id])).exitCode).toBe(0);
     const r = await follow;
     expect(r.exitCode).toBe(130);
+  });
+
+  it('submit --follow of a queued job prints its place in the queue, a line each time it moves up (issue #13)', async () => {
+    const submit = async (...args: string[]) =>
+      (await cli(['submit', '--arch', 'amd64', '--image', 'busybox', ...args])).stdout;
+    const state = async (id: string) => (await json<Job>(['job', 'show', id, '--json'])).state;
+    const until = async (what: string, check: () => Promise<boolean> | boolean) => {
+      for (let i = 0; i < 300; i++) {
+        if (await check()) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`timed out waiting for ${what}`);
+    };
+    // The node's two slots busy, and two jobs in line before the followed one.
+    const busy = [await submit('--', 'sleep 60'), await submit('--', 'sleep 60')];
+    for (const id of busy) await until(`${id} to run`, async () => (await state(id)) === 'running');
+    const ahead = [await submit('--', 'sleep 60'), await submit('--', 'sleep 60')];
+    const follow = execa(
+      'bin/archway',
+      ['submit', '--arch', 'amd64', '--image', 'busybox', '--follow', '--', 'echo reached-the-front'],
+      {
+        env: { PATH, ARCHWAY_URL: api.url, ARCHWAY_TOKEN: token },
+        extendEnv: false,
+        reject: false,
+      },
+    );
+    let err = '';
+    follow.stderr?.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    try {
+      await until('the job id', () => /archway: job (j\w+) \(amd64, busybox\)/.test(err));
+      const id = /archway: job (j\w+) \(amd64, busybox\)/.exec(err)?.[1] ?? '';
+      const line = (place: string) =>
+        new RegExp(
+          `^archway: job ${id} is queued: ${place} in the amd64 queue, 1 amd64 node \\(2 slots\\), (estimated wait \\d+s|wait unknown \\(.+\\))$`,
+          'm',
+        );
+      await until('3rd of 3', () => line('3rd of 3').test(err));
+      // job show says it too.
+      const shown = await cli(['job', 'show', id]);
+      expect(shown.stdout).toMatch(
+        /^queue: +3rd of 3 in the amd64 queue, (estimated wait \d+s|wait unknown)/m,
+      );
+      expect((await json<{ queue: unknown }>(['job', 'show', id, '--json'])).queue).toMatchObject({
+        status: 'waiting',
+        position: 3,
+        of: 3,
+      });
+      // A slot frees: the first in line starts, the followed job moves up; and again.
+      await cli(['cancel', busy[0] as string]);
+      await until('2nd of 2', () => line('2nd of 2').test(err));
+      await cli(['cancel', busy[1] as string]);
+      await until('1st of 1', () => line('1st of 1').test(err));
+      await cli(['cancel', ahead[0] as string]);
+      const r = await follow;
+      expect(r.exitCode).toBe(0);
+      expect(r.stdout).toMatch(/^reached-the-front$/m);
+      // Not a TTY: a line per change, in order, none printed twice in a row.
+      const waits = r.stderr.split('\n').filter((l) => l.includes(' is queued: '));
+      const firstAt = (p: string) => waits.findIndex((l) => l.includes(`: ${p} in the amd64 queue`));
+      expect(firstAt('3rd of 3')).toBeGreaterThanOrEqual(0);
+      expect(firstAt('3rd of 3')).toBeLessThan(firstAt('2nd of 2'));
+      expect(firstAt('2nd of 2')).toBeLessThan(firstAt('1st of 1'));
+      for (const [i, l] of waits.entries()) if (i > 0) expect(l).not.toBe(waits[i - 1]);
+    } finally {
+      follow.kill();
+      for (const id of [...busy, ...ahead]) await cli(['cancel', id]);
+    }
   });
 
   it('a 401 names the API that answered; ARCHWAY_PORT alone finds a local API', async () => {

@@ -342,6 +342,10 @@ describe('concurrency caps on real workers', () => {
       });
     const show = await cli(['job', 'show', held]);
     expect(show.stdout).toMatch(/^waiting: +label team=infra has 1 of 1 job running$/m);
+    // Held, it has no place in the line until a job of its group ends (issue #13).
+    const shown = await api.app.inject({ method: 'GET', url: `/v1/jobs/${held}`, headers: auth });
+    expect(shown.json().queue).toEqual({ status: 'held', of: 0 });
+    expect(show.stdout).not.toMatch(/^queue:/m);
     const listed = await api.app.inject({ method: 'GET', url: '/v1/limits', headers: auth });
     expect(listed.json()).toEqual({
       repoDefault: null,

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  createJobConsumer,
   createJobEvents,
   createJobQueue,
   createLease,
@@ -11,9 +12,18 @@ import {
   readLog,
   readLogBlocking,
 } from '../../queue/index.ts';
-import { assertNoEviction, createKeys, createRedis, JobSpec, type Keys } from '../../src/core/index.ts';
+import {
+  assertNoEviction,
+  createKeys,
+  createLogger,
+  createRedis,
+  type JobRecord,
+  JobSpec,
+  type Keys,
+} from '../../src/core/index.ts';
 import { logTail } from '../../webhooks/index.ts';
 import { configSetAll, startRedis, type TestRedis } from '../support/redis-server.ts';
+import { eventually } from '../support/test-host.ts';
 
 let server: TestRedis;
 let redis: Redis;
@@ -140,6 +150,74 @@ describe('job queue', () => {
     expect((await q.list({ limit: 10, arch: 'arm64' })).jobs.map((j) => j.id)).toEqual([ids[3], ids[1]]);
     expect((await q.list({ limit: 10, label: 'n=0', state: 'queued' })).jobs).toHaveLength(3);
     await q.close();
+  });
+
+  it('says where a queued job stands: by priority then arrival; a retry in back-off is in no line until its delay ends (issue #13)', async () => {
+    const k = createKeys(`p${randomBytes(3).toString('hex')}`);
+    const q = createJobQueue({ redis, keys: k, logRetentionSeconds: 60 });
+    const add = async (priority: number) => (await q.submit(spec({ priority }), { clientId: 'c' })).job;
+    const first = await add(5);
+    const second = await add(5);
+    const urgent = await add(1);
+    const late = await add(9);
+    const place = (j: JobRecord) => q.place(j);
+    expect(await place(urgent)).toEqual({ status: 'waiting', position: 1, of: 4 });
+    expect(await place(first)).toEqual({ status: 'waiting', position: 2, of: 4 });
+    expect(await place(second)).toEqual({ status: 'waiting', position: 3, of: 4 });
+    expect(await place(late)).toEqual({ status: 'waiting', position: 4, of: 4 });
+    // Another arch's line is its own.
+    const arm = (await q.submit(spec({ arch: 'arm64' }), { clientId: 'c' })).job;
+    expect(await place(arm)).toEqual({ status: 'waiting', position: 1, of: 1 });
+
+    // A real consumer takes the first in line; its host fails it, and it goes back in back-off for 60 s.
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    const taken: string[] = [];
+    const consumer = createJobConsumer(
+      {
+        arch: 'amd64',
+        slots: 1,
+        nodeId: 'test-node',
+        queue: q,
+        keys: k,
+        connection: createRedis({ url: server.url, name: 'test-consumer', blocking: true }),
+        logger: createLogger({ name: 'test', level: 'silent' }),
+      },
+      async (job) => {
+        taken.push(job.id);
+        if (taken.length === 1)
+          return { state: 'errored', error: 'host fault', retryDelayMs: 60_000, logBytes: 0 };
+        await held;
+        return { state: 'passed', exitCode: 0, logBytes: 0 };
+      },
+    );
+    const t0 = Date.now();
+    await consumer.start();
+    try {
+      // The retried one is delayed; the next in line runs; the rest moved up.
+      await eventually(async () => taken.length === 2, 'the consumer to take two jobs', 10_000);
+      expect(taken).toEqual([urgent.id, first.id]);
+      const retried = await place(urgent);
+      expect(retried).toMatchObject({ status: 'delayed', of: 2 });
+      const until = retried?.status === 'delayed' ? retried.until : 0;
+      expect(until).toBeGreaterThanOrEqual(t0 + 60_000);
+      expect(until).toBeLessThan(Date.now() + 61_000);
+      expect((await q.get(urgent.id))?.state).toBe('queued');
+      expect(await place(second)).toEqual({ status: 'waiting', position: 1, of: 2 });
+      expect(await place(late)).toEqual({ status: 'waiting', position: 2, of: 2 });
+      // Running, or canceled: in no line.
+      expect(await place(first)).toBeUndefined();
+      await q.cancel(second.id);
+      expect(await place(second)).toBeUndefined();
+      expect(await place(late)).toEqual({ status: 'waiting', position: 1, of: 1 });
+    } finally {
+      release();
+      for (const j of [urgent, second, late]) await q.cancel(j.id).catch(() => undefined);
+      await consumer.close();
+      await q.close();
+    }
   });
 
   it('refuses a Redis that may evict keys, naming the policy', async () => {

@@ -6,6 +6,7 @@ import { HEARTBEAT_MS, stripAnsi } from '../../queue/index.ts';
 import { ARCH_INFO, ARCHES } from '../../src/core/index.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { checkLeftovers } from '../support/leak-check.ts';
+import { startTestApi } from '../support/test-api.ts';
 import { eventually, testConfig } from '../support/test-host.ts';
 
 let c: TestCluster;
@@ -213,4 +214,86 @@ describe('worker nodes', () => {
     expect((await c.waitFinal(busy2)).state).toBe('canceled');
     expect(await c.log(queued)).not.toContain('should-not-run');
   });
+
+  it("a queued job's place in its arch's queue: by priority then arrival, in one line of the API; it moves up as jobs start (issue #13)", async () => {
+    const api = await startTestApi({
+      name: 'qpos',
+      redis: { url: c.redis.url, client: c.client, keys: c.keys },
+    });
+    type Place = {
+      status: string;
+      position?: number;
+      of: number;
+      estimatedWaitSeconds?: number | null;
+      estimate?: { basis: string; note: string };
+    };
+    const show = async (id: string) => {
+      const r = await api.app.inject({
+        method: 'GET',
+        url: `/v1/jobs/${id}`,
+        headers: { authorization: `Bearer ${api.token}` },
+      });
+      expect(r.statusCode).toBe(200);
+      return r.json() as { state: string; queue?: Place };
+    };
+    const sleeper = (priority: number) =>
+      c.submit({ arch: 'amd64', image: 'busybox', script: 'sleep 60', priority });
+    const all: string[] = [];
+    try {
+      // A finished job gives the estimate its median run time.
+      await c.waitFinal(await c.submit({ arch: 'amd64', image: 'busybox', script: 'true' }));
+      // Both amd64 slots busy (as the node's heartbeat says).
+      const busy = [await sleeper(5), await sleeper(5)];
+      all.push(...busy);
+      for (const id of busy)
+        await eventually(async () => (await c.queue.get(id))?.state === 'running', `${id} to run`, 20_000);
+      await eventually(
+        async () => (await api.deps.poolStatus.read('amd64')).freeSlots === 0,
+        'the node to report its slots busy',
+        10_000,
+      );
+      const [a, b, urgent, late, d] = [
+        await sleeper(5),
+        await sleeper(5),
+        await sleeper(1),
+        await sleeper(9),
+        await sleeper(5),
+      ];
+      all.push(...([a, b, urgent, late, d] as string[]));
+      // Lower priority first, then the oldest: urgent, a, b, d, late.
+      const order = [urgent, a, b, d, late] as string[];
+      for (const [i, id] of order.entries()) {
+        const q = (await show(id)).queue;
+        expect(q, id).toMatchObject({ status: 'waiting', position: i + 1, of: 5 });
+        // Its own estimate: the jobs before it, not the whole queue (the pool's note counts its place, with no slot free).
+        expect(q?.estimate?.note).toMatch(new RegExp(`^${i + 1} job\\(s\\) ahead over 2 slot\\(s\\)`));
+        expect(q?.estimatedWaitSeconds).toEqual(expect.any(Number));
+      }
+      const est = async (id: string) => (await show(id)).queue?.estimatedWaitSeconds ?? Number.NaN;
+      expect(await est(late)).toBeGreaterThanOrEqual(await est(urgent));
+      // A running job has no place.
+      const running = await show(busy[0] as string);
+      expect(running.state).toBe('running');
+      expect(running).not.toHaveProperty('queue');
+
+      // A slot frees: the first in line starts, everyone behind moves up one.
+      await c.queue.cancel(busy[0] as string);
+      await eventually(
+        async () => (await c.queue.get(urgent as string))?.state === 'running',
+        'urgent to start',
+        20_000,
+      );
+      for (const [i, id] of order.slice(1).entries())
+        expect((await show(id)).queue, id).toMatchObject({ status: 'waiting', position: i + 1, of: 4 });
+      // A job that leaves the line (canceled) moves those behind it up too.
+      await c.queue.cancel(b as string);
+      expect((await show(d as string)).queue).toMatchObject({ position: 2, of: 3 });
+      expect((await show(late as string)).queue).toMatchObject({ position: 3, of: 3 });
+      expect(await show(b as string)).not.toHaveProperty('queue');
+    } finally {
+      for (const id of all) await c.queue.cancel(id).catch(() => undefined);
+      for (const id of all) await c.waitFinal(id, 30_000);
+      await api.close();
+    }
+  }, 90_000);
 });

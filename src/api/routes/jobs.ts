@@ -7,11 +7,21 @@ import {
   checkSourceUrl,
   ImageNotFoundError,
   InvalidInputError,
+  type JobRecord,
   JobSpec,
 } from '../../core/index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 import type { PageLinks } from '../pages/index.ts';
-import { CreatedJob, errorResponses, JobList, JobParams, JobView, ListQuery, maskJob } from '../schemas.ts';
+import {
+  CreatedJob,
+  errorResponses,
+  JobList,
+  JobParams,
+  type JobQueuePlace,
+  JobView,
+  ListQuery,
+  maskJob,
+} from '../schemas.ts';
 
 const security = [{ bearer: [] }];
 
@@ -22,7 +32,29 @@ export const jobRoutes: FastifyPluginAsyncZod<{
   links: PageLinks;
 }> = async (app, { deps, ceilings, links }) => {
   const { queue, nodes } = deps;
-  const { pools, catalog } = deps;
+  const { pools, catalog, poolStatus } = deps;
+
+  /** Where a queued job stands, with its own wait estimate (issue #13). */
+  async function queuePlace(job: JobRecord): Promise<JobQueuePlace | undefined> {
+    const place = await queue.place(job);
+    switch (place?.status) {
+      case undefined:
+        return undefined;
+      case 'waiting': {
+        const e = await poolStatus.estimateAt(job.arch, place.position);
+        return { ...place, estimatedWaitSeconds: e.seconds, estimate: { basis: e.basis, note: e.note } };
+      }
+      case 'delayed':
+        return { ...place, until: new Date(place.until).toISOString() };
+      case 'held':
+      case 'starting':
+        return place;
+      default: {
+        const never: never = place;
+        return never;
+      }
+    }
+  }
 
   app.post(
     '/jobs',
@@ -98,7 +130,7 @@ export const jobRoutes: FastifyPluginAsyncZod<{
       schema: {
         summary: 'Get a job',
         description:
-          "The job record; secret values are replaced by [secure]. `pageUrl` is a signed link to the job's page (its live log), valid for ARCHWAY_PAGE_LINK_DAYS.",
+          "The job record; secret values are replaced by [secure]. `pageUrl` is a signed link to the job's page (its live log), valid for ARCHWAY_PAGE_LINK_DAYS. A queued job has `queue`: where it stands in its arch's queue (`waiting`: its 1-based `position` of the `of` jobs in line, lower `priority` first, and its estimated wait; `delayed`: a retry in back-off, in no line `until` then; `held`: by a concurrency cap, `waitReason` says which; `starting`: a node has taken it).",
         tags: ['jobs'],
         security,
         params: JobParams,
@@ -109,7 +141,9 @@ export const jobRoutes: FastifyPluginAsyncZod<{
       const job = await queue.get(req.params.id);
       if (!job) throw new JobNotFoundError(req.params.id);
       // pageUrl: the job's page for whoever holds the link (ARCHWAY_PAGE_LINK_DAYS).
-      return { ...maskJob(job, { admin: req.clientAdmin }), pageUrl: links.jobUrl(job.id) };
+      const view = { ...maskJob(job, { admin: req.clientAdmin }), pageUrl: links.jobUrl(job.id) };
+      const place = job.state === 'queued' ? await queuePlace(job) : undefined;
+      return place ? { ...view, queue: place } : view;
     },
   );
 

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { POOL_LIMITS, type PoolStatus } from '../../../queue/index.ts';
 import { ARCHES, ArchInput } from '../../core/index.ts';
 import type { ApiDeps } from '../api-deps.ts';
-import { errorResponses } from '../schemas.ts';
+import { errorResponses, WaitEstimateView } from '../schemas.ts';
 
 const security = [{ bearer: [] }];
 
@@ -42,10 +42,7 @@ export const PoolView = z.object({
   medianJobSeconds: z.number().nullable(),
   /** How long a job submitted now may wait for a node; null when unknown (see `estimate`). */
   estimatedWaitSeconds: z.number().nullable(),
-  estimate: z.object({
-    basis: z.enum(['free_slot', 'queue', 'scale_up', 'disabled', 'unknown']),
-    note: z.string(),
-  }),
+  estimate: WaitEstimateView,
   /** The acting scaler's last report on this pool; null when none has reported. */
   scaler: z.object({ provider: z.string(), lastSeen: z.string(), reactionSeconds: z.number() }).nullable(),
   updatedAt: z.string().nullable(),

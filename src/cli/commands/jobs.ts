@@ -3,6 +3,7 @@ import type { JobRecord } from '../../core/light.ts';
 import { type ApiClient, apiClientFrom, CLIENT_ENV_HELP } from '../api-client.ts';
 import { out, outJson } from '../output.ts';
 import { positiveNumber } from '../parse.ts';
+import { placeText, type ShownJob, waitText } from '../queue-place.ts';
 import { table } from '../table.ts';
 import { duration } from './pools.ts';
 
@@ -33,7 +34,7 @@ function timeLimits(job: JobRecord): [string, string][] {
 }
 
 /** `archway job show ID` for people: state, reason, where it ran, every attempt, its times, its log. */
-export function describeJob(job: JobRecord, api: ApiClient): string {
+export function describeJob(job: ShownJob, api: ApiClient): string {
   const lines: [string, string][] = [
     ['id', job.id],
     ['state', job.state],
@@ -51,9 +52,17 @@ export function describeJob(job: JobRecord, api: ApiClient): string {
     ...timeLimits(job),
   ];
   // The job's page in a browser, a signed link (issue 12): the API sets it on GET /v1/jobs/:id.
-  const pageUrl = (job as JobRecord & { pageUrl?: string }).pageUrl;
-  if (pageUrl) lines.push(['page', pageUrl]);
-  if (job.waitReason) lines.push(['waiting', job.waitReason]);
+  if (job.pageUrl) lines.push(['page', job.pageUrl]);
+  // Its place in its arch's queue (issue #13); a held job's reason is its `waiting` line.
+  const q = job.queue;
+  if (q && q.status !== 'held')
+    lines.push([
+      'queue',
+      q.status === 'waiting'
+        ? `${placeText(job)}, ${waitText(q.estimatedWaitSeconds, q.estimate.note)}`
+        : (placeText(job) ?? ''),
+    ]);
+  if (job.waitReason && (q === undefined || q.status === 'held')) lines.push(['waiting', job.waitReason]);
   if (job.cancelRequested && job.state === 'running') lines.push(['cancel', 'requested']);
   const labels = Object.entries(job.labels);
   if (labels.length) lines.push(['labels', labels.map(([k, v]) => `${k}=${v}`).join(', ')]);
@@ -136,7 +145,9 @@ Example:
     .command('job')
     .description('one job: `job show ID`')
     .command('show')
-    .description('show a job: state, reason, arch, image and digest, node, attempts, times, log URL')
+    .description(
+      'show a job: state, reason, arch, image and digest, node, attempts, times, log URL; a queued job its place in the queue',
+    )
     .argument('<id>', 'job id')
     .option('--json', 'print the job record as the API returns it')
     .addHelpText(
@@ -148,7 +159,7 @@ Example:
     )
     .action(async (id: string, opts: { json?: boolean }) => {
       const api = apiClientFrom(env);
-      const job = await api.json<JobRecord>('GET', `/v1/jobs/${encodeURIComponent(id)}`);
+      const job = await api.json<ShownJob>('GET', `/v1/jobs/${encodeURIComponent(id)}`);
       await (opts.json ? outJson(job) : out(describeJob(job, api)));
     });
 }
