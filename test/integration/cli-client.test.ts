@@ -17,6 +17,15 @@ const token = randomBytes(20).toString('hex');
 const PATH = process.env.PATH ?? '/usr/bin:/bin';
 const cli = (args: string[], env: Record<string, string> = { ARCHWAY_URL: api.url, ARCHWAY_TOKEN: token }) =>
   execa('bin/archway', args, { env: { PATH, ...env }, extendEnv: false, reject: false });
+/** The CLI running in the background (a follow), with what it printed on stderr so far. */
+const background = (args: string[]) => {
+  const proc = cli(args);
+  const out = { err: '', proc };
+  proc.stderr?.on('data', (d: Buffer) => {
+    out.err += d.toString();
+  });
+  return out;
+};
 const json = async <T>(args: string[]): Promise<T> => {
   const r = await cli(args);
   expect(r.stderr).toBe('');
@@ -147,21 +156,14 @@ describe('bin/archway as scripts use it (issue #13)', () => {
 
   it('a follow of a queued job says what it waits for; canceled, it exits 130', async () => {
     const id = (await cli(['submit', '--arch', 's390x', '--image', 'busybox', '--', 'true'])).stdout;
-    const follow = execa('bin/archway', ['logs', id, '--follow'], {
-      env: { PATH, ARCHWAY_URL: api.url, ARCHWAY_TOKEN: token },
-      extendEnv: false,
-      reject: false,
-    });
-    let err = '';
-    follow.stderr?.on('data', (d: Buffer) => {
-      err += d.toString();
-    });
-    for (let i = 0; i < 100 && !err.includes('is queued'); i++) await new Promise((r) => setTimeout(r, 100));
-    expect(err).toMatch(
+    const follow = background(['logs', id, '--follow']);
+    for (let i = 0; i < 100 && !follow.err.includes('is queued'); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    expect(follow.err).toMatch(
       new RegExp(`job ${id} is queued: 1st of 1 in the s390x queue, no live s390x node, wait unknown \\(`),
     );
     expect((await cli(['cancel', id])).exitCode).toBe(0);
-    const r = await follow;
+    const r = await follow.proc;
     expect(r.exitCode).toBe(130);
   });
 
@@ -180,28 +182,25 @@ describe('bin/archway as scripts use it (issue #13)', () => {
     const busy = [await submit('--', 'sleep 60'), await submit('--', 'sleep 60')];
     for (const id of busy) await until(`${id} to run`, async () => (await state(id)) === 'running');
     const ahead = [await submit('--', 'sleep 60'), await submit('--', 'sleep 60')];
-    const follow = execa(
-      'bin/archway',
-      ['submit', '--arch', 'amd64', '--image', 'busybox', '--follow', '--', 'echo reached-the-front'],
-      {
-        env: { PATH, ARCHWAY_URL: api.url, ARCHWAY_TOKEN: token },
-        extendEnv: false,
-        reject: false,
-      },
-    );
-    let err = '';
-    follow.stderr?.on('data', (d: Buffer) => {
-      err += d.toString();
-    });
+    const follow = background([
+      'submit',
+      '--arch',
+      'amd64',
+      '--image',
+      'busybox',
+      '--follow',
+      '--',
+      'echo reached-the-front',
+    ]);
     try {
-      await until('the job id', () => /archway: job (j\w+) \(amd64, busybox\)/.test(err));
-      const id = /archway: job (j\w+) \(amd64, busybox\)/.exec(err)?.[1] ?? '';
+      await until('the job id', () => /archway: job (j\w+) \(amd64, busybox\)/.test(follow.err));
+      const id = /archway: job (j\w+) \(amd64, busybox\)/.exec(follow.err)?.[1] ?? '';
       const line = (place: string) =>
         new RegExp(
           `^archway: job ${id} is queued: ${place} in the amd64 queue, 1 amd64 node \\(2 slots\\), (estimated wait \\d+s|wait unknown \\(.+\\))$`,
           'm',
         );
-      await until('3rd of 3', () => line('3rd of 3').test(err));
+      await until('3rd of 3', () => line('3rd of 3').test(follow.err));
       // job show says it too.
       const shown = await cli(['job', 'show', id]);
       expect(shown.stdout).toMatch(
@@ -214,11 +213,11 @@ describe('bin/archway as scripts use it (issue #13)', () => {
       });
       // A slot frees: the first in line starts, the followed job moves up; and again.
       await cli(['cancel', busy[0] as string]);
-      await until('2nd of 2', () => line('2nd of 2').test(err));
+      await until('2nd of 2', () => line('2nd of 2').test(follow.err));
       await cli(['cancel', busy[1] as string]);
-      await until('1st of 1', () => line('1st of 1').test(err));
+      await until('1st of 1', () => line('1st of 1').test(follow.err));
       await cli(['cancel', ahead[0] as string]);
-      const r = await follow;
+      const r = await follow.proc;
       expect(r.exitCode).toBe(0);
       expect(r.stdout).toMatch(/^reached-the-front$/m);
       // Not a TTY: a line per change, in order, none printed twice in a row.
@@ -229,7 +228,7 @@ describe('bin/archway as scripts use it (issue #13)', () => {
       expect(firstAt('2nd of 2')).toBeLessThan(firstAt('1st of 1'));
       for (const [i, l] of waits.entries()) if (i > 0) expect(l).not.toBe(waits[i - 1]);
     } finally {
-      follow.kill();
+      follow.proc.kill();
       for (const id of [...busy, ...ahead]) await cli(['cancel', id]);
     }
   });
