@@ -67,7 +67,7 @@ export function estimateWait(i: WaitInputs): WaitEstimate {
     return {
       seconds: round(fromQueue),
       basis: 'queue',
-      note: `${ahead} job(s) ahead over ${i.totalSlots} slot(s), ${round(i.medianDurationMs ?? 0)} s each (median)`,
+      note: `${i.waiting} job(s) ahead, ${i.freeSlots} slot(s) free: ${ahead} run(s) of ${round(i.medianDurationMs ?? 0)} s (median) to end over ${i.totalSlots} slot(s)`,
     };
   }
   return {

@@ -265,8 +265,12 @@ describe('worker nodes', () => {
       for (const [i, id] of order.entries()) {
         const q = (await show(id)).queue;
         expect(q, id).toMatchObject({ status: 'waiting', position: i + 1, of: 5 });
-        // Its own estimate: the jobs before it, not the whole queue (the pool's note counts its place, with no slot free).
-        expect(q?.estimate?.note).toMatch(new RegExp(`^${i + 1} job\\(s\\) ahead over 2 slot\\(s\\)`));
+        // Its own estimate: the jobs before it, not the whole queue; with no slot free, its start needs one run more to end.
+        expect(q?.estimate?.note).toMatch(
+          new RegExp(
+            `^${i} job\\(s\\) ahead, 0 slot\\(s\\) free: ${i + 1} run\\(s\\) of .* to end over 2 slot\\(s\\)$`,
+          ),
+        );
         expect(q?.estimatedWaitSeconds).toEqual(expect.any(Number));
       }
       const est = async (id: string) => (await show(id)).queue?.estimatedWaitSeconds ?? Number.NaN;

@@ -20,7 +20,12 @@ describe('estimated wait', () => {
 
   it('spreads the jobs ahead over the slots, at the median run time', () => {
     // 7 waiting + this one, 0 free, 4 slots: 2 rounds of 60 s.
-    expect(estimateWait({ ...base, waiting: 7 })).toMatchObject({ seconds: 120, basis: 'queue' });
+    expect(estimateWait({ ...base, waiting: 7 })).toMatchObject({
+      seconds: 120,
+      basis: 'queue',
+      // Its note counts the jobs ahead apart from the runs that must end before it starts (itself included).
+      note: '7 job(s) ahead, 0 slot(s) free: 8 run(s) of 60 s (median) to end over 4 slot(s)',
+    });
   });
 
   it("takes the scaler's reaction time when it is sooner and the pool can grow", () => {
