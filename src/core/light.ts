@@ -9,3 +9,4 @@ export * from './errors/index.ts';
 // Types only: job.ts builds the job schemas when it loads.
 export type { Attempt, JobRecord, JobState } from './job.ts';
 export * from './parse-config.ts';
+export * from './queue-place-text.ts';

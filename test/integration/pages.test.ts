@@ -133,6 +133,39 @@ describe('the job page', () => {
     expect((await c.waitFinal(id)).state).toBe('failed');
   });
 
+  it('a queued job says where it stands in its queue, and drops it once its log starts', async () => {
+    // On ppc64le, which has no node here: it stays queued until the test writes its log.
+    const { job } = await c.queue.submit(
+      JobSpec.parse({ arch: 'ppc64le', image: 'busybox', script: 'true' }),
+      {
+        clientId: 'test',
+      },
+    );
+    await page.goto(links().jobUrl(job.id));
+    expect(await page.locator('#state').textContent()).toBe('queued');
+    expect(await page.locator('#place').textContent()).toMatch(
+      /^\d+(st|nd|rd|th) of \d+ in the ppc64le queue, wait unknown \(.+\); as of \d\d:\d\d:\d\d UTC$/,
+    );
+    await screenshot(page, 'job-queued');
+    // It starts: its first log line reaches the page, and where it stood in line is gone.
+    await c.queue.store.transition(job.id, 'running', { newAttempt: true });
+    const log = createLogWriter({
+      redis: c.client,
+      keys: c.keys,
+      jobId: job.id,
+      limitBytes: 1e6,
+      secrets: [],
+      onLimit: () => {},
+    });
+    await log.write(Buffer.from('the job started\n'));
+    await page.waitForFunction(() =>
+      document.querySelector('#log')?.textContent?.includes('the job started'),
+    );
+    expect(await page.locator('#place').isHidden()).toBe(true);
+    await log.end(600);
+    await c.queue.store.transition(job.id, 'passed', { attempt: 1, fields: { exitCode: 0 } });
+  });
+
   it('shows the reason a job ended, when it did not simply exit', async () => {
     const id = await busybox('echo waiting for a cancel; sleep 60');
     await eventually(async () => (await c.queue.get(id))?.state === 'running', 'the job to start', 30_000);

@@ -1,4 +1,4 @@
-import { FINAL_STATES, type JobRecord } from '../../core/index.ts';
+import { FINAL_STATES, type JobRecord, placeText, type QueuePlaceView, waitText } from '../../core/index.ts';
 import { formatTime, jobDuration } from './format.ts';
 import { html } from './html.ts';
 import { layout } from './layout.ts';
@@ -11,6 +11,8 @@ export interface JobPageOptions {
   /** Signed link to the job's build page, when the job belongs to one. */
   buildHref?: string | undefined;
   user?: string | undefined;
+  /** Where the job stands in its arch's queue, when it is queued (`GET /v1/jobs/:id`'s `queue`). */
+  place?: QueuePlaceView | undefined;
 }
 
 /** A job's page: its facts, then its log, which `assets/log.js` renders and follows. */
@@ -22,6 +24,12 @@ export function jobPage(o: JobPageOptions): string {
   const repo = j.labels.repo;
   const ref = j.labels.branch ?? j.spec.source?.ref;
   const sha = j.labels.sha ?? j.spec.source?.sha;
+  // As the page opened; the page hides it once the job's log starts.
+  const words = placeText(j, o.place);
+  const place =
+    words && o.place?.status === 'waiting'
+      ? `${words}, ${waitText(o.place.estimatedWaitSeconds, o.place.estimate.note)}; as of ${new Date().toISOString().slice(11, 19)} UTC`
+      : words && `${words}; as of ${new Date().toISOString().slice(11, 19)} UTC`;
   const body = html`<main class="job">
 <h1>Job <code>${j.id}</code> <span id="state" class="state s-${j.state}">${j.state}</span></h1>
 <dl class="facts">
@@ -32,6 +40,7 @@ ${o.buildHref ? html`<dt>Build</dt><dd><a href="${o.buildHref}">${j.labels.build
 <dt>Arch</dt><dd>${j.arch}</dd>
 <dt>Image</dt><dd><code>${j.image}</code></dd>
 ${j.node ? html`<dt>Node</dt><dd>${j.node}</dd>` : ''}
+${place ? html`<dt class="place">Queue</dt><dd id="place" class="place">${place}</dd>` : ''}
 <dt>Created</dt><dd>${formatTime(j.createdAt)}</dd>
 <dt>Duration</dt><dd id="duration" data-started="${live ? (j.startedAt ?? '') : ''}">${jobDuration(j)}</dd>
 ${j.attempt > 1 ? html`<dt>Attempt</dt><dd>${j.attempt}</dd>` : ''}

@@ -17,6 +17,7 @@ import {
 import type { ApiDeps } from '../api-deps.ts';
 import { createTokenVerifier } from '../auth.ts';
 import type { LogFanout } from '../log-fanout.ts';
+import { createQueuePlaceReader } from '../queue-place.ts';
 import { followLog } from '../routes/log.ts';
 import { JobParams, maskJob, StreamId } from '../schemas.ts';
 import { buildMain, buildPage, type SlotJob } from './build-page.ts';
@@ -252,6 +253,8 @@ export const pageRoutes: FastifyPluginAsyncZod<PageRoutesOptions> = async (app, 
     return sendPage(reply, 200, poolsPage(statuses, user));
   });
 
+  const queuePlace = createQueuePlaceReader(deps);
+
   async function jobFor(req: FastifyRequest, id: string) {
     const job = await deps.queue.get(id);
     if (!job) {
@@ -268,7 +271,8 @@ export const pageRoutes: FastifyPluginAsyncZod<PageRoutesOptions> = async (app, 
     const buildHref = build
       ? `/builds/${encodeURIComponent(build)}${auth ? `?${links.query('build', build)}` : ''}`
       : undefined;
-    return sendPage(reply, 200, jobPage({ job: maskJob(job), auth, buildHref, user }));
+    const place = job.state === 'queued' ? await queuePlace(job) : undefined;
+    return sendPage(reply, 200, jobPage({ job: maskJob(job), auth, buildHref, user, place }));
   });
 
   app.get('/jobs/:id/raw', { schema: { ...hidden, params: JobParams } }, async (req, reply) => {

@@ -7,21 +7,12 @@ import {
   checkSourceUrl,
   ImageNotFoundError,
   InvalidInputError,
-  type JobRecord,
   JobSpec,
 } from '../../core/index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 import type { PageLinks } from '../pages/index.ts';
-import {
-  CreatedJob,
-  errorResponses,
-  JobList,
-  JobParams,
-  type JobQueuePlace,
-  JobView,
-  ListQuery,
-  maskJob,
-} from '../schemas.ts';
+import { createQueuePlaceReader } from '../queue-place.ts';
+import { CreatedJob, errorResponses, JobList, JobParams, JobView, ListQuery, maskJob } from '../schemas.ts';
 
 const security = [{ bearer: [] }];
 
@@ -32,29 +23,9 @@ export const jobRoutes: FastifyPluginAsyncZod<{
   links: PageLinks;
 }> = async (app, { deps, ceilings, links }) => {
   const { queue, nodes } = deps;
-  const { pools, catalog, poolStatus } = deps;
+  const { pools, catalog } = deps;
 
-  /** Where a queued job stands, with its own wait estimate (issue #13). */
-  async function queuePlace(job: JobRecord): Promise<JobQueuePlace | undefined> {
-    const place = await queue.place(job);
-    switch (place?.status) {
-      case undefined:
-        return undefined;
-      case 'waiting': {
-        const e = await poolStatus.estimateAt(job.arch, place.position);
-        return { ...place, estimatedWaitSeconds: e.seconds, estimate: { basis: e.basis, note: e.note } };
-      }
-      case 'delayed':
-        return { ...place, until: new Date(place.until).toISOString() };
-      case 'held':
-      case 'starting':
-        return place;
-      default: {
-        const never: never = place;
-        return never;
-      }
-    }
-  }
+  const queuePlace = createQueuePlaceReader(deps);
 
   app.post(
     '/jobs',

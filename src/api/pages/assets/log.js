@@ -373,7 +373,11 @@ function finish() {
 }
 
 const source = new EventSource(root.dataset.events);
-source.addEventListener('log', (ev) => push(JSON.parse(ev.data)));
+source.addEventListener('log', (ev) => {
+  // The job has started: where it stood in the queue is past.
+  for (const el of document.querySelectorAll('.place')) el.hidden = true;
+  push(JSON.parse(ev.data));
+});
 source.addEventListener('end', (ev) => {
   source.close();
   ended = JSON.parse(ev.data);
