@@ -34,14 +34,53 @@ export interface WaitInputs {
   nodes: number;
   /** The scaler's expected reaction time, in ms, when one runs. */
   scalerReactionMs: number | undefined;
+  /**
+   * How long the jobs on the busy slots of healthy nodes have run so far, in ms. A busy slot with
+   * none here (a node's count ahead of the records) is taken to free after a whole median.
+   */
+  runningElapsedMs?: readonly number[] | undefined;
+}
+
+/** Jobs ahead whose starts the estimate plays out one by one; beyond, whole rounds over the slots. */
+const SIMULATED_STARTS = 2000;
+
+/**
+ * When a slot frees for the job with `waiting` jobs before it: every slot's next free time (a free
+ * one now; a busy one when its job's expected rest is over), then each job ahead takes the slot
+ * that frees first and holds it a median run. A running job's expected rest is the median less
+ * what it ran, or, once it has run past the median, as long again as it has run (it is one of the
+ * long ones; the longer it ran, the longer it is likely to go on).
+ */
+function slotFreeMs(i: WaitInputs, median: number): number {
+  const busy = Math.max(0, i.totalSlots - i.freeSlots);
+  const elapsed = [...(i.runningElapsedMs ?? [])].sort((a, b) => a - b).slice(0, busy);
+  const free: number[] = Array.from({ length: i.freeSlots }, () => 0);
+  for (let k = 0; k < busy; k++) {
+    const e = elapsed[k];
+    free.push(e === undefined ? median : e < median ? median - e : e);
+  }
+  free.sort((a, b) => a - b);
+  const played = Math.min(i.waiting, SIMULATED_STARTS);
+  // A sorted array as the queue of free times: the slots are few (tens), the starts bounded.
+  for (let k = 0; k < played; k++) {
+    const t = (free.shift() as number) + median;
+    let at = free.findIndex((x) => x > t);
+    if (at < 0) at = free.length;
+    free.splice(at, 0, t);
+  }
+  // Past them every round of as many starts as slots adds a median to each slot: the job takes the
+  // slot that the starts left over reach.
+  const rest = i.waiting - played;
+  return (free[rest % free.length] as number) + Math.floor(rest / free.length) * median;
 }
 
 /**
  * The estimated wait of a job submitted now (docs/operations.md, "Estimated wait"), or of a
  * queued job with `waiting` = the jobs before it in line (`PoolStatusReader.estimateAt`):
  * - 0 when a healthy node has a free slot for it (free slots > waiting jobs);
- * - else, with healthy nodes and a known median: the jobs ahead of it that no free slot takes,
- *   spread over all slots, times the median run time: (waiting + 1 - free) / slots x median;
+ * - else, with healthy nodes and a known median: when a slot frees for it, the jobs ahead taking
+ *   the slots as they free, each for a median run, and the running jobs ending as their run so far
+ *   suggests (`slotFreeMs`);
  * - when a scaler runs and the pool can grow (fewer nodes than max): its expected reaction time,
  *   if that is sooner (or the only estimate);
  * - null ("unknown") otherwise: no healthy node and no scaler to start one, or no job finished yet.
@@ -50,11 +89,8 @@ export interface WaitInputs {
 export function estimateWait(i: WaitInputs): WaitEstimate {
   if (i.max === 0) return { seconds: null, basis: 'disabled', note: 'the pool is disabled (max 0)' };
   if (i.freeSlots > i.waiting) return { seconds: 0, basis: 'free_slot', note: 'a slot is free' };
-  const ahead = i.waiting + 1 - i.freeSlots;
   const fromQueue =
-    i.totalSlots > 0 && i.medianDurationMs !== undefined
-      ? (ahead / i.totalSlots) * i.medianDurationMs
-      : undefined;
+    i.totalSlots > 0 && i.medianDurationMs !== undefined ? slotFreeMs(i, i.medianDurationMs) : undefined;
   const fromScaler = i.scalerReactionMs !== undefined && i.nodes < i.max ? i.scalerReactionMs : undefined;
   if (fromScaler !== undefined && (fromQueue === undefined || fromScaler < fromQueue)) {
     return {
@@ -67,7 +103,7 @@ export function estimateWait(i: WaitInputs): WaitEstimate {
     return {
       seconds: round(fromQueue),
       basis: 'queue',
-      note: `${i.waiting} job(s) ahead, ${i.freeSlots} slot(s) free: ${ahead} run(s) of ${round(i.medianDurationMs ?? 0)} s (median) to end over ${i.totalSlots} slot(s)`,
+      note: `${i.waiting} job(s) ahead, ${i.freeSlots} of ${i.totalSlots} slot(s) free, runs of ${round(i.medianDurationMs ?? 0)} s (median)${i.runningElapsedMs?.length ? `, the running jobs at ${round(Math.min(...i.runningElapsedMs))}-${round(Math.max(...i.runningElapsedMs))} s so far` : ''}`,
     };
   }
   return {
@@ -146,6 +182,27 @@ export function createPoolStatus(o: PoolStatusOptions): PoolStatusReader {
     return undefined;
   }
 
+  /** How long each running job of the arch on one of `nodeIds` has run, in ms. */
+  async function runningElapsed(arch: Arch, nodeIds: ReadonlySet<string>, t: number): Promise<number[]> {
+    if (nodeIds.size === 0) return [];
+    const ids = (await o.redis.call(
+      'ZINTER',
+      2,
+      o.keys.jobsByState('running'),
+      o.keys.jobsByArch(arch),
+    )) as string[];
+    if (ids.length === 0) return [];
+    const p = o.redis.pipeline();
+    for (const id of ids) p.hmget(o.keys.job(id), 'startedAt', 'node');
+    const out: number[] = [];
+    for (const [err, v] of (await p.exec()) ?? []) {
+      const [started, node] = (err ? [] : v) as (string | null)[];
+      const ms = started ? t - Date.parse(started) : Number.NaN;
+      if (node && nodeIds.has(node) && Number.isFinite(ms)) out.push(Math.max(0, ms));
+    }
+    return out;
+  }
+
   async function medianDuration(arch: Arch): Promise<number | undefined> {
     const ids = await o.redis.zrevrange(o.keys.jobsByArch(arch), 0, DURATION_SAMPLE - 1);
     if (ids.length === 0) return undefined;
@@ -190,10 +247,11 @@ export function createPoolStatus(o: PoolStatusOptions): PoolStatusReader {
     const t = now();
     const { nodes, live, healthy, inputs } = capacity(pool, all, t);
     const heldIds = new Set(await o.queue.limits.held(arch));
-    const [depth, oldest, median] = await Promise.all([
+    const [depth, oldest, median, elapsed] = await Promise.all([
       o.queue.depth(arch),
       oldestWaiting(arch, heldIds),
       medianDuration(arch),
+      runningElapsed(arch, new Set(healthy.map((n) => n.id)), t),
     ]);
     // A held job waits for its group, not for a slot: counted apart, so the estimate and the
     // scaler do not grow the pool for jobs that a bigger pool would not start.
@@ -210,7 +268,7 @@ export function createPoolStatus(o: PoolStatusOptions): PoolStatusReader {
       freeSlots: inputs.freeSlots,
       ...(oldest !== undefined && waiting > 0 ? { oldestWaitingMs: Math.max(0, t - oldest) } : {}),
       ...(median !== undefined ? { medianDurationMs: median } : {}),
-      estimate: estimateWait({ ...inputs, waiting, medianDurationMs: median }),
+      estimate: estimateWait({ ...inputs, waiting, medianDurationMs: median, runningElapsedMs: elapsed }),
     };
   }
 
@@ -224,14 +282,21 @@ export function createPoolStatus(o: PoolStatusOptions): PoolStatusReader {
       return Promise.all(ARCHES.map((_, i) => build(pools[i] as Pool, all)));
     },
     async estimateAt(arch, position) {
+      const t = now();
       const [pool, all, median] = await Promise.all([
         o.pools.get(arch),
         o.nodes.list(),
         medianDuration(arch),
       ]);
       // The jobs before it in line stand where the whole queue stands for a job submitted now.
-      const { inputs } = capacity(pool, all, now());
-      return estimateWait({ ...inputs, waiting: Math.max(0, position - 1), medianDurationMs: median });
+      const { inputs, healthy } = capacity(pool, all, t);
+      const elapsed = await runningElapsed(arch, new Set(healthy.map((n) => n.id)), t);
+      return estimateWait({
+        ...inputs,
+        waiting: Math.max(0, position - 1),
+        medianDurationMs: median,
+        runningElapsedMs: elapsed,
+      });
     },
   };
 }

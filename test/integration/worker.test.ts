@@ -265,10 +265,10 @@ describe('worker nodes', () => {
       for (const [i, id] of order.entries()) {
         const q = (await show(id)).queue;
         expect(q, id).toMatchObject({ status: 'waiting', position: i + 1, of: 5 });
-        // Its own estimate: the jobs before it, not the whole queue; with no slot free, its start needs one run more to end.
+        // Its own estimate: the jobs before it, not the whole queue, behind the two running sleeps.
         expect(q?.estimate?.note).toMatch(
           new RegExp(
-            `^${i} job\\(s\\) ahead, 0 slot\\(s\\) free: ${i + 1} run\\(s\\) of .* to end over 2 slot\\(s\\)$`,
+            `^${i} job\\(s\\) ahead, 0 of 2 slot\\(s\\) free, runs of .* \\(median\\), the running jobs at .* s so far$`,
           ),
         );
         expect(q?.estimatedWaitSeconds).toEqual(expect.any(Number));

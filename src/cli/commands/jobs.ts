@@ -46,8 +46,15 @@ export function describeJob(job: ShownJob, api: ApiClient): string {
     ['created', when(job.createdAt)],
     ['started', when(job.startedAt)],
     ['finished', when(job.finishedAt)],
-    ['queued for', took(job.createdAt, job.startedAt)],
-    ['ran for', took(job.startedAt, job.finishedAt)],
+    // Still queued or running: so far.
+    [
+      'queued for',
+      took(job.createdAt, job.startedAt ?? (job.state === 'queued' ? new Date().toISOString() : undefined)),
+    ],
+    [
+      'ran for',
+      took(job.startedAt, job.finishedAt ?? (job.state === 'running' ? new Date().toISOString() : undefined)),
+    ],
     ['log', `${api.url}/v1/jobs/${encodeURIComponent(job.id)}/log (${job.logBytes} bytes)`],
     ...timeLimits(job),
   ];
