@@ -17,6 +17,7 @@ import {
   type Logger,
   runCommand,
   setReadonly,
+  toError,
 } from '../src/core/index.ts';
 import { fetchDebianPackage } from './apt-fetch.ts';
 import { type BuildProgress, MmdebstrapProgress } from './build-progress.ts';
@@ -41,6 +42,12 @@ export interface BuildImageOptions {
    * bytes) and its end. Default: none (the logger still gets the start and end of the build).
    */
   onProgress?: ((p: BuildProgress) => void) | undefined;
+  /**
+   * Digests of the versions containers on the pool were made from (workers' `imagesInUseOn`).
+   * With it, the build then removes the image's versions older than the current one and the one
+   * before it that none uses (`pruneVersions`); without it, it keeps them all.
+   */
+  inUse?: (() => Promise<ReadonlySet<string>>) | undefined;
 }
 
 /** Reports the phases of one build to `onProgress`, closing each before the next starts. */
@@ -83,6 +90,49 @@ class PhaseReporter {
     if (this.#phase !== undefined) this.#emit(this.#phase, this.#detail, true);
     this.#phase = undefined;
   }
+}
+
+/** Versions of an image for an arch that a build keeps: the current one and the one before it. */
+export const KEPT_VERSIONS = 2;
+
+/**
+ * Removes the versions of `name` for `arch` older than the KEPT_VERSIONS newest (the current one
+ * and the one it replaced, which a launch that resolved it just before may still be snapshotting
+ * and an incremental publish may start from) that no container on the pool was made from. A
+ * rebuilt Debian image is a new version each time (its files carry the build's time): without
+ * this, every rebuild kept 0.5 GB more in the pool until it was full. Failures are logged: the
+ * build itself succeeded.
+ */
+export async function pruneVersions(
+  store: ImageStore,
+  name: string,
+  arch: Arch,
+  inUse: () => Promise<ReadonlySet<string>>,
+  logger: Logger,
+): Promise<string[]> {
+  const versions = (await store.list())
+    .filter((v) => v.name === name && v.arch === arch)
+    .sort(
+      (a, b) => Number(b.current) - Number(a.current) || Date.parse(b.createdAt) - Date.parse(a.createdAt),
+    );
+  const old = versions.slice(KEPT_VERSIONS).filter((v) => !v.current);
+  if (old.length === 0) return [];
+  const used = await inUse();
+  const removed: string[] = [];
+  for (const v of old) {
+    if (used.has(v.digest)) continue;
+    try {
+      await store.remove(name, arch, v.digest);
+      removed.push(v.digest);
+      logger.info({ image: name, arch, digest: v.digest }, 'removed an old version (no container uses it)');
+    } catch (e) {
+      logger.warn(
+        { image: name, arch, digest: v.digest, err: toError(e).message },
+        'could not remove an old version',
+      );
+    }
+  }
+  return removed;
 }
 
 /**
@@ -132,6 +182,7 @@ export async function buildImage(name: string, arch: Arch, o: BuildImageOptions)
       { image: recipe.name, arch, digest, sizeBytes: bytes, ms: Date.now() - started },
       'image built',
     );
+    if (o.inUse) await pruneVersions(o.store, recipe.name, arch, o.inUse, o.logger);
     return image;
   } catch (e) {
     await deleteSubvolume(staging).catch((err: unknown) =>

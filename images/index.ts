@@ -1,6 +1,12 @@
 /** Images: recipes, the builder, the store of built versions on this host, publishing and the sync agent. */
 export { blobPath, hasBlob, writeBlob } from './blob-store.ts';
-export { type BuildImageOptions, buildImage, ensureImage } from './build-image.ts';
+export {
+  type BuildImageOptions,
+  buildImage,
+  ensureImage,
+  KEPT_VERSIONS,
+  pruneVersions,
+} from './build-image.ts';
 export {
   type BuildProgress,
   createProgressPrinter,

@@ -73,6 +73,7 @@ export { type RunWorkerOptions, runWorker } from './run-worker.ts';
 export {
   CONTAINER_PREFIX,
   createRuncRuntime,
+  imagesInUseOn,
   type RuncRuntimeOptions,
   runtimeOptionsFrom,
 } from './runc-runtime.ts';

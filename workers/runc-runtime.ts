@@ -128,6 +128,23 @@ const GRACE_FOR_OUTPUT_MS = 100;
 /** The process that made a container: a reused pid does not count as alive (src/core/host/host-leases.ts). */
 type Owner = ProcessIdentity;
 
+/**
+ * Digests of the image versions that containers on the pool at `poolPath` were made from, by any
+ * process (a worker's running jobs and warm containers, a `run`): every container's record is
+ * written before its snapshot is made, so one being made counts too.
+ */
+export async function imagesInUseOn(poolPath: string): Promise<Set<string>> {
+  const bundles = poolLayout(poolPath).bundles;
+  const digests = new Set<string>();
+  for (const id of await readdir(bundles).catch(() => [] as string[])) {
+    const meta = await readFile(join(bundles, id, 'meta.json'), 'utf8')
+      .then((t) => JSON.parse(t) as ContainerMeta)
+      .catch(() => undefined);
+    if (meta?.image.digest) digests.add(meta.image.digest);
+  }
+  return digests;
+}
+
 interface ContainerMeta {
   owner: Owner;
   image: { name: string; arch: Arch; digest: string };
@@ -574,15 +591,7 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
       return removed;
     },
 
-    async imagesInUse() {
-      // Every container's record is written before its snapshot is made, so one being made counts too.
-      const digests = new Set<string>();
-      for (const id of await readdir(pool.bundles).catch(() => [] as string[])) {
-        const meta = await readMeta(id);
-        if (meta?.image.digest) digests.add(meta.image.digest);
-      }
-      return digests;
-    },
+    imagesInUse: () => imagesInUseOn(o.poolPath),
   };
   return runtime;
 }

@@ -2,9 +2,16 @@ import { chmod, link, lstat, mkdir, mkdtemp, rm, stat, symlink, writeFile } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { createImageStore } from '../../images/index.ts';
+import { createImageStore, KEPT_VERSIONS, pruneVersions } from '../../images/index.ts';
 import { shiftOwners } from '../../images/shift-owners.ts';
-import { ARCHES, runCommand } from '../../src/core/index.ts';
+import {
+  ARCHES,
+  createLogger,
+  createSubvolume,
+  deleteSubvolume,
+  isSubvolume,
+  runCommand,
+} from '../../src/core/index.ts';
 import { testConfig } from '../support/test-host.ts';
 
 describe('images', () => {
@@ -48,6 +55,62 @@ describe('images', () => {
       );
     } finally {
       await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('a build keeps the current version and the one before it, and older ones only while a container uses them', async () => {
+    // A store of its own on the test pool's btrfs, out of the workers' sight.
+    const poolPath = join(testConfig().ARCHWAY_POOL_PATH, 'jobs', `prune-test-${process.pid}`);
+    const store = createImageStore({ poolPath });
+    const dir = store.dirOf('prunetest', 'amd64');
+    await mkdir(dir, { recursive: true });
+    const digests = [1, 2, 3, 4].map((n) => `sha256:${String(n).repeat(64)}`);
+    try {
+      for (const [i, digest] of digests.entries()) {
+        await createSubvolume(join(dir, digest));
+        await store.commit({
+          name: 'prunetest',
+          arch: 'amd64',
+          digest,
+          sizeBytes: 1,
+          createdAt: new Date(Date.UTC(2026, 0, 1 + i)).toISOString(),
+          description: '',
+        });
+      }
+      const [v1, v2, v3, v4] = digests as [string, string, string, string];
+      // v4 is current, v3 the one before; a container was made from v1.
+      const removed = await pruneVersions(
+        store,
+        'prunetest',
+        'amd64',
+        async () => new Set([v1]),
+        createLogger({ name: 'test', level: 'silent' }),
+      );
+      expect(KEPT_VERSIONS).toBe(2);
+      expect(removed).toEqual([v2]);
+      const left = (await store.list()).map((v) => [v.digest, v.current]);
+      expect(left.sort()).toEqual(
+        [
+          [v1, false],
+          [v3, false],
+          [v4, true],
+        ].sort(),
+      );
+      expect(await isSubvolume(join(dir, v2))).toBe(false);
+      // Once no container uses it, the next build's prune takes v1 too; never the current one.
+      expect(
+        await pruneVersions(
+          store,
+          'prunetest',
+          'amd64',
+          async () => new Set(),
+          createLogger({ name: 'test', level: 'silent' }),
+        ),
+      ).toEqual([v1]);
+      expect((await store.list()).map((v) => v.digest).sort()).toEqual([v3, v4].sort());
+    } finally {
+      for (const d of digests) if (await isSubvolume(join(dir, d))) await deleteSubvolume(join(dir, d));
+      await rm(poolPath, { recursive: true, force: true });
     }
   });
 });

@@ -1,7 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type BuildProgress, buildImage, loadRecipe } from '../../images/index.ts';
+import { type BuildProgress, buildImage, KEPT_VERSIONS, loadRecipe } from '../../images/index.ts';
 import { type Arch, poolLayout } from '../../src/core/index.ts';
 import { buildJobScript, expandRepoConfig, JOB_EXIT } from '../../webhooks/index.ts';
+import { imagesInUseOn } from '../../workers/index.ts';
 import { collect, createTestHost, leftovers, type TestHost } from '../support/test-host.ts';
 
 /**
@@ -27,7 +28,13 @@ async function build(name: string, arch: Arch): Promise<BuildProgress[]> {
     mirror: h.config.ARCHWAY_DEBIAN_MIRROR,
     logger: h.logger,
     onProgress: (p) => progress.push(p),
+    inUse: () => imagesInUseOn(h.config.ARCHWAY_POOL_PATH),
   });
+  // Each run is a new version (the files carry the build's time): the older ones no container
+  // uses are gone, so the test pool does not fill up run after run (it had 11 of this one).
+  const used = await imagesInUseOn(h.config.ARCHWAY_POOL_PATH);
+  const held = (await h.store.list()).filter((v) => v.name === name && v.arch === arch);
+  expect(held.filter((v) => !used.has(v.digest)).length).toBeLessThanOrEqual(KEPT_VERSIONS);
   return progress;
 }
 

@@ -98,6 +98,10 @@ Example:
           logger: ctx.logger,
           signal: stop.signal,
           onProgress: printer.update,
+          // Older versions that no container on the pool uses go once the new one is current
+          // (loaded here: the other images commands need none of the workers' code).
+          inUse: async () =>
+            (await import('../../../workers/index.ts')).imagesInUseOn(ctx.config.ARCHWAY_POOL_PATH),
         }).finally(() => printer.end());
         process.stdout.write(
           `built ${img.name} for ${img.arch}: ${img.digest} (${formatBytes(img.sizeBytes)})\n`,
