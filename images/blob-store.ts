@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -57,4 +57,31 @@ export async function writeBlob(
     await rm(tmp, { force: true });
     throw e;
   }
+}
+
+/** A blob (or a temporary file) younger than this is never swept: a publish may be between writing it and the catalog. */
+export const BLOB_SWEEP_GRACE_MS = 60 * 60 * 1000;
+
+/**
+ * Removes from the blob store the blobs no version in the catalog names any more (it keeps the
+ * last CATALOG_VERSIONS_KEPT per image and arch), and temporary files a crashed write left, once
+ * they are older than BLOB_SWEEP_GRACE_MS. Without it, every publish left its blobs for ever
+ * (a Debian image's full blob is about 40 MB). Returns the names removed.
+ */
+export async function sweepBlobs(
+  blobDir: string,
+  referenced: ReadonlySet<string>,
+  now: number = Date.now(),
+): Promise<string[]> {
+  const dir = join(blobDir, 'sha256');
+  const removed: string[] = [];
+  for (const file of await readdir(dir).catch(() => [] as string[])) {
+    const kept = !file.startsWith('.tmp-') && referenced.has(`sha256:${file}`);
+    if (kept) continue;
+    const st = await stat(join(dir, file)).catch(() => undefined);
+    if (!st?.isFile() || now - st.mtimeMs < BLOB_SWEEP_GRACE_MS) continue;
+    await rm(join(dir, file), { force: true });
+    removed.push(file);
+  }
+  return removed;
 }

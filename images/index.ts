@@ -1,5 +1,5 @@
 /** Images: recipes, the builder, the store of built versions on this host, publishing and the sync agent. */
-export { blobPath, hasBlob, writeBlob } from './blob-store.ts';
+export { BLOB_SWEEP_GRACE_MS, blobPath, hasBlob, sweepBlobs, writeBlob } from './blob-store.ts';
 export {
   type BuildImageOptions,
   buildImage,

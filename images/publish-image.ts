@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import type { CatalogEntry, ImageBlob, ImageCatalog } from '../queue/index.ts';
 import { AbortedError, type Arch, isSubvolume, type Logger, toError } from '../src/core/index.ts';
-import { hasBlob, writeBlob } from './blob-store.ts';
+import { hasBlob, sweepBlobs, writeBlob } from './blob-store.ts';
 import { spawnHostPipe } from './host-pipe.ts';
 import type { ImageStore } from './image-store.ts';
 
@@ -77,6 +77,12 @@ export async function publishImage(name: string, arch: Arch, o: PublishImageOpti
     },
     'image published',
   );
+  // The blobs of versions the catalog dropped (and a crashed write's leftovers) go.
+  const swept = await sweepBlobs(o.blobDir, await o.catalog.referencedBlobs()).catch((e: unknown) => {
+    o.logger.warn({ err: toError(e).message }, 'sweeping the blob store failed');
+    return [];
+  });
+  if (swept.length) o.logger.info({ blobs: swept.length }, 'removed blobs no catalog version names');
   return { entry, published: true };
 }
 

@@ -56,6 +56,8 @@ export interface ImageCatalog {
   version(name: string, arch: Arch, digest: string): Promise<CatalogEntry | undefined>;
   /** The current version of every image and arch, sorted by name then arch. */
   list(): Promise<CatalogEntry[]>;
+  /** Digests of every blob (full and incremental) that a version still in the catalog names, of any image and arch. */
+  referencedBlobs(): Promise<Set<string>>;
   /** The id of the newest event ('0-0' when none): read from there to see only what comes after. */
   lastEventId(): Promise<string>;
   /**
@@ -132,6 +134,21 @@ export function createImageCatalog(redis: Redis, keys: Keys): ImageCatalog {
         if (!name || !a.success) continue;
         const entry = await current(name, a.data);
         if (entry) out.push(entry);
+      }
+      return out;
+    },
+    async referencedBlobs() {
+      const out = new Set<string>();
+      for (const member of await redis.smembers(keys.imagesAll)) {
+        const [name, arch] = member.split('/');
+        const a = Arch.safeParse(arch);
+        if (!name || !a.success) continue;
+        for (const [field, text] of Object.entries(await redis.hgetall(keys.imageCatalog(name, a.data)))) {
+          const e = field.startsWith('v:') ? parseEntry(text) : undefined;
+          if (!e) continue;
+          out.add(e.full.digest);
+          if (e.incremental) out.add(e.incremental.digest);
+        }
       }
       return out;
     },

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { open, readdir, readFile, readlink, rm, stat, truncate } from 'node:fs/promises';
+import { open, readdir, readFile, readlink, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { Redis } from 'ioredis';
@@ -16,6 +16,7 @@ import {
   rangeCopiesOf,
   type SyncAgent,
   type SyncAgentEvents,
+  sweepBlobs,
 } from '../../images/index.ts';
 import { createImageCatalog, type ImageCatalog, type NodeRegistry } from '../../queue/index.ts';
 import type { ApiApp } from '../../src/api/index.ts';
@@ -466,5 +467,25 @@ describe('image sync', () => {
     const [code] = await exited;
     expect(code).toBe(0);
     expect(await readdir(poolLayout(SYNC_POOL).bundles)).toEqual([]);
+  });
+
+  it('sweeps the blobs no catalog version names, and crashed writes, once they are an hour old', async () => {
+    const dir = join(blobDir, 'sha256');
+    const referenced = await catalog.referencedBlobs();
+    // Every published version's full and incremental blobs are named.
+    expect(referenced.size).toBeGreaterThanOrEqual(2);
+    for (const d of referenced) expect(d).toMatch(/^sha256:[0-9a-f]{64}$/);
+    const old = new Date(Date.now() - 2 * 3600_000);
+    for (const d of referenced) await utimes(blobPath(blobDir, d), old, old);
+    const stale = 'f'.repeat(64);
+    const young = 'e'.repeat(64);
+    const crashed = '.tmp-1-abcdef';
+    for (const f of [stale, young, crashed]) await writeFile(join(dir, f), 'x');
+    await utimes(join(dir, stale), old, old);
+    await utimes(join(dir, crashed), old, old);
+    expect((await sweepBlobs(blobDir, referenced)).sort()).toEqual([crashed, stale].sort());
+    const left = await readdir(dir);
+    expect(left).toContain(young);
+    for (const d of referenced) expect(left).toContain(d.replace(/^sha256:/, ''));
   });
 });
