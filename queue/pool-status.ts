@@ -232,6 +232,7 @@ export function createPoolStatus(o: PoolStatusOptions): PoolStatusReader {
       nodes,
       live,
       healthy,
+      healthyIds: new Set(healthy.map((n) => n.id)),
       inputs: {
         max: pool.max,
         totalSlots: healthy.reduce((s, n) => s + n.slots, 0),
@@ -245,13 +246,13 @@ export function createPoolStatus(o: PoolStatusOptions): PoolStatusReader {
   async function build(pool: Pool, all: NodeInfo[]): Promise<PoolStatus> {
     const arch = pool.arch;
     const t = now();
-    const { nodes, live, healthy, inputs } = capacity(pool, all, t);
+    const { nodes, live, healthy, healthyIds, inputs } = capacity(pool, all, t);
     const heldIds = new Set(await o.queue.limits.held(arch));
     const [depth, oldest, median, elapsed] = await Promise.all([
       o.queue.depth(arch),
       oldestWaiting(arch, heldIds),
       medianDuration(arch),
-      runningElapsed(arch, new Set(healthy.map((n) => n.id)), t),
+      runningElapsed(arch, healthyIds, t),
     ]);
     // A held job waits for its group, not for a slot: counted apart, so the estimate and the
     // scaler do not grow the pool for jobs that a bigger pool would not start.
@@ -289,8 +290,8 @@ export function createPoolStatus(o: PoolStatusOptions): PoolStatusReader {
         medianDuration(arch),
       ]);
       // The jobs before it in line stand where the whole queue stands for a job submitted now.
-      const { inputs, healthy } = capacity(pool, all, t);
-      const elapsed = await runningElapsed(arch, new Set(healthy.map((n) => n.id)), t);
+      const { inputs, healthyIds } = capacity(pool, all, t);
+      const elapsed = await runningElapsed(arch, healthyIds, t);
       return estimateWait({
         ...inputs,
         waiting: Math.max(0, position - 1),

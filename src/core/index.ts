@@ -17,6 +17,7 @@ export * from './lifecycle.ts';
 export * from './listen-error.ts';
 export * from './logger.ts';
 export * from './metrics.ts';
+export * from './port-answers.ts';
 export * from './queue-place-text.ts';
 export * from './redis/connection.ts';
 export * from './redis/keys.ts';

@@ -37,6 +37,9 @@ const RUNS = Number(process.env.ARCHWAY_BENCH_LOG_RUNS ?? 3);
  * docs/operations.md run, `always` (a flush per write, what the tests run) the strictest.
  */
 const FSYNCS = (process.env.ARCHWAY_BENCH_LOG_FSYNC ?? 'everysec,always').split(',');
+for (const f of FSYNCS)
+  if (!['always', 'everysec', 'no'].includes(f))
+    throw new Error(`ARCHWAY_BENCH_LOG_FSYNC: '${f}' is not an appendfsync setting (always, everysec, no)`);
 const LINE = 'archway log throughput benchmark line of output';
 const say = (line = '') => process.stderr.write(`${line}\n`);
 

@@ -32,6 +32,10 @@ const links = () =>
 const busybox = (script: string, extra: Partial<JobSpecInput> = {}) =>
   c.submit({ arch: 'amd64', image: 'busybox', script, ...extra });
 
+/** The log writer a worker uses, for a job whose log the test writes itself: exact bytes, any size. */
+const logOf = (jobId: string) =>
+  createLogWriter({ redis: c.client, keys: c.keys, jobId, limitBytes: 64e6, secrets: [], onLimit: () => {} });
+
 /**
  * A job whose log the test writes itself, with the log writer a worker uses: exact bytes, any
  * size. On ppc64le, which has no worker here, so that none runs it.
@@ -41,14 +45,7 @@ async function writtenJob(text: string, state: 'passed' | 'failed' = 'passed', e
     clientId: 'test',
   });
   await c.queue.store.transition(job.id, 'running', { newAttempt: true });
-  const log = createLogWriter({
-    redis: c.client,
-    keys: c.keys,
-    jobId: job.id,
-    limitBytes: 64e6,
-    secrets: [],
-    onLimit: () => {},
-  });
+  const log = logOf(job.id);
   await log.write(Buffer.from(text));
   await log.end(600);
   await c.queue.store.transition(job.id, state, { attempt: 1, fields: { exitCode } });
@@ -149,14 +146,7 @@ describe('the job page', () => {
     await screenshot(page, 'job-queued');
     // It starts: its first log line reaches the page, and where it stood in line is gone.
     await c.queue.store.transition(job.id, 'running', { newAttempt: true });
-    const log = createLogWriter({
-      redis: c.client,
-      keys: c.keys,
-      jobId: job.id,
-      limitBytes: 1e6,
-      secrets: [],
-      onLimit: () => {},
-    });
+    const log = logOf(job.id);
     await log.write(Buffer.from('the job started\n'));
     await page.waitForFunction(() =>
       document.querySelector('#log')?.textContent?.includes('the job started'),

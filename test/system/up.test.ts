@@ -1,10 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readdir, readFile, rm } from 'node:fs/promises';
-import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { createImageStore } from '../../images/index.ts';
-import { poolLayout } from '../../src/core/index.ts';
+import { poolLayout, portAnswers } from '../../src/core/index.ts';
 import { checkLeftovers } from '../support/leak-check.ts';
 import { TEST_ENV } from '../support/test-host.ts';
 
@@ -56,17 +55,6 @@ async function waitFor(what: string, check: () => boolean | Promise<boolean>, ms
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`timed out waiting for ${what}`);
-}
-
-function answers(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createConnection({ port, host: '127.0.0.1' });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }
 
 /** Processes of the session `sid`, and the Redis servers `up` started on `ports` (in sessions of their own). */
@@ -155,7 +143,7 @@ describe('archway up stops cleanly', { timeout: 240_000 }, () => {
       const code = await Promise.race([u.exited, new Promise((r) => setTimeout(() => r('hung'), 90_000))]);
       expect(code).toBe(0);
       expect(u.out()).toMatch(/stopped; no container left/);
-      expect(await answers(REDIS_PORT)).toBe(false);
+      expect(await portAnswers(REDIS_PORT)).toBe(false);
       expect(await strays(pid)).toEqual([]);
     });
   }
@@ -173,7 +161,7 @@ describe('archway up stops cleanly', { timeout: 240_000 }, () => {
     const code = await Promise.race([u.exited, new Promise((r) => setTimeout(() => r('hung'), 90_000))]);
     expect(code).toBe(1);
     expect(u.out()).toMatch(/the amd64 worker exited \(SIGKILL\)/);
-    expect(await answers(REDIS_PORT)).toBe(false);
+    expect(await portAnswers(REDIS_PORT)).toBe(false);
     expect(await strays(u.proc.pid ?? 0)).toEqual([]);
   });
 });
@@ -195,7 +183,7 @@ describe('archway up killed with SIGKILL', { timeout: 240_000 }, () => {
         async () => (await strays(firstPid, [])).length === 0,
         60_000,
       );
-      expect(await answers(REDIS_PORT)).toBe(true);
+      expect(await portAnswers(REDIS_PORT)).toBe(true);
       current = up();
       const second = current;
       await waitFor('the second banner', () => second.out().includes('archway is up'));
@@ -210,7 +198,7 @@ describe('archway up killed with SIGKILL', { timeout: 240_000 }, () => {
         new Promise((r) => setTimeout(() => r('hung'), 90_000)),
       ]);
       expect(code).toBe(0);
-      expect(await answers(REDIS_PORT)).toBe(false);
+      expect(await portAnswers(REDIS_PORT)).toBe(false);
       expect(await strays(second.proc.pid ?? 0)).toEqual([]);
     } finally {
       for (const line of await strays(firstPid, [])) process.kill(Number(line.split(' ')[0]), 'SIGKILL');

@@ -26,10 +26,9 @@ export function jobPage(o: JobPageOptions): string {
   const sha = j.labels.sha ?? j.spec.source?.sha;
   // As the page opened; the page hides it once the job's log starts.
   const words = placeText(j, o.place);
-  const place =
-    words && o.place?.status === 'waiting'
-      ? `${words}, ${waitText(o.place.estimatedWaitSeconds, o.place.estimate.note)}; as of ${new Date().toISOString().slice(11, 19)} UTC`
-      : words && `${words}; as of ${new Date().toISOString().slice(11, 19)} UTC`;
+  const wait =
+    o.place?.status === 'waiting' ? `, ${waitText(o.place.estimatedWaitSeconds, o.place.estimate.note)}` : '';
+  const place = words && `${words}${wait}; as of ${new Date().toISOString().slice(11, 19)} UTC`;
   const body = html`<main class="job">
 <h1>Job <code>${j.id}</code> <span id="state" class="state s-${j.state}">${j.state}</span></h1>
 <dl class="facts">

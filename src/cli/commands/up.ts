@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { createConnection, createServer } from 'node:net';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
@@ -13,6 +13,7 @@ import {
   HostConfig,
   parseConfig,
   poolLayout,
+  portAnswers,
   safeRedisUrl,
 } from '../../core/index.ts';
 import { createHostContext, createHostLauncher, HOST_ENV_HELP } from '../host-context.ts';
@@ -139,7 +140,7 @@ Example (a second installation beside the first):
         const r = await connectRedis({ url: redisUrl, name: 'archway-up', logger: { warn: () => {} } });
         r.disconnect();
         tell(`using Redis at ${safeRedisUrl(redisUrl)} (REDIS_URL)`);
-      } else if (await answers(config.ARCHWAY_UP_REDIS_PORT)) {
+      } else if (await portAnswers(config.ARCHWAY_UP_REDIS_PORT)) {
         redisUrl = `redis://127.0.0.1:${config.ARCHWAY_UP_REDIS_PORT}`;
         adoptedRedis = await leftRedis(redisDir, config.ARCHWAY_UP_REDIS_PORT);
         tell(
@@ -195,8 +196,8 @@ Example (a second installation beside the first):
           { stdio: 'ignore', detached: true },
         );
         redisUrl = `redis://127.0.0.1:${port}`;
-        for (let i = 0; i < 100 && running(ownRedis) && !(await answers(port)); i++) await sleep(50);
-        if (!running(ownRedis) || !(await answers(port))) {
+        for (let i = 0; i < 100 && running(ownRedis) && !(await portAnswers(port)); i++) await sleep(50);
+        if (!running(ownRedis) || !(await portAnswers(port))) {
           ownRedis.proc.kill('SIGKILL');
           throw new ArchwayError(
             'REDIS_START_FAILED',
@@ -420,17 +421,6 @@ async function waitForApi(url: string, workers: number, token: string, stop: () 
 
 async function until(done: () => boolean): Promise<void> {
   while (!done()) await sleep(100);
-}
-
-function answers(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createConnection({ port, host: '127.0.0.1' });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
