@@ -68,6 +68,11 @@ export type TransitionResult =
   | { ok: true; from: JobState; attempt: number }
   | { ok: false; why: 'missing' | 'conflict' | 'stale'; state?: JobState; attempt?: number };
 
+/** A job's attempts with `attempt` in its place (replacing the one of the same number), in order. */
+export function withAttempt(list: readonly Attempt[], attempt: Attempt): Attempt[] {
+  return [...list.filter((a) => a.n !== attempt.n), attempt].sort((a, b) => a.n - b.n);
+}
+
 export interface TransitionOptions {
   /** Only when the job's attempt is this one: a lost attempt can never finish a job twice. */
   attempt?: number;
@@ -261,7 +266,7 @@ export function createJobStore(redis: Redis, keys: Keys, so: JobStoreOptions): J
       for (let i = 0; i < 5; i++) {
         await redis.watch(key);
         const list = JSON.parse((await redis.hget(key, 'attempts')) ?? '[]') as Attempt[];
-        const next = [...list.filter((a) => a.n !== attempt.n), attempt].sort((a, b) => a.n - b.n);
+        const next = withAttempt(list, attempt);
         const ok = await redis.multi().hset(key, 'attempts', JSON.stringify(next)).exec();
         if (ok) return;
       }

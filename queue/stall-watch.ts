@@ -2,6 +2,7 @@ import { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { ARCHES, type Keys, type Logger } from '../src/core/index.ts';
 import type { JobQueue } from './job-queue.ts';
+import { withAttempt } from './job-store.ts';
 import { appendLogNote } from './log-writer.ts';
 
 /** Lock and stall settings every party uses, so a lost node's job is back in the queue well within a minute. */
@@ -81,13 +82,9 @@ export function createStallWatch(o: StallWatchOptions): StallWatch {
   async function markRequeued(id: string): Promise<void> {
     const job = await o.queue.get(id);
     if (job?.state !== 'running') return;
-    const r = await o.queue.store.transition(id, 'queued', {
-      attempt: job.attempt,
-      onlyFrom: ['running'],
-      fields: {},
-    });
-    if (!r.ok) return;
-    await o.queue.store.recordAttempt(id, {
+    // The errored attempt goes in with the state, in one write: a reader never sees the job queued
+    // again without it (the system fault test read it in between).
+    const lost = withAttempt(job.attempts, {
       n: job.attempt,
       node: job.node ?? 'unknown',
       startedAt: job.startedAt ?? new Date().toISOString(),
@@ -96,6 +93,12 @@ export function createStallWatch(o: StallWatchOptions): StallWatch {
       reason: 'infra',
       error: 'node lost (its lock expired)',
     });
+    const r = await o.queue.store.transition(id, 'queued', {
+      attempt: job.attempt,
+      onlyFrom: ['running'],
+      fields: { attempts: JSON.stringify(lost) },
+    });
+    if (!r.ok) return;
     o.logger.warn({ job: id, node: job.node }, 'node lost mid-job: the job is queued again');
     await appendLogNote(
       o.redis,
