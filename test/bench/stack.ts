@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { openSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createNodeRegistry } from '../../queue/index.ts';
 import { type Arch, createKeys, createRedis, runCommand } from '../../src/core/index.ts';
@@ -49,12 +50,14 @@ export const BENCH_ENV = {
 const PROFILE = process.env.ARCHWAY_BENCH_PROFILE;
 const MAIN = new URL('../../dist/current/cli/main.js', import.meta.url).pathname;
 function archway(args: string[], opts: Parameters<typeof spawn>[2]): ChildProcess {
-  if (!PROFILE) return spawn(BIN, args, opts);
-  return spawn(
-    'node',
-    ['--cpu-prof', `--cpu-prof-dir=${PROFILE}`, '--enable-source-maps', MAIN, ...args],
-    opts,
-  );
+  const flags = (process.env.ARCHWAY_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  if (!PROFILE && flags.length === 0) return spawn(BIN, args, opts);
+  const prof = PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE}`] : [];
+  const out = process.env.ARCHWAY_BENCH_NODE_OUT;
+  return spawn('node', [...prof, ...flags, '--enable-source-maps', MAIN, ...args], {
+    ...opts,
+    ...(out ? { stdio: ['ignore', openSync(`${out}.${args[0]}.${Date.now()}`, 'w'), 'inherit'] } : {}),
+  });
 }
 
 export async function startStack(): Promise<BenchStack> {
@@ -73,7 +76,7 @@ export async function startStack(): Promise<BenchStack> {
   const procs: ChildProcess[] = [];
   const workers: ChildProcess[] = [];
   // bin/archway builds dist/ first when a source is newer.
-  if (PROFILE) await runCommand(BIN, ['--version']);
+  if (PROFILE || process.env.ARCHWAY_BENCH_NODE_FLAGS) await runCommand(BIN, ['--version']);
   const apiProcess = archway(['api'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
   procs.push(apiProcess);
   const url = `http://127.0.0.1:${port}`;
