@@ -40,8 +40,18 @@ export interface LogWriterOptions {
 }
 
 export interface LogWriter {
-  /** Appends job output. Resolves when it may be called again (backpressure towards the job's pipe). */
+  /**
+   * Appends job output. It is copied before this returns (the caller may reuse `data` at once);
+   * resolves when it may be called again (backpressure towards the job's pipe).
+   */
   write(data: Buffer): Promise<void>;
+  /**
+   * `write` without a promise, for a reader that reuses one buffer for every read: copies `data`
+   * and returns false when the caller should wait for `ready()` before it writes more.
+   */
+  push(data: Buffer): boolean;
+  /** Resolves once more may be written (what waits for Redis is under 2 MiB again, or an append failed). */
+  ready(): Promise<void>;
   /** A line from archway itself (worker information, the reason a job ended); never masked or limited. */
   note(text: string): Promise<void>;
   /** Bytes of job output kept so far. */
@@ -86,6 +96,30 @@ function appending(redis: Redis): AppendingRedis {
 }
 
 /**
+ * Bytes of one block that the job's output is copied into. Chunks are views of blocks, and a
+ * block is used again once all of its chunks are in Redis: a fast job's output then costs no
+ * allocation per read (tens of thousands of them for 200 MB), which had made the worker's
+ * garbage collector its largest cost (docs/benchmarks.md, log throughput).
+ */
+const BLOCK_BYTES = 256 * 1024;
+/** Free blocks a writer keeps for reuse (what waits for Redis is bounded by MAX_HELD_BYTES anyway). */
+const FREE_BLOCKS = 12;
+
+interface Block {
+  buf: Buffer;
+  /** Chunks of it not yet in Redis. */
+  unsent: number;
+  /** No more output is copied into it: free once `unsent` is 0. */
+  retired: boolean;
+}
+
+/** One stream entry waiting to be sent, and the block it is a view of (none for notes and masked output). */
+interface Pending {
+  data: Buffer | string;
+  block: Block | undefined;
+}
+
+/**
  * Turns a job's output into its log stream: UTF-8 safe chunks of at most 16 KiB, flushed when
  * full or 50 ms after their first byte, with secrets masked and the log limit enforced. Chunks
  * reach Redis in order, in appends of up to 1 MiB with one in flight at a time (a lone line goes
@@ -102,15 +136,18 @@ export function createLogWriter(o: LogWriterOptions): LogWriter {
   const masker = o.secrets.some((s) => s.length > 0)
     ? createSecretMasker(compileSecrets(o.secrets))
     : undefined;
-  let held: Buffer[] = []; // held bytes, when not masking
-  let heldBytes = 0;
-  /** Bytes written since the last flush: what fills a chunk (the masker's held-back tail does not). */
+  /** The block output is copied into (unmasked output); its bytes [cut, fill) are not flushed yet. */
+  let block: Block | undefined;
+  let cut = 0;
+  let fill = 0;
+  const free: Block[] = [];
+  /** Masked output fed since the last flush: what fills a chunk (the masker's held-back tail does not). */
   let fresh = 0;
   let bytes = 0;
   let limited = false;
   let timer: NodeJS.Timeout | undefined;
   /** Chunks flushed and not yet sent, in order; `last` is the end marker and expiry, sent after them. */
-  let waiting: (Buffer | string)[] = [];
+  let waiting: Pending[] = [];
   let waitingBytes = 0;
   let last: number | undefined;
   let inFlight = 0;
@@ -121,12 +158,18 @@ export function createLogWriter(o: LogWriterOptions): LogWriter {
 
   const size = (e: Buffer | string) => (typeof e === 'string' ? Buffer.byteLength(e) : e.length);
 
-  function append(entries: (Buffer | string)[]): void {
-    for (const e of entries) {
-      waiting.push(e);
-      waitingBytes += size(e);
+  function release(b: Block): void {
+    if (free.length < FREE_BLOCKS) {
+      b.unsent = 0;
+      b.retired = false;
+      free.push(b);
     }
-    pump();
+  }
+
+  function enqueue(data: Buffer | string, b?: Block): void {
+    waiting.push({ data, block: b });
+    waitingBytes += size(data);
+    if (b) b.unsent++;
   }
 
   /** Sends what waits, one append at a time, until nothing does. */
@@ -134,11 +177,11 @@ export function createLogWriter(o: LogWriterOptions): LogWriter {
     if (sending || failed || superseded || (waiting.length === 0 && last === undefined)) return;
     let n = 0;
     let sent = 0;
-    while (n < waiting.length && (n === 0 || sent + size(waiting[n] as Buffer | string) <= MAX_BATCH_BYTES)) {
-      sent += size(waiting[n] as Buffer | string);
+    while (n < waiting.length && (n === 0 || sent + size((waiting[n] as Pending).data) <= MAX_BATCH_BYTES)) {
+      sent += size((waiting[n] as Pending).data);
       n++;
     }
-    const chunks = waiting.slice(0, n);
+    const batch = waiting.slice(0, n);
     waiting = n === waiting.length ? [] : waiting.slice(n);
     waitingBytes -= sent;
     let endTtl = '';
@@ -147,10 +190,15 @@ export function createLogWriter(o: LogWriterOptions): LogWriter {
       last = undefined;
     }
     inFlight = sent;
-    sending = redis.archwayLogAppend(key, fence, attempt, endTtl, ...chunks).then(
+    sending = redis.archwayLogAppend(key, fence, attempt, endTtl, ...batch.map((p) => p.data)).then(
       (ok) => {
         inFlight = 0;
         sending = undefined;
+        // Its chunks are in Redis (or refused): their blocks may be written again.
+        for (const p of batch) {
+          const b = p.block;
+          if (b && --b.unsent === 0 && b.retired) release(b);
+        }
         if (ok === 0) {
           superseded = true;
           waiting = [];
@@ -174,49 +222,110 @@ export function createLogWriter(o: LogWriterOptions): LogWriter {
     if (failed) throw failed;
   }
 
-  /** What may leave now: all of it when final, else up to a point that splits no character or secret. */
-  function take(final: boolean): Buffer {
-    // The masker holds back a tail that may be the start of a secret: it is masked once the rest arrives.
-    if (masker) return masker.take(final);
-    const all = held.length === 1 ? (held[0] as Buffer) : Buffer.concat(held, heldBytes);
-    const cut = final ? all.length : utf8Boundary(all);
-    held = cut < all.length ? [all.subarray(cut)] : [];
-    heldBytes = all.length - cut;
-    return all.subarray(0, cut);
+  /** Keeps `out` under the log limit (calling onLimit once it is reached); what may go. */
+  function limit(out: Buffer): Buffer {
+    if (bytes + out.length <= o.limitBytes) {
+      bytes += out.length;
+      return out;
+    }
+    const kept = out.subarray(0, utf8Boundary(out.subarray(0, Math.max(0, o.limitBytes - bytes))));
+    limited = true;
+    queueMicrotask(o.onLimit);
+    bytes += kept.length;
+    return kept;
   }
 
+  /**
+   * Flushes the block's unflushed bytes: all of them when `final`, else up to a point that
+   * splits no character; with `whole`, only whole chunks of 16 KiB (the rest waits for more
+   * output or the timer), so that a fast job's log is as few entries as it can be.
+   */
+  function flushBlock(final: boolean, whole: boolean): void {
+    if (!block || limited) return;
+    let end = final ? fill : cut + utf8Boundary(block.buf.subarray(cut, fill));
+    if (whole) end = cut + Math.floor((end - cut) / MAX_CHUNK_BYTES) * MAX_CHUNK_BYTES;
+    if (end <= cut) return;
+    const out = limit(block.buf.subarray(cut, end));
+    for (const c of splitUtf8Buffer(out, MAX_CHUNK_BYTES)) enqueue(c, block);
+    cut = end;
+  }
+
+  /** Flushes everything held that may leave now (the timer, a note, the end). */
   function flush(final: boolean): void {
     clearTimeout(timer);
     timer = undefined;
     fresh = 0;
-    let out = take(final);
-    if (out.length === 0 || limited) return;
-    if (bytes + out.length > o.limitBytes) {
-      out = out.subarray(0, utf8Boundary(out.subarray(0, Math.max(0, o.limitBytes - bytes))));
-      limited = true;
-      queueMicrotask(o.onLimit);
+    if (limited) return;
+    if (masker) {
+      const out = masker.take(final);
+      if (out.length > 0) for (const c of splitUtf8Buffer(limit(out), MAX_CHUNK_BYTES)) enqueue(c);
+    } else flushBlock(final, false);
+    pump();
+  }
+
+  /** A block to copy output into, with the unflushed tail of the current one (at most a character) moved to its start. */
+  function nextBlock(): void {
+    const next = free.pop() ?? { buf: Buffer.allocUnsafeSlow(BLOCK_BYTES), unsent: 0, retired: false };
+    const carried = block ? block.buf.copy(next.buf, 0, cut, fill) : 0;
+    if (block) {
+      block.retired = true;
+      if (block.unsent === 0) release(block);
     }
-    bytes += out.length;
-    append(splitUtf8Buffer(out, MAX_CHUNK_BYTES));
+    block = next;
+    cut = 0;
+    fill = carried;
+  }
+
+  /** Copies unmasked output into blocks, flushing each whole 16 KiB as it fills. */
+  function copyIn(data: Buffer): void {
+    let off = 0;
+    while (off < data.length) {
+      if (!block || fill === block.buf.length) {
+        // Full: what it holds goes out (a character cut by its end moves on with the rest).
+        flushBlock(false, false);
+        nextBlock();
+      }
+      const b = block as Block;
+      const n = data.copy(b.buf, fill, off);
+      fill += n;
+      off += n;
+      if (fill - cut >= MAX_CHUNK_BYTES) flushBlock(false, true);
+    }
+  }
+
+  function held(): boolean {
+    return !!sending && !failed && waitingBytes + inFlight > MAX_HELD_BYTES;
+  }
+
+  function push(data: Buffer): boolean {
+    if (limited || superseded || data.length === 0) return true;
+    if (masker) {
+      // The masker keeps what it is given until it can leave: its own copy.
+      masker.write(Buffer.from(data));
+      fresh += data.length;
+      if (fresh >= MAX_CHUNK_BYTES) flush(false);
+    } else copyIn(data);
+    pump();
+    if (!limited && (masker ? masker.held > 0 : !!block && fill > cut))
+      timer ??= setTimeout(() => flush(false), FLUSH_MS);
+    // Hold the job's pipe while more than 2 MiB waits for Redis: memory stays bounded.
+    return !held();
+  }
+
+  async function ready(): Promise<void> {
+    while (held()) await sending;
   }
 
   return {
+    push,
+    ready,
     async write(data) {
-      if (limited || superseded) return;
-      if (masker) masker.write(data);
-      else {
-        held.push(data);
-        heldBytes += data.length;
-      }
-      fresh += data.length;
-      if (fresh >= MAX_CHUNK_BYTES) flush(false);
-      else timer ??= setTimeout(() => flush(false), FLUSH_MS);
-      // Hold the job's pipe while more than 2 MiB waits for Redis: memory stays bounded.
-      while (sending && !failed && waitingBytes + inFlight > MAX_HELD_BYTES) await sending;
+      if (!push(data)) await ready();
     },
     async note(t) {
       flush(true);
-      append(splitUtf8(t, MAX_CHUNK_BYTES));
+      for (const piece of splitUtf8(t, MAX_CHUNK_BYTES)) enqueue(piece);
+      pump();
       await sent();
     },
     get bytes() {

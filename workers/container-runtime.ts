@@ -1,7 +1,7 @@
-import type { Readable } from 'node:stream';
 import type { ResolvedImage } from '../images/index.ts';
 import type { Arch, Limits, NetworkMode } from '../src/core/index.ts';
 import type { PackageCacheStats } from './egress-network.ts';
+import type { JobOutput } from './job-output.ts';
 
 /**
  * Every runtime call takes one: `signal` cancels it, `deadline` (epoch ms) bounds it. A call that
@@ -60,8 +60,8 @@ export interface ExecResult {
 }
 
 export interface Execution {
-  /** stdout and stderr merged in the order they were written (one pipe). */
-  readonly output: Readable;
+  /** stdout and stderr merged in the order they were written (one pipe): a Readable, or `drain` for the log writer. */
+  readonly output: JobOutput;
   /** Settles after the process exited and all of its output was read. */
   readonly done: Promise<ExecResult>;
 }

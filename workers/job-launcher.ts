@@ -1,4 +1,3 @@
-import type { Readable } from 'node:stream';
 import PQueue from 'p-queue';
 import type { ImageStore, ResolvedImage } from '../images/index.ts';
 import {
@@ -16,6 +15,7 @@ import {
   toError,
 } from '../src/core/index.ts';
 import type { Container, ContainerRuntime } from './container-runtime.ts';
+import type { JobOutput } from './job-output.ts';
 import type { WarmPool } from './warm-pool.ts';
 
 export interface LaunchRequest {
@@ -62,7 +62,7 @@ export interface LaunchedJob {
   /** Milliseconds from launch() to the job's process being started. */
   readonly launchMs: number;
   /** stdout and stderr merged in order. Must be consumed: a full pipe blocks the job. */
-  readonly output: Readable;
+  readonly output: JobOutput;
   /** Settles after the last output byte; the container is then destroyed in the background. */
   readonly result: Promise<JobOutcome>;
   /** Ends the job (reason `canceled`). */
@@ -95,7 +95,7 @@ export interface JobLauncher {
 export function createJobLauncher(o: JobLauncherOptions): JobLauncher {
   const destroyer = new PQueue({ concurrency: 2 });
   /** Jobs started and not yet finished: close() ends them, so no container outlives the launcher. */
-  const active = new Set<{ end: () => void; output: Readable; result: Promise<unknown> }>();
+  const active = new Set<{ end: () => void; output: JobOutput; result: Promise<unknown> }>();
   let closed: Promise<void> | undefined;
 
   const reclaim = (c: Container) =>

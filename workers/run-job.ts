@@ -256,11 +256,15 @@ export function createJobRunner(o: JobRunnerOptions): JobRunner {
           `[archway] network: ${spec.network === 'egress' ? "egress (outbound only; apt uses this host's package cache)" : 'none (only loopback: no DNS, no downloads; ask for network: egress)'}\n` +
           sourceNote,
       );
-      for await (const chunk of job.output) {
+      // Each read of the job's output in place (one buffer for all of them): the writer copies it.
+      const output = job.output;
+      await output.drain((data) => {
         armSilence();
-        o.events.emit('log:write', { id, bytes: (chunk as Buffer).length });
-        await writer.write(chunk as Buffer);
-      }
+        o.events.emit('log:write', { id, bytes: data.length });
+        if (writer.push(data)) return true;
+        void writer.ready().then(() => output.resume());
+        return false;
+      });
       const result = await job.result;
       facts.exit = { exitCode: result.exitCode, reason: result.reason };
     } catch (e) {

@@ -43,6 +43,7 @@ import {
   type EgressNetworkOptions,
   type NetworkAttachment,
 } from './egress-network.ts';
+import { JobOutput } from './job-output.ts';
 import { CAPABILITIES, createOciSpec, createProcessSpec, EXEC_SHELL, ociResources } from './oci-spec.ts';
 import { startOrphanWatch } from './orphan-watch.ts';
 import { seccompFor } from './seccomp-profile.ts';
@@ -508,7 +509,7 @@ export async function createRuncRuntime(o: RuncRuntimeOptions): Promise<Containe
         proc.once('exit', (code) => resolve(code ?? 255));
         proc.once('error', () => resolve(255));
       });
-      const output = new Socket({ fd: readFd, readable: true, writable: false });
+      const output = new JobOutput(readFd);
       const ended = once(output, 'end').then(
         () => undefined,
         () => undefined,
