@@ -51,6 +51,12 @@ export class JobOutput extends Readable {
     this.#socket.resume();
   }
 
+  /** Destroyed (by its consumer, or on a read error): the FIFO's read end is closed too. */
+  override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {
+    this.#socket.destroy();
+    cb(err);
+  }
+
   /**
    * Hands every read to `sink` until the output ends (what was read before, held as a Readable's,
    * goes first). Call it once, and do not read the stream otherwise.
