@@ -57,6 +57,29 @@ const envFits = (r: Record<string, string>) => envBytes(r) <= MAX_ENV_BYTES;
  * What a user submits: the only definition of a job (the API's OpenAPI is generated from it).
  * Unknown fields are refused, so a typo never silently drops a setting.
  */
+/** Where a job's source comes from, as a user gives it (`POST /v1/jobs`): fetched on the host side. */
+export const JobSource = z.object({
+  git: z.string().min(1).max(2048),
+  ref: z.string().min(1).max(255).optional(),
+  sha: z
+    .string()
+    .regex(/^[0-9a-f]{40}$/, 'a full 40-character commit sha')
+    .optional(),
+});
+export type JobSource = z.infer<typeof JobSource>;
+
+/** A job's source as the API writes it: a build of an uploaded tree also names its upload. */
+const StoredJobSource = JobSource.extend({
+  /**
+   * Set by the API, never by a user (the body of POST /v1/jobs has no such field): `git` is the
+   * API's own URL of this uploaded tree, fetched under `uploadSourcePolicy` (wherever the API is).
+   */
+  upload: z
+    .string()
+    .regex(/^u[0-9a-f]{24}$/, 'an upload id')
+    .optional(),
+});
+
 export const JobSpec = z
   .object({
     /** amd64, arm64, ppc64le or s390x; aliases x86_64, x64, aarch64, ppc64el and power are accepted. */
@@ -90,25 +113,7 @@ export const JobSpec = z
       .default({})
       .refine(envFits, `at most ${MAX_ENV_BYTES} bytes of names and values together`),
     /** Where the job's source comes from (fetched on the host side). */
-    source: z
-      .object({
-        git: z.string().min(1).max(2048),
-        ref: z.string().min(1).max(255).optional(),
-        sha: z
-          .string()
-          .regex(/^[0-9a-f]{40}$/, 'a full 40-character commit sha')
-          .optional(),
-        /**
-         * Set by the API, never by a user (POST /v1/jobs refuses it): `git` is the API's own URL of
-         * this uploaded tree, fetched under `uploadSourcePolicy` (wherever the API is).
-         */
-        upload: z
-          .string()
-          .regex(/^u[0-9a-f]{24}$/, 'an upload id')
-          .optional(),
-      })
-      .strict()
-      .optional(),
+    source: StoredJobSource.strict().optional(),
     /** Wall-clock limit, in seconds. Default 3000. */
     timeoutSeconds: z.int().positive().max(86_400).default(3000),
     /** Ends the job when it prints nothing for this long, in seconds. Default 600. */
@@ -130,6 +135,10 @@ export const JobSpec = z
   .strict();
 export type JobSpec = z.output<typeof JobSpec>;
 export type JobSpecInput = z.input<typeof JobSpec>;
+
+/** The body of `POST /v1/jobs`: a JobSpec whose source is a user's (no `upload`: 400 `source.upload: unknown field`). */
+export const JobSubmission = JobSpec.extend({ source: JobSource.strict().optional() });
+export type JobSubmission = z.output<typeof JobSubmission>;
 
 /**
  * A job spec as stored and served: JobSpec without the intake's size bounds (script, env,

@@ -7,7 +7,7 @@ import {
   checkSourceUrl,
   ImageNotFoundError,
   InvalidInputError,
-  JobSpec,
+  JobSubmission,
 } from '../../core/index.ts';
 import type { ApiDeps } from '../api-deps.ts';
 import type { PageLinks } from '../pages/index.ts';
@@ -45,7 +45,7 @@ export const jobRoutes: FastifyPluginAsyncZod<{
               .optional(),
           })
           .loose(),
-        body: JobSpec,
+        body: JobSubmission,
         response: {
           200: CreatedJob,
           201: CreatedJob,
@@ -63,11 +63,6 @@ export const jobRoutes: FastifyPluginAsyncZod<{
       // Over an operator's ceiling: 400 naming the field, the ceiling and its setting.
       checkCeilings(spec.resources, ceilings);
       // Fetched on a worker's host: only remote https and git URLs (400 naming source.git otherwise).
-      if (spec.source?.upload !== undefined)
-        throw new InvalidInputError(
-          'source.upload',
-          'is set by the API for the jobs of a build of an uploaded tree: submit a build (POST /v1/builds) with the upload, or give source.git',
-        );
       if (spec.source) await checkSourceUrl(spec.source.git, deps.sourcePolicy ?? {});
       // An image neither the catalog nor a live node of the arch holds (a typo) would fail on every
       // node: 404 naming it and the images there are. When nothing reports images for the arch
