@@ -161,11 +161,20 @@ export interface PoolStatusOptions {
   pools: PoolStore;
   /** Clock, for tests. Default Date.now. */
   now?: () => number;
+  /**
+   * How long an arch's median run time is reused, in ms (default 5000). It is read from the last
+   * 100 finished jobs' records, and every poll of a queued job's place (each `submit --follow`,
+   * each job page) and every pool read asked for it again: 100 records per poll.
+   */
+  medianCacheMs?: number;
 }
 
 /** Reads pools with their load, for `GET /v1/pools` and the scaler. */
 export function createPoolStatus(o: PoolStatusOptions): PoolStatusReader {
   const now = o.now ?? Date.now;
+  const medianCacheMs = o.medianCacheMs ?? 5000;
+  /** Per arch: the median (or the read of it in flight) and when that read started. */
+  const medians = new Map<Arch, { at: number; value: Promise<number | undefined> }>();
 
   /** createdMs of the oldest queued job of the arch that no cap holds (the state set and the arch set share scores). */
   async function oldestWaiting(arch: Arch, held: ReadonlySet<string>): Promise<number | undefined> {
@@ -203,7 +212,21 @@ export function createPoolStatus(o: PoolStatusOptions): PoolStatusReader {
     return out;
   }
 
-  async function medianDuration(arch: Arch): Promise<number | undefined> {
+  /** The arch's median run time, read at most once per `medianCacheMs` (concurrent callers share the read). */
+  function medianDuration(arch: Arch): Promise<number | undefined> {
+    const t = now();
+    const cached = medians.get(arch);
+    if (cached && t - cached.at < medianCacheMs) return cached.value;
+    const value = readMedianDuration(arch);
+    medians.set(arch, { at: t, value });
+    // A failed read is not kept: the next caller tries again.
+    value.catch(() => {
+      if (medians.get(arch)?.value === value) medians.delete(arch);
+    });
+    return value;
+  }
+
+  async function readMedianDuration(arch: Arch): Promise<number | undefined> {
     const ids = await o.redis.zrevrange(o.keys.jobsByArch(arch), 0, DURATION_SAMPLE - 1);
     if (ids.length === 0) return undefined;
     const p = o.redis.pipeline();

@@ -49,6 +49,8 @@ export function createApiStores(o: {
   keys: Keys;
   queue: JobQueue;
   nodes: NodeRegistry;
+  /** How long an arch's median run time is reused (PoolStatusOptions.medianCacheMs); tests that finish jobs and read at once set 0. */
+  medianCacheMs?: number;
 }): Pick<ApiDeps, 'pools' | 'poolStatus' | 'catalog'> {
   const pools = createPoolStore(o.redis, o.keys);
   return {

@@ -542,11 +542,9 @@ describe('health, readiness and the OpenAPI document', () => {
     expect(body.properties.arch).toBeDefined();
     expect(body.required).toEqual(expect.arrayContaining(['arch', 'image', 'script']));
     // A user's source is a git URL; only the API names an upload (a build's jobs), so the body has no such field.
-    expect(Object.keys(body.properties.source.properties ?? body.properties.source.anyOf?.[0]?.properties)).toEqual([
-      'git',
-      'ref',
-      'sha',
-    ]);
+    expect(
+      Object.keys(body.properties.source.properties ?? body.properties.source.anyOf?.[0]?.properties),
+    ).toEqual(['git', 'ref', 'sha']);
     expect(Object.keys(doc.paths).some((p) => p.startsWith('/docs'))).toBe(false);
     // A queued job's place (issue #13) is named in the document, with its fields.
     const place = JSON.stringify(doc.components.schemas.JobQueuePlace);

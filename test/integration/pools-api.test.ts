@@ -1,7 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPoolStore, type JobQueue, type NodeRegistry, type PoolStore } from '../../queue/index.ts';
+import {
+  createPoolStatus,
+  createPoolStore,
+  type JobQueue,
+  type NodeRegistry,
+  type PoolStore,
+} from '../../queue/index.ts';
 import type { ApiApp } from '../../src/api/index.ts';
 import type { Keys } from '../../src/core/index.ts';
 import { startTestApi, type TestApi } from '../support/test-api.ts';
@@ -23,6 +29,8 @@ beforeAll(async () => {
   api = await startTestApi({
     name: 'pl',
     env: { ARCHWAY_TOKEN: ADMIN, ARCHWAY_TOKENS: `ci:read+submit:${CI}` },
+    // These tests write finished jobs and read the estimate at once.
+    medianCacheMs: 0,
   });
   ({ redis, keys, queue, nodes, app } = api);
   pools = createPoolStore(redis, keys);
@@ -166,5 +174,49 @@ describe('pools API', () => {
     expect(p.oldestWaitingSeconds).toBeGreaterThanOrEqual(0.1);
     // 3 waiting + this one over 2 slots, 30 s each: 60 s.
     expect(p).toMatchObject({ estimatedWaitSeconds: 60, estimate: { basis: 'queue' } });
+  });
+});
+
+describe('pool status reads', () => {
+  /** HMGETs Redis has run (the median reads one per recent job of the arch). */
+  const hmgets = async () =>
+    Number(/cmdstat_hmget:calls=(\d+)/.exec(String(await redis.info('commandstats')))?.[1] ?? 0);
+
+  it("reuse an arch's median run time for medianCacheMs, shared by concurrent polls, then read it again", async () => {
+    let t = Date.now();
+    const status = createPoolStatus({ redis, keys, queue, nodes, pools, now: () => t, medianCacheMs: 5000 });
+    for (let i = 0; i < 5; i++) {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/v1/jobs',
+        headers: as(CI),
+        payload: { arch: 'arm64', image: 'busybox', script: 'true' },
+      });
+      expect(res.statusCode).toBe(201);
+    }
+    const [done] = (await queue.list({ arch: 'arm64', limit: 1 })).jobs;
+    await redis.hset(keys.job(done?.id ?? ''), {
+      state: 'passed',
+      startedAt: '2026-01-01T00:00:00.000Z',
+      finishedAt: '2026-01-01T00:00:20.000Z',
+    });
+    const before = await hmgets();
+    // 20 polls at once (20 followers of queued jobs): one read of the 5 records.
+    const first = await Promise.all([
+      ...Array.from({ length: 19 }, (_, i) => status.estimateAt('arm64', i + 1)),
+      status.read('arm64'),
+    ]);
+    expect(first.at(-1)).toMatchObject({ medianDurationMs: 20_000 });
+    expect((await hmgets()) - before).toBe(5);
+    t += 4000;
+    await status.estimateAt('arm64', 1);
+    await status.read('arm64');
+    expect((await hmgets()) - before).toBe(5);
+    // Past the cache: a job that finished meanwhile counts.
+    await redis.hset(keys.job(done?.id ?? ''), { finishedAt: '2026-01-01T00:01:00.000Z' });
+    t += 1001;
+    const later = await status.read('arm64');
+    expect((await hmgets()) - before).toBe(10);
+    expect(later).toMatchObject({ medianDurationMs: 60_000 });
   });
 });

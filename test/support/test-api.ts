@@ -21,6 +21,8 @@ export interface TestApiOptions {
   redis?: { url: string; client: Redis; keys: Keys };
   /** Retention of finished jobs in the API's queue. Default 60 s. */
   logRetentionSeconds?: number;
+  /** How long the API reuses an arch's median run time (default 5 s); 0 for a test that finishes jobs and reads the estimate at once. */
+  medianCacheMs?: number;
   /** Sees each connection the API opens for a log follow (to check that it is closed). */
   onBlockingRedis?: (r: Redis) => void;
   /** The API's app is listening on the loopback when true; `url` is its address. Default false (inject only). */
@@ -64,7 +66,13 @@ export async function startTestApi(o: TestApiOptions): Promise<TestApi> {
     redis,
     queue,
     nodes,
-    ...createApiStores({ redis, keys, queue, nodes }),
+    ...createApiStores({
+      redis,
+      keys,
+      queue,
+      nodes,
+      ...(o.medianCacheMs === undefined ? {} : { medianCacheMs: o.medianCacheMs }),
+    }),
     keys,
     logger: createLogger({ name: `${o.name}-test`, level: 'silent' }),
     createBlockingRedis: () => {
