@@ -130,20 +130,31 @@ describe('the job page', () => {
     expect((await c.waitFinal(id)).state).toBe('failed');
   });
 
-  it('a queued job says where it stands in its queue, and drops it once its log starts', async () => {
-    // On ppc64le, which has no node here: it stays queued until the test writes its log.
-    const { job } = await c.queue.submit(
-      JobSpec.parse({ arch: 'ppc64le', image: 'busybox', script: 'true' }),
-      {
-        clientId: 'test',
-      },
-    );
+  it('a queued job says where it stands in its queue, keeps it current, and drops it once its log starts', async () => {
+    // On ppc64le, which has no node here: they stay queued until the test moves them on.
+    const submit = async () =>
+      (
+        await c.queue.submit(JobSpec.parse({ arch: 'ppc64le', image: 'busybox', script: 'true' }), {
+          clientId: 'test',
+        })
+      ).job;
+    const ahead = await submit();
+    const job = await submit();
     await page.goto(links().jobUrl(job.id));
     expect(await page.locator('#state').textContent()).toBe('queued');
     expect(await page.locator('#place').textContent()).toMatch(
-      /^\d+(st|nd|rd|th) of \d+ in the ppc64le queue, wait unknown \(.+\); as of \d\d:\d\d:\d\d UTC$/,
+      /^2nd of 2 in the ppc64le queue, wait unknown \(.+\); as of \d\d:\d\d:\d\d UTC$/,
     );
     await screenshot(page, 'job-queued');
+    // The job ahead of it goes: the page moves it up by itself, without a reload.
+    await c.queue.cancel(ahead.id);
+    await page.waitForFunction(
+      () => document.getElementById('place')?.textContent?.startsWith('1st of 1 '),
+      null,
+      {
+        timeout: 10_000,
+      },
+    );
     // It starts: its first log line reaches the page, and where it stood in line is gone.
     await c.queue.store.transition(job.id, 'running', { newAttempt: true });
     const log = logOf(job.id);
@@ -152,6 +163,12 @@ describe('the job page', () => {
       document.querySelector('#log')?.textContent?.includes('the job started'),
     );
     expect(await page.locator('#place').isHidden()).toBe(true);
+    // Asked again now, the page's queue line says the job is in no line any more.
+    expect(
+      await page.evaluate(
+        async () => (await fetch(location.href, { headers: { 'x-archway-fragment': 'place' } })).status,
+      ),
+    ).toBe(204);
     await log.end(600);
     await c.queue.store.transition(job.id, 'passed', { attempt: 1, fields: { exitCode: 0 } });
   });

@@ -15,6 +15,14 @@ export interface JobPageOptions {
   place?: QueuePlaceView | undefined;
 }
 
+/** Where a queued job stands, with its estimated wait and the time it was read; '' when it is in no line. */
+export function placeLine(j: JobRecord, place: QueuePlaceView | undefined, now = new Date()): string {
+  const words = placeText(j, place);
+  const wait =
+    place?.status === 'waiting' ? `, ${waitText(place.estimatedWaitSeconds, place.estimate.note)}` : '';
+  return (words ?? '') && `${words}${wait}; as of ${now.toISOString().slice(11, 19)} UTC`;
+}
+
 /** A job's page: its facts, then its log, which `assets/log.js` renders and follows. */
 export function jobPage(o: JobPageOptions): string {
   const j = o.job;
@@ -24,11 +32,9 @@ export function jobPage(o: JobPageOptions): string {
   const repo = j.labels.repo;
   const ref = j.labels.branch ?? j.spec.source?.ref;
   const sha = j.labels.sha ?? j.spec.source?.sha;
-  // As the page opened; the page hides it once the job's log starts.
-  const words = placeText(j, o.place);
-  const wait =
-    o.place?.status === 'waiting' ? `, ${waitText(o.place.estimatedWaitSeconds, o.place.estimate.note)}` : '';
-  const place = words && `${words}${wait}; as of ${new Date().toISOString().slice(11, 19)} UTC`;
+  // As the page opened; `log.js` asks for it again every few seconds while the job waits
+  // (placeLine, the `place` fragment of this page) and hides it once the job's log starts.
+  const place = placeLine(j, o.place);
   const body = html`<main class="job">
 <h1>Job <code>${j.id}</code> <span id="state" class="state s-${j.state}">${j.state}</span></h1>
 <dl class="facts">
@@ -39,7 +45,7 @@ ${o.buildHref ? html`<dt>Build</dt><dd><a href="${o.buildHref}">${j.labels.build
 <dt>Arch</dt><dd>${j.arch}</dd>
 <dt>Image</dt><dd><code>${j.image}</code></dd>
 ${j.node ? html`<dt>Node</dt><dd>${j.node}</dd>` : ''}
-${place ? html`<dt class="place">Queue</dt><dd id="place" class="place">${place}</dd>` : ''}
+${place ? html`<dt class="place">Queue</dt><dd id="place" class="place" data-refresh="3000">${place}</dd>` : ''}
 <dt>Created</dt><dd>${formatTime(j.createdAt)}</dd>
 <dt>Duration</dt><dd id="duration" data-started="${live ? (j.startedAt ?? '') : ''}">${jobDuration(j)}</dd>
 ${j.attempt > 1 ? html`<dt>Attempt</dt><dd>${j.attempt}</dd>` : ''}

@@ -22,7 +22,7 @@ import { followLog } from '../routes/log.ts';
 import { JobParams, maskJob, StreamId } from '../schemas.ts';
 import { buildMain, buildPage, type SlotJob } from './build-page.ts';
 import { dashboardMain, dashboardPage } from './dashboard-page.ts';
-import { jobPage } from './job-page.ts';
+import { jobPage, placeLine } from './job-page.ts';
 import { CSP, messagePage } from './layout.ts';
 import { loginPage } from './login-page.ts';
 import type { PageKind, PageLinks } from './page-links.ts';
@@ -272,6 +272,12 @@ export const pageRoutes: FastifyPluginAsyncZod<PageRoutesOptions> = async (app, 
       ? `/builds/${encodeURIComponent(build)}${auth ? `?${links.query('build', build)}` : ''}`
       : undefined;
     const place = job.state === 'queued' ? await queuePlace(job) : undefined;
+    if (req.headers['x-archway-fragment'] === 'place') {
+      // The page's queue line again (log.js, while the job waits); 204 once it is in no line.
+      const line = placeLine(job, place);
+      if (!line) return reply.code(204).send();
+      return reply.type('text/plain; charset=utf-8').header('cache-control', 'no-store').send(line);
+    }
     return sendPage(reply, 200, jobPage({ job: maskJob(job), auth, buildHref, user, place }));
   });
 

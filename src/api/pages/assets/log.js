@@ -372,6 +372,28 @@ function finish() {
   setFollow(false);
 }
 
+// While the job waits, where it stands in its queue is read again every few seconds (the page's
+// `place` fragment: the same line, newly made); it stops once the job is in no line (204) or its log
+// has started (the line is hidden then).
+const placeEl = document.getElementById('place');
+async function refreshPlace() {
+  if (!placeEl || placeEl.hidden) return;
+  if (!document.hidden) {
+    try {
+      const res = await fetch(location.href, {
+        headers: { 'x-archway-fragment': 'place' },
+        credentials: 'same-origin',
+      });
+      if (res.status === 204) return;
+      if (res.ok && !placeEl.hidden) placeEl.textContent = await res.text();
+    } catch {
+      // The server is restarting, or the network is away: the next round tries again.
+    }
+  }
+  setTimeout(refreshPlace, Number(placeEl.dataset.refresh ?? 3000));
+}
+if (placeEl) setTimeout(refreshPlace, Number(placeEl.dataset.refresh ?? 3000));
+
 const source = new EventSource(root.dataset.events);
 source.addEventListener('log', (ev) => {
   // The job has started: where it stood in the queue is past.
