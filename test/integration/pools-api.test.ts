@@ -9,7 +9,7 @@ import {
   type PoolStore,
 } from '../../queue/index.ts';
 import type { ApiApp } from '../../src/api/index.ts';
-import type { Keys } from '../../src/core/index.ts';
+import type { Arch, Keys } from '../../src/core/index.ts';
 import { startTestApi, type TestApi } from '../support/test-api.ts';
 
 const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
@@ -37,6 +37,30 @@ beforeAll(async () => {
 });
 
 afterAll(() => api?.close());
+
+/** Submits `n` jobs of `arch` through the API. */
+async function submitJobs(arch: string, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/jobs',
+      headers: as(CI),
+      payload: { arch, image: 'busybox', script: 'true' },
+    });
+    expect(res.statusCode).toBe(201);
+  }
+}
+
+/** Marks the arch's newest job passed after a run of `seconds` (what the median is made of); its id. */
+async function finishNewest(arch: Arch, seconds: number): Promise<string> {
+  const id = (await queue.list({ arch, limit: 1 })).jobs[0]?.id ?? '';
+  await redis.hset(keys.job(id), {
+    state: 'passed',
+    startedAt: '2026-01-01T00:00:00.000Z',
+    finishedAt: new Date(Date.parse('2026-01-01T00:00:00.000Z') + seconds * 1000).toISOString(),
+  });
+  return id;
+}
 
 interface PoolBody {
   arch: string;
@@ -150,22 +174,9 @@ describe('pools API', () => {
     expect(free.json()).toMatchObject({ healthyNodes: 1, freeSlots: 2, estimatedWaitSeconds: 0 });
 
     await nodes.heartbeat('pp-1', { busy: 2, state: 'active' });
-    for (let i = 0; i < 3; i++) {
-      const res = await app.inject({
-        method: 'POST',
-        url: '/v1/jobs',
-        headers: as(CI),
-        payload: { arch: 'ppc64le', image: 'busybox', script: 'true' },
-      });
-      expect(res.statusCode).toBe(201);
-    }
+    await submitJobs('ppc64le', 3);
     // A finished job of 30 s gives the median run time.
-    const done = (await queue.list({ arch: 'ppc64le', limit: 1 })).jobs[0]?.id ?? '';
-    await redis.hset(keys.job(done), {
-      state: 'passed',
-      startedAt: '2026-01-01T00:00:00.000Z',
-      finishedAt: '2026-01-01T00:00:30.000Z',
-    });
+    const done = await finishNewest('ppc64le', 30);
     await redis.zrem(keys.jobsByState('queued'), done);
     await new Promise((r) => setTimeout(r, 100));
     const res = await app.inject({ method: 'GET', url: '/v1/pools/ppc64le', headers: as(CI) });
@@ -185,21 +196,8 @@ describe('pool status reads', () => {
   it("reuse an arch's median run time for medianCacheMs, shared by concurrent polls, then read it again", async () => {
     let t = Date.now();
     const status = createPoolStatus({ redis, keys, queue, nodes, pools, now: () => t, medianCacheMs: 5000 });
-    for (let i = 0; i < 5; i++) {
-      const res = await app.inject({
-        method: 'POST',
-        url: '/v1/jobs',
-        headers: as(CI),
-        payload: { arch: 'arm64', image: 'busybox', script: 'true' },
-      });
-      expect(res.statusCode).toBe(201);
-    }
-    const [done] = (await queue.list({ arch: 'arm64', limit: 1 })).jobs;
-    await redis.hset(keys.job(done?.id ?? ''), {
-      state: 'passed',
-      startedAt: '2026-01-01T00:00:00.000Z',
-      finishedAt: '2026-01-01T00:00:20.000Z',
-    });
+    await submitJobs('arm64', 5);
+    const done = await finishNewest('arm64', 20);
     const before = await hmgets();
     // 20 polls at once (20 followers of queued jobs): one read of the 5 records.
     const first = await Promise.all([
@@ -213,7 +211,7 @@ describe('pool status reads', () => {
     await status.read('arm64');
     expect((await hmgets()) - before).toBe(5);
     // Past the cache: a job that finished meanwhile counts.
-    await redis.hset(keys.job(done?.id ?? ''), { finishedAt: '2026-01-01T00:01:00.000Z' });
+    await redis.hset(keys.job(done), { finishedAt: '2026-01-01T00:01:00.000Z' });
     t += 1001;
     const later = await status.read('arm64');
     expect((await hmgets()) - before).toBe(10);

@@ -429,6 +429,7 @@ describe('log writer under fast output', () => {
       8 * 1024 * 1024,
     );
   });
+
   it('copies each write (a reader may reuse its buffer) and makes a fast log of whole 16 KiB entries', async () => {
     const w = createLogWriter({
       redis,
