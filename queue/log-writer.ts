@@ -298,7 +298,9 @@ export function createLogWriter(o: LogWriterOptions): LogWriter {
   }
 
   function push(data: Buffer): boolean {
-    if (limited || superseded || data.length === 0) return true;
+    // After a failed append nothing more is sent (note and end reject): what the job writes is
+    // dropped rather than held, so a Redis outage does not fill the worker's memory.
+    if (limited || superseded || failed || data.length === 0) return true;
     if (masker) {
       // The masker keeps what it is given until it can leave: its own copy.
       masker.write(Buffer.from(data));

@@ -430,6 +430,27 @@ describe('log writer under fast output', () => {
     );
   });
 
+  it('after a failed append drops what the job writes (holding it would fill memory while Redis refuses) and reports the failure', async () => {
+    const w = createLogWriter({
+      redis,
+      keys,
+      jobId: 'refused',
+      limitBytes: 64e6,
+      secrets: [],
+      onLimit: () => {},
+    });
+    // The log's key holds a string: Redis refuses every append (WRONGTYPE).
+    await redis.set(keys.log('refused'), 'not a stream');
+    await w.write(Buffer.from('first line\n'));
+    await expect(w.note('[archway] a note\n')).rejects.toThrow(/WRONGTYPE/);
+    const kept = w.bytes;
+    const read = Buffer.alloc(64 * 1024, 'x');
+    for (let i = 0; i < 64; i++) expect(w.push(read)).toBe(true);
+    expect(w.bytes).toBe(kept);
+    await expect(w.end(60)).rejects.toThrow(/WRONGTYPE/);
+    await redis.del(keys.log('refused'));
+  });
+
   it('copies each write (a reader may reuse its buffer) and makes a fast log of whole 16 KiB entries', async () => {
     const w = createLogWriter({
       redis,
