@@ -449,6 +449,24 @@ describe('access to the pages', () => {
     });
     expect(r.status()).toBe(303);
     expect(r.headers().location).toBe('/');
+    // A form that another site makes the reader's browser post (logging them in as the attacker's
+    // token, or out) is refused, by its Origin or by Sec-Fetch-Site, and sets no cookie.
+    for (const headers of [
+      { origin: 'https://evil.example' },
+      { origin: 'null', 'sec-fetch-site': 'cross-site' },
+      { origin: api.url, 'sec-fetch-site': 'same-site' },
+    ])
+      for (const path of ['/login', '/logout']) {
+        const forged = await fetch(`${api.url}${path}`, {
+          method: 'POST',
+          headers: { ...headers, 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ token: TOKEN, next: '/' }).toString(),
+          redirect: 'manual',
+        });
+        expect(forged.status, `${path} ${JSON.stringify(headers)}`).toBe(403);
+        expect(forged.headers.get('set-cookie')).toBeNull();
+        expect(await forged.text()).toContain('sent from another site');
+      }
     // Signing out ends it.
     await page.goto(`${api.url}/`);
     await page.click('header form button');

@@ -33,6 +33,8 @@ export interface PageLinks {
   /** The token name a session cookie was made for, when its signature holds and it has not expired. */
   checkSession(value: string | undefined): { name: string } | undefined;
   readonly sessionSeconds: number;
+  /** The public URL's origin (`https://ci.example.org`): where the pages' own forms are posted from. */
+  origin(): string;
 }
 
 /**
@@ -79,5 +81,12 @@ export function createPageLinks(o: PageLinksOptions): PageLinks {
       return { name: Buffer.from(name, 'base64url').toString() };
     },
     sessionSeconds: o.sessionSeconds,
+    origin: () => {
+      try {
+        return new URL(base()).origin;
+      } catch {
+        return '';
+      }
+    },
   };
 }

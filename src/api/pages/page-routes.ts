@@ -128,6 +128,32 @@ export const pageRoutes: FastifyPluginAsyncZod<PageRoutesOptions> = async (app, 
     return payload;
   });
 
+  /**
+   * A form post that another site made the reader's browser send (a login as the attacker's
+   * token, a logout). Browsers say where a request comes from in Sec-Fetch-Site: only
+   * `same-origin` (the pages' own forms) and `none` (typed by the user) pass. A browser without it
+   * is judged by Origin, which must be the public URL's or the host the request names; `null` is
+   * what the pages' own forms send there (their Referrer-Policy is no-referrer). Neither header
+   * (curl): let through.
+   */
+  const fromAnotherSite = (req: FastifyRequest): boolean => {
+    const site = req.headers['sec-fetch-site'];
+    if (site !== undefined) return site !== 'same-origin' && site !== 'none';
+    const origin = req.headers.origin;
+    if (origin === undefined || origin === 'null' || origin === links.origin()) return false;
+    try {
+      return new URL(origin).host !== req.headers.host;
+    } catch {
+      return true;
+    }
+  };
+  const refuseCrossSite = (reply: FastifyReply) =>
+    sendPage(
+      reply,
+      403,
+      loginPage('/', 'This form was sent from another site: open the login page here and sign in.'),
+    );
+
   /** The token name of a valid login, if any (a token removed from the config ends its logins). */
   const userOf = (req: FastifyRequest): string | undefined => {
     const s = links.checkSession(req.cookies[SESSION_COOKIE]);
@@ -362,6 +388,7 @@ export const pageRoutes: FastifyPluginAsyncZod<PageRoutesOptions> = async (app, 
       },
     },
     async (req, reply) => {
+      if (fromAnotherSite(req)) return refuseCrossSite(reply);
       const next = safeNext(req.body.next);
       const token = verifier.verify(req.body.token.trim());
       if (!token) return sendPage(reply, 401, loginPage(next, 'That token is not valid here.'));
@@ -378,7 +405,9 @@ export const pageRoutes: FastifyPluginAsyncZod<PageRoutesOptions> = async (app, 
     },
   );
 
-  app.post('/logout', { schema: hidden }, async (_req, reply) =>
-    reply.clearCookie(SESSION_COOKIE, { path: '/' }).redirect('/login', 303),
+  app.post('/logout', { schema: hidden }, async (req, reply) =>
+    fromAnotherSite(req)
+      ? refuseCrossSite(reply)
+      : reply.clearCookie(SESSION_COOKIE, { path: '/' }).redirect('/login', 303),
   );
 };
