@@ -588,6 +588,20 @@ describe('the pools page', () => {
     await c.queue.submit(JobSpec.parse({ arch: 's390x', image: 'busybox', script: 'true' }), {
       clientId: 't',
     });
+    // A node that went silent a minute ago: lost (still listed, within the lost-node retention).
+    const lostId = `pages-ppc64le-${randomBytes(3).toString('hex')}`;
+    await nodes.register({
+      id: lostId,
+      arch: 'ppc64le',
+      hostArch: 'amd64',
+      emulated: true,
+      slots: 2,
+      busy: 0,
+      state: 'active',
+      version: 'test',
+      startedAt: new Date().toISOString(),
+    });
+    await c.client.hset(c.keys.node(lostId), 'lastSeen', String(Date.now() - 60_000));
 
     await page.goto(`${api.url}/login?next=/pools`);
     await page.fill('input[name=token]', TOKEN);
@@ -602,8 +616,13 @@ describe('the pools page', () => {
     expect(await page.locator('#pool-s390x .queue-depth').textContent()).toBe('1 waiting');
     // The amd64 worker of this test is there, active.
     expect(await page.locator('#pool-amd64 tr.node[data-state=active]').count()).toBe(1);
+    const lost = page.locator(`tr.node[data-node="${lostId}"]`);
+    expect(await lost.getAttribute('data-state')).toBe('lost');
+    expect(await lost.locator('.state').textContent()).toBe('lost');
+    expect(await page.locator('#pool-ppc64le .facts dd').first().textContent()).toMatch(/^0 healthy of 1 /);
     await screenshot(page, 'pools', true);
     await nodes.deregister(id);
+    await nodes.deregister(lostId);
   });
 });
 
