@@ -21,6 +21,7 @@ export * from './port-answers.ts';
 export * from './queue-place-text.ts';
 export * from './redis/connection.ts';
 export * from './redis/keys.ts';
+export * from './redis/server-args.ts';
 export * from './shell-quote.ts';
 export * from './source-git.ts';
 export * from './source-url.ts';

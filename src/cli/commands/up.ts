@@ -14,6 +14,7 @@ import {
   parseConfig,
   poolLayout,
   portAnswers,
+  redisServerArgs,
   safeRedisUrl,
 } from '../../core/index.ts';
 import { createHostContext, createHostLauncher, HOST_ENV_HELP } from '../host-context.ts';
@@ -177,22 +178,12 @@ Example (a second installation beside the first):
         ownRedis = startPart(
           'redis-server',
           'redis-server',
-          [
-            '--port',
-            String(port),
-            '--bind',
-            '127.0.0.1',
-            '--dir',
+          redisServerArgs({
+            port,
             dir,
-            '--appendonly',
-            'yes',
-            '--maxmemory-policy',
-            'noeviction',
-            '--save',
-            '',
-            '--pidfile',
-            join(dir, REDIS_PID_FILE),
-          ],
+            appendfsync: 'everysec',
+            extra: ['--pidfile', join(dir, REDIS_PID_FILE)],
+          }),
           { stdio: 'ignore', detached: true },
         );
         redisUrl = `redis://127.0.0.1:${port}`;
