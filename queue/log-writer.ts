@@ -242,10 +242,15 @@ export function createLogWriter(o: LogWriterOptions): LogWriter {
    */
   function flushBlock(final: boolean, whole: boolean): void {
     if (!block || limited) return;
-    let end = final ? fill : cut + utf8Boundary(block.buf.subarray(cut, fill));
-    if (whole) end = cut + Math.floor((end - cut) / MAX_CHUNK_BYTES) * MAX_CHUNK_BYTES;
+    const buf = block.buf;
+    let end = final ? fill : cut + utf8Boundary(buf.subarray(cut, fill));
+    if (whole) {
+      end = cut + Math.floor((end - cut) / MAX_CHUNK_BYTES) * MAX_CHUNK_BYTES;
+      // Never inside a character: back off the continuation bytes (10xxxxxx) that the next chunk starts with.
+      while (end > cut && end < fill && ((buf[end] as number) & 0xc0) === 0x80) end--;
+    }
     if (end <= cut) return;
-    const out = limit(block.buf.subarray(cut, end));
+    const out = limit(buf.subarray(cut, end));
     for (const c of splitUtf8Buffer(out, MAX_CHUNK_BYTES)) enqueue(c, block);
     cut = end;
   }

@@ -430,6 +430,27 @@ describe('log writer under fast output', () => {
     );
   });
 
+  it('cuts a fast log of 3-byte characters into whole 16 KiB-at-most entries that each decode alone', async () => {
+    const w = createLogWriter({
+      redis,
+      keys,
+      jobId: 'euros',
+      limitBytes: 64e6,
+      secrets: [],
+      onLimit: () => {},
+    });
+    // 16,384 is no multiple of 3: an entry cut at exactly 16 KiB would end inside a character.
+    const all = Buffer.from('€'.repeat(400_000));
+    for (let at = 0; at < all.length; at += 4700) if (!w.push(all.subarray(at, at + 4700))) await w.ready();
+    await w.end(60);
+    const { chunks } = await readLog(redis, keys, 'euros');
+    for (const c of chunks) {
+      expect(c.text).not.toContain('\ufffd');
+      expect(Buffer.byteLength(c.text)).toBeLessThanOrEqual(16 * 1024);
+    }
+    expect(chunks.map((c) => c.text).join('')).toBe(all.toString());
+  });
+
   it('after a failed append drops what the job writes (holding it would fill memory while Redis refuses) and reports the failure', async () => {
     const w = createLogWriter({
       redis,
