@@ -62,7 +62,10 @@ export class JobOutput extends Readable {
    * goes first). Call it once, and do not read the stream otherwise.
    */
   async drain(sink: OutputSink): Promise<void> {
+    this.#draining = true;
     let held: Buffer | null;
+    // What the Readable holds, and whatever arrives while the sink holds it up, in order (reads go
+    // on into the Readable's buffer until the sink is in place).
     // biome-ignore lint/suspicious/noAssignInExpressions: read until empty
     while ((held = this.read() as Buffer | null) !== null) if (!sink(held)) await this.#waitResume();
     this.#sink = sink;
@@ -72,6 +75,8 @@ export class JobOutput extends Readable {
     await this.#ended;
   }
 
+  /** Set by `drain`: from then on `resume` never makes the Readable flow (its data would go to no one). */
+  #draining = false;
   #resumed: (() => void) | undefined;
   #waitResume(): Promise<void> {
     return new Promise((resolve) => {
@@ -79,13 +84,13 @@ export class JobOutput extends Readable {
     });
   }
 
-  /** After a sink returned false: reads go on. */
+  /** After a sink returned false: reads go on. As a Readable: flowing mode, as usual. */
   override resume(): this {
     const r = this.#resumed;
     this.#resumed = undefined;
     r?.();
     if (this.#sink) this.#socket.resume();
-    else super.resume();
+    else if (!this.#draining) super.resume();
     return this;
   }
 }

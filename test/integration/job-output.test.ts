@@ -62,6 +62,29 @@ describe('JobOutput', () => {
     await drained;
   });
 
+  it('drain: a sink that pauses on what came before loses nothing that arrives meanwhile, in order', async () => {
+    const { output, writeFd } = openFifo();
+    writeSync(writeFd, 'early\n');
+    await tick();
+    const seen: string[] = [];
+    let first = true;
+    const drained = output.drain((data) => {
+      seen.push(data.toString());
+      if (!first) return true;
+      first = false;
+      setTimeout(() => output.resume(), 100);
+      return false;
+    });
+    await tick();
+    writeSync(writeFd, 'during\n'); // while the sink holds the reads
+    await tick(150);
+    writeSync(writeFd, 'late\n');
+    await tick();
+    closeSync(writeFd);
+    await drained;
+    expect(seen.join('')).toBe('early\nduring\nlate\n');
+  });
+
   it('drain hands out one buffer reused for every read: a sink that keeps a view without copying sees it overwritten', async () => {
     const { output, writeFd } = openFifo();
     const kept: Buffer[] = [];
