@@ -246,8 +246,8 @@ export function createLogWriter(o: LogWriterOptions): LogWriter {
     let end = final ? fill : cut + utf8Boundary(buf.subarray(cut, fill));
     if (whole) {
       end = cut + Math.floor((end - cut) / MAX_CHUNK_BYTES) * MAX_CHUNK_BYTES;
-      // Never inside a character: back off the continuation bytes (10xxxxxx) that the next chunk starts with.
-      while (end > cut && end < fill && ((buf[end] as number) & 0xc0) === 0x80) end--;
+      // Never inside a character (the bytes from `fill` on are not written yet: a boundary there).
+      if (end > cut && end < fill) end = charBoundary(buf.subarray(0, fill), cut, end);
     }
     if (end <= cut) return;
     const out = limit(buf.subarray(cut, end));
@@ -362,13 +362,24 @@ function utf8Boundary(buf: Buffer): number {
   return buf.length;
 }
 
+/**
+ * Where a piece of `buf` that may end at `end` (after `start`) should end so that it cuts no UTF-8
+ * character: before the lead byte of the character that `end` falls in, at most 3 bytes back (a
+ * character is at most 4 bytes). Bytes with no lead byte that close are not UTF-8 (a job printing
+ * binary): they are cut at `end`, as a search back to `start` would make an empty piece for ever.
+ */
+function charBoundary(buf: Uint8Array, start: number, end: number): number {
+  for (let b = end; b > start && end - b <= 3; b--)
+    if (b >= buf.length || ((buf[b] as number) & 0xc0) !== 0x80) return b;
+  return end;
+}
+
 /** Splits bytes into pieces of at most `max`, never inside a UTF-8 character. */
 function splitUtf8Buffer(buf: Buffer, max: number): Buffer[] {
   const out: Buffer[] = [];
   let start = 0;
   while (start < buf.length) {
-    let end = Math.min(start + max, buf.length);
-    while (end < buf.length && end > start && ((buf[end] as number) & 0xc0) === 0x80) end--;
+    const end = charBoundary(buf, start, Math.min(start + max, buf.length));
     out.push(buf.subarray(start, end));
     start = end;
   }
@@ -377,17 +388,7 @@ function splitUtf8Buffer(buf: Buffer, max: number): Buffer[] {
 
 /** Splits text into pieces of at most `max` UTF-8 bytes, never inside a character. */
 export function splitUtf8(text: string, max: number): string[] {
-  const buf = Buffer.from(text);
-  const out: string[] = [];
-  let start = 0;
-  while (start < buf.length) {
-    let end = Math.min(start + max, buf.length);
-    // Back up off continuation bytes (10xxxxxx) so the cut falls between characters.
-    while (end < buf.length && end > start && ((buf[end] as number) & 0xc0) === 0x80) end--;
-    out.push(buf.subarray(start, end).toString());
-    start = end;
-  }
-  return out;
+  return splitUtf8Buffer(Buffer.from(text), max).map((b) => b.toString());
 }
 
 /**

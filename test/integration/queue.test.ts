@@ -451,6 +451,31 @@ describe('log writer under fast output', () => {
     expect(chunks.map((c) => c.text).join('')).toBe(all.toString());
   });
 
+  it('takes a fast log of bytes that are not UTF-8 (all continuation bytes) whole, cut at 16 KiB', async () => {
+    const w = createLogWriter({
+      redis,
+      keys,
+      jobId: 'binary',
+      limitBytes: 64e6,
+      secrets: [],
+      onLimit: () => {},
+    });
+    // A job that prints binary: no character boundary anywhere to back off to. Cutting used to look
+    // for one back to the chunk's start, and there it made an empty chunk, again and again: the
+    // worker's event loop spun for ever (a node lost to one job's output, then the next node).
+    const read = Buffer.alloc(64 * 1024, 0x80);
+    for (let i = 0; i < 16; i++) if (!w.push(read)) await w.ready();
+    await w.end(60);
+    const entries = (await redis.xrangeBuffer(keys.log('binary'), '-', '+')) as [Buffer, Buffer[]][];
+    const data = entries.filter(([, f]) => f[0]?.toString() === 't').map(([, f]) => f[1] as Buffer);
+    expect(data.reduce((n, d) => n + d.length, 0)).toBe(16 * 64 * 1024);
+    for (const d of data) {
+      expect(d.length).toBeGreaterThan(0);
+      expect(d.length).toBeLessThanOrEqual(16 * 1024);
+      expect(d.every((b) => b === 0x80)).toBe(true);
+    }
+  });
+
   it('after a failed append drops what the job writes (holding it would fill memory while Redis refuses) and reports the failure', async () => {
     const w = createLogWriter({
       redis,

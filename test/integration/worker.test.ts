@@ -163,6 +163,28 @@ describe('worker nodes', () => {
     expect(log).not.toContain(secret);
   });
 
+  it('a job that prints 200 KiB of bytes that are not UTF-8 passes, its log keeps them, and the node does not stall', async () => {
+    // No character boundary anywhere (all continuation bytes): cutting them into entries spun
+    // the worker's event loop for ever, and the node was lost to one job's output.
+    const loop = monitorEventLoopDelay({ resolution: 20 });
+    loop.enable();
+    const id = await c.submit({
+      arch: 'amd64',
+      image: 'busybox',
+      // (Under this node's log limit of 256 KiB.)
+      script: 'head -c 204800 /dev/zero | tr "\\0" "\\200"; echo; echo after',
+    });
+    const job = await c.waitFinal(id);
+    loop.disable();
+    expect(job).toMatchObject({ state: 'passed', exitCode: 0, logBytes: expect.any(Number) });
+    expect(job.attempts).toHaveLength(1);
+    expect(loop.max / 1e6).toBeLessThan(HEARTBEAT_MS);
+    const log = await c.log(id);
+    expect(log).toContain('\nafter\n');
+    // Each entry is decoded alone: every 0x80 byte reads as one U+FFFD.
+    expect(log.split('\ufffd').length - 1).toBe(204800);
+  });
+
   it('masks a secret split by a colour code, in the log and in its stripped view', async () => {
     const id = await c.submit({
       arch: 'amd64',
