@@ -173,6 +173,23 @@ describe('the job page', () => {
     await c.queue.store.transition(job.id, 'passed', { attempt: 1, fields: { exitCode: 0 } });
   });
 
+  it("a line a job prints to freeze its readers' page (the start of Travis's failure words, 80,000 times: 1 MB) renders at once", async () => {
+    // `The command ".*" exited with` took time quadratic in such a line: ~70 s for this one in
+    // node, ~18 min for a 4 MiB log of it, with the tab frozen; one pass takes milliseconds.
+    const id = await writtenJob(
+      `travis_fold:start:hostile\n${'The command "'.repeat(80_000)}\nThe command "make" exited with 2.\ntravis_fold:end:hostile\nafter it\n`,
+    );
+    await page.goto(links().jobUrl(id));
+    await page.waitForFunction(() => document.getElementById('log')?.dataset.done === 'true', null, {
+      polling: 50,
+      timeout: 10_000,
+    });
+    expect(await logText()).toContain('after it');
+    // Travis's failure words still count: the section they are in is marked failed, and open.
+    expect(await page.locator('details.failed').count()).toBe(1);
+    expect(await page.locator('details.failed').getAttribute('open')).not.toBeNull();
+  });
+
   it('shows the reason a job ended, when it did not simply exit', async () => {
     const id = await busybox('echo waiting for a cancel; sleep 60');
     await eventually(async () => (await c.queue.get(id))?.state === 'running', 'the job to start', 30_000);
