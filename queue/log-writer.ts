@@ -246,8 +246,8 @@ export function createLogWriter(o: LogWriterOptions): LogWriter {
     let end = final ? fill : cut + utf8Boundary(buf.subarray(cut, fill));
     if (whole) {
       end = cut + Math.floor((end - cut) / MAX_CHUNK_BYTES) * MAX_CHUNK_BYTES;
-      // Never inside a character (the bytes from `fill` on are not written yet: a boundary there).
-      if (end > cut && end < fill) end = charBoundary(buf.subarray(0, fill), cut, end);
+      // Never inside a character (`end` is short of `fill`, so the byte there is the job's).
+      if (end > cut && end < fill) end = charBoundary(buf, cut, end);
     }
     if (end <= cut) return;
     const out = limit(buf.subarray(cut, end));

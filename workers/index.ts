@@ -23,6 +23,7 @@ export {
   type LaunchedJob,
   type LaunchRequest,
 } from './job-launcher.ts';
+export { JobOutput, type OutputSink } from './job-output.ts';
 export {
   jobEnv,
   SCRIPT_ARGV,

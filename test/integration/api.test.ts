@@ -7,6 +7,7 @@ import type { ApiApp } from '../../src/api/index.ts';
 import { JobSpec, type Keys } from '../../src/core/index.ts';
 import { configSetAll, connectionClosed, freePort, keyCount } from '../support/redis-server.ts';
 import { startTestApi, type TestApi } from '../support/test-api.ts';
+import { testNode } from '../support/test-node.ts';
 
 const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
 const CI = `ci-${randomBytes(12).toString('hex')}`;
@@ -34,17 +35,7 @@ beforeAll(async () => {
   });
   ({ redis, keys, queue, nodes, app } = api);
   // A live amd64 worker; no other arch has one.
-  await nodes.register({
-    id: 'node-amd64',
-    arch: 'amd64',
-    hostArch: 'amd64',
-    emulated: false,
-    slots: 2,
-    busy: 0,
-    state: 'active',
-    version: 'test',
-    startedAt: new Date().toISOString(),
-  });
+  await nodes.register(testNode('node-amd64', 'amd64'));
 });
 
 afterEach(async () => {

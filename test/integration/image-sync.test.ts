@@ -40,6 +40,7 @@ import { makeVersion, removeImage } from '../support/image-versions.ts';
 import { startRedis, type TestRedis } from '../support/redis-server.ts';
 import { startTestApi, type TestApi } from '../support/test-api.ts';
 import { collect, eventually, leftovers, testConfig } from '../support/test-host.ts';
+import { testNode } from '../support/test-node.ts';
 
 /** The "remote" worker's pool: a second loop-backed btrfs filesystem, so sync crosses filesystems. */
 const SYNC_POOL = `${process.env.ARCHWAY_TEST_POOL ?? '/var/lib/archway-test'}-sync`;
@@ -212,17 +213,7 @@ describe('image sync', () => {
       false,
     );
 
-    await nodes.register({
-      id: 'remote',
-      arch: ARCH,
-      hostArch: 'x64',
-      emulated: false,
-      slots: 1,
-      busy: 0,
-      state: 'active',
-      version: 'test',
-      startedAt: new Date().toISOString(),
-    });
+    await nodes.register(testNode('remote', ARCH, { hostArch: 'x64', emulated: false, slots: 1 }));
     const agent = startAgent({ nodeId: 'remote' });
     const gotV1 = next(agent, 'image:synced', (e) => e.name === name);
     await agent.start();

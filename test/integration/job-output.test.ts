@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runCommand } from '../../src/core/index.ts';
-import { JobOutput } from '../../workers/job-output.ts';
+import { JobOutput } from '../../workers/index.ts';
 
 let dir: string;
 let fifo: string;

@@ -8,6 +8,7 @@ import { type FakeGitHub, startFakeGitHub } from '../support/fake-github.ts';
 import { checkLeftovers } from '../support/leak-check.ts';
 import { keyCount } from '../support/redis-server.ts';
 import { startTestApi, type TestApi } from '../support/test-api.ts';
+import { testNode } from '../support/test-node.ts';
 
 // Issue 10, item 2: a job's own mistakes are refused at submission where they can be, else fail
 // the job with a reason; they never count toward quarantine.
@@ -39,17 +40,7 @@ describe('at submission', () => {
     const busybox = entry('busybox', 'arm64');
     pinned = `busybox@${busybox.digest}`;
     await createImageCatalog(api.redis, api.keys).publish(busybox);
-    await api.nodes.register({
-      id: 'node-arm64',
-      arch: 'arm64',
-      hostArch: 'amd64',
-      emulated: true,
-      slots: 1,
-      busy: 0,
-      state: 'active',
-      version: 'test',
-      startedAt: new Date().toISOString(),
-    });
+    await api.nodes.register(testNode('node-arm64', 'arm64', { slots: 1 }));
     await api.nodes.setImages('node-arm64', [
       { name: 'debian-bookworm', arch: 'arm64', digest: `sha256:${'b'.repeat(64)}`, current: true },
     ]);

@@ -10,6 +10,7 @@ import { bigLog } from '../support/big-log.ts';
 import { launchBrowser, screenshot } from '../support/browser.ts';
 import { startCluster, type TestCluster } from '../support/cluster.ts';
 import { eventually, leftovers } from '../support/test-host.ts';
+import { testNode } from '../support/test-node.ts';
 
 // What the functions run in the page see (the project's tsconfig has no DOM lib, which would
 // change node's stream types for every other file).
@@ -582,17 +583,7 @@ describe('the pools page', () => {
   it('shows each arch with its nodes, a drained node as draining, queue depth and images', async () => {
     const nodes = createNodeRegistry(c.client, c.keys);
     const id = `pages-arm64-${randomBytes(3).toString('hex')}`;
-    await nodes.register({
-      id,
-      arch: 'arm64',
-      hostArch: 'amd64',
-      emulated: true,
-      slots: 2,
-      busy: 1,
-      state: 'active',
-      version: 'test',
-      startedAt: new Date().toISOString(),
-    });
+    await nodes.register(testNode(id, 'arm64', { busy: 1 }));
     await nodes.setImages(id, [
       { name: 'busybox', arch: 'arm64', digest: `sha256:${'ab'.repeat(32)}`, current: true },
     ]);
@@ -607,17 +598,7 @@ describe('the pools page', () => {
     });
     // A node that went silent a minute ago: lost (still listed, within the lost-node retention).
     const lostId = `pages-ppc64le-${randomBytes(3).toString('hex')}`;
-    await nodes.register({
-      id: lostId,
-      arch: 'ppc64le',
-      hostArch: 'amd64',
-      emulated: true,
-      slots: 2,
-      busy: 0,
-      state: 'active',
-      version: 'test',
-      startedAt: new Date().toISOString(),
-    });
+    await nodes.register(testNode(lostId, 'ppc64le'));
     await c.client.hset(c.keys.node(lostId), 'lastSeen', String(Date.now() - 60_000));
 
     await page.goto(`${api.url}/login?next=/pools`);

@@ -11,6 +11,7 @@ import {
 import type { ApiApp } from '../../src/api/index.ts';
 import type { Arch, Keys } from '../../src/core/index.ts';
 import { startTestApi, type TestApi } from '../support/test-api.ts';
+import { testNode } from '../support/test-node.ts';
 
 const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
 const CI = `ci-${randomBytes(12).toString('hex')}`;
@@ -159,17 +160,7 @@ describe('pools API', () => {
   });
 
   it('shows waiting and running jobs, healthy nodes, the oldest wait and an estimate', async () => {
-    await nodes.register({
-      id: 'pp-1',
-      arch: 'ppc64le',
-      hostArch: 'x64',
-      emulated: true,
-      slots: 2,
-      busy: 0,
-      state: 'active',
-      version: 'test',
-      startedAt: new Date().toISOString(),
-    });
+    await nodes.register(testNode('pp-1', 'ppc64le', { hostArch: 'x64' }));
     const free = await app.inject({ method: 'GET', url: '/v1/pools/ppc64le', headers: as(CI) });
     expect(free.json()).toMatchObject({ healthyNodes: 1, freeSlots: 2, estimatedWaitSeconds: 0 });
 

@@ -8,6 +8,7 @@ import {
   createLease,
   createLogWriter,
   type JobQueue,
+  type LogWriterOptions,
   lastLogId,
   readLog,
   readLogBlocking,
@@ -230,18 +231,15 @@ describe('job queue', () => {
   });
 });
 
+/** A log writer of job `jobId` on this suite's Redis: 64 MB of log, no secrets, unless `o` says otherwise. */
+const logWriter = (jobId: string, o: Partial<Omit<LogWriterOptions, 'redis' | 'keys' | 'jobId'>> = {}) =>
+  createLogWriter({ redis, keys, jobId, limitBytes: 64e6, secrets: [], onLimit: () => {}, ...o });
+
 describe('log writer', () => {
   const logOf = async (id: string) => (await readLog(redis, keys, id)).chunks.map((c) => c.text).join('');
 
   it('masks a secret split across two writes and never splits a UTF-8 character', async () => {
-    const w = createLogWriter({
-      redis,
-      keys,
-      jobId: 'mask',
-      limitBytes: 1e6,
-      secrets: ['hunter2-very-secret'],
-      onLimit: () => {},
-    });
+    const w = logWriter('mask', { limitBytes: 1e6, secrets: ['hunter2-very-secret'] });
     await w.write(Buffer.from('password is hunter2-ve'));
     await new Promise((r) => setTimeout(r, 120)); // a flush happens in between
     await w.write(Buffer.from('ry-secret!\n'));
@@ -255,14 +253,7 @@ describe('log writer', () => {
   });
 
   it('masks a secret split by a colour code, in the log and in the check run text (stripped, then masked)', async () => {
-    const w = createLogWriter({
-      redis,
-      keys,
-      jobId: 'ansi',
-      limitBytes: 1e6,
-      secrets: ['abcd1234efgh5678'],
-      onLimit: () => {},
-    });
+    const w = logWriter('ansi', { limitBytes: 1e6, secrets: ['abcd1234efgh5678'] });
     await w.write(Buffer.from('a=abcd1234\x1b[0mefgh5678.\n'));
     await w.write(Buffer.from('b=\x1b[31mabcd'));
     await new Promise((r) => setTimeout(r, 120)); // a flush happens in between
@@ -273,14 +264,7 @@ describe('log writer', () => {
     const tail = await logTail(redis, keys, 'ansi', 10_000);
     expect(tail).toBe('a=[secure].\nb=[secure].\n');
     // A log written unmasked (before this writer) is still masked after its colour codes are removed.
-    const raw = createLogWriter({
-      redis,
-      keys,
-      jobId: 'raw',
-      limitBytes: 1e6,
-      secrets: [],
-      onLimit: () => {},
-    });
+    const raw = logWriter('raw', { limitBytes: 1e6 });
     await raw.write(Buffer.from('k=abcd\x1b[0m1234efgh5678\n'));
     await raw.end(60);
     expect(await logTail(redis, keys, 'raw', 10_000, ['abcd1234efgh5678'])).toBe('k=[secure]\n');
@@ -288,15 +272,7 @@ describe('log writer', () => {
 
   it("refuses an attempt's output once a later attempt has written (a partitioned node's stale output)", async () => {
     const writer = (attempt?: number) =>
-      createLogWriter({
-        redis,
-        keys,
-        jobId: 'fenced',
-        limitBytes: 1e6,
-        secrets: [],
-        onLimit: () => {},
-        ...(attempt !== undefined ? { attempt } : {}),
-      });
+      logWriter('fenced', { limitBytes: 1e6, ...(attempt !== undefined ? { attempt } : {}) });
     const first = writer(1);
     await first.note('attempt 1 starts\n');
     // The node is cut off; the job is re-run elsewhere as attempt 2.
@@ -340,14 +316,7 @@ describe('log writer', () => {
 
   it('cuts chunks at 16 KiB on character boundaries and stops at the log limit', async () => {
     let limited = 0;
-    const w = createLogWriter({
-      redis,
-      keys,
-      jobId: 'big',
-      limitBytes: 40_000,
-      secrets: [],
-      onLimit: () => limited++,
-    });
+    const w = logWriter('big', { limitBytes: 40_000, onLimit: () => limited++ });
     await w.write(Buffer.from('é'.repeat(30_000))); // 60,000 bytes
     await w.write(Buffer.from('more'));
     await w.end(60);
@@ -379,14 +348,7 @@ describe('log writer under fast output', () => {
   };
 
   it('sends what the job writes while an append is in flight in the next one, in order, and holds the job past 2 MiB waiting', async () => {
-    const w = createLogWriter({
-      redis,
-      keys,
-      jobId: 'fast',
-      limitBytes: 64e6,
-      secrets: [],
-      onLimit: () => {},
-    });
+    const w = logWriter('fast');
     // 8 MiB in 64 KiB pipe reads, as fast as the writer takes them: one append per read would be
     // 128; in appends of at most 1 MiB, at least 8.
     const pieces = Array.from({ length: 128 }, (_, i) =>
@@ -404,14 +366,7 @@ describe('log writer under fast output', () => {
     for (const c of chunks) expect(Buffer.byteLength(c.text)).toBeLessThanOrEqual(16 * 1024);
 
     // Redis paused: the writer takes at most about 2 MiB waiting (+ the append in flight), then holds the job's pipe.
-    const slow = createLogWriter({
-      redis,
-      keys,
-      jobId: 'paused',
-      limitBytes: 64e6,
-      secrets: [],
-      onLimit: () => {},
-    });
+    const slow = logWriter('paused');
     await Promise.all(servers().map((s) => s.call('CLIENT', 'PAUSE', '1500', 'WRITE')));
     let taken = 0;
     const writing = (async () => {
@@ -431,14 +386,7 @@ describe('log writer under fast output', () => {
   });
 
   it('cuts a fast log of 3-byte characters into whole 16 KiB-at-most entries that each decode alone', async () => {
-    const w = createLogWriter({
-      redis,
-      keys,
-      jobId: 'euros',
-      limitBytes: 64e6,
-      secrets: [],
-      onLimit: () => {},
-    });
+    const w = logWriter('euros');
     // 16,384 is no multiple of 3: an entry cut at exactly 16 KiB would end inside a character.
     const all = Buffer.from('€'.repeat(400_000));
     for (let at = 0; at < all.length; at += 4700) if (!w.push(all.subarray(at, at + 4700))) await w.ready();
@@ -452,14 +400,7 @@ describe('log writer under fast output', () => {
   });
 
   it('takes a fast log of bytes that are not UTF-8 (all continuation bytes) whole, cut at 16 KiB', async () => {
-    const w = createLogWriter({
-      redis,
-      keys,
-      jobId: 'binary',
-      limitBytes: 64e6,
-      secrets: [],
-      onLimit: () => {},
-    });
+    const w = logWriter('binary');
     // A job that prints binary: no character boundary anywhere to back off to. Cutting used to look
     // for one back to the chunk's start, and there it made an empty chunk, again and again: the
     // worker's event loop spun for ever (a node lost to one job's output, then the next node).
@@ -477,14 +418,7 @@ describe('log writer under fast output', () => {
   });
 
   it('after a failed append drops what the job writes (holding it would fill memory while Redis refuses) and reports the failure', async () => {
-    const w = createLogWriter({
-      redis,
-      keys,
-      jobId: 'refused',
-      limitBytes: 64e6,
-      secrets: [],
-      onLimit: () => {},
-    });
+    const w = logWriter('refused');
     // The log's key holds a string: Redis refuses every append (WRONGTYPE).
     await redis.set(keys.log('refused'), 'not a stream');
     await w.write(Buffer.from('first line\n'));
@@ -498,14 +432,7 @@ describe('log writer under fast output', () => {
   });
 
   it('copies each write (a reader may reuse its buffer) and makes a fast log of whole 16 KiB entries', async () => {
-    const w = createLogWriter({
-      redis,
-      keys,
-      jobId: 'reused',
-      limitBytes: 64e6,
-      secrets: [],
-      onLimit: () => {},
-    });
+    const w = logWriter('reused');
     // 4 MiB in reads of 4,700 bytes (what a pipe read of `yes | head` gives), all through one buffer.
     const read = Buffer.alloc(4700);
     const expected: Buffer[] = [];
